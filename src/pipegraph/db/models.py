@@ -1,0 +1,241 @@
+"""Typed SQLAlchemy models of the pipeline store.
+
+Money is stored as whole minor units (``*_cents``, BIGINT): exact on every backend and cheap to
+sum. Every stage or status change of a lead is appended to ``stage_history``; metrics and
+calibration are computed from that table, so services must write it in the same transaction as
+the change itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from pipegraph.db.base import Base
+from pipegraph.db.types import UTCDateTime, utcnow
+
+
+class Role(enum.StrEnum):
+    VIEWER = "VIEWER"
+    REP = "REP"
+    MANAGER = "MANAGER"
+    ADMIN = "ADMIN"
+
+
+class LeadStatus(enum.StrEnum):
+    OPEN = "OPEN"
+    WON = "WON"
+    LOST = "LOST"
+
+
+class ActivityKind(enum.StrEnum):
+    CALL = "CALL"
+    EMAIL = "EMAIL"
+    MEETING = "MEETING"
+    NOTE = "NOTE"
+    TASK = "TASK"
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as checked VARCHAR rather than a native PostgreSQL ENUM: adding a value later is then a
+    # plain migration on both backends.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.REP)
+    # Most open leads this user can work at once; simulations use it as rep capacity.
+    capacity: Mapped[int] = mapped_column(Integer, default=25)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("capacity >= 0", name="capacity_non_negative"),)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the key: the key itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the key, so a person can tell their keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    user: Mapped[User] = relationship(lazy="raise")
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    description: Mapped[str] = mapped_column(Text, default="")
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    stages: Mapped[list[Stage]] = relationship(
+        back_populates="pipeline", order_by="Stage.position", lazy="raise"
+    )
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # 0-based, dense within a pipeline; services keep it so.
+    position: Mapped[int] = mapped_column(Integer)
+    # Configured probability of eventually winning a lead that stands in this stage.
+    probability: Mapped[float | None] = mapped_column(Float)
+    # After this many days in the stage an open lead counts as stalled.
+    target_days: Mapped[int | None] = mapped_column(Integer)
+    exit_criteria: Mapped[str] = mapped_column(Text, default="")
+    # Retention stages after the sale: only won leads enter them.
+    is_post_sale: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    pipeline: Mapped[Pipeline] = relationship(back_populates="stages", lazy="raise")
+
+    __table_args__ = (
+        UniqueConstraint("pipeline_id", "name"),
+        Index("ix_stages_pipeline_position", "pipeline_id", "position"),
+        CheckConstraint(
+            "probability IS NULL OR (probability >= 0 AND probability <= 1)", name="probability_range"
+        ),
+        CheckConstraint("target_days IS NULL OR target_days >= 0", name="target_days_non_negative"),
+    )
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Denormalised from the stage so board and metrics queries filter one table.
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    title: Mapped[str] = mapped_column(String(300))
+    company: Mapped[str] = mapped_column(String(300), default="")
+    contact_name: Mapped[str] = mapped_column(String(200), default="")
+    contact_email: Mapped[str] = mapped_column(String(320), default="")
+    contact_phone: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(100), default="")
+    value_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[LeadStatus] = mapped_column(_enum(LeadStatus, "lead_status"), default=LeadStatus.OPEN)
+    lost_reason: Mapped[str] = mapped_column(Text, default="")
+    expected_close_date: Mapped[date | None] = mapped_column(Date)
+    # BANT qualification; the score (0-100, 25 per criterion met) is kept by the services.
+    budget: Mapped[bool] = mapped_column(Boolean, default=False)
+    authority: Mapped[bool] = mapped_column(Boolean, default=False)
+    need: Mapped[bool] = mapped_column(Boolean, default=False)
+    timeline: Mapped[bool] = mapped_column(Boolean, default=False)
+    qualification_score: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the lead entered its current stage: age in stage and "stalled" without a history scan.
+    stage_entered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Optimistic concurrency: every change increments it; writers pass the version they read.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    stage: Mapped[Stage] = relationship(lazy="raise")
+    owner: Mapped[User | None] = relationship(lazy="raise")
+
+    __table_args__ = (
+        CheckConstraint("value_cents >= 0", name="value_non_negative"),
+        CheckConstraint("qualification_score BETWEEN 0 AND 100", name="qualification_score_range"),
+        Index("ix_leads_pipeline_stage_status", "pipeline_id", "stage_id", "status"),
+        Index("ix_leads_pipeline_created", "pipeline_id", "created_at"),
+        Index("ix_leads_owner", "owner_id"),
+        Index("ix_leads_stage_id", "stage_id", "id"),
+    )
+
+
+class StageHistory(Base):
+    """One immutable row per stage or status change of a lead (creation included)."""
+
+    __tablename__ = "stage_history"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    # NULL on the row that records the lead's creation.
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    to_stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    from_status: Mapped[LeadStatus | None] = mapped_column(_enum(LeadStatus, "history_from_status"))
+    to_status: Mapped[LeadStatus] = mapped_column(_enum(LeadStatus, "history_to_status"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        Index("ix_stage_history_lead_changed", "lead_id", "changed_at", "id"),
+        Index("ix_stage_history_pipeline_stage_changed", "pipeline_id", "to_stage_id", "changed_at"),
+    )
+
+
+class Activity(Base):
+    __tablename__ = "activities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[ActivityKind] = mapped_column(_enum(ActivityKind, "activity_kind"))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_activities_lead_created", "lead_id", "created_at", "id"),)
+
+
+class Goal(Base):
+    """A revenue goal for one pipeline over a period [period_start, period_end]."""
+
+    __tablename__ = "goals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("pipeline_id", "period_start", "period_end"),
+        CheckConstraint("amount_cents >= 0", name="amount_non_negative"),
+        CheckConstraint("period_end >= period_start", name="period_order"),
+    )

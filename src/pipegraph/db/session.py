@@ -1,0 +1,90 @@
+"""Engine and sessions: one ``Store`` per application, built from settings (no module globals).
+
+``store.read()`` gives a session for queries; ``store.write()`` gives a session inside a transaction
+that commits on success and rolls back on any exception, so a failed mutation leaves nothing behind.
+
+SQLite needs care to let concurrent requests write without "database is locked": the connection
+runs in WAL mode with a busy timeout, pysqlite's own transaction handling is switched off so we
+emit ``BEGIN`` ourselves, write transactions start with ``BEGIN IMMEDIATE`` (taking the write lock
+up front instead of failing when a reader upgrades), and writers in one process queue on an
+asyncio lock rather than spinning on the database lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from pipegraph.settings import normalise_database_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_IMMEDIATE = "pipegraph_sqlite_immediate"
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event below decide how transactions start.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    url = normalise_database_url(database_url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, echo=echo)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+class Store:
+    """Owns the engine and hands out sessions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._read_sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        write_engine = engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else engine
+        self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False, autoflush=False)
+        # SQLite admits one writer at a time anyway; queueing here keeps waiting cheap and fair.
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @classmethod
+    def from_url(cls, database_url: str, *, echo: bool = False, pool_size: int = 10) -> Store:
+        return cls(create_engine(database_url, echo=echo, pool_size=pool_size))
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        if self._write_lock is None:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self._write_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,76 @@
+"""Shared fixtures: a fresh, migrated database per test, on SQLite always and on PostgreSQL when
+``PIPEGRAPH_TEST_POSTGRES_URL`` names a server (under ``CI=true`` it must)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipegraph.db import migrate
+from pipegraph.db.session import Store
+
+POSTGRES_URL_VARIABLE = "PIPEGRAPH_TEST_POSTGRES_URL"
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {POSTGRES_URL_VARIABLE} is not set: PostgreSQL tests must run in CI")
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_VARIABLE}=postgresql://user@host:port/db")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new empty PostgreSQL database for this test, dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    admin_url = _postgres_admin_url()
+    assert admin_url is not None
+    plain = admin_url.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"pipegraph_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(plain)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base, _, _ = plain.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'pipegraph.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once per backend."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated, empty store on each backend."""
+    store = Store.from_url(database_url)
+    await migrate.upgrade(store.engine)
+    try:
+        yield store
+    finally:
+        await store.dispose()
