@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipegraph.errors import ConfigurationError
+from pipegraph.settings import DEFAULT_SQLITE_FILE, Settings
+
+
+def test_default_database_is_a_sqlite_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / DEFAULT_SQLITE_FILE}"
+    assert settings.is_sqlite
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///x.sqlite3", "sqlite+aiosqlite:///x.sqlite3"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+    ],
+)
+def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
+    assert Settings.from_env({"PIPEGRAPH_DATABASE_URL": given}).database_url == expected
+
+
+def test_unsupported_database_is_refused_with_the_variable_named() -> None:
+    with pytest.raises(ConfigurationError, match="PIPEGRAPH_DATABASE_URL"):
+        Settings.from_env({"PIPEGRAPH_DATABASE_URL": "mysql://u@h/db"})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_open_access_is_allowed_on_loopback_and_turns_on_graphiql(host: str) -> None:
+    settings = Settings.from_env({"PIPEGRAPH_OPEN": "true", "PIPEGRAPH_HOST": host})
+    assert settings.open_access
+    assert settings.graphiql
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "example.com"])
+def test_open_access_is_refused_off_loopback(host: str) -> None:
+    with pytest.raises(ConfigurationError, match="non-loopback"):
+        Settings.from_env({"PIPEGRAPH_OPEN": "1", "PIPEGRAPH_HOST": host})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PIPEGRAPH_PORT", "eighty", "PIPEGRAPH_PORT: expected a whole number"),
+        ("PIPEGRAPH_POOL_SIZE", "0", "PIPEGRAPH_POOL_SIZE: must be at least 1"),
+        ("PIPEGRAPH_OPEN", "maybe", "PIPEGRAPH_OPEN: expected true or false"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env({variable: value})
+
+
+def test_overrides_win_over_the_environment() -> None:
+    settings = Settings.from_env({"PIPEGRAPH_PORT": "9000"}, port=9100)
+    assert settings.port == 9100
