@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -127,11 +128,21 @@ class Stage(Base):
     exit_criteria: Mapped[str] = mapped_column(Text, default="")
     # Retention stages after the sale: only won leads enter them.
     is_post_sale: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Removed stages stay as rows so stage history keeps pointing at them; they leave the board.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     pipeline: Mapped[Pipeline] = relationship(back_populates="stages", lazy="raise")
 
     __table_args__ = (
-        UniqueConstraint("pipeline_id", "name"),
+        # Names are unique among a pipeline's current stages; a removed stage frees its name.
+        Index(
+            "uq_stages_pipeline_id_name_current",
+            "pipeline_id",
+            "name",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
         Index("ix_stages_pipeline_position", "pipeline_id", "position"),
         CheckConstraint(
             "probability IS NULL OR (probability >= 0 AND probability <= 1)", name="probability_range"

@@ -1,0 +1,352 @@
+"""Read side: the leads listing (filters, ordering, keyset pagination) and batch look-ups for loaders.
+
+Leads always come with their stage and owner joined in the same statement: every lead a client sees
+needs both, and one joined query is cheaper than two batched look-ups.
+
+Cursors are opaque (base64 of JSON) and carry the ordering they were made for, so a cursor from one
+ordering cannot silently page another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import contains_eager
+
+from pipegraph.db.models import Activity, Lead, LeadStatus, Pipeline, Stage, StageHistory, User
+from pipegraph.db.types import UTCDateTime, utcnow
+from pipegraph.errors import ValidationError
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+class LeadOrderField(enum.StrEnum):
+    CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+    STAGE_ENTERED_AT = "STAGE_ENTERED_AT"
+    VALUE = "VALUE"
+    TITLE = "TITLE"
+
+
+_ORDER_COLUMNS: dict[LeadOrderField, Any] = {
+    LeadOrderField.CREATED_AT: Lead.created_at,
+    LeadOrderField.UPDATED_AT: Lead.updated_at,
+    LeadOrderField.STAGE_ENTERED_AT: Lead.stage_entered_at,
+    LeadOrderField.VALUE: Lead.value_cents,
+    LeadOrderField.TITLE: Lead.title,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LeadOrder:
+    field: LeadOrderField = LeadOrderField.CREATED_AT
+    descending: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LeadFilter:
+    stage_ids: Sequence[int] | None = None
+    statuses: Sequence[LeadStatus] | None = None
+    owner_ids: Sequence[int] | None = None
+    sources: Sequence[str] | None = None
+    min_value_cents: int | None = None
+    max_value_cents: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    stalled_only: bool = False
+    search: str | None = None
+
+
+@dataclass(slots=True)
+class LeadPage:
+    leads: list[Lead]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+    filter: LeadFilter = field(default_factory=LeadFilter)
+    pipeline_id: int | None = None
+
+
+# -- cursors ------------------------------------------------------------------------------------------
+
+
+def _sort_value(lead: Lead, order: LeadOrder) -> Any:
+    value = getattr(lead, _ORDER_COLUMNS[order.field].key)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def encode_cursor(lead: Lead, order: LeadOrder) -> str:
+    payload = [order.field.value, order.descending, _sort_value(lead, order), lead.id]
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str, order: LeadOrder, *, field: str) -> tuple[Any, int]:
+    try:
+        name, descending, value, lead_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise ValidationError("not a cursor from this API", field=field) from None
+    if name != order.field.value or descending != order.descending or not isinstance(lead_id, int):
+        raise ValidationError("the cursor was made for another ordering", field=field)
+    if isinstance(_ORDER_COLUMNS[order.field].type, UTCDateTime):
+        try:
+            value = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise ValidationError("not a cursor from this API", field=field) from None
+    return value, lead_id
+
+
+# -- filters ------------------------------------------------------------------------------------------
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _stalled(dialect: str, now: datetime) -> ColumnElement[bool]:
+    if dialect == "sqlite":
+        # SQLite stores UTC as naive text; julianday() gives fractional days on both sides.
+        naive_now = now.astimezone(UTC).replace(tzinfo=None)
+        age_days = func.julianday(literal(naive_now.isoformat(sep=" "))) - func.julianday(
+            Lead.stage_entered_at
+        )
+        return and_(Stage.target_days.is_not(None), age_days > Stage.target_days)
+    deadline = literal(now, UTCDateTime) - func.make_interval(0, 0, 0, Stage.target_days)
+    return and_(Stage.target_days.is_not(None), Lead.stage_entered_at < deadline)
+
+
+def _conditions(lead_filter: LeadFilter, *, dialect: str, now: datetime) -> list[ColumnElement[bool]]:
+    f = lead_filter
+    conditions: list[ColumnElement[bool]] = []
+    if f.stage_ids is not None:
+        conditions.append(Lead.stage_id.in_(f.stage_ids))
+    if f.statuses is not None:
+        conditions.append(Lead.status.in_(f.statuses))
+    if f.owner_ids is not None:
+        conditions.append(Lead.owner_id.in_(f.owner_ids))
+    if f.sources is not None:
+        conditions.append(func.lower(Lead.source).in_([s.strip().lower() for s in f.sources]))
+    if f.min_value_cents is not None:
+        conditions.append(Lead.value_cents >= f.min_value_cents)
+    if f.max_value_cents is not None:
+        conditions.append(Lead.value_cents <= f.max_value_cents)
+    if f.created_after is not None:
+        conditions.append(Lead.created_at >= f.created_after)
+    if f.created_before is not None:
+        conditions.append(Lead.created_at < f.created_before)
+    if f.stalled_only:
+        conditions.append(Lead.status == LeadStatus.OPEN)
+        conditions.append(_stalled(dialect, now))
+    if f.search and f.search.strip():
+        pattern = f"%{_escape_like(f.search.strip().lower())}%"
+        conditions.append(
+            or_(
+                *(
+                    func.lower(column).like(pattern, escape="\\")
+                    for column in (Lead.title, Lead.company, Lead.contact_name, Lead.contact_email)
+                )
+            )
+        )
+    return conditions
+
+
+def _leads_with_stage_and_owner() -> Select[Lead]:
+    return (
+        select(Lead)
+        .join(Lead.stage)
+        .outerjoin(Lead.owner)
+        .options(contains_eager(Lead.stage), contains_eager(Lead.owner))
+    )
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+# -- the listing --------------------------------------------------------------------------------------
+
+
+def page_size(first: int | None, last: int | None) -> tuple[int, bool]:
+    """The page size and whether the page is taken from the end (``last``)."""
+    if first is not None and last is not None:
+        raise ValidationError("give first or last, not both", field="last")
+    for name, value in (("first", first), ("last", last)):
+        if value is not None and not 0 <= value <= MAX_PAGE_SIZE:
+            raise ValidationError(f"{name} must be between 0 and {MAX_PAGE_SIZE}, got {value}", field=name)
+    if last is not None:
+        return last, True
+    return (DEFAULT_PAGE_SIZE if first is None else first), False
+
+
+async def list_leads(
+    session: AsyncSession,
+    *,
+    pipeline_id: int | None = None,
+    lead_filter: LeadFilter | None = None,
+    order: LeadOrder | None = None,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+    now: datetime | None = None,
+) -> LeadPage:
+    """One page of leads, keyset-paginated over (order column, id)."""
+    lead_filter = lead_filter or LeadFilter()
+    order = order or LeadOrder()
+    size, backwards = page_size(first, last)
+    column = _ORDER_COLUMNS[order.field]
+    conditions = _conditions(lead_filter, dialect=_dialect(session), now=now or utcnow())
+    if pipeline_id is not None:
+        conditions.append(Lead.pipeline_id == pipeline_id)
+    for name, cursor, is_after in (("after", after, True), ("before", before, False)):
+        if cursor is None:
+            continue
+        value, lead_id = decode_cursor(cursor, order, field=name)
+        # "After" in a descending order means smaller keys.
+        if is_after != order.descending:
+            conditions.append(or_(column > value, and_(column == value, Lead.id > lead_id)))
+        else:
+            conditions.append(or_(column < value, and_(column == value, Lead.id < lead_id)))
+    # Reading backwards: walk the reversed order from the `before` side, then flip the page.
+    descending = order.descending != backwards
+    ordering = (column.desc(), Lead.id.desc()) if descending else (column.asc(), Lead.id.asc())
+    statement = _leads_with_stage_and_owner().where(*conditions).order_by(*ordering).limit(size + 1)
+    leads = list((await session.execute(statement)).scalars().unique()) if size else []
+    has_more = len(leads) > size
+    leads = leads[:size]
+    if backwards:
+        leads.reverse()
+        has_next, has_previous = before is not None, has_more
+    else:
+        has_next, has_previous = has_more, after is not None
+    return LeadPage(
+        leads=leads,
+        cursors=[encode_cursor(lead, order) for lead in leads],
+        has_next_page=has_next,
+        has_previous_page=has_previous,
+        filter=lead_filter,
+        pipeline_id=pipeline_id,
+    )
+
+
+async def count_leads(
+    session: AsyncSession,
+    *,
+    pipeline_id: int | None = None,
+    lead_filter: LeadFilter | None = None,
+    now: datetime | None = None,
+) -> int:
+    lead_filter = lead_filter or LeadFilter()
+    conditions = _conditions(lead_filter, dialect=_dialect(session), now=now or utcnow())
+    if pipeline_id is not None:
+        conditions.append(Lead.pipeline_id == pipeline_id)
+    statement = select(func.count(Lead.id)).select_from(Lead)
+    if lead_filter.stalled_only:
+        statement = statement.join(Lead.stage)
+    return int((await session.execute(statement.where(*conditions))).scalar_one())
+
+
+# -- batch look-ups for loaders -------------------------------------------------------------------------
+
+
+async def leads_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Lead]:
+    statement = _leads_with_stage_and_owner().where(Lead.id.in_(ids))
+    return {lead.id: lead for lead in (await session.execute(statement)).scalars().unique()}
+
+
+async def users_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, User]:
+    rows = await session.execute(select(User).where(User.id.in_(ids)))
+    return {user.id: user for user in rows.scalars()}
+
+
+async def pipelines_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Pipeline]:
+    rows = await session.execute(select(Pipeline).where(Pipeline.id.in_(ids)))
+    return {pipeline.id: pipeline for pipeline in rows.scalars()}
+
+
+async def stages_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Stage]:
+    """Removed stages included: history rows still name them."""
+    rows = await session.execute(select(Stage).where(Stage.id.in_(ids)))
+    return {stage.id: stage for stage in rows.scalars()}
+
+
+async def stages_by_pipeline_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, list[Stage]]:
+    statement = (
+        select(Stage)
+        .where(Stage.pipeline_id.in_(ids), Stage.removed_at.is_(None))
+        .order_by(Stage.pipeline_id, Stage.position, Stage.id)
+    )
+    grouped: dict[int, list[Stage]] = defaultdict(list)
+    for stage in (await session.execute(statement)).scalars():
+        grouped[stage.pipeline_id].append(stage)
+    return grouped
+
+
+@dataclass(frozen=True, slots=True)
+class StageTotal:
+    count: int
+    value_cents: int
+
+
+async def stage_totals(session: AsyncSession, ids: Sequence[int]) -> dict[int, dict[LeadStatus, StageTotal]]:
+    """Per stage and status: how many leads stand there and their summed value."""
+    statement = (
+        select(Lead.stage_id, Lead.status, func.count(Lead.id), func.coalesce(func.sum(Lead.value_cents), 0))
+        .where(Lead.stage_id.in_(ids))
+        .group_by(Lead.stage_id, Lead.status)
+    )
+    totals: dict[int, dict[LeadStatus, StageTotal]] = defaultdict(dict)
+    for stage_id, status, count, value in await session.execute(statement):
+        totals[stage_id][LeadStatus(status)] = StageTotal(int(count), int(value))
+    return totals
+
+
+async def recent_activities(
+    session: AsyncSession, lead_ids: Sequence[int], *, limit: int
+) -> dict[int, list[Activity]]:
+    """The ``limit`` most recent activities of each lead, newest first, in one statement."""
+    rank = (
+        func.row_number()
+        .over(partition_by=Activity.lead_id, order_by=(Activity.created_at.desc(), Activity.id.desc()))
+        .label("rank")
+    )
+    ranked = select(Activity.id, rank).where(Activity.lead_id.in_(lead_ids)).subquery()
+    statement = (
+        select(Activity)
+        .join(ranked, ranked.c.id == Activity.id)
+        .where(ranked.c.rank <= limit)
+        .order_by(Activity.lead_id, Activity.created_at.desc(), Activity.id.desc())
+    )
+    grouped: dict[int, list[Activity]] = defaultdict(list)
+    for activity in (await session.execute(statement)).scalars():
+        grouped[activity.lead_id].append(activity)
+    return grouped
+
+
+async def history_by_lead_ids(
+    session: AsyncSession, lead_ids: Sequence[int]
+) -> dict[int, list[StageHistory]]:
+    statement = (
+        select(StageHistory)
+        .where(StageHistory.lead_id.in_(lead_ids))
+        .order_by(StageHistory.lead_id, StageHistory.changed_at, StageHistory.id)
+    )
+    grouped: dict[int, list[StageHistory]] = defaultdict(list)
+    for row in (await session.execute(statement)).scalars():
+        grouped[row.lead_id].append(row)
+    return grouped
+
+
+async def activities_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Activity]:
+    rows = await session.execute(select(Activity).where(Activity.id.in_(ids)))
+    return {activity.id: activity for activity in rows.scalars()}
