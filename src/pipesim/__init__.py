@@ -1,0 +1,59 @@
+"""pipesim: Monte Carlo lead-flow simulation — leads needed, forecast range, capacity what-if.
+
+    >>> from pipesim import load_model, forecast
+    >>> result = forecast(load_model("examples/saas_inbound.toml"), trials=10_000, seed=1)
+
+P10 is the 10th percentile, a pessimistic outcome; P90 an optimistic one.
+"""
+
+from __future__ import annotations
+
+from pipesim.distributions import (
+    BetaProbability,
+    Empirical,
+    Exponential,
+    Fixed,
+    FixedProbability,
+    Gamma,
+    LogNormal,
+    Triangular,
+)
+from pipesim.errors import EngineError, MissingExtraError, ModelError, PipesimError, QuestionError
+from pipesim.questions import compare, forecast, leads_needed, sensitivity, simulate
+from pipesim.results import Comparison, Estimate, Forecast, LeadsNeeded, Sensitivity, Summary
+from pipesim.spec import Arrivals, Model, OpenLeads, Reps, Stage, from_mapping, from_toml, load_model
+
+__all__ = [
+    "Arrivals",
+    "BetaProbability",
+    "Comparison",
+    "Empirical",
+    "EngineError",
+    "Estimate",
+    "Exponential",
+    "Fixed",
+    "FixedProbability",
+    "Forecast",
+    "Gamma",
+    "LeadsNeeded",
+    "LogNormal",
+    "MissingExtraError",
+    "Model",
+    "ModelError",
+    "OpenLeads",
+    "PipesimError",
+    "QuestionError",
+    "Reps",
+    "Sensitivity",
+    "Stage",
+    "Summary",
+    "Triangular",
+    "compare",
+    "forecast",
+    "from_mapping",
+    "from_toml",
+    "leads_needed",
+    "load_model",
+    "sensitivity",
+    "simulate",
+]

@@ -1,0 +1,120 @@
+"""What the Monte Carlo engines share: random streams, per-trial draws, lead groups and outcomes.
+
+Streams. Trials are cut into blocks of a fixed size per engine. Every random number comes from a stream
+``SeedSequence(seed, spawn_key=(block, purpose, ...))`` — the same children ``SeedSequence(seed).spawn``
+would give — so a block's numbers depend only on the seed and the block, never on which worker runs it
+or how many workers there are.
+
+Groups. New leads form group 0 and start at the first stage; each open-lead cohort is a further group
+that starts at its current stage with its age in that stage. Per-trial draws (one row per trial) hold the
+conversion probabilities — Beta ones drawn once per trial, so parameter uncertainty carries into the
+spread — and one uniform per group for its number of wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipesim.distributions import Array
+from pipesim.spec import Model
+
+# Purposes of the streams, the second element of every spawn key.
+TRIAL = 0
+ARRIVALS = 1
+WINNERS = 2
+LEADS = 3
+
+
+def stream(seed: int, block: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block, *key)))
+
+
+@dataclass(frozen=True)
+class Group:
+    """Leads that share a starting point: new arrivals (``existing=False``) or one open-lead cohort."""
+
+    start: int  # index of the stage they are in
+    age_days: float  # days already spent in that stage
+    value: float | None  # known deal size, else drawn from the model's deal size
+    existing: bool
+
+
+def groups(model: Model) -> list[Group]:
+    found = [Group(0, 0.0, None, existing=False)]
+    found += [
+        Group(model.stage_index(cohort.stage), cohort.age_days, cohort.value, existing=True)
+        for cohort in model.open_leads
+    ]
+    return found
+
+
+def cohort_counts(model: Model) -> list[int]:
+    return [cohort.count for cohort in model.open_leads]
+
+
+@dataclass(frozen=True)
+class TrialDraws:
+    """Per-trial random quantities of one block."""
+
+    p: Array  # (trials, stages) conversion probabilities
+    win_u: Array  # (trials, groups) uniforms that set each group's number of wins
+    new_leads: NDArray[np.int64]  # (trials,) number of new leads
+
+
+def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
+    n_stages, n_groups = len(model.stages), 1 + len(model.open_leads)
+    u = stream(seed, block, TRIAL).random((trials, n_stages + n_groups))
+    p = np.empty((trials, n_stages))
+    for index, stage in enumerate(model.stages):
+        p[:, index] = stage.conversion.ppf(u[:, index])
+    if model.arrivals.kind == "batch":
+        new_leads = np.full(trials, model.arrivals.count, dtype=np.int64)
+    else:
+        expected = model.arrivals.rate_per_day * model.horizon_days
+        new_leads = stream(seed, block, ARRIVALS).poisson(expected, trials).astype(np.int64)
+    return TrialDraws(p=p, win_u=u[:, n_stages:], new_leads=new_leads)
+
+
+def win_probability_from(p: Array, start: int) -> Array:
+    """Probability that a lead now in stage ``start`` is eventually won, per trial."""
+    return np.asarray(np.prod(p[:, start:], axis=1), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Per-trial results of a batch of trials, in trial order."""
+
+    wins_new: Array
+    wins_existing: Array
+    revenue_new: Array
+    revenue_existing: Array
+    wait_days: Array  # mean wait of new leads for a free rep slot (0 without capacity limits)
+
+    @property
+    def trials(self) -> int:
+        return len(self.wins_new)
+
+    @property
+    def wins(self) -> Array:
+        return self.wins_new + self.wins_existing
+
+    @property
+    def revenue(self) -> Array:
+        return self.revenue_new + self.revenue_existing
+
+    @staticmethod
+    def concat(parts: list[Outcomes]) -> Outcomes:
+        return Outcomes(
+            *(np.concatenate([getattr(part, name) for part in parts]) for name in _OUTCOME_FIELDS)
+        )
+
+
+_OUTCOME_FIELDS = ("wins_new", "wins_existing", "revenue_new", "revenue_existing", "wait_days")
+
+
+def block_count(trials: int, block_trials: int) -> int:
+    return math.ceil(trials / block_trials)

@@ -1,0 +1,162 @@
+"""Typed answers. Each has ``to_dict()`` (plain JSON-ready data) and is built from simulated samples.
+
+Percentile convention: P10 is the 10th percentile — 10 % of trials came out below it, a pessimistic
+outcome; P90 is an optimistic one. ``se`` fields are Monte Carlo standard errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipesim.distributions import Array
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class _Serialisable:
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = _plain(self)
+        return data
+
+
+@dataclass(frozen=True)
+class Estimate(_Serialisable):
+    """A Monte Carlo estimate and its standard error."""
+
+    value: float
+    se: float
+
+    @staticmethod
+    def proportion(hits: Array) -> Estimate:
+        p = float(np.mean(hits))
+        return Estimate(p, math.sqrt(p * (1 - p) / len(hits)))
+
+    @staticmethod
+    def mean_of(samples: Array) -> Estimate:
+        sd = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
+        return Estimate(float(np.mean(samples)), sd / math.sqrt(len(samples)))
+
+
+@dataclass(frozen=True)
+class Summary(_Serialisable):
+    """Distribution of one quantity over trials."""
+
+    mean: float
+    sd: float
+    se: float  # standard error of the mean
+    p10: float
+    p50: float
+    p90: float
+
+    @staticmethod
+    def of(samples: Array) -> Summary:
+        p10, p50, p90 = np.percentile(samples, [10, 50, 90])
+        sd = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
+        return Summary(
+            mean=float(np.mean(samples)),
+            sd=sd,
+            se=sd / math.sqrt(len(samples)),
+            p10=float(p10),
+            p50=float(p50),
+            p90=float(p90),
+        )
+
+
+@dataclass(frozen=True)
+class Histogram(_Serialisable):
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    @staticmethod
+    def of(samples: Array, bins: int = 30) -> Histogram:
+        counts, edges = np.histogram(samples, bins=bins)
+        return Histogram(tuple(edges.tolist()), tuple(int(c) for c in counts))
+
+
+@dataclass(frozen=True)
+class Forecast(_Serialisable):
+    """Wins and revenue within the horizon."""
+
+    engine: str
+    trials: int
+    seed: int
+    currency: str
+    horizon_days: float
+    wins: Summary
+    revenue: Summary
+    revenue_new: Summary  # from leads arriving during the horizon
+    revenue_existing: Summary  # from the open leads already in the pipeline
+    wait_days: Summary  # mean wait of a new lead for a rep slot (0 without capacity limits)
+    histogram: Histogram  # of revenue
+    goal: float | None
+    p_goal: Estimate | None  # P(revenue >= goal)
+
+
+@dataclass(frozen=True)
+class LeadsNeeded(_Serialisable):
+    """Fewest new leads (a batch at day 0) with P(revenue >= goal within the horizon) >= confidence."""
+
+    engine: str
+    trials: int
+    seed: int
+    goal: float
+    confidence: float
+    leads: int
+    p_goal: Estimate  # P(goal) at ``leads``, with its Monte Carlo standard error
+    interval: tuple[int, int] | None  # 95 % Monte Carlo interval for ``leads``
+    naive: int  # reverse funnel: goal ÷ mean deal ÷ conversions, ignoring variance and the horizon
+    analytic: int | None  # negative-binomial answer where exact (fixed deals and conversions)
+
+
+@dataclass(frozen=True)
+class Comparison(_Serialisable):
+    """Paired what-if: the same simulated leads under the base and the variant model."""
+
+    engine: str
+    trials: int
+    seed: int
+    currency: str
+    base: Summary  # revenue
+    variant: Summary
+    difference: Summary  # variant − base, per trial
+    wins_difference: Summary
+    p_variant_better: float  # share of trials where the variant earned strictly more
+    goal: float | None
+    p_goal_base: Estimate | None
+    p_goal_variant: Estimate | None
+    p_goal_difference: Estimate | None  # paired: its se is that of the per-trial difference
+
+
+@dataclass(frozen=True)
+class Lever(_Serialisable):
+    """The effect of one improvement on one stage."""
+
+    stage: str
+    change: str  # "conversion +10%" or "time in stage -10%"
+    revenue: Estimate  # paired change in mean revenue
+    p_goal: Estimate | None  # paired change in P(goal)
+
+
+@dataclass(frozen=True)
+class Sensitivity(_Serialisable):
+    """Which stage's improvement moves the outcome most; ``bottleneck`` names it."""
+
+    engine: str
+    trials: int
+    seed: int
+    goal: float | None
+    levers: tuple[Lever, ...]  # most effective first
+    bottleneck: str

@@ -1,0 +1,478 @@
+"""The model: stages, conversions, times in stage, deal sizes, arrivals, reps, open leads, horizon.
+
+A model is a tree of frozen dataclasses, built either in code (``Model(stages=(Stage(...), ...), ...)``)
+or from a TOML/JSON file via :func:`load_model`. Parsing collects every problem before raising one
+:class:`~pipesim.errors.ModelError` whose issues name the key path and the bad value, e.g.
+``stages[2].conversion.alpha: must be > 0, got -1``. ``Model.to_toml()`` writes a model back so a model
+calibrated in code can be saved, reviewed and re-run. The full file reference is docs/pipesim.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pipesim.distributions import (
+    BetaProbability,
+    Conversion,
+    Distribution,
+    Empirical,
+    Exponential,
+    Fixed,
+    FixedProbability,
+    Gamma,
+    LogNormal,
+    Triangular,
+)
+from pipesim.errors import Issue, ModelError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: time spent in it, then conversion to the next stage (or loss).
+
+    Conversion out of the last stage is the close: a lead that passes it is won."""
+
+    name: str
+    conversion: Conversion
+    time_in_stage: Distribution = field(default_factory=lambda: Fixed(0.0))
+    work: Distribution | None = None  # a rep's dedicated time at the start of the stage (needs reps)
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """New leads: a ``batch`` of ``count`` at day 0, or ``poisson`` at ``rate_per_day`` over the horizon."""
+
+    kind: Literal["batch", "poisson"] = "batch"
+    count: int = 0
+    rate_per_day: float = 0.0
+
+    @staticmethod
+    def batch(count: int) -> Arrivals:
+        return Arrivals("batch", count=count)
+
+    @staticmethod
+    def poisson(rate_per_day: float) -> Arrivals:
+        return Arrivals("poisson", rate_per_day=rate_per_day)
+
+
+@dataclass(frozen=True)
+class Reps:
+    """Sales reps: ``count`` of them, each working up to ``leads_each`` open leads at once."""
+
+    count: int
+    leads_each: int = 1
+
+    @property
+    def slots(self) -> int:
+        return self.count * self.leads_each
+
+
+@dataclass(frozen=True)
+class OpenLeads:
+    """A cohort of leads already in the pipeline: ``count`` of them in ``stage`` for ``age_days`` so far.
+
+    ``value`` is their known deal size; without it they draw from the model's deal size."""
+
+    stage: str
+    count: int
+    age_days: float = 0.0
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    """A complete lead-flow model. ``reps=None`` means unlimited capacity (no queues)."""
+
+    stages: tuple[Stage, ...]
+    deal_size: Distribution
+    arrivals: Arrivals
+    horizon_days: float
+    reps: Reps | None = None
+    open_leads: tuple[OpenLeads, ...] = ()
+    currency: str = "USD"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        issues = _check_model(self)
+        if issues:
+            raise ModelError(issues)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stages)
+
+    def stage_index(self, name: str) -> int:
+        return self.stage_names.index(name)
+
+    @property
+    def win_probability(self) -> float:
+        """Expected probability that a new lead is eventually won (product of mean conversions)."""
+        return math.prod(stage.conversion.mean for stage in self.stages)
+
+    @property
+    def needs_capacity(self) -> bool:
+        return self.reps is not None
+
+    def with_new_leads(self, count: int) -> Model:
+        """The same model with a batch of ``count`` new leads (used by the leads-needed search)."""
+        return replace(self, arrivals=Arrivals.batch(count))
+
+    def replace_stage(self, index: int, **changes: Any) -> Model:
+        stages = list(self.stages)
+        stages[index] = replace(stages[index], **changes)
+        return replace(self, stages=tuple(stages))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The model as plain data, in the file layout that :func:`from_mapping` reads."""
+        data: dict[str, Any] = {}
+        if self.name:
+            data["name"] = self.name
+        data["currency"] = self.currency
+        data["horizon_days"] = self.horizon_days
+        if self.arrivals.kind == "batch":
+            data["arrivals"] = {"kind": "batch", "count": self.arrivals.count}
+        else:
+            data["arrivals"] = {"kind": "poisson", "rate_per_day": self.arrivals.rate_per_day}
+        data["deal_size"] = self.deal_size.to_mapping()
+        if self.reps is not None:
+            data["reps"] = {"count": self.reps.count, "leads_each": self.reps.leads_each}
+        stages = []
+        for stage in self.stages:
+            entry: dict[str, Any] = {
+                "name": stage.name,
+                "conversion": stage.conversion.to_value(),
+                "time_in_stage": stage.time_in_stage.to_mapping(),
+            }
+            if stage.work is not None:
+                entry["work"] = stage.work.to_mapping()
+            stages.append(entry)
+        data["stages"] = stages
+        if self.open_leads:
+            cohorts = []
+            for cohort in self.open_leads:
+                item: dict[str, Any] = {"stage": cohort.stage, "count": cohort.count, "age_days": cohort.age_days}
+                if cohort.value is not None:
+                    item["value"] = cohort.value
+                cohorts.append(item)
+            data["open_leads"] = cohorts
+        return data
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_mapping())
+
+
+def _check_model(model: Model) -> list[Issue]:
+    """Cross-field rules, checked however the model was built (file or code)."""
+    issues: list[Issue] = []
+    if not model.stages:
+        issues.append(Issue("stages", "needs at least one stage"))
+    names = [stage.name for stage in model.stages]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            issues.append(Issue(f"stages[{index}].name", f"duplicate stage name {name!r}"))
+    if not (model.horizon_days > 0 and math.isfinite(model.horizon_days)):
+        issues.append(Issue("horizon_days", f"must be a finite number > 0, got {model.horizon_days!r}"))
+    for index, stage in enumerate(model.stages):
+        if stage.work is not None and model.reps is None:
+            issues.append(Issue(f"stages[{index}].work", "work time needs a [reps] table (who does the work?)"))
+    for index, cohort in enumerate(model.open_leads):
+        if cohort.stage not in names:
+            issues.append(
+                Issue(f"open_leads[{index}].stage", f"unknown stage {cohort.stage!r}; stages are {names}")
+            )
+    return issues
+
+
+# --- reading files ----------------------------------------------------------------------------------------
+
+
+def load_model(path: str | Path) -> Model:
+    """Read a model from a ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelError([Issue("", f"cannot read model file: {exc.strerror}")], source=str(path)) from exc
+    if path.suffix.lower() == ".json":
+        return from_json(text, source=str(path))
+    return from_toml(text, source=str(path))
+
+
+def from_toml(text: str, source: str | None = None) -> Model:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError([Issue("", f"not valid TOML: {exc}")], source=source) from exc
+    return from_mapping(data, source=source)
+
+
+def from_json(text: str, source: str | None = None) -> Model:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError([Issue("", f"not valid JSON: {exc}")], source=source) from exc
+    if not isinstance(data, dict):
+        raise ModelError([Issue("", "the top level must be an object")], source=source)
+    return from_mapping(data, source=source)
+
+
+def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Model:
+    """Build a model from plain data, reporting every problem at once."""
+    reader = _Reader()
+    model = reader.model(data)
+    if reader.issues or model is None:
+        raise ModelError(reader.issues, source=source)
+    try:
+        return model()
+    except ModelError as exc:
+        raise ModelError(exc.issues, source=source) from None
+
+
+_DISTRIBUTIONS = ("fixed", "exponential", "gamma", "lognormal", "triangular", "empirical")
+_TOP_KEYS = {"name", "currency", "horizon_days", "arrivals", "deal_size", "reps", "stages", "open_leads"}
+
+
+class _Reader:
+    """Walks the mapping, converting values and collecting issues instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.issues.append(Issue(path, message))
+
+    def unknown_keys(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
+        for key in data:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else key
+                self.fail(where, f"unknown key; expected one of {sorted(allowed)}")
+
+    def number(
+        self, data: Mapping[str, Any], key: str, path: str, *, minimum: float = 0.0, strict: bool = True
+    ) -> float | None:
+        where = f"{path}.{key}" if path else key
+        if key not in data:
+            self.fail(where, "is required")
+            return None
+        return self.value_number(data[key], where, minimum=minimum, strict=strict)
+
+    def value_number(self, value: Any, where: str, *, minimum: float = 0.0, strict: bool = True) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(where, f"must be a number, got {value!r}")
+            return None
+        number = float(value)
+        bad = number <= minimum if strict else number < minimum
+        if not math.isfinite(number) or bad:
+            self.fail(where, f"must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+            return None
+        return number
+
+    def integer(self, data: Mapping[str, Any], key: str, path: str, *, minimum: int) -> int | None:
+        where = f"{path}.{key}"
+        if key not in data:
+            self.fail(where, "is required")
+            return None
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(where, f"must be a whole number, got {value!r}")
+            return None
+        if value < minimum:
+            self.fail(where, f"must be >= {minimum}, got {value!r}")
+            return None
+        return value
+
+    def table(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
+        where = f"{path}.{key}" if path else key
+        value = data.get(key)
+        if not isinstance(value, Mapping):
+            self.fail(where, "is required" if value is None else f"must be a table, got {value!r}")
+            return None
+        return value
+
+    def distribution(self, value: Any, path: str) -> Distribution | None:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = self.value_number(value, path, strict=False)
+            return None if number is None else Fixed(number)
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be a number or a table with 'dist', got {value!r}")
+            return None
+        kind = value.get("dist")
+        if kind not in _DISTRIBUTIONS:
+            self.fail(f"{path}.dist", f"must be one of {list(_DISTRIBUTIONS)}, got {kind!r}")
+            return None
+        if kind == "fixed":
+            self.unknown_keys(value, {"dist", "value"}, path)
+            fixed = self.number(value, "value", path, strict=False)
+            return None if fixed is None else Fixed(fixed)
+        if kind == "exponential":
+            self.unknown_keys(value, {"dist", "mean"}, path)
+            mean = self.number(value, "mean", path)
+            return None if mean is None else Exponential(mean)
+        if kind == "gamma":
+            return self.gamma(value, path)
+        if kind == "lognormal":
+            self.unknown_keys(value, {"dist", "mean", "sd"}, path)
+            mean, sd = self.number(value, "mean", path), self.number(value, "sd", path, strict=False)
+            return None if mean is None or sd is None else LogNormal(mean, sd)
+        if kind == "triangular":
+            return self.triangular(value, path)
+        return self.empirical(value, path)
+
+    def gamma(self, value: Mapping[str, Any], path: str) -> Distribution | None:
+        self.unknown_keys(value, {"dist", "shape", "scale", "mean", "sd"}, path)
+        if "shape" in value or "scale" in value:
+            shape, scale = self.number(value, "shape", path), self.number(value, "scale", path)
+            return None if shape is None or scale is None else Gamma(shape, scale)
+        mean, sd = self.number(value, "mean", path), self.number(value, "sd", path)
+        if mean is None or sd is None:
+            return None
+        return Gamma((mean / sd) ** 2, sd * sd / mean)
+
+    def triangular(self, value: Mapping[str, Any], path: str) -> Distribution | None:
+        self.unknown_keys(value, {"dist", "low", "mode", "high"}, path)
+        low = self.number(value, "low", path, strict=False)
+        mode = self.number(value, "mode", path, strict=False)
+        high = self.number(value, "high", path, strict=False)
+        if low is None or mode is None or high is None:
+            return None
+        if not low <= mode <= high:
+            self.fail(path, f"needs low <= mode <= high, got {low:g}, {mode:g}, {high:g}")
+            return None
+        return Triangular(low, mode, high)
+
+    def empirical(self, value: Mapping[str, Any], path: str) -> Distribution | None:
+        self.unknown_keys(value, {"dist", "samples"}, path)
+        samples = value.get("samples")
+        if not isinstance(samples, list) or not samples:
+            self.fail(f"{path}.samples", f"must be a non-empty list of numbers, got {samples!r}")
+            return None
+        numbers = [self.value_number(item, f"{path}.samples[{i}]", strict=False) for i, item in enumerate(samples)]
+        if any(number is None for number in numbers):
+            return None
+        return Empirical(tuple(number for number in numbers if number is not None))
+
+    def conversion(self, value: Any, path: str) -> Conversion | None:
+        if isinstance(value, Mapping):
+            self.unknown_keys(value, {"alpha", "beta"}, path)
+            alpha, beta = self.number(value, "alpha", path), self.number(value, "beta", path)
+            return None if alpha is None or beta is None else BetaProbability(alpha, beta)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            self.fail(path, f"must be a probability in [0, 1] or a table {{alpha, beta}}, got {value!r}")
+            return None
+        return FixedProbability(float(value))
+
+    def stage(self, data: Any, path: str) -> Stage | None:
+        if not isinstance(data, Mapping):
+            self.fail(path, f"must be a table, got {data!r}")
+            return None
+        self.unknown_keys(data, {"name", "conversion", "time_in_stage", "work"}, path)
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            self.fail(f"{path}.name", f"must be a non-empty string, got {name!r}")
+        if "conversion" not in data:
+            self.fail(f"{path}.conversion", "is required")
+            conversion = None
+        else:
+            conversion = self.conversion(data["conversion"], f"{path}.conversion")
+        time_in_stage = self.distribution(data.get("time_in_stage", 0.0), f"{path}.time_in_stage")
+        work = self.distribution(data["work"], f"{path}.work") if "work" in data else None
+        if not isinstance(name, str) or conversion is None or time_in_stage is None:
+            return None
+        if "work" in data and work is None:
+            return None
+        return Stage(name=name, conversion=conversion, time_in_stage=time_in_stage, work=work)
+
+    def arrivals(self, data: Mapping[str, Any]) -> Arrivals | None:
+        table = self.table(data, "arrivals", "")
+        if table is None:
+            return None
+        kind = table.get("kind", "batch")
+        if kind == "batch":
+            self.unknown_keys(table, {"kind", "count"}, "arrivals")
+            count = self.integer(table, "count", "arrivals", minimum=0)
+            return None if count is None else Arrivals.batch(count)
+        if kind == "poisson":
+            self.unknown_keys(table, {"kind", "rate_per_day"}, "arrivals")
+            rate = self.number(table, "rate_per_day", "arrivals", strict=False)
+            return None if rate is None else Arrivals.poisson(rate)
+        self.fail("arrivals.kind", f"must be 'batch' or 'poisson', got {kind!r}")
+        return None
+
+    def reps(self, data: Mapping[str, Any]) -> Reps | None:
+        table = self.table(data, "reps", "")
+        if table is None:
+            return None
+        self.unknown_keys(table, {"count", "leads_each"}, "reps")
+        count = self.integer(table, "count", "reps", minimum=1)
+        leads_each = self.integer({"leads_each": 1, **table}, "leads_each", "reps", minimum=1)
+        return None if count is None or leads_each is None else Reps(count, leads_each)
+
+    def open_leads(self, value: Any) -> tuple[OpenLeads, ...] | None:
+        if not isinstance(value, list):
+            self.fail("open_leads", f"must be a list of tables, got {value!r}")
+            return None
+        cohorts: list[OpenLeads] = []
+        for index, item in enumerate(value):
+            path = f"open_leads[{index}]"
+            if not isinstance(item, Mapping):
+                self.fail(path, f"must be a table, got {item!r}")
+                continue
+            self.unknown_keys(item, {"stage", "count", "age_days", "value"}, path)
+            stage = item.get("stage")
+            if not isinstance(stage, str):
+                self.fail(f"{path}.stage", f"must be a stage name, got {stage!r}")
+            count = self.integer(item, "count", path, minimum=0)
+            age = self.number({"age_days": 0.0, **item}, "age_days", path, strict=False)
+            deal = self.number(item, "value", path, strict=False) if "value" in item else None
+            if isinstance(stage, str) and count is not None and age is not None:
+                cohorts.append(OpenLeads(stage=stage, count=count, age_days=age, value=deal))
+        return tuple(cohorts)
+
+    def model(self, data: Mapping[str, Any]) -> Any:
+        """Returns a zero-argument constructor so cross-field checks run only on well-typed parts."""
+        self.unknown_keys(data, _TOP_KEYS, "")
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            self.fail("name", f"must be a string, got {name!r}")
+        currency = data.get("currency", "USD")
+        if not isinstance(currency, str) or not currency:
+            self.fail("currency", f"must be a currency code such as 'USD', got {currency!r}")
+        horizon = self.number(data, "horizon_days", "")
+        arrivals = self.arrivals(data)
+        deal_size = self.distribution(data["deal_size"], "deal_size") if "deal_size" in data else None
+        if "deal_size" not in data:
+            self.fail("deal_size", "is required")
+        reps = self.reps(data) if "reps" in data else None
+        raw_stages = data.get("stages")
+        stages: list[Stage | None] = []
+        if not isinstance(raw_stages, list) or not raw_stages:
+            self.fail("stages", f"must be a non-empty list of stage tables, got {raw_stages!r}")
+        else:
+            stages = [self.stage(item, f"stages[{index}]") for index, item in enumerate(raw_stages)]
+        cohorts = self.open_leads(data["open_leads"]) if "open_leads" in data else ()
+        if self.issues:
+            return None
+        assert horizon is not None and arrivals is not None and deal_size is not None and cohorts is not None
+        built = tuple(stage for stage in stages if stage is not None)
+
+        def construct() -> Model:
+            return Model(
+                stages=built,
+                deal_size=deal_size,
+                arrivals=arrivals,
+                horizon_days=horizon,
+                reps=reps,
+                open_leads=cohorts,
+                currency=str(currency),
+                name=str(name),
+            )
+
+        return construct
