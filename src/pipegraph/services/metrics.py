@@ -1,0 +1,550 @@
+"""Pipeline metrics computed in SQL from the lead table and the stage history.
+
+Definitions (the README's "Metrics" section says the same in prose):
+
+- A *stay* is the time a lead spends in one stage while it counts as being there: OPEN in any stage,
+  or WON in a post-sale stage. It starts with a history row (creation, move or reopen) and ends with
+  the lead's next history row (a move, a win or a loss).
+- The window is half-open, ``[start, end)``. *Entered* counts stays that started in it; *exits*,
+  conversion, drop-off and days in stage use stays that ended in it. Everything "current" (occupants,
+  open pipeline, stalled) describes the store as it is, with ages measured up to ``now``.
+- Outcomes (won, lost, win rate, cycle) use each lead's current status and last ``closed_at``, so a
+  lead that was lost, reopened and lost again counts once, in the window of its last loss.
+
+One call issues a fixed number of statements (``STATEMENTS_PER_CALL``) whatever the data size; no
+history or lead rows are brought into Python, only per-stage aggregates.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageHistory
+from pipegraph.db.types import utcnow
+from pipegraph.errors import NotFoundError, ValidationError
+from pipegraph.services.metrics_sql import at, days_between, median_by
+
+# pipeline, stages, occupants, entries, exits, outcomes, sales-cycle median, stored goal.
+STATEMENTS_PER_CALL = 8
+
+_OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
+# Days are floats computed by each backend's own date arithmetic; rounding to ~1/10 s keeps the
+# reported figures identical across backends.
+_DAY_DIGITS = 6
+
+
+class ProbabilitySource(enum.StrEnum):
+    CONFIGURED = "CONFIGURED"
+    EMPIRICAL = "EMPIRICAL"
+    NONE = "NONE"
+
+
+@dataclass(frozen=True, slots=True)
+class StageMetrics:
+    stage_id: int
+    name: str
+    position: int
+    is_post_sale: bool
+    target_days: int | None
+    configured_probability: float | None
+    # Flow in the window.
+    entered: int
+    entered_advanced: int
+    entered_conversion_rate: float | None
+    exits: int
+    advanced: int
+    moved_back: int
+    won: int
+    lost: int
+    lost_value_cents: int
+    conversion_rate: float | None
+    drop_off_rate: float | None
+    avg_days_in_stage: float | None
+    median_days_in_stage: float | None
+    # Current occupants.
+    current_count: int
+    current_value_cents: int
+    weighted_value_cents: int
+    avg_age_days: float | None
+    max_age_days: float | None
+    stalled_count: int
+    stalled_value_cents: int
+    # Probability of eventually winning from this stage.
+    empirical_win_probability: float | None
+    win_probability: float | None
+    probability_source: ProbabilitySource
+
+
+@dataclass(frozen=True, slots=True)
+class OverallMetrics:
+    leads_created: int
+    won_count: int
+    won_value_cents: int
+    lost_count: int
+    lost_value_cents: int
+    win_rate: float | None
+    avg_won_deal_cents: int | None
+    avg_sales_cycle_days: float | None
+    median_sales_cycle_days: float | None
+    open_count: int
+    open_value_cents: int
+    weighted_pipeline_cents: int
+    velocity_cents_per_day: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    goal_cents: int
+    goal_is_stored: bool
+    won_value_cents: int
+    remaining_cents: int
+    attainment: float | None
+    coverage: float | None
+    required_coverage: float | None
+    covered: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bottleneck:
+    stage_id: int
+    name: str
+    revenue_at_risk_cents: int
+    lost_value_cents: int
+    conversion_rate: float | None
+    others_conversion_rate: float | None
+    stalled_count: int
+    stalled_value_cents: int
+    avg_days_in_stage: float | None
+    target_days: int | None
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineMetrics:
+    pipeline_id: int
+    start: datetime
+    end: datetime
+    now: datetime
+    stages: tuple[StageMetrics, ...]
+    overall: OverallMetrics
+    coverage: Coverage | None
+    bottleneck: Bottleneck | None
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _days(value: float | None) -> float | None:
+    return None if value is None else round(value, _DAY_DIGITS)
+
+
+def check_window(start: datetime, end: datetime, now: datetime | None) -> datetime:
+    """Validate the window; returns ``now`` (the current time when not given)."""
+    for name, value in (("start", start), ("end", end), ("now", now)):
+        if value is not None and value.tzinfo is None:
+            raise ValidationError(f"{name} must carry a time zone (UTC is fine)", field=name)
+    if end <= start:
+        raise ValidationError(
+            f"end ({end.isoformat()}) must be after start ({start.isoformat()})", field="end"
+        )
+    return now if now is not None else utcnow()
+
+
+def _is_stay(status: Any, is_post_sale: Any) -> ColumnElement[bool]:
+    return or_(status == _OPEN, and_(status == _WON, is_post_sale.is_(True)))
+
+
+def _sum_if(condition: ColumnElement[bool], value: Any = 1) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
+
+
+async def _stage_rows(session: AsyncSession, pipeline_id: int) -> list[Any]:
+    name = (await session.execute(select(Pipeline.name).where(Pipeline.id == pipeline_id))).scalar()
+    if name is None:
+        raise NotFoundError(f"no pipeline with id {pipeline_id}", field="pipeline_id")
+    statement = (
+        select(Stage.id, Stage.name, Stage.position, Stage.probability, Stage.target_days, Stage.is_post_sale)
+        .where(Stage.pipeline_id == pipeline_id, Stage.removed_at.is_(None))
+        .order_by(Stage.position, Stage.id)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def _occupants(session: AsyncSession, dialect: str, pipeline_id: int, now: datetime) -> dict[Any, Any]:
+    age = days_between(dialect, Lead.stage_entered_at, at(now))
+    stalled = and_(Stage.target_days.is_not(None), age > cast(Stage.target_days, Float))
+    statement = (
+        select(
+            Lead.stage_id,
+            func.count().label("n"),
+            func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+            func.sum(age).label("age_sum"),
+            func.max(age).label("age_max"),
+            _sum_if(stalled).label("stalled"),
+            _sum_if(stalled, Lead.value_cents).label("stalled_value"),
+        )
+        .join(Stage, Stage.id == Lead.stage_id)
+        .where(Lead.pipeline_id == pipeline_id, _is_stay(Lead.status, Stage.is_post_sale))
+        .group_by(Lead.stage_id)
+    )
+    return {row.stage_id: row for row in (await session.execute(statement)).all()}
+
+
+def _window_history(pipeline_id: int, start: datetime, now: datetime) -> Any:
+    """History rows from the window start up to now, each with its lead's previous and next row."""
+    h = StageHistory
+    order = (h.changed_at, h.id)
+    return (
+        select(
+            h.id,
+            h.lead_id,
+            h.changed_at,
+            h.from_stage_id,
+            h.to_stage_id,
+            cast(h.from_status, String).label("from_status"),
+            cast(h.to_status, String).label("to_status"),
+            func.lag(h.changed_at).over(partition_by=h.lead_id, order_by=order).label("prev_at"),
+            func.lead(h.to_stage_id, type_=Integer)
+            .over(partition_by=h.lead_id, order_by=order)
+            .label("next_stage_id"),
+            func.lead(cast(h.to_status, String), type_=String)
+            .over(partition_by=h.lead_id, order_by=order)
+            .label("next_status"),
+        )
+        .where(h.pipeline_id == pipeline_id, h.changed_at >= at(start), h.changed_at <= at(now))
+        .cte("w")
+    )
+
+
+async def _entries(session: AsyncSession, w: Any, end: datetime) -> dict[Any, Any]:
+    stage, next_stage = aliased(Stage), aliased(Stage)
+    advanced = or_(
+        next_stage.position > stage.position, and_(w.c.to_status == _OPEN, w.c.next_status == _WON)
+    )
+    statement = (
+        select(
+            w.c.to_stage_id.label("stage_id"),
+            func.count().label("n"),
+            _sum_if(advanced).label("advanced"),
+            _sum_if(Lead.status == LeadStatus.WON).label("won_later"),
+            _sum_if(Lead.status.in_([LeadStatus.WON, LeadStatus.LOST])).label("closed_later"),
+        )
+        .select_from(w)
+        .join(stage, stage.id == w.c.to_stage_id)
+        .outerjoin(next_stage, next_stage.id == w.c.next_stage_id)
+        .join(Lead, Lead.id == w.c.lead_id)
+        .where(w.c.changed_at < at(end), _is_stay(w.c.to_status, stage.is_post_sale))
+        .group_by(w.c.to_stage_id)
+    )
+    return {row.stage_id: row for row in (await session.execute(statement)).all()}
+
+
+async def _exits(session: AsyncSession, dialect: str, w: Any, end: datetime) -> dict[Any, Any]:
+    stage, to_stage, earlier = aliased(Stage), aliased(Stage), aliased(StageHistory)
+    # The lag inside the window misses the row that opened a stay begun before the window; look
+    # that one up by index (it is needed for one row per lead at most).
+    opened_before = (
+        select(func.max(earlier.changed_at))
+        .where(
+            earlier.lead_id == w.c.lead_id,
+            or_(
+                earlier.changed_at < w.c.changed_at,
+                and_(earlier.changed_at == w.c.changed_at, earlier.id < w.c.id),
+            ),
+        )
+        .scalar_subquery()
+    )
+    lost = and_(w.c.to_status == _LOST, w.c.from_status != _LOST)
+    exits = (
+        select(
+            w.c.from_stage_id.label("stage_id"),
+            case((to_stage.position > stage.position, 1), (w.c.to_status == _WON, 1), else_=0).label(
+                "advanced"
+            ),
+            case((to_stage.position < stage.position, 1), else_=0).label("back"),
+            case((and_(w.c.from_status == _OPEN, w.c.to_status == _WON), 1), else_=0).label("won"),
+            case((lost, 1), else_=0).label("lost"),
+            case((lost, Lead.value_cents), else_=0).label("lost_value"),
+            days_between(dialect, func.coalesce(w.c.prev_at, opened_before), w.c.changed_at).label("days"),
+        )
+        .select_from(w)
+        .join(stage, stage.id == w.c.from_stage_id)
+        .join(to_stage, to_stage.id == w.c.to_stage_id)
+        .join(Lead, Lead.id == w.c.lead_id)
+        .where(
+            w.c.changed_at < at(end),
+            w.c.from_status.is_not(None),
+            _is_stay(w.c.from_status, stage.is_post_sale),
+        )
+        .cte("exits")
+    )
+    # A lead won from an OPEN stay advances, but a WON lead moving between post-sale stages only
+    # advances by position: the ``won`` column tells the two apart.
+    medians = median_by(dialect, exits, "stage_id", "days").subquery("medians")
+    totals = (
+        select(
+            exits.c.stage_id,
+            func.count().label("n"),
+            func.sum(exits.c.advanced).label("advanced"),
+            func.sum(exits.c.back).label("back"),
+            func.sum(exits.c.won).label("won"),
+            func.sum(exits.c.lost).label("lost"),
+            func.sum(exits.c.lost_value).label("lost_value"),
+            func.sum(exits.c.days).label("days_sum"),
+        )
+        .group_by(exits.c.stage_id)
+        .subquery("totals")
+    )
+    statement = select(totals, medians.c.median).outerjoin(medians, medians.c.key == totals.c.stage_id)
+    return {row.stage_id: row for row in (await session.execute(statement)).all()}
+
+
+async def _outcomes(
+    session: AsyncSession, dialect: str, pipeline_id: int, start: datetime, end: datetime
+) -> tuple[dict[str, Any], float | None]:
+    cycle = days_between(dialect, Lead.created_at, Lead.closed_at)
+    closed_in_window = and_(
+        Lead.pipeline_id == pipeline_id, Lead.closed_at >= at(start), Lead.closed_at < at(end)
+    )
+    closed = (
+        select(
+            cast(Lead.status, String).label("kind"),
+            func.count().label("n"),
+            func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+            func.sum(cycle).label("days_sum"),
+        )
+        .where(closed_in_window, Lead.status.in_([LeadStatus.WON, LeadStatus.LOST]))
+        .group_by(Lead.status)
+    )
+    created = select(
+        literal("CREATED", String).label("kind"),
+        func.count().label("n"),
+        literal(0, Integer).label("value"),
+        literal(None, Float).label("days_sum"),
+    ).where(Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at < at(end))
+    rows = {row.kind: row for row in (await session.execute(union_all(closed, created))).all()}
+    cycles = (
+        select(literal(1).label("k"), cycle.label("days"))
+        .where(closed_in_window, Lead.status == LeadStatus.WON)
+        .subquery("cycles")
+    )
+    median = (await session.execute(median_by(dialect, cycles, "k", "days"))).first()
+    return rows, None if median is None else median.median
+
+
+async def _stored_goal(session: AsyncSession, pipeline_id: int, start: datetime, end: datetime) -> int | None:
+    """The narrowest stored goal whose period covers the window's dates."""
+    first_day: date = start.date()
+    last_day: date = (end - timedelta(microseconds=1)).date()
+    statement = (
+        select(Goal.amount_cents)
+        .where(Goal.pipeline_id == pipeline_id, Goal.period_start <= first_day, Goal.period_end >= last_day)
+        .order_by(Goal.period_end, Goal.period_start.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar()
+
+
+def _stage_metrics(stage: Any, occupants: Any, entries: Any, exits: Any) -> StageMetrics:
+    entered = entries.n if entries else 0
+    entered_advanced = entries.advanced if entries else 0
+    n_exits = exits.n if exits else 0
+    advanced = exits.advanced if exits else 0
+    lost = exits.lost if exits else 0
+    empirical = _ratio(entries.won_later, entries.closed_later) if entries else None
+    if stage.probability is not None:
+        probability, source = stage.probability, ProbabilitySource.CONFIGURED
+    elif empirical is not None:
+        probability, source = empirical, ProbabilitySource.EMPIRICAL
+    else:
+        probability, source = None, ProbabilitySource.NONE
+    count = occupants.n if occupants else 0
+    value = int(occupants.value) if occupants else 0
+    weighted = 0 if stage.is_post_sale or probability is None else round(value * probability)
+    return StageMetrics(
+        stage_id=stage.id,
+        name=stage.name,
+        position=stage.position,
+        is_post_sale=bool(stage.is_post_sale),
+        target_days=stage.target_days,
+        configured_probability=stage.probability,
+        entered=entered,
+        entered_advanced=entered_advanced,
+        entered_conversion_rate=_ratio(entered_advanced, entered),
+        exits=n_exits,
+        advanced=advanced,
+        moved_back=exits.back if exits else 0,
+        won=exits.won if exits else 0,
+        lost=lost,
+        lost_value_cents=int(exits.lost_value) if exits else 0,
+        conversion_rate=_ratio(advanced, n_exits),
+        drop_off_rate=_ratio(lost, n_exits),
+        avg_days_in_stage=_days(_ratio(exits.days_sum, n_exits)) if exits else None,
+        median_days_in_stage=_days(exits.median) if exits else None,
+        current_count=count,
+        current_value_cents=value,
+        weighted_value_cents=weighted,
+        avg_age_days=_days(_ratio(occupants.age_sum, count)) if occupants else None,
+        max_age_days=_days(occupants.age_max) if occupants else None,
+        stalled_count=occupants.stalled if occupants else 0,
+        stalled_value_cents=int(occupants.stalled_value) if occupants else 0,
+        empirical_win_probability=empirical,
+        win_probability=probability,
+        probability_source=source,
+    )
+
+
+def _overall(
+    rows: dict[str, Any], cycle_median: float | None, stages: tuple[StageMetrics, ...]
+) -> OverallMetrics:
+    won, lost, created = rows.get(_WON), rows.get(_LOST), rows.get("CREATED")
+    won_count, lost_count = (won.n if won else 0), (lost.n if lost else 0)
+    won_value = int(won.value) if won else 0
+    win_rate = _ratio(won_count, won_count + lost_count)
+    avg_deal = round(won_value / won_count) if won_count else None
+    avg_cycle = _days(_ratio(won.days_sum, won_count)) if won else None
+    selling = [s for s in stages if not s.is_post_sale]
+    open_count = sum(s.current_count for s in selling)
+    velocity = None
+    if win_rate is not None and avg_deal is not None and avg_cycle:
+        velocity = open_count * win_rate * avg_deal / avg_cycle
+    return OverallMetrics(
+        leads_created=created.n if created else 0,
+        won_count=won_count,
+        won_value_cents=won_value,
+        lost_count=lost_count,
+        lost_value_cents=int(lost.value) if lost else 0,
+        win_rate=win_rate,
+        avg_won_deal_cents=avg_deal,
+        avg_sales_cycle_days=avg_cycle,
+        median_sales_cycle_days=_days(cycle_median),
+        open_count=open_count,
+        open_value_cents=sum(s.current_value_cents for s in selling),
+        weighted_pipeline_cents=sum(s.weighted_value_cents for s in selling),
+        velocity_cents_per_day=velocity,
+    )
+
+
+def _coverage(goal_cents: int, stored: bool, overall: OverallMetrics) -> Coverage:
+    remaining = max(goal_cents - overall.won_value_cents, 0)
+    coverage = _ratio(overall.open_value_cents, remaining)
+    required = 1 / overall.win_rate if overall.win_rate else None
+    return Coverage(
+        goal_cents=goal_cents,
+        goal_is_stored=stored,
+        won_value_cents=overall.won_value_cents,
+        remaining_cents=remaining,
+        attainment=_ratio(overall.won_value_cents, goal_cents),
+        coverage=coverage,
+        required_coverage=required,
+        covered=None if coverage is None or required is None else coverage >= required,
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _bottleneck(stages: tuple[StageMetrics, ...]) -> Bottleneck | None:
+    """The selling stage whose losses and stalls forfeit the most expected revenue.
+
+    A lead standing in a stage is worth its value times the stage's win probability; losing it there
+    or letting it stall forfeits that, so the cost is probability × (value lost from the stage in the
+    window + value of its currently stalled leads). Ties go to the earlier stage.
+    """
+    costs = [
+        (round((s.win_probability or 0.0) * (s.lost_value_cents + s.stalled_value_cents)), s)
+        for s in stages
+        if not s.is_post_sale
+    ]
+    if not costs:
+        return None
+    cost, worst = max(costs, key=lambda item: (item[0], -item[1].position))
+    if cost <= 0:
+        return None
+    others = [s for s in stages if not s.is_post_sale and s.stage_id != worst.stage_id]
+    others_rate = _ratio(sum(s.advanced for s in others), sum(s.exits for s in others))
+    dwell = "no completed stays" if worst.avg_days_in_stage is None else f"{worst.avg_days_in_stage:.1f} days"
+    target = "no target" if worst.target_days is None else f"target {worst.target_days} days"
+    summary = (
+        f"{worst.name}: {_percent(worst.conversion_rate)} of exits advance vs {_percent(others_rate)} "
+        f"in other stages; {worst.lost} lost and {worst.stalled_count} stalled; average stay {dwell} "
+        f"({target}); {cost / 100:,.2f} of expected revenue at risk"
+    )
+    return Bottleneck(
+        stage_id=worst.stage_id,
+        name=worst.name,
+        revenue_at_risk_cents=cost,
+        lost_value_cents=worst.lost_value_cents,
+        conversion_rate=worst.conversion_rate,
+        others_conversion_rate=others_rate,
+        stalled_count=worst.stalled_count,
+        stalled_value_cents=worst.stalled_value_cents,
+        avg_days_in_stage=worst.avg_days_in_stage,
+        target_days=worst.target_days,
+        summary=summary,
+    )
+
+
+async def pipeline_metrics(
+    session: AsyncSession,
+    *,
+    pipeline_id: int,
+    start: datetime,
+    end: datetime,
+    goal_cents: int | None = None,
+    now: datetime | None = None,
+) -> PipelineMetrics:
+    """Stage-by-stage and overall figures for ``[start, end)``, with coverage when a goal is known.
+
+    ``goal_cents`` overrides the stored goal; without it the narrowest stored goal covering the
+    window is used, and coverage is ``None`` when there is none.
+    """
+    now = check_window(start, end, now)
+    if goal_cents is not None and goal_cents < 0:
+        raise ValidationError(f"goal must not be negative, got {goal_cents}", field="goal")
+    dialect = session.get_bind().dialect.name
+    stage_rows = await _stage_rows(session, pipeline_id)
+    occupants = await _occupants(session, dialect, pipeline_id, now)
+    w = _window_history(pipeline_id, start, now)
+    entries = await _entries(session, w, end)
+    exits = await _exits(session, dialect, w, end)
+    outcome_rows, cycle_median = await _outcomes(session, dialect, pipeline_id, start, end)
+    stored_goal = await _stored_goal(session, pipeline_id, start, end) if goal_cents is None else None
+
+    stages = tuple(
+        _stage_metrics(s, occupants.get(s.id), entries.get(s.id), exits.get(s.id)) for s in stage_rows
+    )
+    overall = _overall(outcome_rows, cycle_median, stages)
+    goal = goal_cents if goal_cents is not None else stored_goal
+    return PipelineMetrics(
+        pipeline_id=pipeline_id,
+        start=start,
+        end=end,
+        now=now,
+        stages=stages,
+        overall=overall,
+        coverage=None if goal is None else _coverage(goal, goal_cents is None, overall),
+        bottleneck=_bottleneck(stages),
+    )

@@ -1,0 +1,71 @@
+"""The few SQL expressions that differ between SQLite and PostgreSQL, for the metrics queries.
+
+Everything else in the metrics is portable SQLAlchemy Core; keeping the differences here means the
+two backends are compared in one place: durations in days, the median, and calendar buckets.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, Select, and_, cast, extract, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from pipegraph.db.types import UTCDateTime
+
+SECONDS_PER_DAY = 86_400
+
+
+class Interval(enum.StrEnum):
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+def at(value: datetime) -> ColumnElement[datetime]:
+    """A bound timestamp typed like the columns, so SQLite compares stored text with stored text."""
+    return literal(value, UTCDateTime())
+
+
+def days_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
+    """``end - start`` in fractional days."""
+    if dialect == "sqlite":
+        return cast(func.julianday(end) - func.julianday(start), Float)
+    # EXTRACT returns numeric on PostgreSQL 14+; cast so sums come back as floats on both backends.
+    return cast(cast(extract("epoch", end - start), Float) / SECONDS_PER_DAY, Float)
+
+
+def median_by(dialect: str, values: Any, key: str, value: str) -> Select[Any]:
+    """``SELECT key, median(value) ... GROUP BY key`` over a subquery or CTE ``values``.
+
+    The same definition on both backends: the middle value, or the mean of the two middle values.
+    """
+    key_col, value_col = values.c[key], values.c[value]
+    if dialect != "sqlite":
+        median = func.percentile_cont(0.5).within_group(value_col)
+        return select(key_col.label("key"), cast(median, Float).label("median")).group_by(key_col)
+    # SQLite has no ordered-set aggregates: rank each group and average its middle one or two rows.
+    ranked = select(
+        key_col.label("key"),
+        value_col.label("value"),
+        func.row_number().over(partition_by=key_col, order_by=value_col).label("rn"),
+        func.count().over(partition_by=key_col).label("n"),
+    ).subquery("ranked")
+    middle = and_(ranked.c.rn * 2 >= ranked.c.n, ranked.c.rn * 2 <= ranked.c.n + 2)
+    return (
+        select(ranked.c.key, cast(func.avg(ranked.c.value), Float).label("median"))
+        .where(middle)
+        .group_by(ranked.c.key)
+    )
+
+
+def bucket_start(dialect: str, column: Any, interval: Interval) -> ColumnElement[str]:
+    """The first day of the UTC week (Monday) or month holding ``column``, as ``YYYY-MM-DD`` text."""
+    if dialect == "sqlite":
+        if interval is Interval.MONTH:
+            return func.strftime("%Y-%m-01", column)
+        # 'weekday 1' moves forward to the next Monday (or stays), so step back six days first.
+        return func.date(column, "-6 days", "weekday 1")
+    unit = "month" if interval is Interval.MONTH else "week"
+    return func.to_char(func.date_trunc(unit, func.timezone("UTC", column)), "YYYY-MM-DD")
