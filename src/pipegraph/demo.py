@@ -237,6 +237,12 @@ class LoadSummary:
     history: int
     activities: int
 
+    def describe(self) -> str:
+        return (
+            f"{self.pipelines} pipelines, {self.stages} stages, {self.users} users, {self.leads} leads, "
+            f"{self.history} history rows, {self.activities} activities"
+        )
+
 
 async def load_demo(
     store: Store,
@@ -707,7 +713,7 @@ async def _ensure_users(
     connection: AsyncConnection, team: tuple[UserSpec, ...], *, created_at: datetime
 ) -> list[tuple[int, UserSpec]]:
     """Reuse users that already exist by email, so a demo loads after ``create-user``."""
-    existing = dict((await connection.execute(select(User.email, User.id))).tuples().all())
+    existing: dict[str, int] = dict((await connection.execute(select(User.email, User.id))).all())
     result = []
     for spec in team:
         user_id = existing.get(spec.email)

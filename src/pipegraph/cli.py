@@ -1,0 +1,326 @@
+"""The ``pipegraph`` command line: serve the API, migrate, export the schema, manage users and keys.
+
+Exit codes: 0 success, 2 a usage or configuration error (bad option, unknown user, unreachable
+database ...), reported as one line on stderr without a traceback. Everything is testable in-process
+with ``main(argv, environ=...)``; settings come from ``PIPEGRAPH_*`` variables with options on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy.exc import DBAPIError
+
+from pipegraph.db import migrate
+from pipegraph.db.models import Role
+from pipegraph.db.session import Store
+from pipegraph.errors import ConfigurationError, NotFoundError, PipegraphError
+from pipegraph.settings import Settings
+
+FACTORY_IMPORT_STRING = "pipegraph.app:app_from_env"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``pipegraph create-user: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``PIPEGRAPH_*`` variables that rebuild ``settings``: how worker processes get them."""
+    env = {
+        "PIPEGRAPH_DATABASE_URL": settings.database_url,
+        "PIPEGRAPH_HOST": settings.host,
+        "PIPEGRAPH_PORT": str(settings.port),
+        "PIPEGRAPH_OPEN": str(settings.open_access).lower(),
+        "PIPEGRAPH_GRAPHIQL": str(settings.graphiql).lower(),
+        "PIPEGRAPH_INTROSPECTION": str(settings.introspection).lower(),
+        "PIPEGRAPH_LOG_SQL": str(settings.log_sql).lower(),
+        "PIPEGRAPH_POOL_SIZE": str(settings.pool_size),
+        "PIPEGRAPH_SIMULATION_WORKERS": str(settings.simulation_workers),
+    }
+    if settings.dask_scheduler:
+        env["PIPEGRAPH_DASK_SCHEDULER"] = settings.dask_scheduler
+    return env
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return value
+
+
+def _role(raw: str) -> Role:
+    try:
+        return Role(raw.upper())
+    except ValueError:
+        choices = ", ".join(r.value for r in Role)
+        raise argparse.ArgumentTypeError(f"unknown role {raw!r}; choose one of {choices}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pipegraph", description="Sales-pipeline store with a GraphQL API.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    database = _Parser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="sqlite:///file.sqlite3 or postgresql://user@host/db "
+        "(default: $PIPEGRAPH_DATABASE_URL, else pipegraph.sqlite3 in the working directory)",
+    )
+
+    serve = commands.add_parser(
+        "serve", parents=[database], help="apply migrations and serve GraphQL at /graphql"
+    )
+    serve.add_argument("--host", help="interface to bind (default: $PIPEGRAPH_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=_non_negative, help="TCP port (default: $PIPEGRAPH_PORT or 8000)")
+    serve.add_argument("--demo", action="store_true", help="load the demo data set if there are no pipelines")
+    serve.add_argument(
+        "--open",
+        action="store_true",
+        help="development only: every request acts as an admin and GraphiQL is served; "
+        "refused on a non-loopback host",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes (default 1); more than one suits PostgreSQL behind a reverse proxy",
+    )
+    serve.set_defaults(handler=_serve)
+
+    db = commands.add_parser("db", help="database migrations")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", parents=[database], help="migrate to a revision")
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.set_defaults(handler=_db_upgrade)
+    downgrade = db_commands.add_parser("downgrade", parents=[database], help="undo migrations")
+    downgrade.add_argument(
+        "--revision", default="-1", help="target revision (default: -1, one step; 'base' drops every table)"
+    )
+    downgrade.set_defaults(handler=_db_downgrade)
+
+    export = commands.add_parser("export-schema", help="write the GraphQL schema in SDL")
+    export.add_argument(
+        "--output", default="schema.graphql", help="file to write, '-' for stdout (default: schema.graphql)"
+    )
+    export.set_defaults(handler=_export_schema)
+
+    create_user = commands.add_parser("create-user", parents=[database], help="add a user")
+    create_user.add_argument("--name", required=True, help="display name")
+    create_user.add_argument("--email", required=True, help="email address, unique among users")
+    create_user.add_argument(
+        "--role", required=True, type=_role, help="VIEWER, REP, MANAGER or ADMIN (case-insensitive)"
+    )
+    create_user.add_argument(
+        "--capacity",
+        type=_non_negative,
+        default=25,
+        help="most open leads the user works at once (default 25)",
+    )
+    create_user.set_defaults(handler=_create_user)
+
+    create_key = commands.add_parser(
+        "create-api-key", parents=[database], help="create an API key for a user and print it once"
+    )
+    create_key.add_argument("--email", required=True, help="email of the user who will own the key")
+    create_key.set_defaults(handler=_create_api_key)
+
+    seed = commands.add_parser(
+        "seed-demo", parents=[database], help="migrate and load the demo data set into an empty database"
+    )
+    seed.add_argument("--seed", type=_non_negative, default=7, help="random seed (default 7)")
+    seed.add_argument(
+        "--leads-per-pipeline", type=_non_negative, default=300, help="leads in each pipeline (default 300)"
+    )
+    seed.add_argument("--months", type=_positive, default=9, help="months of history ending now (default 9)")
+    seed.set_defaults(handler=_seed_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else 2
+    handler: Callable[[argparse.Namespace, Mapping[str, str]], int] = args.handler
+    try:
+        return handler(args, os.environ if environ is None else environ)
+    except PipegraphError as error:
+        where = f"{error.field}: " if error.field else ""
+        print(f"pipegraph: error: {where}{error.message}", file=sys.stderr)
+        return 2
+    except (OSError, DBAPIError) as error:
+        # An unreachable server or unwritable file: a configuration problem, not a bug.
+        detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+        print(f"pipegraph: error: database: {detail}", file=sys.stderr)
+        return 2
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str], **overrides: object) -> Settings:
+    return Settings.from_env(environ, database_url=args.database_url, **overrides)
+
+
+def _check_sqlite_directory(settings: Settings) -> None:
+    # Caught here rather than from the driver: a failed aiosqlite connect leaves its thread behind.
+    if not settings.is_sqlite:
+        return
+    path = settings.database_url.split(":///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:" and not Path(path).parent.is_dir():
+        raise ConfigurationError(f"directory {str(Path(path).parent)!r} does not exist", field="database")
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Coroutine[Any, Any, int]]) -> int:
+    _check_sqlite_directory(settings)
+
+    async def run() -> int:
+        store = Store.from_url(settings.database_url)
+        try:
+            return await work(store)
+        finally:
+            await store.dispose()
+
+    return asyncio.run(run())
+
+
+def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = _settings(
+        args, environ, host=args.host, port=args.port, open_access=True if args.open else None
+    )
+
+    async def prepare(store: Store) -> int:
+        await migrate.upgrade(store.engine)
+        if args.demo:
+            from pipegraph import demo
+
+            if await demo.is_empty(store):
+                summary = await demo.load_demo(store)
+                print(f"loaded demo data: {summary.describe()}", flush=True)
+        return 0
+
+    _with_store(settings, prepare)
+    import uvicorn
+
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    mode = " (open access: every request acts as an admin)" if settings.open_access else ""
+    print(f"serving GraphQL at http://{host}:{settings.port}/graphql{mode}", flush=True)
+    if args.workers > 1:
+        # Each worker process builds its own app from the environment.
+        os.environ.update(settings_environment(settings))
+        uvicorn.run(
+            FACTORY_IMPORT_STRING, factory=True, host=settings.host, port=settings.port, workers=args.workers
+        )
+        return 0
+    from pipegraph.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    async def work(store: Store) -> int:
+        await migrate.upgrade(store.engine, args.revision)
+        return 0
+
+    result = _with_store(_settings(args, environ), work)
+    print(f"database at revision {args.revision}")
+    return result
+
+
+def _db_downgrade(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    async def work(store: Store) -> int:
+        await migrate.downgrade(store.engine, args.revision)
+        return 0
+
+    result = _with_store(_settings(args, environ), work)
+    print(f"database downgraded to {args.revision}")
+    return result
+
+
+def _export_schema(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.api.schema import print_schema
+
+    sdl = print_schema()
+    if not sdl.endswith("\n"):
+        sdl += "\n"
+    if args.output == "-":
+        sys.stdout.write(sdl)
+    else:
+        Path(args.output).write_text(sdl, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _create_user(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services.users import create_user
+
+    async def work(store: Store) -> int:
+        async with store.write() as session:
+            user = await create_user(
+                session, name=args.name, email=args.email, role=args.role, capacity=args.capacity
+            )
+            print(f"created user {user.id}: {user.name} <{user.email}> {user.role.value}")
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _create_api_key(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services.api_keys import create_api_key
+    from pipegraph.services.users import get_user_by_email
+
+    async def work(store: Store) -> int:
+        async with store.write() as session:
+            user = await get_user_by_email(session, args.email)
+            if user is None:
+                raise NotFoundError(
+                    f"no user with email {args.email!r}; create one with pipegraph create-user", field="email"
+                )
+            _, key = await create_api_key(session, user_id=user.id)
+        # The key alone on stdout, so scripts can capture it; it cannot be shown again.
+        print(key)
+        print(f"API key for {user.email}: store it now, it is not shown again", file=sys.stderr)
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _seed_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph import demo
+
+    async def work(store: Store) -> int:
+        await migrate.upgrade(store.engine)
+        if not await demo.is_empty(store):
+            raise ConfigurationError(
+                "the database already has pipelines; seed an empty one", field="database"
+            )
+        summary = await demo.load_demo(
+            store, seed=args.seed, leads_per_pipeline=args.leads_per_pipeline, months=args.months
+        )
+        print(f"loaded demo data: {summary.describe()}")
+        return 0
+
+    return _with_store(_settings(args, environ), work)
