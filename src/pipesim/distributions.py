@@ -294,8 +294,9 @@ class FixedProbability:
     def ppf(self, u: Array) -> Array:
         return np.full(np.shape(u), self.p, dtype=np.float64)
 
-    def improved(self, relative: float) -> FixedProbability:
-        return FixedProbability(min(1.0, self.p * (1 + relative)))
+    def improved(self, share: float) -> FixedProbability:
+        """Removes ``share`` of the losses: p + share·(1 − p)."""
+        return FixedProbability(self.p + share * (1 - self.p))
 
     def to_value(self) -> float | dict[str, float]:
         return self.p
@@ -326,10 +327,10 @@ class BetaProbability:
     def ppf(self, u: Array) -> Array:
         return np.asarray(special.betaincinv(self.alpha, self.beta, u), dtype=np.float64)
 
-    def improved(self, relative: float) -> BetaProbability:
-        # Raise the mean, keep the weight of evidence (alpha + beta) unchanged.
+    def improved(self, share: float) -> BetaProbability:
+        """Removes ``share`` of the expected losses, keeping the weight of evidence (alpha + beta)."""
         total = self.alpha + self.beta
-        mean = min(self.mean * (1 + relative), 1 - 1e-9)
+        mean = min(self.mean + share * (1 - self.mean), 1 - 1e-9)
         return BetaProbability(mean * total, (1 - mean) * total)
 
     def to_value(self) -> float | dict[str, float]:

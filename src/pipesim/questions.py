@@ -253,8 +253,9 @@ def sensitivity(
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> Sensitivity:
-    """Improve each stage in turn — conversion up by ``improvement`` (relative), time in stage down by
-    the same share — and rank the paired effects on P(goal), or on mean revenue without a goal."""
+    """Improve each stage in turn — ``improvement`` of its losses won back (p → p + s·(1 − p)), or its
+    time in stage cut by that share — and rank the paired effects on P(goal), or on mean revenue without
+    a goal. Winning back a share of losses favours the leakiest stage, which is what "bottleneck" means."""
     _check_goal(goal)
     if not 0 < improvement < 1:
         raise QuestionError(f"improvement: must be strictly between 0 and 1, got {improvement}")
@@ -263,7 +264,7 @@ def sensitivity(
     levers: list[Lever] = []
     for index, stage in enumerate(model.stages):
         variants = [
-            (f"conversion +{percent}", replace(stage, conversion=stage.conversion.improved(improvement))),
+            (f"losses -{percent}", replace(stage, conversion=stage.conversion.improved(improvement))),
             (f"time in stage -{percent}", replace(stage, time_in_stage=stage.time_in_stage.scaled(1 - improvement))),
         ]
         for change, changed in variants:

@@ -99,7 +99,7 @@ class Forecast(_Serialisable):
     revenue: Summary
     revenue_new: Summary  # from leads arriving during the horizon
     revenue_existing: Summary  # from the open leads already in the pipeline
-    wait_days: Summary  # mean wait of a new lead for a rep slot (0 without capacity limits)
+    wait_days: Summary  # mean wait of a new lead for a rep slot, up to the horizon (0 without capacity)
     histogram: Histogram  # of revenue
     goal: float | None
     p_goal: Estimate | None  # P(revenue >= goal)
@@ -145,7 +145,7 @@ class Lever(_Serialisable):
     """The effect of one improvement on one stage."""
 
     stage: str
-    change: str  # "conversion +10%" or "time in stage -10%"
+    change: str  # "losses -10%" or "time in stage -10%"
     revenue: Estimate  # paired change in mean revenue
     p_goal: Estimate | None  # paired change in P(goal)
 

@@ -57,6 +57,7 @@ class SalesFloor:
         self.revenue = [0.0, 0.0]
         self.wait_total = 0.0
         self.waited = 0
+        self.waiting: dict[int, float] = {}  # id(lead) -> arrival, for leads still queued
 
     def source(self, leads: list[Lead]) -> Generator[Any, Any, None]:
         """Releases new leads at their arrival times."""
@@ -69,9 +70,13 @@ class SalesFloor:
         env = self.env
         slot = None
         if self.slots is not None:
+            counted = not lead.existing and self.wait_window[0] <= lead.arrival <= self.wait_window[1]
             slot = self.slots.request()
+            if counted:
+                self.waiting[id(lead)] = lead.arrival
             yield slot
-            if not lead.existing and self.wait_window[0] <= lead.arrival <= self.wait_window[1]:
+            if counted:
+                del self.waiting[id(lead)]
                 self.wait_total += env.now - lead.arrival
                 self.waited += 1
         for step, duration in enumerate(lead.durations):
@@ -99,7 +104,11 @@ class SalesFloor:
         if later:
             self.env.process(self.source(later))
         # Just past the horizon, so a win exactly at the horizon counts as in the vectorised engine.
-        self.env.run(until=math.nextafter(self.model.horizon_days, math.inf))
+        horizon = self.model.horizon_days
+        self.env.run(until=math.nextafter(horizon, math.inf))
+        # Leads still queued at the horizon count with the wait so far, so congestion is not hidden.
+        self.wait_total += sum(horizon - arrival for arrival in self.waiting.values())
+        self.waited += len(self.waiting)
 
     @property
     def mean_wait(self) -> float:

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipesim.distributions import Empirical, Exponential, Fixed, Gamma, LogNormal, Triangular
+
+N = 200_000
+
+
+@pytest.mark.parametrize(
+    "distribution",
+    [Exponential(4.0), Gamma(2.5, 3.0), LogNormal(25_000, 10_000), Triangular(2, 5, 14), Empirical((1, 2, 2, 9))],
+    ids=lambda d: type(d).__name__,
+)
+def test_sample_mean_matches_the_exact_mean(distribution: Exponential) -> None:
+    samples = distribution.sample(np.random.default_rng(7), N)
+    tolerance = 5 * math.sqrt(distribution.variance / N)
+    assert abs(samples.mean() - distribution.mean) < tolerance
+    assert np.all(samples >= 0)
+
+
+@pytest.mark.parametrize(
+    "distribution", [Gamma(2.5, 3.0), LogNormal(10, 4), Triangular(2, 5, 14)], ids=lambda d: type(d).__name__
+)
+def test_remaining_time_is_the_tail_beyond_the_age(distribution: Gamma) -> None:
+    age = distribution.mean
+    u = np.random.default_rng(3).random(N)
+    remaining = distribution.remaining(u, age)
+    tail = distribution.sample(np.random.default_rng(4), 4 * N)
+    tail = tail[tail > age] - age
+    tolerance = 5 * math.sqrt(tail.var() / len(tail) + remaining.var() / N)
+    assert abs(remaining.mean() - tail.mean()) < tolerance
+
+
+def test_remaining_time_special_cases() -> None:
+    u = np.array([0.1, 0.5, 0.9])
+    assert np.array_equal(Exponential(3).remaining(u, 100), Exponential(3).ppf(u))  # memoryless
+    assert np.array_equal(Fixed(10).remaining(u, 4), np.full(3, 6.0))
+    assert np.array_equal(Fixed(10).remaining(u, 40), np.zeros(3))
+    assert set(Empirical((2, 5, 9)).remaining(u, 4).tolist()) <= {1.0, 5.0}
+    assert np.array_equal(Triangular(1, 2, 3).remaining(u, 7), np.zeros(3))
