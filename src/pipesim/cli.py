@@ -72,12 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     for sub in (forecast, leads, compare, sensitivity):
         sub.add_argument("--trials", type=int, default=questions.DEFAULT_TRIALS, help="trials, default 10000")
-        sub.add_argument("--seed", type=int, default=0, help="random seed; same seed, same answer (default 0)")
+        sub.add_argument(
+            "--seed", type=int, default=0, help="random seed; same seed, same answer (default 0)"
+        )
         sub.add_argument(
             "--engine", choices=ENGINE_NAMES, default="auto", help="auto picks the fastest able engine"
         )
         sub.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: inline)")
-        sub.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786")
+        sub.add_argument(
+            "--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786"
+        )
         sub.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
         sub.add_argument("--plot", metavar="FILE.png", help="write a chart (needs the 'plot' extra)")
     return parser
@@ -111,19 +115,23 @@ def _render_forecast(result: Forecast) -> str:
         lines.append(_summary_rows("wait for rep (d)", result.wait_days, lambda v: f"{v:,.2f}"))
     lines.append(f"mean revenue ± {_money(result.revenue.se)} (Monte Carlo standard error)")
     if result.p_goal is not None and result.goal is not None:
-        lines.append(f"P(revenue >= {_money(result.goal)}) = {result.p_goal.value:.3f} ± {result.p_goal.se:.3f}")
+        lines.append(
+            f"P(revenue >= {_money(result.goal)}) = {result.p_goal.value:.3f} ± {result.p_goal.se:.3f}"
+        )
     lines.append("P10 is the 10th percentile, a pessimistic outcome.")
     return "\n".join(lines)
 
 
 def _render_leads(result: LeadsNeeded) -> str:
-    interval = f" (95% Monte Carlo interval {result.interval[0]}–{result.interval[1]})" if result.interval else ""
+    interval = (
+        f" (95% Monte Carlo interval {result.interval[0]}–{result.interval[1]})" if result.interval else ""
+    )
     lines = [
         f"Leads needed for {_money(result.goal)} at {result.confidence:.0%} confidence — "
         f"{result.trials} trials, engine {result.engine}, seed {result.seed}",
         f"leads needed        {result.leads}{interval}",
         f"P(goal) at answer   {result.p_goal.value:.3f} ± {result.p_goal.se:.3f}",
-        f"reverse funnel      {result.naive}  (goal ÷ mean deal ÷ conversions: ignores variance and the horizon)",
+        f"reverse funnel      {result.naive}  (goal ÷ mean deal ÷ conversions: no variance, no horizon)",
     ]
     if result.analytic is not None:
         lines.append(f"negative binomial   {result.analytic}  (exact for fixed deal sizes)")
@@ -162,11 +170,18 @@ def _render_sensitivity(result: Sensitivity) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace, progress: ProgressBar) -> Forecast | LeadsNeeded | Comparison | Sensitivity:
+def _run(
+    args: argparse.Namespace, progress: ProgressBar
+) -> Forecast | LeadsNeeded | Comparison | Sensitivity:
     model = load_model(args.model)
     runs = {"compare": 2, "sensitivity": 1 + 2 * len(model.stages)}.get(args.command, 1)
     progress.total = args.trials * runs
-    common: dict[str, Any] = {"trials": args.trials, "seed": args.seed, "engine": args.engine, "progress": progress}
+    common: dict[str, Any] = {
+        "trials": args.trials,
+        "seed": args.seed,
+        "engine": args.engine,
+        "progress": progress,
+    }
     with executor_for(args.workers, args.scheduler) as executor:
         common["executor"] = executor
         if args.command == "forecast":
@@ -178,7 +193,9 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> Forecast | LeadsNee
         return questions.sensitivity(model, goal=args.goal, improvement=args.improvement, **common)
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
     args = _parser().parse_args(argv)
     progress = ProgressBar(args.trials, err)

@@ -175,7 +175,7 @@ class LogNormal(_Inversion):
         return self.sd**2
 
     def ppf(self, u: Array) -> Array:
-        return np.exp(self._mu + self._sigma * special.ndtri(u))
+        return np.asarray(np.exp(self._mu + self._sigma * special.ndtri(u)), dtype=np.float64)
 
     def cdf(self, x: Array) -> Array:
         with np.errstate(divide="ignore"):
@@ -253,7 +253,7 @@ class Empirical(_Inversion):
     def ppf(self, u: Array) -> Array:
         n = len(self._sorted)
         index = np.minimum((np.asarray(u) * n).astype(np.int64), n - 1)
-        return self._sorted[index]
+        return np.asarray(self._sorted[index], dtype=np.float64)
 
     def cdf(self, x: Array) -> Array:
         return np.searchsorted(self._sorted, x, side="right") / len(self._sorted)

@@ -32,7 +32,10 @@ def map_blocks(
     **options: Any,
 ) -> list[T]:
     """``function(model, seed, block, n, **options)`` for every block, results in block order."""
-    blocks = [(block, min(block_trials, trials - start)) for block, start in enumerate(range(0, trials, block_trials))]
+    blocks = [
+        (block, min(block_trials, trials - start))
+        for block, start in enumerate(range(0, trials, block_trials))
+    ]
     if executor is None:
         results = []
         for block, size in blocks:
@@ -61,7 +64,7 @@ def executor_for(workers: int = 1, scheduler: str | None = None) -> Iterator[Exe
             from distributed import Client
         except ImportError as exc:
             raise MissingExtraError("--scheduler (a dask.distributed cluster)", "distributed") from exc
-        with Client(scheduler) as client:
+        with Client(scheduler) as client:  # type: ignore[no-untyped-call]
             yield client.get_executor()
         return
     if workers <= 1:

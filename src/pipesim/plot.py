@@ -3,6 +3,7 @@ ranked levers (sensitivity). matplotlib is imported lazily, so the core runs wit
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from pipesim.errors import MissingExtraError
@@ -20,8 +21,14 @@ def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity, path: str) -
     figure, axes = pyplot.subplots(figsize=(8, 4.5))
     try:
         if isinstance(result, Forecast):
-            _histogram(axes, result.histogram, f"Revenue within {result.horizon_days:g} days ({result.currency})")
-            for label, value in (("P10", result.revenue.p10), ("P50", result.revenue.p50), ("P90", result.revenue.p90)):
+            _histogram(
+                axes, result.histogram, f"Revenue within {result.horizon_days:g} days ({result.currency})"
+            )
+            for label, value in (
+                ("P10", result.revenue.p10),
+                ("P50", result.revenue.p50),
+                ("P90", result.revenue.p90),
+            ):
                 axes.axvline(value, linestyle="--", color="black", linewidth=1)
                 axes.annotate(label, (value, 0), xytext=(3, 3), textcoords="offset points")
         elif isinstance(result, Comparison):
@@ -32,7 +39,9 @@ def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity, path: str) -
             labels = [f"{lever.stage}: {lever.change}" for lever in result.levers]
             values = [lever.p_goal.value if lever.p_goal else lever.revenue.value for lever in result.levers]
             axes.barh(labels[::-1], values[::-1])
-            axes.set_title("Effect of each improvement" + (" on P(goal)" if result.goal else " on mean revenue"))
+            axes.set_title(
+                "Effect of each improvement" + (" on P(goal)" if result.goal else " on mean revenue")
+            )
         else:
             axes.bar(["reverse funnel", "simulated"], [result.naive, result.leads])
             axes.set_title(f"Leads needed for {result.goal:,.0f} at {result.confidence:.0%}")
@@ -44,7 +53,7 @@ def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity, path: str) -
 
 def _histogram(axes: Any, histogram: Histogram, title: str) -> None:
     edges = histogram.edges
-    widths = [high - low for low, high in zip(edges[:-1], edges[1:], strict=True)]
+    widths = [high - low for low, high in itertools.pairwise(edges)]
     axes.bar(edges[:-1], histogram.counts, width=widths, align="edge", edgecolor="white")
     axes.set_title(title)
     axes.set_ylabel("trials")

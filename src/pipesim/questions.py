@@ -19,7 +19,16 @@ from pipesim.engines import analytic, vectorized
 from pipesim.engines.common import Outcomes
 from pipesim.errors import QuestionError
 from pipesim.parallel import Progress, map_blocks
-from pipesim.results import Comparison, Estimate, Forecast, Histogram, LeadsNeeded, Lever, Sensitivity, Summary
+from pipesim.results import (
+    Comparison,
+    Estimate,
+    Forecast,
+    Histogram,
+    LeadsNeeded,
+    Lever,
+    Sensitivity,
+    Summary,
+)
 from pipesim.spec import Model
 
 DEFAULT_TRIALS = 10_000
@@ -265,10 +274,15 @@ def sensitivity(
     for index, stage in enumerate(model.stages):
         variants = [
             (f"losses -{percent}", replace(stage, conversion=stage.conversion.improved(improvement))),
-            (f"time in stage -{percent}", replace(stage, time_in_stage=stage.time_in_stage.scaled(1 - improvement))),
+            (
+                f"time in stage -{percent}",
+                replace(stage, time_in_stage=stage.time_in_stage.scaled(1 - improvement)),
+            ),
         ]
         for change, changed in variants:
-            variant = model.replace_stage(index, conversion=changed.conversion, time_in_stage=changed.time_in_stage)
+            variant = model.replace_stage(
+                index, conversion=changed.conversion, time_in_stage=changed.time_in_stage
+            )
             _, out = simulate(variant, trials, seed, engine=name, executor=executor, progress=progress)
             p_goal = None
             if goal is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pipesim.distributions import Array
 
@@ -40,7 +41,7 @@ class Estimate(_Serialisable):
     se: float
 
     @staticmethod
-    def proportion(hits: Array) -> Estimate:
+    def proportion(hits: NDArray[np.bool_] | Array) -> Estimate:
         p = float(np.mean(hits))
         return Estimate(p, math.sqrt(p * (1 - p) / len(hits)))
 

@@ -156,7 +156,11 @@ class Model:
         if self.open_leads:
             cohorts = []
             for cohort in self.open_leads:
-                item: dict[str, Any] = {"stage": cohort.stage, "count": cohort.count, "age_days": cohort.age_days}
+                item: dict[str, Any] = {
+                    "stage": cohort.stage,
+                    "count": cohort.count,
+                    "age_days": cohort.age_days,
+                }
                 if cohort.value is not None:
                     item["value"] = cohort.value
                 cohorts.append(item)
@@ -182,7 +186,9 @@ def _check_model(model: Model) -> list[Issue]:
         issues.append(Issue("horizon_days", f"must be a finite number > 0, got {model.horizon_days!r}"))
     for index, stage in enumerate(model.stages):
         if stage.work is not None and model.reps is None:
-            issues.append(Issue(f"stages[{index}].work", "work time needs a [reps] table (who does the work?)"))
+            issues.append(
+                Issue(f"stages[{index}].work", "work time needs a [reps] table (who does the work?)")
+            )
     for index, cohort in enumerate(model.open_leads):
         if cohort.stage not in names:
             issues.append(
@@ -231,7 +237,8 @@ def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Model:
     if reader.issues or model is None:
         raise ModelError(reader.issues, source=source)
     try:
-        return model()
+        built: Model = model()
+        return built
     except ModelError as exc:
         raise ModelError(exc.issues, source=source) from None
 
@@ -264,7 +271,9 @@ class _Reader:
             return None
         return self.value_number(data[key], where, minimum=minimum, strict=strict)
 
-    def value_number(self, value: Any, where: str, *, minimum: float = 0.0, strict: bool = True) -> float | None:
+    def value_number(
+        self, value: Any, where: str, *, minimum: float = 0.0, strict: bool = True
+    ) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(where, f"must be a number, got {value!r}")
             return None
@@ -354,7 +363,9 @@ class _Reader:
         if not isinstance(samples, list) or not samples:
             self.fail(f"{path}.samples", f"must be a non-empty list of numbers, got {samples!r}")
             return None
-        numbers = [self.value_number(item, f"{path}.samples[{i}]", strict=False) for i, item in enumerate(samples)]
+        numbers = [
+            self.value_number(item, f"{path}.samples[{i}]", strict=False) for i, item in enumerate(samples)
+        ]
         if any(number is None for number in numbers):
             return None
         return Empirical(tuple(number for number in numbers if number is not None))
@@ -460,7 +471,10 @@ class _Reader:
         cohorts = self.open_leads(data["open_leads"]) if "open_leads" in data else ()
         if self.issues:
             return None
-        assert horizon is not None and arrivals is not None and deal_size is not None and cohorts is not None
+        assert horizon is not None
+        assert arrivals is not None
+        assert deal_size is not None
+        assert cohorts is not None
         built = tuple(stage for stage in stages if stage is not None)
 
         def construct() -> Model:

@@ -15,7 +15,8 @@ def funnel(deal_size: object = None, horizon_days: float = 1e9, leads: int = 100
     """The issue's five-stage funnel; a huge horizon means every eventual win counts."""
     return Model(
         stages=tuple(
-            Stage(f"stage {i}", FixedProbability(p), Exponential(5.0)) for i, p in enumerate(ISSUE_CONVERSIONS)
+            Stage(f"stage {i}", FixedProbability(p), Exponential(5.0))
+            for i, p in enumerate(ISSUE_CONVERSIONS)
         ),
         deal_size=deal_size if deal_size is not None else Fixed(25_000.0),  # type: ignore[arg-type]
         arrivals=Arrivals.batch(leads),

@@ -21,7 +21,8 @@ def run(*argv: str) -> tuple[int, str, str]:
 def test_forecast_prints_a_table_with_the_percentile_convention() -> None:
     code, out, _ = run("forecast", SMB, "--trials", "2000", "--goal", "500000")
     assert code == 0
-    assert "P10" in out and "P(revenue >= 500,000)" in out
+    assert "P10" in out
+    assert "P(revenue >= 500,000)" in out
     assert "P10 is the 10th percentile, a pessimistic outcome." in out
 
 
@@ -29,7 +30,8 @@ def test_forecast_json_is_machine_readable_and_seeded() -> None:
     first = json.loads(run("forecast", SMB, "--trials", "1500", "--seed", "4", "--json")[1])
     again = json.loads(run("forecast", SMB, "--trials", "1500", "--seed", "4", "--json")[1])
     assert first == again
-    assert first["engine"] == "vectorized" and first["trials"] == 1500
+    assert first["engine"] == "vectorized"
+    assert first["trials"] == 1500
 
 
 def test_leads_needed_shows_the_reverse_funnel_beside_the_answer() -> None:
@@ -42,16 +44,19 @@ def test_compare_and_sensitivity_run(tmp_path: Path) -> None:
     variant = tmp_path / "variant.toml"
     variant.write_text(Path(SMB).read_text().replace("conversion = 0.4", "conversion = 0.45"))
     code, out, _ = run("compare", SMB, str(variant), "--trials", "1000", "--json")
-    assert code == 0 and json.loads(out)["difference"]["mean"] > 0
+    assert code == 0
+    assert json.loads(out)["difference"]["mean"] > 0
     code, out, _ = run("sensitivity", SMB, "--trials", "500", "--goal", "500000")
-    assert code == 0 and "bottleneck: Proposal" in out
+    assert code == 0
+    assert "bottleneck: Proposal" in out
 
 
 def test_invalid_model_exits_2_naming_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(Path(SMB).read_text().replace("conversion = 0.6", "conversion = 1.6"))
     code, out, err = run("forecast", str(bad))
-    assert code == 2 and out == ""
+    assert code == 2
+    assert out == ""
     assert "stages[1].conversion: must be a probability in [0, 1]" in err
 
 

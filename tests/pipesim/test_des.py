@@ -5,7 +5,18 @@ import math
 import numpy as np
 from scipy import stats
 
-from pipesim import Arrivals, Exponential, Fixed, FixedProbability, LogNormal, Model, OpenLeads, Reps, Stage, simulate
+from pipesim import (
+    Arrivals,
+    Exponential,
+    Fixed,
+    FixedProbability,
+    LogNormal,
+    Model,
+    OpenLeads,
+    Reps,
+    Stage,
+    simulate,
+)
 from pipesim.engines import des
 from pipesim.engines.common import trial_draws
 

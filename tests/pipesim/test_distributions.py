@@ -12,7 +12,13 @@ N = 200_000
 
 @pytest.mark.parametrize(
     "distribution",
-    [Exponential(4.0), Gamma(2.5, 3.0), LogNormal(25_000, 10_000), Triangular(2, 5, 14), Empirical((1, 2, 2, 9))],
+    [
+        Exponential(4.0),
+        Gamma(2.5, 3.0),
+        LogNormal(25_000, 10_000),
+        Triangular(2, 5, 14),
+        Empirical((1, 2, 2, 9)),
+    ],
     ids=lambda d: type(d).__name__,
 )
 def test_sample_mean_matches_the_exact_mean(distribution: Exponential) -> None:

@@ -27,8 +27,8 @@ def test_dask_local_cluster_gives_the_same_trials(issue_funnel: Model) -> None:
 
     _, inline = simulate(issue_funnel, 2500, seed=7)
     with (
-        LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster,
-        Client(cluster) as client,
+        LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster,  # type: ignore[no-untyped-call]
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         _, spread = simulate(issue_funnel, 2500, seed=7, executor=client.get_executor())
     assert np.array_equal(inline.revenue, spread.revenue)

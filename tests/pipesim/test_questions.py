@@ -21,7 +21,8 @@ def test_leads_needed_p_goal_equals_a_forecast_at_the_answer(issue_funnel: Model
     at_answer = forecast(issue_funnel.with_new_leads(answer.leads), trials=3000, seed=4, goal=500_000)
     one_less = forecast(issue_funnel.with_new_leads(answer.leads - 1), trials=3000, seed=4, goal=500_000)
     assert at_answer.p_goal == answer.p_goal
-    assert at_answer.p_goal is not None and one_less.p_goal is not None
+    assert at_answer.p_goal is not None
+    assert one_less.p_goal is not None
     assert one_less.p_goal.value < 0.9 <= at_answer.p_goal.value
 
 
@@ -38,7 +39,8 @@ def test_forecast_reports_percentiles_in_order_and_the_split(issue_funnel: Model
 def test_comparing_a_model_with_itself_shows_no_difference(issue_funnel: Model) -> None:
     result = compare(issue_funnel, issue_funnel, trials=1000, seed=3, goal=500_000)
     assert result.difference.mean == result.difference.sd == 0
-    assert result.p_goal_difference is not None and result.p_goal_difference.value == 0
+    assert result.p_goal_difference is not None
+    assert result.p_goal_difference.value == 0
 
 
 def test_paired_comparison_has_far_less_noise_than_independent_runs(issue_funnel: Model) -> None:
@@ -62,7 +64,10 @@ def test_sensitivity_names_the_leakiest_stage_as_bottleneck(issue_funnel: Model)
         (lambda m: leads_needed(m, -5), "goal"),
         (lambda m: leads_needed(m, 1000, confidence=1.0), "confidence"),
         (lambda m: forecast(m, trials=1), "trials"),
-        (lambda m: leads_needed(Model(m.stages, m.deal_size, Arrivals.poisson(3), 30), 1000), "arrivals.kind"),
+        (
+            lambda m: leads_needed(Model(m.stages, m.deal_size, Arrivals.poisson(3), 30), 1000),
+            "arrivals.kind",
+        ),
     ],
 )
 def test_bad_arguments_name_the_argument(issue_funnel: Model, call: object, message: str) -> None:

@@ -16,14 +16,19 @@ VALID = {
     "arrivals": {"kind": "batch", "count": 10},
     "stages": [
         {"name": "a", "conversion": 0.5},
-        {"name": "b", "conversion": {"alpha": 2, "beta": 3}, "time_in_stage": {"dist": "exponential", "mean": 4}},
+        {
+            "name": "b",
+            "conversion": {"alpha": 2, "beta": 3},
+            "time_in_stage": {"dist": "exponential", "mean": 4},
+        },
         {"name": "c", "conversion": 0.5, "time_in_stage": {"dist": "gamma", "shape": 2, "scale": 1}},
     ],
 }
 
 
 def with_changes(**changes: object) -> dict[str, object]:
-    return json.loads(json.dumps({**VALID, **changes}))
+    copied: dict[str, object] = json.loads(json.dumps({**VALID, **changes}))
+    return copied
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
@@ -45,7 +50,9 @@ def test_bad_value_is_reported_with_its_key_path() -> None:
     data["stages"][2]["conversion"] = {"alpha": -1, "beta": 2}  # type: ignore[index]
     with pytest.raises(ModelError) as caught:
         from_mapping(data)
-    assert [str(issue) for issue in caught.value.issues] == ["stages[2].conversion.alpha: must be > 0, got -1"]
+    assert [str(issue) for issue in caught.value.issues] == [
+        "stages[2].conversion.alpha: must be > 0, got -1"
+    ]
 
 
 def test_every_problem_is_reported_at_once() -> None:

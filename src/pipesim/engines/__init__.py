@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 from pipesim.engines import des, vectorized
 from pipesim.engines.common import Outcomes
 from pipesim.errors import EngineError
 from pipesim.spec import Model
-
 
 ENGINE_NAMES: tuple[str, ...] = ("auto", "vectorized", "des")
 

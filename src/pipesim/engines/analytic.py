@@ -127,9 +127,9 @@ def moments(model: Model) -> Moments:
     ]
     k = range(len(found))
     wins_var = sum(within) + sum(scale[i] * scale[j] * cov[i][j] for i in k for j in k)
-    revenue_var = sum(
-        within[i] * deal_mean[i] ** 2 + scale[i] * p_mean[i] * deal_var[i] for i in k
-    ) + sum(scale[i] * deal_mean[i] * scale[j] * deal_mean[j] * cov[i][j] for i in k for j in k)
+    revenue_var = sum(within[i] * deal_mean[i] ** 2 + scale[i] * p_mean[i] * deal_var[i] for i in k) + sum(
+        scale[i] * deal_mean[i] * scale[j] * deal_mean[j] * cov[i][j] for i in k for j in k
+    )
     existing = sum(scale[i] * p_mean[i] * deal_mean[i] for i in k if found[i].existing)
     return Moments(
         wins_mean=wins_mean,

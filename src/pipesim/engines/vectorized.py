@@ -54,9 +54,7 @@ def binomial_inverse(u: Array, n: NDArray[np.int64] | int, p: Array) -> NDArray[
     return np.asarray(np.maximum(np.nan_to_num(k), 0.0), dtype=np.int64)
 
 
-def _winner_rows(
-    model: Model, seed: int, block: int, group_index: int, chunk: int, trials: int
-) -> Array:
+def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: int, trials: int) -> Array:
     width = len(model.stages) + 2  # arrival, one time per stage, deal size
     return stream(seed, block, WINNERS, group_index, chunk).random((trials, CHUNK, width))
 

@@ -1,0 +1,110 @@
+"""Simulation engine benchmark: ratios measured in the same run, plus the target timings.
+
+    python scripts/bench_sim.py [--trials 10000] [--des-trials 100]
+
+Prints: vectorised vs SimPy-engine trials/s (target >= 1000x), the SimPy engine vs a bare SimPy model of
+the same flow (target >= 0.8x), a 10,000-trial forecast of 1,000 leads (target <= 0.2 s), a leads-needed
+solve at 90 % (target <= 1 s) and the speed-up of 2 worker processes over one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import simpy
+
+from pipesim import (
+    Arrivals,
+    Exponential,
+    FixedProbability,
+    LogNormal,
+    Model,
+    Stage,
+    forecast,
+    leads_needed,
+    simulate,
+)
+
+CONVERSIONS = (0.5, 0.6, 0.5, 0.4, 0.5)
+MODEL = Model(
+    stages=tuple(
+        Stage(f"stage {i}", FixedProbability(p), Exponential(6.0)) for i, p in enumerate(CONVERSIONS)
+    ),
+    deal_size=LogNormal(25_000, 10_000),
+    arrivals=Arrivals.batch(1000),
+    horizon_days=90,
+)
+
+
+def best_of(repeats: int, action: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bare_simpy(trials: int, seed: int) -> float:
+    """The same flow written plainly: one process per lead drawing its own times, no capacity."""
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(trials):
+        env = simpy.Environment()
+        revenue = [0.0]
+
+        def lead(env: simpy.Environment, revenue: list[float] = revenue) -> Any:
+            for p in CONVERSIONS:
+                yield env.timeout(rng.exponential(6.0))
+                if rng.random() >= p:
+                    return
+            if env.now <= 90:
+                revenue[0] += MODEL.deal_size.ppf(rng.random(1))[0]
+
+        for _ in range(1000):
+            env.process(lead(env))
+        env.run(until=90)
+        total += revenue[0]
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=10_000, help="vectorised trials (default 10000)")
+    parser.add_argument("--des-trials", type=int, default=100, help="SimPy trials (default 100)")
+    args = parser.parse_args()
+
+    simulate(MODEL, 1000, seed=0)  # warm imports and caches
+    vec = best_of(3, lambda: simulate(MODEL, args.trials, seed=1, engine="vectorized"))
+    des = best_of(1, lambda: simulate(MODEL, args.des_trials, seed=1, engine="des"))
+    bare = best_of(1, lambda: bare_simpy(args.des_trials, seed=1))
+    vec_rate, des_rate = args.trials / vec, args.des_trials / des
+    print("model: 5 stages, 1,000 leads per trial, 90-day horizon, lognormal deals")
+    print(f"vectorized engine   {vec_rate:12,.0f} trials/s")
+    print(f"SimPy (des) engine  {des_rate:12,.1f} trials/s")
+    print(f"bare SimPy model    {args.des_trials / bare:12,.1f} trials/s")
+    print(f"ratio vectorized / des per trial        {vec_rate / des_rate:10,.0f}x   (target >= 1000x)")
+    print(f"ratio des engine / bare SimPy (events/s) {bare / des:9.2f}x   (target >= 0.8x)")
+
+    fc = best_of(3, lambda: forecast(MODEL, 10_000, seed=2))
+    ln = best_of(3, lambda: leads_needed(MODEL, 500_000, 0.9, 10_000, seed=3))
+    print(f"forecast, 10,000 trials x 1,000 leads  {fc:8.3f} s   (target <= 0.2 s)")
+    print(f"leads-needed at 90%, 10,000 trials      {ln:8.3f} s   (target <= 1 s)")
+
+    big = 8 * args.trials
+    one = best_of(1, lambda: simulate(MODEL, big, seed=4))
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        simulate(MODEL, 2000, seed=0, executor=pool)  # start the workers
+        two = best_of(1, lambda: simulate(MODEL, big, seed=4, executor=pool))
+    print(f"2 worker processes vs inline, {big:,} trials  {one / two:6.2f}x speed-up")
+
+
+if __name__ == "__main__":
+    main()
