@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -57,7 +57,7 @@ class LeadEventBroker(Protocol):
     async def publish(self, events: Sequence[LeadEvent]) -> None:
         """Deliver committed events to current subscribers of their pipelines."""
 
-    def subscribe(self, pipeline_id: int) -> AsyncIterator[LeadEvent]:
+    def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
         """Events of one pipeline from now on; closing the iterator ends the subscription."""
 
 
@@ -75,7 +75,7 @@ class InProcessBroker:
                     queue.get_nowait()
                 queue.put_nowait(event)
 
-    async def subscribe(self, pipeline_id: int) -> AsyncIterator[LeadEvent]:
+    async def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
         queue: asyncio.Queue[LeadEvent] = asyncio.Queue(self._buffer)
         self._subscribers.setdefault(pipeline_id, set()).add(queue)
         try:

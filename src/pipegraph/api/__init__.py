@@ -1,0 +1,1 @@
+"""The GraphQL API: Strawberry types and resolvers over :mod:`pipegraph.services`."""

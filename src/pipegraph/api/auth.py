@@ -1,0 +1,78 @@
+"""Who a request acts as: ``Authorization: Bearer <key>``, or in open-access development mode an admin.
+
+Answers are cached for a few seconds per key: a page request then costs no authentication query, and a
+revoked key or deactivated user stops working within ``CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pipegraph.api.context import Context
+from pipegraph.db.models import Role, User
+from pipegraph.db.session import Store
+from pipegraph.services import api_keys, users
+
+CACHE_SECONDS = 5.0
+CACHE_LIMIT = 10_000
+LOCAL_ADMIN_NAME = "Local admin"
+LOCAL_ADMIN_EMAIL = "admin@localhost"
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, key = authorization.strip().partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Authenticator:
+    def __init__(self, store: Store, *, open_access: bool = False) -> None:
+        self._store = store
+        self._open_access = open_access
+        self._cache: dict[str, tuple[float, User | None]] = {}
+        self._admin: User | None = None
+
+    async def user_for(self, authorization: str | None) -> User | None:
+        if self._open_access:
+            return await self._local_admin()
+        key = bearer_key(authorization)
+        if key is None:
+            return None
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._store.read() as session:
+            user = await api_keys.authenticate(session, key)
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = (now + CACHE_SECONDS, user)
+        return user
+
+    async def _local_admin(self) -> User:
+        """The first active admin, or a new "Local admin <admin@localhost>" if there is none."""
+        if self._admin is not None:
+            return self._admin
+        async with self._store.write() as session:
+            admins = [
+                u for u in await users.list_users(session, include_inactive=False) if u.role == Role.ADMIN
+            ]
+            if admins:
+                admin = min(admins, key=lambda u: u.id)
+            else:
+                admin = await users.get_user_by_email(session, LOCAL_ADMIN_EMAIL) or await users.create_user(
+                    session, name=LOCAL_ADMIN_NAME, email=LOCAL_ADMIN_EMAIL, role=Role.ADMIN
+                )
+                admin.role, admin.active = Role.ADMIN, True
+        self._admin = admin
+        return admin
+
+    async def authenticate_connection(self, context: Context) -> bool:
+        """WebSocket ``connection_init``: the key may come in the payload (browsers cannot set headers)."""
+        if context.viewer is not None:
+            return True
+        params = context.connection_params or {}
+        raw = params.get("Authorization") or params.get("authorization")
+        context.viewer = await self.user_for(raw if isinstance(raw, str) else None)
+        return context.viewer is not None

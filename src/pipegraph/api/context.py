@@ -1,0 +1,36 @@
+"""What every resolver can reach: the store, the event broker, this request's loaders and viewer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+
+from pipegraph.api.loaders import Loaders
+from pipegraph.db.models import User
+from pipegraph.db.session import Store
+from pipegraph.errors import PermissionDeniedError
+from pipegraph.services.events import LeadEventBroker
+
+
+@dataclass
+class Context:
+    store: Store
+    broker: LeadEventBroker
+    loaders: Loaders
+    request_id: str
+    # None only on a WebSocket before ``connection_init`` has authenticated it.
+    viewer: User | None = None
+    request: Any = None
+    response: Any = None
+    # Set by Strawberry from the graphql-transport-ws ``connection_init`` payload.
+    connection_params: dict[str, Any] | None = field(default=None)
+
+    def require_viewer(self) -> User:
+        if self.viewer is None:
+            raise PermissionDeniedError("authenticate first: send an API key as Authorization: Bearer <key>")
+        return self.viewer
+
+
+Info = strawberry.Info[Context, None]

@@ -1,0 +1,117 @@
+"""Errors on the wire.
+
+- In mutations, a :class:`~pipegraph.errors.PipegraphError` becomes a ``userError`` in the payload with
+  ``field`` in the input's GraphQL names (``input.contactEmail``, ``input.csv[row 3].value``).
+- In queries, it becomes a GraphQL error with ``extensions: {code, field}``.
+- Anything else is a bug: the client sees "Internal server error" and a ``requestId`` to quote, and the
+  log gets the traceback under the same request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+
+from pipegraph.errors import PipegraphError
+
+logger = logging.getLogger("pipegraph.api")
+INTERNAL_MESSAGE = "Internal server error"
+_SNAKE = re.compile(r"_([a-z0-9])")
+
+
+def camel_path(field: str) -> str:
+    """``stages[1].exit_criteria`` → ``stages[1].exitCriteria``; row labels in brackets stay as written."""
+    return re.sub(
+        r"(^|\.)([a-z0-9_]+)",
+        lambda m: m.group(1) + _SNAKE.sub(lambda c: c.group(1).upper(), m.group(2)),
+        field,
+    )
+
+
+def input_field(error: PipegraphError) -> str | None:
+    if error.field is None:
+        return None
+    if error.field.startswith("csv["):
+        return f"input.{error.field}"
+    return f"input.{camel_path(error.field)}"
+
+
+@strawberry.type
+class UserError:
+    field: str | None = strawberry.field(description="Path of the input field at fault, e.g. input.title.")
+    message: str
+    code: str = strawberry.field(description="INVALID, NOT_FOUND, CONFLICT or FORBIDDEN.")
+
+    @classmethod
+    def from_error(cls, error: PipegraphError) -> UserError:
+        return cls(field=input_field(error), message=error.message, code=error.code)
+
+
+def _request_id(execution_context: ExecutionContext) -> str | None:
+    return getattr(execution_context.context, "request_id", None)
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Errors raised by resolver code that are not pipegraph's own (syntax and validation errors have no
+    original error and are the client's to see)."""
+    original = error.original_error
+    return original is not None and not isinstance(original, PipegraphError | GraphQLError)
+
+
+class ErrorPresentation(SchemaExtension):
+    """Give pipegraph errors their code and field; mask everything unexpected."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is None or not errors:
+            return
+        request_id = _request_id(self.execution_context)
+        result.errors = [self._present(error, request_id) for error in errors]  # type: ignore[union-attr]
+
+    @staticmethod
+    def _present(error: GraphQLError, request_id: str | None) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, PipegraphError):
+            return GraphQLError(
+                original.message,
+                nodes=error.nodes,
+                path=error.path,
+                extensions={
+                    "code": original.code,
+                    "field": camel_path(original.field) if original.field else None,
+                },
+            )
+        if is_unexpected(error):
+            return GraphQLError(
+                INTERNAL_MESSAGE,
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": "INTERNAL", "requestId": request_id},
+            )
+        return error
+
+
+def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:
+    """Unexpected errors with traceback and request id; the client's own mistakes at debug level."""
+    request_id = _request_id(execution_context) if execution_context is not None else None
+    for error in errors:
+        if is_unexpected(error):
+            original = error.original_error
+            assert original is not None
+            logger.error(
+                "request %s: unexpected error at %s: %s",
+                request_id,
+                ".".join(map(str, error.path or ())),
+                original,
+                exc_info=(type(original), original, original.__traceback__),
+            )
+        else:
+            logger.debug("request %s: %s", request_id, error.message)

@@ -1,0 +1,1 @@
+"""Query, mutation and subscription fields, by area; composed in :mod:`pipegraph.api.schema`."""

@@ -1,0 +1,47 @@
+"""Running a command: one write transaction, errors to ``userErrors``, events published after commit."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipegraph.api import types
+from pipegraph.api.context import Info
+from pipegraph.api.errors import UserError
+from pipegraph.db import models
+from pipegraph.errors import PipegraphError
+from pipegraph.services.events import take_events
+from pipegraph.services.imports import ImportRejectedError
+
+T = TypeVar("T")
+
+
+async def run_command(
+    info: Info, action: Callable[[AsyncSession, models.User], Awaitable[T]]
+) -> tuple[T | None, list[UserError]]:
+    """``action`` runs inside ``store.write()``: any error rolls back everything it did."""
+    context = info.context
+    try:
+        viewer = context.require_viewer()
+        async with context.store.write() as session:
+            result = await action(session, viewer)
+            events = take_events(session)
+    except ImportRejectedError as rejected:
+        return None, [UserError.from_error(error) for error in rejected.errors]
+    except PipegraphError as error:
+        return None, [UserError.from_error(error)]
+    if events:
+        await context.broker.publish(events)
+    return result, []
+
+
+async def lead_view(session: AsyncSession, lead: models.Lead) -> types.Lead:
+    """The GraphQL view of a lead just written; stage and owner come from the session's identity map."""
+    stage = await session.get(models.Stage, lead.stage_id)
+    assert stage is not None
+    owner = await session.get(models.User, lead.owner_id) if lead.owner_id is not None else None
+    return types.Lead.from_model(
+        lead, types.Stage.from_model(stage), types.User.from_model(owner) if owner is not None else None
+    )

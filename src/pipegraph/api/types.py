@@ -1,0 +1,434 @@
+"""Output types. Plain-attribute fields resolve synchronously (no per-field awaits); relations that a
+page of leads needs are joined in the page query, the rest go through the request's loaders."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+
+import strawberry
+
+from pipegraph.api import ids
+from pipegraph.api.context import Info
+from pipegraph.api.enums import ActivityKind, LeadStatus, Role
+from pipegraph.api.inputs import LeadFilter, LeadOrder
+from pipegraph.api.scalars import Money
+from pipegraph.db import models
+from pipegraph.db.types import utcnow
+from pipegraph.services import queries
+from pipegraph.services.validation import from_cents
+
+SECONDS_PER_DAY = 86_400.0
+
+
+@strawberry.interface(description="An object with a global ID, fetchable with node(id:).")
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class User(Node):
+    pk: strawberry.Private[int]
+    name: str
+    email: str
+    role: Role
+    capacity: int = strawberry.field(description="Most open leads this user can work at once.")
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, user: models.User) -> User:
+        return cls(
+            id=strawberry.ID(ids.encode("User", user.id)),
+            pk=user.id,
+            name=user.name,
+            email=user.email,
+            role=user.role,
+            capacity=user.capacity,
+            active=user.active,
+            created_at=user.created_at,
+        )
+
+
+@strawberry.type
+class Pipeline(Node):
+    pk: strawberry.Private[int]
+    name: str
+    currency: str
+    description: str
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, pipeline: models.Pipeline) -> Pipeline:
+        return cls(
+            id=strawberry.ID(ids.encode("Pipeline", pipeline.id)),
+            pk=pipeline.id,
+            name=pipeline.name,
+            currency=pipeline.currency,
+            description=pipeline.description,
+            archived=pipeline.archived,
+            created_at=pipeline.created_at,
+            updated_at=pipeline.updated_at,
+        )
+
+    @strawberry.field(description="Current stages, in board order.")
+    async def stages(self, info: Info) -> list[Stage]:
+        return [Stage.from_model(s) for s in await info.context.loaders.stages_of_pipeline.load(self.pk)]
+
+
+@strawberry.type
+class Stage(Node):
+    pk: strawberry.Private[int]
+    pipeline_pk: strawberry.Private[int]
+    name: str
+    position: int
+    probability: float | None = strawberry.field(
+        description="Configured chance (0..1) of eventually winning a lead standing in this stage."
+    )
+    target_days: int | None = strawberry.field(
+        description="Days in stage after which an open lead is stalled."
+    )
+    exit_criteria: str
+    is_post_sale: bool = strawberry.field(description="A retention stage: only won leads enter it.")
+    removed: bool = strawberry.field(description="Removed from the pipeline; kept because history names it.")
+
+    @classmethod
+    def from_model(cls, stage: models.Stage) -> Stage:
+        return cls(
+            id=strawberry.ID(ids.encode("Stage", stage.id)),
+            pk=stage.id,
+            pipeline_pk=stage.pipeline_id,
+            name=stage.name,
+            position=stage.position,
+            probability=stage.probability,
+            target_days=stage.target_days,
+            exit_criteria=stage.exit_criteria,
+            is_post_sale=stage.is_post_sale,
+            removed=stage.removed_at is not None,
+        )
+
+    @strawberry.field
+    async def pipeline(self, info: Info) -> Pipeline:
+        pipeline = await info.context.loaders.pipeline.load(self.pipeline_pk)
+        assert pipeline is not None  # a stage's pipeline cannot vanish (foreign key)
+        return Pipeline.from_model(pipeline)
+
+    @strawberry.field(description="The leads standing in this stage: a board column.")
+    async def leads(
+        self,
+        info: Info,
+        filter: LeadFilter | None = None,
+        order_by: LeadOrder | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> LeadConnection:
+        stage_filter = dataclasses.replace(filter or LeadFilter(), stage_ids=[self.id])
+        return await lead_connection(
+            info,
+            pipeline_id=self.pipeline_pk,
+            lead_filter=stage_filter,
+            order_by=order_by,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+        )
+
+    @strawberry.field(
+        description="Leads standing in this stage (a board column); all statuses unless filtered."
+    )
+    async def lead_count(self, info: Info, status: LeadStatus | None = None) -> int:
+        totals = await info.context.loaders.stage_totals.load(self.pk)
+        return sum(t.count for s, t in totals.items() if status is None or s == status)
+
+    @strawberry.field(description="Summed value of the leads counted by leadCount.")
+    async def total_value(self, info: Info, status: LeadStatus | None = None) -> Money:
+        totals = await info.context.loaders.stage_totals.load(self.pk)
+        return Money(
+            from_cents(sum(t.value_cents for s, t in totals.items() if status is None or s == status))
+        )
+
+
+@strawberry.type
+class Lead(Node):
+    pk: strawberry.Private[int]
+    pipeline_pk: strawberry.Private[int]
+    title: str
+    company: str
+    contact_name: str
+    contact_email: str
+    contact_phone: str
+    source: str
+    value: Money
+    status: LeadStatus
+    lost_reason: str
+    expected_close_date: date | None
+    budget: bool
+    authority: bool
+    need: bool
+    timeline: bool
+    qualification_score: int = strawberry.field(description="25 per BANT criterion met (0..100).")
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    stage_entered_at: datetime
+    version: int = strawberry.field(description="Pass as expectedVersion when changing the lead.")
+    stage: Stage
+    owner: User | None
+
+    @classmethod
+    def from_model(cls, lead: models.Lead, stage: Stage | None = None, owner: User | None = None) -> Lead:
+        """Needs ``lead.stage`` and ``lead.owner`` loaded unless ``stage``/``owner`` are given."""
+        if stage is None:
+            stage = Stage.from_model(lead.stage)
+        if owner is None and lead.owner_id is not None:
+            owner = User.from_model(lead.owner) if lead.owner is not None else None
+        return cls(
+            id=strawberry.ID(ids.encode("Lead", lead.id)),
+            pk=lead.id,
+            pipeline_pk=lead.pipeline_id,
+            title=lead.title,
+            company=lead.company,
+            contact_name=lead.contact_name,
+            contact_email=lead.contact_email,
+            contact_phone=lead.contact_phone,
+            source=lead.source,
+            value=Money(from_cents(lead.value_cents)),
+            status=lead.status,
+            lost_reason=lead.lost_reason,
+            expected_close_date=lead.expected_close_date,
+            budget=lead.budget,
+            authority=lead.authority,
+            need=lead.need,
+            timeline=lead.timeline,
+            qualification_score=lead.qualification_score,
+            created_at=lead.created_at,
+            updated_at=lead.updated_at,
+            closed_at=lead.closed_at,
+            stage_entered_at=lead.stage_entered_at,
+            version=lead.version,
+            stage=stage,
+            owner=owner,
+        )
+
+    @classmethod
+    def from_models(cls, leads: list[models.Lead]) -> list[Lead]:
+        """Leads of one page share Stage and User objects instead of converting them again."""
+        stages: dict[int, Stage] = {}
+        users: dict[int, User] = {}
+        result = []
+        for lead in leads:
+            stage = stages.get(lead.stage_id)
+            if stage is None:
+                stage = stages[lead.stage_id] = Stage.from_model(lead.stage)
+            owner = None
+            if lead.owner is not None:
+                owner = users.get(lead.owner.id)
+                if owner is None:
+                    owner = users[lead.owner.id] = User.from_model(lead.owner)
+            result.append(cls.from_model(lead, stage, owner))
+        return result
+
+    @strawberry.field(description="Days since the lead entered its current stage.")
+    def days_in_stage(self) -> float:
+        return (utcnow() - self.stage_entered_at).total_seconds() / SECONDS_PER_DAY
+
+    @strawberry.field(description="Open and longer in its stage than the stage's target days.")
+    def is_stalled(self) -> bool:
+        target = self.stage.target_days
+        return self.status == models.LeadStatus.OPEN and target is not None and self.days_in_stage() > target
+
+    @strawberry.field
+    async def pipeline(self, info: Info) -> Pipeline:
+        pipeline = await info.context.loaders.pipeline.load(self.pipeline_pk)
+        assert pipeline is not None
+        return Pipeline.from_model(pipeline)
+
+    @strawberry.field(description="Every stage or status change, oldest first, creation included.")
+    async def history(self, info: Info) -> list[StageChange]:
+        return [StageChange.from_model(row) for row in await info.context.loaders.history.load(self.pk)]
+
+    @strawberry.field(description="The most recent activities, newest first.")
+    async def activities(self, info: Info, first: int = 10) -> list[Activity]:
+        limit = max(0, min(first, queries.MAX_PAGE_SIZE))
+        rows = await info.context.loaders.recent_activities(limit).load(self.pk)
+        return [Activity.from_model(row) for row in rows]
+
+
+@strawberry.type
+class StageChange(Node):
+    from_stage_pk: strawberry.Private[int | None]
+    to_stage_pk: strawberry.Private[int]
+    actor_pk: strawberry.Private[int | None]
+    from_status: LeadStatus | None = strawberry.field(description="Null on the row recording creation.")
+    to_status: LeadStatus
+    changed_at: datetime
+
+    @classmethod
+    def from_model(cls, row: models.StageHistory) -> StageChange:
+        return cls(
+            id=strawberry.ID(ids.encode("StageChange", row.id)),
+            from_stage_pk=row.from_stage_id,
+            to_stage_pk=row.to_stage_id,
+            actor_pk=row.actor_id,
+            from_status=row.from_status,
+            to_status=row.to_status,
+            changed_at=row.changed_at,
+        )
+
+    @strawberry.field
+    async def from_stage(self, info: Info) -> Stage | None:
+        if self.from_stage_pk is None:
+            return None
+        stage = await info.context.loaders.stage.load(self.from_stage_pk)
+        return Stage.from_model(stage) if stage is not None else None
+
+    @strawberry.field
+    async def to_stage(self, info: Info) -> Stage:
+        stage = await info.context.loaders.stage.load(self.to_stage_pk)
+        assert stage is not None
+        return Stage.from_model(stage)
+
+    @strawberry.field
+    async def actor(self, info: Info) -> User | None:
+        if self.actor_pk is None:
+            return None
+        user = await info.context.loaders.user.load(self.actor_pk)
+        return User.from_model(user) if user is not None else None
+
+
+@strawberry.type
+class Activity(Node):
+    pk: strawberry.Private[int]
+    lead_pk: strawberry.Private[int]
+    owner_pk: strawberry.Private[int | None]
+    kind: ActivityKind
+    subject: str
+    body: str
+    due_at: datetime | None
+    done_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, activity: models.Activity) -> Activity:
+        return cls(
+            id=strawberry.ID(ids.encode("Activity", activity.id)),
+            pk=activity.id,
+            lead_pk=activity.lead_id,
+            owner_pk=activity.owner_id,
+            kind=activity.kind,
+            subject=activity.subject,
+            body=activity.body,
+            due_at=activity.due_at,
+            done_at=activity.done_at,
+            created_at=activity.created_at,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> User | None:
+        if self.owner_pk is None:
+            return None
+        user = await info.context.loaders.user.load(self.owner_pk)
+        return User.from_model(user) if user is not None else None
+
+    @strawberry.field
+    async def lead(self, info: Info) -> Lead:
+        lead = await info.context.loaders.lead.load(self.lead_pk)
+        assert lead is not None
+        return Lead.from_model(lead)
+
+
+@strawberry.type
+class LeadEdge:
+    cursor: str
+    node: Lead
+
+
+@strawberry.type
+class LeadConnection:
+    edges: list[LeadEdge]
+    nodes: list[Lead]
+    page_info: PageInfo
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @classmethod
+    def from_page(cls, page: queries.LeadPage, count: Callable[[], Awaitable[int]]) -> LeadConnection:
+        nodes = Lead.from_models(page.leads)
+        return cls(
+            edges=[LeadEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
+            nodes=nodes,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=page.cursors[0] if page.cursors else None,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+            ),
+            count=count,
+        )
+
+    @strawberry.field(description="All leads matching the filter, on every page (one extra query).")
+    async def total_count(self) -> int:
+        return await self.count()
+
+
+@strawberry.type
+class StageTemplateStage:
+    name: str
+    probability: float | None
+    target_days: int | None
+    exit_criteria: str
+    is_post_sale: bool
+
+
+@strawberry.type
+class StageTemplate:
+    key: str
+    name: str
+    description: str
+    stages: list[StageTemplateStage]
+
+
+async def lead_connection(
+    info: Info,
+    *,
+    pipeline_id: int | None,
+    lead_filter: LeadFilter | None,
+    order_by: LeadOrder | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> LeadConnection:
+    """One page of leads in one statement; totalCount costs a second one only when selected."""
+    store = info.context.store
+    service_filter = lead_filter.to_service() if lead_filter is not None else queries.LeadFilter()
+    async with store.read() as session:
+        page = await queries.list_leads(
+            session,
+            pipeline_id=pipeline_id,
+            lead_filter=service_filter,
+            order=order_by.to_service() if order_by is not None else None,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+        )
+
+    async def count() -> int:
+        async with store.read() as session:
+            return await queries.count_leads(session, pipeline_id=pipeline_id, lead_filter=service_filter)
+
+    return LeadConnection.from_page(page, count)
