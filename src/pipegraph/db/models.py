@@ -193,6 +193,23 @@ class Lead(Base):
         Index("ix_leads_pipeline_created", "pipeline_id", "created_at"),
         Index("ix_leads_owner", "owner_id"),
         Index("ix_leads_stage_id", "stage_id", "id"),
+        # Metrics: current occupants per stage, and leads closed in a window, read from the index alone.
+        Index(
+            "ix_leads_pipeline_status_stage_entered",
+            "pipeline_id",
+            "status",
+            "stage_id",
+            "stage_entered_at",
+            "value_cents",
+        ),
+        Index(
+            "ix_leads_pipeline_status_closed",
+            "pipeline_id",
+            "status",
+            "closed_at",
+            "created_at",
+            "value_cents",
+        ),
     )
 
 
@@ -215,6 +232,8 @@ class StageHistory(Base):
     __table_args__ = (
         Index("ix_stage_history_lead_changed", "lead_id", "changed_at", "id"),
         Index("ix_stage_history_pipeline_stage_changed", "pipeline_id", "to_stage_id", "changed_at"),
+        # Metrics read a pipeline's history from a window start onwards.
+        Index("ix_stage_history_pipeline_changed", "pipeline_id", "changed_at"),
     )
 
 

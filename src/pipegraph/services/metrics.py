@@ -44,13 +44,19 @@ from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.metrics_sql import at, days_between, median_by
 
-# pipeline, stages, occupants, entries, exits, outcomes, sales-cycle median, stored goal.
-STATEMENTS_PER_CALL = 8
+# pipeline, stages, occupants, stage flow, outcomes, sales-cycle median, stored goal.
+STATEMENTS_PER_CALL = 7
 
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
 # Days are floats computed by each backend's own date arithmetic; rounding to ~1/10 s keeps the
 # reported figures identical across backends.
 _DAY_DIGITS = 6
+
+
+_FLOW_COLUMNS = (
+    *("entered", "entered_advanced", "won_later", "closed_later"),
+    *("exits", "advanced", "back", "won", "lost", "lost_value"),
+)
 
 
 class ProbabilitySource(enum.StrEnum):
@@ -237,33 +243,39 @@ def _window_history(pipeline_id: int, start: datetime, now: datetime) -> Any:
     )
 
 
-async def _entries(session: AsyncSession, w: Any, end: datetime) -> dict[Any, Any]:
-    stage, next_stage = aliased(Stage), aliased(Stage)
-    advanced = or_(
-        next_stage.position > stage.position, and_(w.c.to_status == _OPEN, w.c.next_status == _WON)
+async def _flow(
+    session: AsyncSession, dialect: str, pipeline_id: int, start: datetime, end: datetime, now: datetime
+) -> dict[Any, Any]:
+    """Entries and exits per stage in one statement, so the history window is read and sorted once."""
+    w = _window_history(pipeline_id, start, now)
+    stage, other, earlier = aliased(Stage), aliased(Stage), aliased(StageHistory)
+    in_window = w.c.changed_at < at(end)
+    zero, none = literal(0, Integer), literal(None, Float)
+
+    # Entries: rows that start a stay; ``other`` is the stage of the lead's next row, if any.
+    advanced_later = or_(
+        other.position > stage.position, and_(w.c.to_status == _OPEN, w.c.next_status == _WON)
     )
-    statement = (
+    entries = (
         select(
             w.c.to_stage_id.label("stage_id"),
-            func.count().label("n"),
-            _sum_if(advanced).label("advanced"),
-            _sum_if(Lead.status == LeadStatus.WON).label("won_later"),
-            _sum_if(Lead.status.in_([LeadStatus.WON, LeadStatus.LOST])).label("closed_later"),
+            literal(1, Integer).label("entered"),
+            case((advanced_later, 1), else_=0).label("entered_advanced"),
+            case((Lead.status == LeadStatus.WON, 1), else_=0).label("won_later"),
+            case((Lead.status.in_([LeadStatus.WON, LeadStatus.LOST]), 1), else_=0).label("closed_later"),
+            *(zero.label(name) for name in ("exits", "advanced", "back", "won", "lost", "lost_value")),
+            none.label("days"),
         )
         .select_from(w)
         .join(stage, stage.id == w.c.to_stage_id)
-        .outerjoin(next_stage, next_stage.id == w.c.next_stage_id)
+        .outerjoin(other, other.id == w.c.next_stage_id)
         .join(Lead, Lead.id == w.c.lead_id)
-        .where(w.c.changed_at < at(end), _is_stay(w.c.to_status, stage.is_post_sale))
-        .group_by(w.c.to_stage_id)
+        .where(in_window, _is_stay(w.c.to_status, stage.is_post_sale))
     )
-    return {row.stage_id: row for row in (await session.execute(statement)).all()}
 
-
-async def _exits(session: AsyncSession, dialect: str, w: Any, end: datetime) -> dict[Any, Any]:
-    stage, to_stage, earlier = aliased(Stage), aliased(Stage), aliased(StageHistory)
-    # The lag inside the window misses the row that opened a stay begun before the window; look
-    # that one up by index (it is needed for one row per lead at most).
+    # Exits: rows that end a stay; ``other`` is the stage moved to. The lag inside the window misses
+    # the row that opened a stay begun before the window; that one is looked up by index (at most one
+    # row per lead).
     opened_before = (
         select(func.max(earlier.changed_at))
         .where(
@@ -276,44 +288,34 @@ async def _exits(session: AsyncSession, dialect: str, w: Any, end: datetime) -> 
         .scalar_subquery()
     )
     lost = and_(w.c.to_status == _LOST, w.c.from_status != _LOST)
+    lost_value = select(Lead.value_cents).where(Lead.id == w.c.lead_id).scalar_subquery()
+    # A lead won from an OPEN stay advances; a WON lead moving between post-sale stages advances by
+    # position only.
     exits = (
         select(
             w.c.from_stage_id.label("stage_id"),
-            case((to_stage.position > stage.position, 1), (w.c.to_status == _WON, 1), else_=0).label(
-                "advanced"
-            ),
-            case((to_stage.position < stage.position, 1), else_=0).label("back"),
+            *(zero.label(name) for name in ("entered", "entered_advanced", "won_later", "closed_later")),
+            literal(1, Integer).label("exits"),
+            case((other.position > stage.position, 1), (w.c.to_status == _WON, 1), else_=0).label("advanced"),
+            case((other.position < stage.position, 1), else_=0).label("back"),
             case((and_(w.c.from_status == _OPEN, w.c.to_status == _WON), 1), else_=0).label("won"),
             case((lost, 1), else_=0).label("lost"),
-            case((lost, Lead.value_cents), else_=0).label("lost_value"),
+            # Only lost rows need the lead's value: a scalar lookup avoids joining every exit.
+            case((lost, lost_value), else_=0).label("lost_value"),
             days_between(dialect, func.coalesce(w.c.prev_at, opened_before), w.c.changed_at).label("days"),
         )
         .select_from(w)
         .join(stage, stage.id == w.c.from_stage_id)
-        .join(to_stage, to_stage.id == w.c.to_stage_id)
-        .join(Lead, Lead.id == w.c.lead_id)
-        .where(
-            w.c.changed_at < at(end),
-            w.c.from_status.is_not(None),
-            _is_stay(w.c.from_status, stage.is_post_sale),
-        )
+        .join(other, other.id == w.c.to_stage_id)
+        .where(in_window, w.c.from_status.is_not(None), _is_stay(w.c.from_status, stage.is_post_sale))
         .cte("exits")
     )
-    # A lead won from an OPEN stay advances, but a WON lead moving between post-sale stages only
-    # advances by position: the ``won`` column tells the two apart.
+    rows = union_all(entries, select(exits)).subquery("rows")
     medians = median_by(dialect, exits, "stage_id", "days").subquery("medians")
+    sums = [func.sum(rows.c[name]).label(name) for name in _FLOW_COLUMNS]
     totals = (
-        select(
-            exits.c.stage_id,
-            func.count().label("n"),
-            func.sum(exits.c.advanced).label("advanced"),
-            func.sum(exits.c.back).label("back"),
-            func.sum(exits.c.won).label("won"),
-            func.sum(exits.c.lost).label("lost"),
-            func.sum(exits.c.lost_value).label("lost_value"),
-            func.sum(exits.c.days).label("days_sum"),
-        )
-        .group_by(exits.c.stage_id)
+        select(rows.c.stage_id, *sums, func.sum(rows.c.days).label("days_sum"))
+        .group_by(rows.c.stage_id)
         .subquery("totals")
     )
     statement = select(totals, medians.c.median).outerjoin(medians, medians.c.key == totals.c.stage_id)
@@ -366,13 +368,13 @@ async def _stored_goal(session: AsyncSession, pipeline_id: int, start: datetime,
     return (await session.execute(statement)).scalar()
 
 
-def _stage_metrics(stage: Any, occupants: Any, entries: Any, exits: Any) -> StageMetrics:
-    entered = entries.n if entries else 0
-    entered_advanced = entries.advanced if entries else 0
-    n_exits = exits.n if exits else 0
-    advanced = exits.advanced if exits else 0
-    lost = exits.lost if exits else 0
-    empirical = _ratio(entries.won_later, entries.closed_later) if entries else None
+def _stage_metrics(stage: Any, occupants: Any, flow: Any) -> StageMetrics:
+    def total(name: str) -> int:
+        return int(getattr(flow, name) or 0) if flow else 0
+
+    entered, entered_advanced = total("entered"), total("entered_advanced")
+    n_exits, advanced, lost = total("exits"), total("advanced"), total("lost")
+    empirical = _ratio(total("won_later"), total("closed_later"))
     if stage.probability is not None:
         probability, source = stage.probability, ProbabilitySource.CONFIGURED
     elif empirical is not None:
@@ -394,14 +396,14 @@ def _stage_metrics(stage: Any, occupants: Any, entries: Any, exits: Any) -> Stag
         entered_conversion_rate=_ratio(entered_advanced, entered),
         exits=n_exits,
         advanced=advanced,
-        moved_back=exits.back if exits else 0,
-        won=exits.won if exits else 0,
+        moved_back=total("back"),
+        won=total("won"),
         lost=lost,
-        lost_value_cents=int(exits.lost_value) if exits else 0,
+        lost_value_cents=total("lost_value"),
         conversion_rate=_ratio(advanced, n_exits),
         drop_off_rate=_ratio(lost, n_exits),
-        avg_days_in_stage=_days(_ratio(exits.days_sum, n_exits)) if exits else None,
-        median_days_in_stage=_days(exits.median) if exits else None,
+        avg_days_in_stage=_days(_ratio(flow.days_sum, n_exits)) if n_exits else None,
+        median_days_in_stage=_days(flow.median) if n_exits else None,
         current_count=count,
         current_value_cents=value,
         weighted_value_cents=weighted,
@@ -527,15 +529,11 @@ async def pipeline_metrics(
     dialect = session.get_bind().dialect.name
     stage_rows = await _stage_rows(session, pipeline_id)
     occupants = await _occupants(session, dialect, pipeline_id, now)
-    w = _window_history(pipeline_id, start, now)
-    entries = await _entries(session, w, end)
-    exits = await _exits(session, dialect, w, end)
+    flow = await _flow(session, dialect, pipeline_id, start, end, now)
     outcome_rows, cycle_median = await _outcomes(session, dialect, pipeline_id, start, end)
     stored_goal = await _stored_goal(session, pipeline_id, start, end) if goal_cents is None else None
 
-    stages = tuple(
-        _stage_metrics(s, occupants.get(s.id), entries.get(s.id), exits.get(s.id)) for s in stage_rows
-    )
+    stages = tuple(_stage_metrics(s, occupants.get(s.id), flow.get(s.id)) for s in stage_rows)
     overall = _overall(outcome_rows, cycle_median, stages)
     goal = goal_cents if goal_cents is not None else stored_goal
     return PipelineMetrics(
