@@ -324,3 +324,7 @@ def _seed_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 0
 
     return _with_store(_settings(args, environ), work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
