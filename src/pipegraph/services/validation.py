@@ -7,8 +7,8 @@ from decimal import Decimal, InvalidOperation
 
 from pipegraph.errors import ValidationError
 
-# Deliberately permissive (one @, a dot in the domain, no spaces): the aim is catching typos, not RFC 5322.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Deliberately permissive (one @, a dotted domain or localhost, no spaces): catches typos, not RFC 5322.
+_EMAIL = re.compile(r"^[^@\s]+@([^@\s]+\.[^@\s]+|localhost)$")
 
 
 def clean_text(value: str, *, field: str, max_length: int, required: bool = False) -> str:
