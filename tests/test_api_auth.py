@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from api_support import Client, create_lead, create_pipeline, make_client
 from sqlalchemy import text
 
+from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.app import create_app
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store

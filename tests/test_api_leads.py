@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from api_support import CREATE_LEAD, Client, create_lead, create_pipeline, make_client
 
+from api_support import CREATE_LEAD, Client, create_lead, create_pipeline, make_client
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 

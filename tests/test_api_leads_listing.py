@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from api_support import Client, make_client
 from sqlalchemy import event, select, update
 
+from api_support import Client, make_client
 from pipegraph.api.loaders import Loaders
 from pipegraph.db.models import Lead, Role, Stage
 from pipegraph.db.session import Store
