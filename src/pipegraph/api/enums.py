@@ -9,15 +9,20 @@ import strawberry
 from pipegraph.db import models
 from pipegraph.services import queries
 
-Role = strawberry.enum(
+# Registered in place, so the store's enum classes are the GraphQL enums and annotate as types.
+strawberry.enum(
     models.Role,
     name="Role",
-    description="VIEWER reads; REP changes own leads; "
-    "MANAGER changes any lead; ADMIN also pipelines, stages and users.",
+    description="VIEWER reads; REP changes own leads; MANAGER changes any lead; "
+    "ADMIN also pipelines, stages and users.",
 )
-LeadStatus = strawberry.enum(models.LeadStatus, name="LeadStatus")
-ActivityKind = strawberry.enum(models.ActivityKind, name="ActivityKind")
-LeadOrderField = strawberry.enum(queries.LeadOrderField, name="LeadOrderField")
+strawberry.enum(models.LeadStatus, name="LeadStatus")
+strawberry.enum(models.ActivityKind, name="ActivityKind")
+strawberry.enum(queries.LeadOrderField, name="LeadOrderField")
+Role = models.Role
+LeadStatus = models.LeadStatus
+ActivityKind = models.ActivityKind
+LeadOrderField = queries.LeadOrderField
 
 
 @strawberry.enum

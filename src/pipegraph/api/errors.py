@@ -74,7 +74,7 @@ class ErrorPresentation(SchemaExtension):
         if result is None or not errors:
             return
         request_id = _request_id(self.execution_context)
-        result.errors = [self._present(error, request_id) for error in errors]  # type: ignore[union-attr]
+        result.errors = [self._present(error, request_id) for error in errors]
 
     @staticmethod
     def _present(error: GraphQLError, request_id: str | None) -> GraphQLError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 
 from pipegraph.errors import NotFoundError, ValidationError
 
@@ -35,7 +36,7 @@ def decode_optional(global_id: str | None, type_name: str, *, field: str) -> int
     return None if global_id is None else decode_as(global_id, type_name, field=field)
 
 
-def decode_many(global_ids: list[str] | None, type_name: str, *, field: str) -> list[int] | None:
+def decode_many(global_ids: Sequence[str] | None, type_name: str, *, field: str) -> list[int] | None:
     if global_ids is None:
         return None
     return [decode_as(gid, type_name, field=f"{field}[{i}]") for i, gid in enumerate(global_ids)]

@@ -16,17 +16,18 @@ from pipegraph.db import models
 from pipegraph.db.session import Store
 from pipegraph.services import queries
 
-K = TypeVar("K")
 V = TypeVar("V")
 
 
 def _batch(
-    store: Store, fetch: Callable[[AsyncSession, Sequence[int]], Awaitable[dict[int, V]]], default: V
+    store: Store,
+    fetch: Callable[[AsyncSession, Sequence[int]], Awaitable[dict[int, V]]],
+    default: Callable[[], V],
 ) -> Callable[[list[int]], Awaitable[list[V]]]:
     async def load(keys: list[int]) -> list[V]:
         async with store.read() as session:
             found = await fetch(session, keys)
-        return [found.get(key, default) for key in keys]
+        return [found[key] if key in found else default() for key in keys]
 
     return load
 
@@ -51,13 +52,13 @@ class Loaders:
         self.stage = DataLoader(_optional(store, queries.stages_by_ids))
         self.activity = DataLoader(_optional(store, queries.activities_by_ids))
         self.stages_of_pipeline: DataLoader[int, list[models.Stage]] = DataLoader(
-            _batch(store, queries.stages_by_pipeline_ids, [])
+            _batch(store, queries.stages_by_pipeline_ids, list)
         )
         self.stage_totals: DataLoader[int, dict[models.LeadStatus, queries.StageTotal]] = DataLoader(
-            _batch(store, queries.stage_totals, {})
+            _batch(store, queries.stage_totals, dict)
         )
         self.history: DataLoader[int, list[models.StageHistory]] = DataLoader(
-            _batch(store, queries.history_by_lead_ids, [])
+            _batch(store, queries.history_by_lead_ids, list)
         )
         self._recent_activities: dict[int, DataLoader[int, list[models.Activity]]] = {}
 
@@ -69,5 +70,5 @@ class Loaders:
             async def fetch(session: AsyncSession, ids: Sequence[int]) -> dict[int, list[models.Activity]]:
                 return await queries.recent_activities(session, ids, limit=limit)
 
-            loader = self._recent_activities[limit] = DataLoader(_batch(self._store, fetch, []))
+            loader = self._recent_activities[limit] = DataLoader(_batch(self._store, fetch, list))
         return loader
