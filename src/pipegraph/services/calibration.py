@@ -1,0 +1,525 @@
+"""Calibration: a :class:`pipesim.Model` from a pipeline's own stage history.
+
+This is the one module where pipegraph meets pipesim. Everything is measured as of a cut-off ``as_of``
+(default: now); history after it is ignored, so a backtest can calibrate in the past.
+
+Stays. A *stay* starts with a history row that leaves a lead OPEN in one of the pipeline's current sales
+stages (its creation, a move or a reopen) and ends with the lead's next row. A stay with no next row by
+``as_of`` is still running: it is *censored*. How a stay ends decides what it counts as:
+
+- advance: the next row moves the lead to a later stage, or wins it. Stages jumped over (a skip, or a
+  win before the last stage) count as passed for their conversion, but add no time: nothing was
+  observed about how long a lead stays there.
+- loss: the next row is LOST. A reopen later starts a new stay; the loss still counts.
+- backward move (to an earlier or the same stage): neither advance nor loss. Its days count as exposure
+  with no exit, like a censored stay, and the lead is counted again where it lands.
+
+Parameters, each with the count of history behind it in the :class:`CalibrationReport`:
+
+- Conversion of stage i: ``Beta(1 + advances, 1 + losses)``, the posterior of a uniform prior. Leads
+  still in the stage are neither. With no history it is the prior itself (mean 1/2, wide).
+- Time in stage: exponential, fitted with right-censoring. Advances and losses are competing exits with
+  constant hazards, so the maximum-likelihood mean is ``exposure / exits`` where exposure sums the days
+  of every stay, completed or still running. A naive mean of completed stays only (also reported) is
+  biased low, because the long stays are the ones still running. With constant hazards the time to an
+  advance, given an advance, has the same law as the time to any exit, which is what pipesim's "time in
+  stage, then convert" needs. Only sums reach Python, so memory is flat at any history size. Fewer than
+  ``MIN_EXITS`` exits: the stage's target days, else ``PRIOR_STAGE_DAYS``.
+- Deal size: log-normal, maximum likelihood on the values of the latest ``MAX_DEAL_SAMPLE`` wins (a
+  bounded sample; wins are a small share of leads). Fewer than ``MIN_WINS`` wins: a log-normal with the
+  mean value of the pipeline's leads (else ``PRIOR_DEAL_SIZE``) and a coefficient of variation of 1.
+- Arrivals: Poisson at ``created / window days`` over the last ``window_days`` before ``as_of`` (shorter
+  when the pipeline is younger). Leads created straight into a later stage count as arrivals at the
+  first stage. Fewer than ``MIN_ARRIVALS``: rate 0 (no new leads assumed).
+- Reps: active users with role REP and their mean capacity. They enter the model only on request
+  (``with_capacity``), because pipesim then holds a rep slot for every open lead, and a real pipeline
+  often holds more stale open leads than its nominal capacity.
+- Open leads: the censored stays at ``as_of``, grouped by stage and value band (ratio
+  ``VALUE_BAND_RATIO``) into cohorts with their mean age in stage and mean value; leads without a value
+  draw from the deal size.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Float, Integer, String, and_, case, cast, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
+from pipegraph.db.types import utcnow
+from pipegraph.errors import NotFoundError, ValidationError
+from pipegraph.services.metrics_sql import at, days_between
+from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps
+from pipesim import Stage as SimStage
+
+MIN_EXITS = 5  # exits a stage needs before its time in stage is fitted rather than taken from the prior
+MIN_WINS = 5  # wins needed to fit the deal size
+MIN_ARRIVALS = 3  # creations needed in the window to fit the arrival rate
+PRIOR_STAGE_DAYS = 14.0  # time-in-stage prior for a stage without a target
+PRIOR_DEAL_SIZE = 1_000.0  # deal-size prior (currency units) for a pipeline without any lead value
+PRIOR_CONVERSION = (1.0, 1.0)  # Beta prior of every conversion: uniform
+MAX_DEAL_SAMPLE = 20_000  # latest wins used for the deal size
+DEFAULT_WINDOW_DAYS = 90.0  # arrival-rate window
+VALUE_BAND_RATIO = 1.5  # open-lead cohorts: values within a band differ by at most this factor
+MIN_STAGE_DAYS = 1.0 / 24  # an exponential needs a positive mean; an hour is "instant" for a pipeline
+_WON_POSITION = 1_000_000  # target position of a win: beyond every stage
+_OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
+
+
+class Source(enum.StrEnum):
+    """Where a parameter came from: the history, or the stated prior (too little history)."""
+
+    HISTORY = "HISTORY"
+    PRIOR = "PRIOR"
+
+
+@dataclass(frozen=True)
+class StageFit:
+    name: str
+    stage_id: int
+    advances: int  # stays that moved forward or won (skipped-through passes included)
+    passed_through: int  # of the advances: skips over this stage, no time observed
+    losses: int
+    moved_back: int  # stays that ended moving backwards: censored, neither advance nor loss
+    still_open: int  # stays still running at ``as_of``: censored
+    exposure_days: float  # days in the stage over all stays, completed or not
+    exits: int  # advances and losses that ended a stay here (time events)
+    conversion: BetaProbability
+    conversion_sd: float  # posterior standard deviation
+    conversion_source: Source
+    mean_days: float  # time in stage used by the model (exponential mean)
+    mean_days_se: float | None  # asymptotic standard error of the fitted mean; None for the prior
+    naive_mean_days: float | None  # mean of completed stays only, biased low; for comparison
+    time_source: Source
+
+
+@dataclass(frozen=True)
+class DealSizeFit:
+    wins: int  # won values in the sample
+    mean: float
+    sd: float
+    mean_se: float | None
+    source: Source
+
+
+@dataclass(frozen=True)
+class ArrivalFit:
+    created: int
+    window_days: float
+    rate_per_day: float
+    rate_se: float | None
+    source: Source
+
+
+@dataclass(frozen=True)
+class RepsFit:
+    count: int
+    total_capacity: int
+    leads_each: int  # mean capacity, rounded
+    in_model: bool
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    pipeline_id: int
+    pipeline_name: str
+    currency: str
+    as_of: datetime
+    stages: tuple[StageFit, ...]
+    deal_size: DealSizeFit
+    arrivals: ArrivalFit
+    reps: RepsFit
+    open_leads: int
+    open_cohorts: int
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: Model
+    report: CalibrationReport
+
+
+# --- queries ------------------------------------------------------------------------------------------
+
+
+def _history(pipeline_id: int, as_of: datetime) -> Any:
+    """History up to ``as_of``, each row with its lead's next row (if any)."""
+    h = StageHistory
+    window: dict[str, Any] = {"partition_by": h.lead_id, "order_by": (h.changed_at, h.id)}
+    return (
+        select(
+            h.lead_id,
+            h.to_stage_id.label("stage_id"),
+            cast(h.to_status, String).label("status"),
+            h.changed_at,
+            func.lead(h.changed_at).over(**window).label("next_at"),
+            func.lead(h.to_stage_id, type_=Integer).over(**window).label("next_stage_id"),
+            func.lead(cast(h.to_status, String), type_=String).over(**window).label("next_status"),
+        )
+        .where(h.pipeline_id == pipeline_id, h.changed_at <= at(as_of))
+        .cte("history")
+    )
+
+
+async def _stage_rows(session: AsyncSession, pipeline_id: int) -> list[Any]:
+    statement = (
+        select(Stage.id, Stage.name, Stage.position, Stage.target_days)
+        .where(
+            Stage.pipeline_id == pipeline_id,
+            Stage.removed_at.is_(None),
+            Stage.is_post_sale.is_(False),
+        )
+        .order_by(Stage.position, Stage.id)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def _stay_outcomes(session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime) -> list[Any]:
+    """Per stage, per way a stay ended (and where to): count and days. At most stages² rows."""
+    w = _history(pipeline_id, as_of)
+    stage, other = aliased(Stage), aliased(Stage)
+    kind = case(
+        (w.c.next_at.is_(None), literal("open")),
+        (w.c.next_status == _LOST, literal("lost")),
+        (w.c.next_status == _WON, literal("won")),
+        (other.position > stage.position, literal("advanced")),
+        else_=literal("back"),
+    )
+    target = case(
+        (w.c.next_status == _WON, literal(_WON_POSITION)),
+        (w.c.next_status == _OPEN, other.position),
+        else_=literal(None, Integer),
+    )
+    days = days_between(dialect, w.c.changed_at, func.coalesce(w.c.next_at, at(as_of)))
+    stays = (
+        select(
+            stage.id.label("stage_id"),
+            kind.label("kind"),
+            target.label("target"),
+            days.label("days"),
+        )
+        .select_from(w)
+        .join(stage, stage.id == w.c.stage_id)
+        .outerjoin(other, other.id == w.c.next_stage_id)
+        .where(
+            w.c.status == _OPEN,
+            stage.is_post_sale.is_(False),
+            stage.removed_at.is_(None),
+        )
+        .subquery("stays")
+    )
+    statement = select(
+        stays.c.stage_id,
+        stays.c.kind,
+        stays.c.target,
+        func.count().label("n"),
+        cast(func.coalesce(func.sum(stays.c.days), 0.0), Float).label("days"),
+    ).group_by(stays.c.stage_id, stays.c.kind, stays.c.target)
+    return list((await session.execute(statement)).all())
+
+
+def _value_band(value: Any) -> Any:
+    """0 for no value, else 1 + the number of band edges at or below the value."""
+    edges, edge = [], 100.0  # one currency unit in cents
+    while edge < 1e15:
+        edges.append(int(edge))
+        edge *= VALUE_BAND_RATIO
+    whens = [(value <= 0, literal(0))]
+    whens += [(value < limit, literal(band)) for band, limit in enumerate(edges, start=1)]
+    return case(*whens, else_=literal(len(edges) + 1))
+
+
+async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime) -> list[Any]:
+    w = _history(pipeline_id, as_of)
+    stage = aliased(Stage)
+    band = _value_band(Lead.value_cents)
+    open_stays = (
+        select(
+            stage.id.label("stage_id"),
+            band.label("band"),
+            Lead.value_cents.label("value_cents"),
+            days_between(dialect, w.c.changed_at, at(as_of)).label("age"),
+        )
+        .select_from(w)
+        .join(stage, stage.id == w.c.stage_id)
+        .join(Lead, Lead.id == w.c.lead_id)
+        .where(
+            w.c.status == _OPEN,
+            w.c.next_at.is_(None),
+            stage.is_post_sale.is_(False),
+            stage.removed_at.is_(None),
+        )
+        .subquery("open_stays")
+    )
+    statement = (
+        select(
+            open_stays.c.stage_id,
+            open_stays.c.band,
+            func.count().label("n"),
+            cast(func.avg(open_stays.c.value_cents), Float).label("value_cents"),
+            cast(func.avg(open_stays.c.age), Float).label("age"),
+        )
+        .group_by(open_stays.c.stage_id, open_stays.c.band)
+        .order_by(open_stays.c.stage_id, open_stays.c.band)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def _arrivals(
+    session: AsyncSession, pipeline_id: int, as_of: datetime, window_days: float
+) -> ArrivalFit:
+    h = StageHistory
+    start = as_of - timedelta(days=window_days)
+    created = and_(h.pipeline_id == pipeline_id, h.from_stage_id.is_(None), h.changed_at <= at(as_of))
+    statement = select(
+        func.coalesce(func.sum(case((h.changed_at >= at(start), 1), else_=0)), 0).label("n"),
+        func.min(h.changed_at).label("first"),
+    ).where(created)
+    row = (await session.execute(statement)).one()
+    count = int(row.n)
+    first: datetime | None = row.first
+    window = window_days
+    if first is not None and first > start:
+        window = max((as_of - first).total_seconds() / 86_400, 1.0)
+    if count < MIN_ARRIVALS:
+        return ArrivalFit(count, window, 0.0, None, Source.PRIOR)
+    return ArrivalFit(count, window, count / window, math.sqrt(count) / window, Source.HISTORY)
+
+
+async def _won_values(session: AsyncSession, pipeline_id: int, as_of: datetime) -> list[int]:
+    h = StageHistory
+    statement = (
+        select(Lead.value_cents)
+        .select_from(h)
+        .join(Lead, Lead.id == h.lead_id)
+        .where(
+            h.pipeline_id == pipeline_id,
+            h.from_status == LeadStatus.OPEN,
+            h.to_status == LeadStatus.WON,
+            h.changed_at <= at(as_of),
+            Lead.value_cents > 0,
+        )
+        .order_by(h.changed_at.desc(), h.id.desc())
+        .limit(MAX_DEAL_SAMPLE)
+    )
+    return [int(value) for value in (await session.execute(statement)).scalars()]
+
+
+async def _mean_lead_value(session: AsyncSession, pipeline_id: int) -> float | None:
+    statement = select(cast(func.avg(Lead.value_cents), Float)).where(
+        Lead.pipeline_id == pipeline_id, Lead.value_cents > 0
+    )
+    mean = (await session.execute(statement)).scalar()
+    return None if mean is None else float(mean) / 100
+
+
+async def _reps(session: AsyncSession) -> tuple[int, int]:
+    statement = select(func.count(), func.coalesce(func.sum(User.capacity), 0)).where(
+        User.active.is_(True), User.role == Role.REP
+    )
+    count, capacity = (await session.execute(statement)).one()
+    return int(count), int(capacity)
+
+
+# --- fitting ------------------------------------------------------------------------------------------
+
+
+def _fit_deal_size(values_cents: list[int], fallback_mean: float | None) -> DealSizeFit:
+    if len(values_cents) < MIN_WINS:
+        mean = fallback_mean if fallback_mean is not None else PRIOR_DEAL_SIZE
+        return DealSizeFit(len(values_cents), mean, mean, None, Source.PRIOR)
+    logs = np.log(np.asarray(values_cents, dtype=np.float64) / 100)
+    mu, sigma = float(np.mean(logs)), float(np.std(logs))  # maximum likelihood (ddof 0)
+    mean = math.exp(mu + sigma**2 / 2)
+    sd = mean * math.sqrt(math.expm1(sigma**2))
+    # Delta method on mu and sigma² (independent, variances sigma²/n and 2 sigma⁴/n).
+    n = len(values_cents)
+    mean_se = mean * math.sqrt(sigma**2 / n + sigma**4 / (2 * n))
+    return DealSizeFit(n, mean, max(sd, 1e-9 * mean), mean_se, Source.HISTORY)
+
+
+@dataclass
+class _Tally:
+    advances: int = 0
+    passed_through: int = 0
+    losses: int = 0
+    moved_back: int = 0
+    still_open: int = 0
+    exits: int = 0
+    exposure_days: float = 0.0
+    completed_days: float = 0.0
+
+
+def _tally(stage_rows: list[Any], outcomes: list[Any]) -> dict[int, _Tally]:
+    tallies = {row.id: _Tally() for row in stage_rows}
+    position = {row.id: row.position for row in stage_rows}
+    for row in outcomes:
+        tally = tallies[row.stage_id]
+        n, days = int(row.n), float(row.days)
+        tally.exposure_days += days
+        if row.kind == "open":
+            tally.still_open += n
+        elif row.kind == "back":
+            tally.moved_back += n
+        elif row.kind == "lost":
+            tally.losses += n
+            tally.exits += n
+            tally.completed_days += days
+        else:  # advanced or won, possibly past stages it never stayed in
+            tally.advances += n
+            tally.exits += n
+            tally.completed_days += days
+            for stage_id, skipped in tallies.items():
+                if position[row.stage_id] < position[stage_id] < row.target:
+                    skipped.advances += n
+                    skipped.passed_through += n
+    return tallies
+
+
+def _fit_stage(row: Any, tally: _Tally) -> StageFit:
+    alpha = PRIOR_CONVERSION[0] + tally.advances
+    beta = PRIOR_CONVERSION[1] + tally.losses
+    conversion = BetaProbability(alpha, beta)
+    conversion_sd = math.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1)))
+    decided = tally.advances + tally.losses
+    naive = tally.completed_days / tally.exits if tally.exits else None
+    if tally.exits >= MIN_EXITS:
+        mean = max(tally.exposure_days / tally.exits, MIN_STAGE_DAYS)
+        mean_se: float | None = mean / math.sqrt(tally.exits)
+        time_source = Source.HISTORY
+    else:
+        mean = float(row.target_days) if row.target_days else PRIOR_STAGE_DAYS
+        mean, mean_se, time_source = max(mean, MIN_STAGE_DAYS), None, Source.PRIOR
+    return StageFit(
+        name=row.name,
+        stage_id=row.id,
+        advances=tally.advances,
+        passed_through=tally.passed_through,
+        losses=tally.losses,
+        moved_back=tally.moved_back,
+        still_open=tally.still_open,
+        exposure_days=tally.exposure_days,
+        exits=tally.exits,
+        conversion=conversion,
+        conversion_sd=conversion_sd,
+        conversion_source=Source.HISTORY if decided >= MIN_EXITS else Source.PRIOR,
+        mean_days=mean,
+        mean_days_se=mean_se,
+        naive_mean_days=naive,
+        time_source=time_source,
+    )
+
+
+def _cohorts(stage_rows: list[Any], rows: list[Any]) -> tuple[OpenLeads, ...]:
+    names = {row.id: row.name for row in stage_rows}
+    return tuple(
+        OpenLeads(
+            stage=names[row.stage_id],
+            count=int(row.n),
+            age_days=max(float(row.age or 0.0), 0.0),
+            value=None if int(row.band) == 0 else float(row.value_cents) / 100,
+        )
+        for row in rows
+    )
+
+
+# --- the entry point ----------------------------------------------------------------------------------
+
+
+async def pipeline_id_for_name(session: AsyncSession, name: str) -> int:
+    found = (await session.execute(select(Pipeline.id).where(Pipeline.name == name))).scalar()
+    if found is None:
+        raise NotFoundError(f"no pipeline named {name!r}", field="pipeline")
+    return int(found)
+
+
+async def calibrate(
+    session: AsyncSession,
+    *,
+    pipeline_id: int,
+    horizon_days: float,
+    as_of: datetime | None = None,
+    window_days: float = DEFAULT_WINDOW_DAYS,
+    with_capacity: bool = False,
+) -> Calibration:
+    """The calibrated model of a pipeline over ``horizon_days`` from ``as_of``, and what stands behind it."""
+    if not (horizon_days > 0 and math.isfinite(horizon_days)):
+        raise ValidationError(f"must be a finite number of days > 0, got {horizon_days}", field="horizonDays")
+    if not (window_days > 0 and math.isfinite(window_days)):
+        raise ValidationError(f"must be a finite number of days > 0, got {window_days}", field="windowDays")
+    as_of = as_of if as_of is not None else utcnow()
+    if as_of.tzinfo is None:
+        raise ValidationError("must be timezone-aware", field="asOf")
+    pipeline = (
+        await session.execute(select(Pipeline.name, Pipeline.currency).where(Pipeline.id == pipeline_id))
+    ).one_or_none()
+    if pipeline is None:
+        raise NotFoundError(f"no pipeline with id {pipeline_id}", field="pipelineId")
+    dialect = session.get_bind().dialect.name
+    stage_rows = await _stage_rows(session, pipeline_id)
+    if not stage_rows:
+        raise ValidationError("the pipeline has no sales stages to simulate", field="pipelineId")
+
+    tallies = _tally(stage_rows, await _stay_outcomes(session, dialect, pipeline_id, as_of))
+    fits = tuple(_fit_stage(row, tallies[row.id]) for row in stage_rows)
+    won = await _won_values(session, pipeline_id, as_of)
+    deal = _fit_deal_size(won, None if len(won) >= MIN_WINS else await _mean_lead_value(session, pipeline_id))
+    arrivals = await _arrivals(session, pipeline_id, as_of, window_days)
+    rep_count, capacity = await _reps(session)
+    leads_each = max(round(capacity / rep_count), 1) if rep_count else 0
+    in_model = with_capacity and rep_count > 0 and capacity > 0
+    reps = RepsFit(rep_count, capacity, leads_each, in_model)
+    cohorts = _cohorts(stage_rows, await _open_cohorts(session, dialect, pipeline_id, as_of))
+
+    notes = [
+        f"{fit.name}: conversion from the prior (only {fit.advances + fit.losses} decided stays)"
+        for fit in fits
+        if fit.conversion_source is Source.PRIOR
+    ]
+    notes += [
+        f"{fit.name}: time in stage from the prior ({fit.mean_days:g} days; {fit.exits} exits)"
+        for fit in fits
+        if fit.time_source is Source.PRIOR
+    ]
+    if deal.source is Source.PRIOR:
+        notes.append(f"deal size from the prior (mean {deal.mean:,.2f}; {deal.wins} wins)")
+    if arrivals.source is Source.PRIOR:
+        notes.append(f"no new leads assumed ({arrivals.created} created in {arrivals.window_days:g} days)")
+    if with_capacity and not in_model:
+        notes.append("capacity requested but there are no active reps with capacity")
+
+    model = Model(
+        stages=tuple(
+            SimStage(name=fit.name, conversion=fit.conversion, time_in_stage=Exponential(fit.mean_days))
+            for fit in fits
+        ),
+        deal_size=LogNormal(deal.mean, deal.sd),
+        arrivals=Arrivals.poisson(arrivals.rate_per_day),
+        horizon_days=float(horizon_days),
+        reps=Reps(rep_count, leads_each) if in_model else None,
+        open_leads=cohorts,
+        currency=pipeline.currency,
+        name=pipeline.name,
+    )
+    report = CalibrationReport(
+        pipeline_id=pipeline_id,
+        pipeline_name=pipeline.name,
+        currency=pipeline.currency,
+        as_of=as_of,
+        stages=fits,
+        deal_size=deal,
+        arrivals=arrivals,
+        reps=reps,
+        open_leads=sum(cohort.count for cohort in cohorts),
+        open_cohorts=len(cohorts),
+        notes=tuple(notes),
+    )
+    return Calibration(model=model, report=report)

@@ -1,0 +1,185 @@
+"""Stage histories generated from known parameters, to check calibration against the truth.
+
+Scenario. Leads arrive as a Poisson process at ``arrivals_per_day`` and start in the first stage. In stage
+i a lead stays an exponential time with mean ``mean_days[i]``, then advances with probability
+``conversions[i]`` or is lost; passing the last stage is a win. Deal sizes are log-normal. This is the
+process calibration assumes, so a calibrated model should recover the parameters within their standard
+errors, and a forecast made at a cut-off should cover what the generator did next.
+
+Used by the calibration tests and ``scripts/backtest.py``. Times are days from ``origin``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import insert
+
+from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
+from pipegraph.db.session import Store
+
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TruePipeline:
+    """The parameters a synthetic history is drawn from."""
+
+    conversions: tuple[float, ...]
+    mean_days: tuple[float, ...]
+    arrivals_per_day: float
+    deal_mean: float  # currency units
+    deal_sd: float
+    reps: int = 4
+    rep_capacity: int = 30
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(f"Stage {index + 1}" for index in range(len(self.conversions)))
+
+    @property
+    def win_probability(self) -> float:
+        return math.prod(self.conversions)
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """Whole lives of leads: ``enter[:, i]`` is when a lead entered stage i (NaN if it never did)."""
+
+    created: Floats
+    value: Floats  # currency units
+    enter: Floats  # (leads, stages)
+    closed: Floats  # when it was won or lost
+    last_stage: NDArray[np.int64]
+    won: NDArray[np.bool_]
+
+    def revenue_between(self, start: float, end: float) -> float:
+        """Value of the wins in ``(start, end]``."""
+        mask = self.won & (self.closed > start) & (self.closed <= end)
+        return float(self.value[mask].sum())
+
+    def open_at(self, day: float) -> int:
+        return int(np.sum((self.created <= day) & (self.closed > day)))
+
+
+def _deal_sizes(truth: TruePipeline, rng: np.random.Generator, n: int) -> Floats:
+    sigma2 = math.log1p((truth.deal_sd / truth.deal_mean) ** 2)
+    mu = math.log(truth.deal_mean) - sigma2 / 2
+    return np.round(rng.lognormal(mu, math.sqrt(sigma2), n), 2)
+
+
+def play_out(truth: TruePipeline, rng: np.random.Generator, created: Floats) -> Trajectories:
+    """Play out leads created at the given days."""
+    n, stages = len(created), len(truth.conversions)
+    enter = np.full((n, stages), np.nan)
+    closed = np.full(n, np.nan)
+    last_stage = np.zeros(n, dtype=np.int64)
+    won = np.zeros(n, dtype=bool)
+    alive = np.ones(n, dtype=bool)
+    clock = created.copy()
+    for index in range(stages):
+        enter[alive, index] = clock[alive]
+        last_stage[alive] = index
+        clock = clock + rng.exponential(truth.mean_days[index], n)
+        advance = rng.random(n) < truth.conversions[index]
+        lost = alive & ~advance
+        closed[lost] = clock[lost]
+        alive &= advance
+    closed[alive] = clock[alive]
+    won[alive] = True
+    return Trajectories(created, _deal_sizes(truth, rng, n), enter, closed, last_stage, won)
+
+
+def generate(truth: TruePipeline, rng: np.random.Generator, days: float) -> Trajectories:
+    """Poisson arrivals over ``[0, days)``, each played out to its end (possibly after ``days``)."""
+    count = rng.poisson(truth.arrivals_per_day * days)
+    return play_out(truth, rng, np.sort(rng.uniform(0.0, days, count)))
+
+
+def _at(origin: datetime, day: float) -> datetime:
+    return origin + timedelta(days=float(day))
+
+
+async def write_history(
+    store: Store,
+    truth: TruePipeline,
+    lives: Trajectories,
+    *,
+    origin: datetime,
+    until: float,
+    name: str = "Synthetic",
+) -> int:
+    """Store the pipeline, its reps, and every lead and history row up to day ``until``; the pipeline id."""
+    OPEN, WON, LOST = LeadStatus.OPEN, LeadStatus.WON, LeadStatus.LOST
+    async with store.write() as session:
+        pipeline = Pipeline(name=name, created_at=origin, updated_at=origin)
+        session.add(pipeline)
+        session.add_all(
+            User(name=f"{name} rep {index}", email=f"rep{index}@{name.lower()}.example", role=Role.REP,
+                 capacity=truth.rep_capacity, created_at=origin)
+            for index in range(truth.reps)
+        )  # fmt: skip
+        await session.flush()
+        stages = [
+            Stage(pipeline_id=pipeline.id, name=stage_name, position=position)
+            for position, stage_name in enumerate(truth.stage_names)
+        ]
+        session.add_all(stages)
+        await session.flush()
+        stage_ids = [stage.id for stage in stages]
+
+        keep = np.nonzero(lives.created <= until)[0]
+        lead_rows, histories = [], []
+        for index in keep:
+            entered = [i for i in range(len(stage_ids)) if lives.enter[index, i] <= until]
+            stage = entered[-1]
+            closed_day = float(lives.closed[index])
+            is_closed = closed_day <= until
+            status = (WON if lives.won[index] else LOST) if is_closed else OPEN
+            lead_rows.append(
+                {
+                    "pipeline_id": pipeline.id,
+                    "stage_id": stage_ids[stage],
+                    "title": f"Lead {index}",
+                    "value_cents": round(float(lives.value[index]) * 100),
+                    "status": status,
+                    "created_at": _at(origin, lives.created[index]),
+                    "updated_at": _at(origin, closed_day if is_closed else lives.enter[index, stage]),
+                    "closed_at": _at(origin, closed_day) if is_closed else None,
+                    "stage_entered_at": _at(origin, lives.enter[index, stage]),
+                }
+            )
+            rows: list[tuple[int | None, int, LeadStatus | None, LeadStatus, float]]
+            rows = [(None, stage_ids[0], None, OPEN, float(lives.created[index]))]
+            rows += [
+                (stage_ids[i - 1], stage_ids[i], OPEN, OPEN, float(lives.enter[index, i]))
+                for i in entered[1:]
+            ]
+            if is_closed:
+                rows.append((stage_ids[stage], stage_ids[stage], OPEN, status, closed_day))
+            histories.append(rows)
+        if not lead_rows:
+            return pipeline.id
+        result = await session.execute(
+            insert(Lead).returning(Lead.id, sort_by_parameter_order=True), lead_rows
+        )
+        lead_ids = list(result.scalars())
+        history_rows = [
+            {
+                "lead_id": lead_id,
+                "pipeline_id": pipeline.id,
+                "from_stage_id": from_stage,
+                "to_stage_id": to_stage,
+                "from_status": from_status,
+                "to_status": to_status,
+                "changed_at": _at(origin, day),
+            }
+            for lead_id, rows in zip(lead_ids, histories, strict=True)
+            for from_stage, to_stage, from_status, to_status, day in rows
+        ]
+        await session.execute(insert(StageHistory), history_rows)
+        return pipeline.id
