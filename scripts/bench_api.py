@@ -281,6 +281,7 @@ async def in_process(database_url: str, key: str, pipeline_id: int, profile_requ
                 "payload": payload,
                 "ms_per_request": elapsed * 1000,
                 "by_package": _by_package(profile, profile_requests),
+                "top_functions": _top_functions(profile, profile_requests),
             }
     finally:
         await store.dispose()
@@ -301,6 +302,18 @@ def _by_package(profile: cProfile.Profile, requests: int) -> dict[str, float]:
             package = Path(filename).stem
         totals[package] += own * 1000 / max(requests, 1)
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def _top_functions(
+    profile: cProfile.Profile, requests: int, limit: int = 15
+) -> list[tuple[str, float, float]]:
+    """The functions with the most own time: (where, own ms per request, calls per request)."""
+    stats = pstats.Stats(profile)
+    rows = []
+    for (filename, line, name), (_, calls, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = re.sub(r".*/(site-packages|src|lib/python3\.\d+)/", "", filename)
+        rows.append((f"{where}:{line}({name})", own * 1000 / max(requests, 1), calls / max(requests, 1)))
+    return sorted(rows, key=lambda row: -row[1])[:limit]
 
 
 # --- one backend --------------------------------------------------------------------------------
@@ -346,6 +359,9 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace) -> di
             print(f"  in-process profile, {name}: {checks[name]['ms_per_request']:.2f} ms/request (profiled)")
             for package, ms in list(checks[name]["by_package"].items())[:10]:
                 print(f"    {package:<28}{ms:>8.3f} ms")
+        print("  graphql: functions with the most own time (ms and calls per request)")
+        for where, ms, calls in checks["graphql"]["top_functions"]:
+            print(f"    {ms:>7.3f} ms {calls:>7.0f}  {where}")
     return {"results": results, "ratio": ratio, "checks": checks}
 
 

@@ -283,3 +283,21 @@ async def test_synthetic_load_counts_and_ids_continue_afterwards(store: Store) -
         )
         await session.flush()
     assert await _scalar(store, "SELECT max(id) FROM stage_history") == summary.history + 1
+
+
+async def test_invariant_queries_notice_a_lead_that_disagrees_with_its_history(sqlite_url: str) -> None:
+    store = Store.from_url(sqlite_url)
+    try:
+        await migrate.upgrade(store.engine)
+        await demo.load_demo(store, leads_per_pipeline=20, now=NOW)
+        async with store.write() as session:
+            await session.execute(
+                text("UPDATE leads SET version = version + 1, status = 'LOST' WHERE id = 1")
+            )
+        broken = {name for name, sql in INVARIANTS.items() if await _scalar(store, sql)}
+    finally:
+        await store.dispose()
+    assert {
+        "version counts the changes",
+        "last history row matches the lead's stage, status and update time",
+    } <= broken

@@ -157,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument("--months", type=_positive, default=9, help="months of history ending now (default 9)")
     seed.set_defaults(handler=_seed_demo)
+
+    export_model = commands.add_parser(
+        "export-model",
+        parents=[database],
+        help="write a pipeline's model, calibrated from its history, as pipesim TOML on stdout",
+    )
+    export_model.add_argument("--pipeline", required=True, help="name of the pipeline")
+    export_model.add_argument(
+        "--horizon-days", type=_positive, default=90, help="forecast horizon in days (default 90)"
+    )
+    export_model.set_defaults(handler=_export_model)
     return parser
 
 
@@ -321,6 +332,19 @@ def _seed_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             store, seed=args.seed, leads_per_pipeline=args.leads_per_pipeline, months=args.months
         )
         print(f"loaded demo data: {summary.describe()}")
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _export_model(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services.calibration import export_model
+
+    async def work(store: Store) -> int:
+        async with store.read() as session:
+            sys.stdout.write(
+                await export_model(session, pipeline_name=args.pipeline, horizon_days=args.horizon_days)
+            )
         return 0
 
     return _with_store(_settings(args, environ), work)
