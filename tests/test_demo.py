@@ -292,7 +292,10 @@ async def test_invariant_queries_notice_a_lead_that_disagrees_with_its_history(s
         await demo.load_demo(store, leads_per_pipeline=20, now=NOW)
         async with store.write() as session:
             await session.execute(
-                text("UPDATE leads SET version = version + 1, status = 'LOST' WHERE id = 1")
+                text(
+                    "UPDATE leads SET version = version + 1, "
+                    "status = CASE WHEN status = 'OPEN' THEN 'WON' ELSE 'OPEN' END WHERE id = 1"
+                )
             )
         broken = {name for name, sql in INVARIANTS.items() if await _scalar(store, sql)}
     finally:
