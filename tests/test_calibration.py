@@ -3,6 +3,7 @@ errors, censoring, priors on thin history. Every test runs on SQLite and on Post
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from metrics_fixture import NOW, load
+from pipegraph.cli import main
+from pipegraph.db import migrate
 from pipegraph.db.session import Store
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.calibration import (
@@ -20,7 +23,7 @@ from pipegraph.services.calibration import (
     pipeline_id_for_name,
 )
 from pipegraph.services.calibration_synthetic import TruePipeline, generate, play_out, write_history
-from pipesim import BetaProbability, Exponential, LogNormal
+from pipesim import BetaProbability, Exponential, LogNormal, forecast, from_toml
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 Z = 4.0  # tolerance in standard errors; seeds are fixed, so this only guards against a wrong estimator
@@ -214,3 +217,36 @@ async def test_capacity_enters_the_model_on_request(store: Store) -> None:
     result = await _calibrate(store, fixture.pipeline_id, NOW, with_capacity=True)
     assert result.model.reps is not None
     assert (result.model.reps.count, result.model.reps.leads_each) == (2, 25)
+
+
+def test_export_model_writes_toml_that_pipesim_reads(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def prepare() -> None:
+        store = Store.from_url(database_url)
+        try:
+            await migrate.upgrade(store.engine)
+            await load(store)
+        finally:
+            await store.dispose()
+
+    asyncio.run(prepare())
+    argv = ["export-model", "--database-url", database_url, "--pipeline", "Fixture", "--horizon-days", "30"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Fixture: calibrated from stage history")
+    assert "# Proposal: conversion 0.714" in out  # Beta(5, 2)
+    model = from_toml(out)
+    assert model.horizon_days == 30
+    assert model.stage_names == ("Lead In", "Qualified", "Proposal", "Closing")
+    assert [stage.conversion for stage in model.stages] == [
+        BetaProbability(7, 1),
+        BetaProbability(6, 3),
+        BetaProbability(5, 2),
+        BetaProbability(4, 1),
+    ]
+    assert sum(cohort.count for cohort in model.open_leads) == 4
+    assert forecast(model, trials=200, seed=1).revenue_existing.mean > 0  # runs as exported
+
+    assert main(["export-model", "--database-url", database_url, "--pipeline", "Nope"]) == 2
+    assert "pipeline: no pipeline named 'Nope'" in capsys.readouterr().err

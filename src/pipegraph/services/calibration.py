@@ -523,3 +523,35 @@ async def calibrate(
         notes=tuple(notes),
     )
     return Calibration(model=model, report=report)
+
+
+def describe(report: CalibrationReport) -> list[str]:
+    """What stands behind each parameter, one line each, for people reading an exported model."""
+    lines = [f"{report.pipeline_name}: calibrated from stage history as of {report.as_of.isoformat()}"]
+    for fit in report.stages:
+        lines.append(
+            f"{fit.name}: conversion {fit.conversion.mean:.3f} ± {fit.conversion_sd:.3f} "
+            f"[{fit.conversion_source}: {fit.advances} advanced ({fit.passed_through} skipped through), "
+            f"{fit.losses} lost]; {fit.mean_days:.1f} days in stage [{fit.time_source}: {fit.exits} exits, "
+            f"{fit.still_open} still there, {fit.moved_back} moved back, {fit.exposure_days:.0f} days]"
+        )
+    deal, arrivals, reps = report.deal_size, report.arrivals, report.reps
+    lines.append(f"deal size: mean {deal.mean:,.2f}, sd {deal.sd:,.2f} [{deal.source}: {deal.wins} wins]")
+    lines.append(
+        f"arrivals: {arrivals.rate_per_day:.3f} a day [{arrivals.source}: {arrivals.created} created "
+        f"in {arrivals.window_days:g} days]"
+    )
+    lines.append(
+        f"reps: {reps.count} with {reps.total_capacity} slots"
+        + ("" if reps.in_model else " (not in the model: add a [reps] table to simulate capacity)")
+    )
+    lines.append(f"open leads: {report.open_leads} in {report.open_cohorts} cohorts")
+    return lines + [f"note: {note}" for note in report.notes]
+
+
+async def export_model(session: AsyncSession, *, pipeline_name: str, horizon_days: float) -> str:
+    """The calibrated model as pipesim TOML, headed by comments that say what stands behind it."""
+    pipeline_id = await pipeline_id_for_name(session, pipeline_name)
+    result = await calibrate(session, pipeline_id=pipeline_id, horizon_days=horizon_days)
+    header = "".join(f"# {line}\n" for line in describe(result.report))
+    return header + "\n" + result.model.to_toml()
