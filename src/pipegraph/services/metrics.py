@@ -190,16 +190,104 @@ async def _stage_rows(session: AsyncSession, pipeline_id: int) -> list[Any]:
     if name is None:
         raise NotFoundError(f"no pipeline with id {pipeline_id}", field="pipeline_id")
     statement = (
-        select(Stage.id, Stage.name, Stage.position, Stage.probability, Stage.target_days, Stage.is_post_sale)
-        .where(Stage.pipeline_id == pipeline_id, Stage.removed_at.is_(None))
+        select(
+            Stage.id,
+            Stage.name,
+            Stage.position,
+            Stage.probability,
+            Stage.target_days,
+            Stage.is_post_sale,
+            Stage.removed_at,
+        )
+        .where(Stage.pipeline_id == pipeline_id)
         .order_by(Stage.position, Stage.id)
     )
+    # Removed stages too: history still names them, and moves through them need their positions.
     return list((await session.execute(statement)).all())
 
 
-async def _occupants(session: AsyncSession, dialect: str, pipeline_id: int, now: datetime) -> dict[Any, Any]:
+def _window_history(pipeline_id: int, start: datetime, now: datetime, dialect: str) -> Any:
+    """History rows from the window start up to now, each with what its lead's neighbouring rows say.
+
+    ``days`` is the length of the stay the row ends (from the lead's previous row). A lead with a row
+    in the window has its latest row (up to now) in here too, so ``final_status`` (its status as of
+    now) needs no join with the lead table.
+    """
+    h, earlier = StageHistory, aliased(StageHistory)
+    order = (h.changed_at, h.id)
+    to_status = cast(h.to_status, String)
+    # The lag inside the window misses the row that opened a stay begun before the window; that one
+    # is looked up by index, once per lead at most (COALESCE evaluates it only when needed).
+    opened_before = (
+        select(func.max(earlier.changed_at))
+        .where(
+            earlier.lead_id == h.lead_id,
+            or_(
+                earlier.changed_at < h.changed_at, and_(earlier.changed_at == h.changed_at, earlier.id < h.id)
+            ),
+        )
+        .scalar_subquery()
+    )
+    previous = func.coalesce(
+        func.lag(h.changed_at).over(partition_by=h.lead_id, order_by=order), opened_before
+    )
+    return (
+        select(
+            h.lead_id,
+            h.changed_at,
+            h.from_stage_id,
+            h.to_stage_id,
+            cast(h.from_status, String).label("from_status"),
+            to_status.label("to_status"),
+            case((h.from_status.is_not(None), days_between(dialect, previous, h.changed_at))).label("days"),
+            func.lead(h.to_stage_id, type_=Integer)
+            .over(partition_by=h.lead_id, order_by=order)
+            .label("next_stage_id"),
+            func.lead(to_status, type_=String)
+            .over(partition_by=h.lead_id, order_by=order)
+            .label("next_status"),
+            func.last_value(to_status, type_=String)
+            .over(partition_by=h.lead_id, order_by=order, rows=(None, None))
+            .label("final_status"),
+        )
+        .where(h.pipeline_id == pipeline_id, h.changed_at >= at(start), h.changed_at <= at(now))
+        .cte("w")
+    )
+
+
+class _Stages:
+    """Stage attributes, inlined into SQL as constants (no join with stages) and used to classify
+    aggregated transitions in Python."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.positions: dict[int, int] = {row.id: row.position for row in rows}
+        self.post_sale = [row.id for row in rows if row.is_post_sale]
+        self.targets = {row.id: row.target_days for row in rows if row.target_days is not None}
+
+    def target_days(self, stage_id: Any) -> ColumnElement[Any]:
+        return case(self.targets, value=stage_id, else_=None) if self.targets else literal(None, Float)
+
+    def is_stay(self, status: Any, stage_id: Any) -> ColumnElement[bool]:
+        """OPEN anywhere, or WON in a post-sale stage."""
+        return or_(status == _OPEN, and_(status == _WON, stage_id.in_(self.post_sale)))
+
+    def stays(self, status: str | None, stage_id: int | None) -> bool:
+        return status == _OPEN or (status == _WON and stage_id in self.post_sale)
+
+    def moved(self, from_stage: int | None, to_stage: int | None) -> int:
+        """Positive for a move forward, negative backwards, 0 for none (or an unknown stage)."""
+        if from_stage is None or to_stage is None:
+            return 0
+        before, after = self.positions.get(from_stage), self.positions.get(to_stage)
+        return 0 if before is None or after is None else after - before
+
+
+async def _occupants(
+    session: AsyncSession, dialect: str, stages: _Stages, pipeline_id: int, now: datetime
+) -> dict[Any, Any]:
     age = days_between(dialect, Lead.stage_entered_at, at(now))
-    stalled = and_(Stage.target_days.is_not(None), age > cast(Stage.target_days, Float))
+    target = stages.target_days(Lead.stage_id)
+    stalled = and_(target.is_not(None), age > target)
     statement = (
         select(
             Lead.stage_id,
@@ -210,116 +298,110 @@ async def _occupants(session: AsyncSession, dialect: str, pipeline_id: int, now:
             _sum_if(stalled).label("stalled"),
             _sum_if(stalled, Lead.value_cents).label("stalled_value"),
         )
-        .join(Stage, Stage.id == Lead.stage_id)
-        .where(Lead.pipeline_id == pipeline_id, _is_stay(Lead.status, Stage.is_post_sale))
+        .where(Lead.pipeline_id == pipeline_id, stages.is_stay(Lead.status, Lead.stage_id))
         .group_by(Lead.stage_id)
     )
     return {row.stage_id: row for row in (await session.execute(statement)).all()}
 
 
-def _window_history(pipeline_id: int, start: datetime, now: datetime) -> Any:
-    """History rows from the window start up to now, each with its lead's previous and next row."""
-    h = StageHistory
-    order = (h.changed_at, h.id)
-    return (
-        select(
-            h.id,
-            h.lead_id,
-            h.changed_at,
-            h.from_stage_id,
-            h.to_stage_id,
-            cast(h.from_status, String).label("from_status"),
-            cast(h.to_status, String).label("to_status"),
-            func.lag(h.changed_at).over(partition_by=h.lead_id, order_by=order).label("prev_at"),
-            func.lead(h.to_stage_id, type_=Integer)
-            .over(partition_by=h.lead_id, order_by=order)
-            .label("next_stage_id"),
-            func.lead(cast(h.to_status, String), type_=String)
-            .over(partition_by=h.lead_id, order_by=order)
-            .label("next_status"),
-        )
-        .where(h.pipeline_id == pipeline_id, h.changed_at >= at(start), h.changed_at <= at(now))
-        .cte("w")
-    )
+def _fold(stages: _Stages, t: Any, flow: dict[int, dict[str, Any]]) -> None:
+    """Add one aggregated transition (rows sharing from, to and next stage and status) to the stages
+    it leaves and enters."""
+
+    def of(stage_id: int) -> dict[str, Any]:
+        return flow.setdefault(stage_id, dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0})
+
+    if stages.stays(t.to_status, t.to_stage_id):
+        entry = of(t.to_stage_id)
+        entry["entered"] += t.n
+        won_next = t.to_status == _OPEN and t.next_status == _WON
+        if stages.moved(t.to_stage_id, t.next_stage_id) > 0 or won_next:
+            entry["entered_advanced"] += t.n
+        entry["won_later"] += t.won_later
+        entry["closed_later"] += t.closed_later
+    if t.from_status is not None and stages.stays(t.from_status, t.from_stage_id):
+        exit_ = of(t.from_stage_id)
+        moved = stages.moved(t.from_stage_id, t.to_stage_id)
+        won = t.from_status == _OPEN and t.to_status == _WON
+        exit_["exits"] += t.n
+        exit_["advanced"] += t.n if moved > 0 or won else 0
+        exit_["back"] += t.n if moved < 0 else 0
+        exit_["won"] += t.n if won else 0
+        if t.to_status == _LOST and t.from_status != _LOST:
+            exit_["lost"] += t.n
+            exit_["lost_value"] += int(t.lost_value)
+        exit_["days_sum"] += t.days_sum or 0.0
 
 
 async def _flow(
-    session: AsyncSession, dialect: str, pipeline_id: int, start: datetime, end: datetime, now: datetime
-) -> dict[Any, Any]:
-    """Entries and exits per stage in one statement, so the history window is read and sorted once."""
-    w = _window_history(pipeline_id, start, now)
-    stage, other, earlier = aliased(Stage), aliased(Stage), aliased(StageHistory)
+    session: AsyncSession,
+    dialect: str,
+    stages: _Stages,
+    pipeline_id: int,
+    window: tuple[datetime, datetime],
+    now: datetime,
+) -> dict[int, dict[str, Any]]:
+    """Entries, exits and dwell medians per stage in one statement (the history window is read once).
+
+    SQL aggregates the window's rows by transition (from, to and next stage and status: a few hundred
+    groups at most) and the stages' figures are folded from those in Python; medians need the single
+    durations, so they are a second aggregate over the same rows, stacked with UNION ALL.
+    """
+    start, end = window
+    w = _window_history(pipeline_id, start, now, dialect)
     in_window = w.c.changed_at < at(end)
-    zero, none = literal(0, Integer), literal(None, Float)
-
-    # Entries: rows that start a stay; ``other`` is the stage of the lead's next row, if any.
-    advanced_later = or_(
-        other.position > stage.position, and_(w.c.to_status == _OPEN, w.c.next_status == _WON)
-    )
-    entries = (
-        select(
-            w.c.to_stage_id.label("stage_id"),
-            literal(1, Integer).label("entered"),
-            case((advanced_later, 1), else_=0).label("entered_advanced"),
-            case((Lead.status == LeadStatus.WON, 1), else_=0).label("won_later"),
-            case((Lead.status.in_([LeadStatus.WON, LeadStatus.LOST]), 1), else_=0).label("closed_later"),
-            *(zero.label(name) for name in ("exits", "advanced", "back", "won", "lost", "lost_value")),
-            none.label("days"),
-        )
-        .select_from(w)
-        .join(stage, stage.id == w.c.to_stage_id)
-        .outerjoin(other, other.id == w.c.next_stage_id)
-        .join(Lead, Lead.id == w.c.lead_id)
-        .where(in_window, _is_stay(w.c.to_status, stage.is_post_sale))
-    )
-
-    # Exits: rows that end a stay; ``other`` is the stage moved to. The lag inside the window misses
-    # the row that opened a stay begun before the window; that one is looked up by index (at most one
-    # row per lead).
-    opened_before = (
-        select(func.max(earlier.changed_at))
-        .where(
-            earlier.lead_id == w.c.lead_id,
-            or_(
-                earlier.changed_at < w.c.changed_at,
-                and_(earlier.changed_at == w.c.changed_at, earlier.id < w.c.id),
-            ),
-        )
-        .scalar_subquery()
-    )
     lost = and_(w.c.to_status == _LOST, w.c.from_status != _LOST)
+    # Only lost rows need the lead's value: a scalar lookup instead of joining every row.
     lost_value = select(Lead.value_cents).where(Lead.id == w.c.lead_id).scalar_subquery()
-    # A lead won from an OPEN stay advances; a WON lead moving between post-sale stages advances by
-    # position only.
-    exits = (
+    keys = (
+        w.c.from_stage_id,
+        w.c.to_stage_id,
+        w.c.from_status,
+        w.c.to_status,
+        w.c.next_stage_id,
+        w.c.next_status,
+    )
+    transitions = (
         select(
-            w.c.from_stage_id.label("stage_id"),
-            *(zero.label(name) for name in ("entered", "entered_advanced", "won_later", "closed_later")),
-            literal(1, Integer).label("exits"),
-            case((other.position > stage.position, 1), (w.c.to_status == _WON, 1), else_=0).label("advanced"),
-            case((other.position < stage.position, 1), else_=0).label("back"),
-            case((and_(w.c.from_status == _OPEN, w.c.to_status == _WON), 1), else_=0).label("won"),
-            case((lost, 1), else_=0).label("lost"),
-            # Only lost rows need the lead's value: a scalar lookup avoids joining every exit.
-            case((lost, lost_value), else_=0).label("lost_value"),
-            days_between(dialect, func.coalesce(w.c.prev_at, opened_before), w.c.changed_at).label("days"),
+            literal("T").label("kind"),
+            *keys,
+            func.count().label("n"),
+            _sum_if(w.c.final_status == _WON).label("won_later"),
+            _sum_if(w.c.final_status.in_([_WON, _LOST])).label("closed_later"),
+            _sum_if(lost, lost_value).label("lost_value"),
+            func.sum(w.c.days).label("days_sum"),
         )
-        .select_from(w)
-        .join(stage, stage.id == w.c.from_stage_id)
-        .join(other, other.id == w.c.to_stage_id)
-        .where(in_window, w.c.from_status.is_not(None), _is_stay(w.c.from_status, stage.is_post_sale))
-        .cte("exits")
+        .where(in_window)
+        .group_by(*keys)
     )
-    rows = union_all(entries, select(exits)).subquery("rows")
+    exits = (
+        select(w.c.from_stage_id.label("stage_id"), w.c.days)
+        .where(in_window, w.c.from_status.is_not(None), stages.is_stay(w.c.from_status, w.c.from_stage_id))
+        .subquery("exits")
+    )
     medians = median_by(dialect, exits, "stage_id", "days").subquery("medians")
-    sums = [func.sum(rows.c[name]).label(name) for name in _FLOW_COLUMNS]
-    totals = (
-        select(rows.c.stage_id, *sums, func.sum(rows.c.days).label("days_sum"))
-        .group_by(rows.c.stage_id)
-        .subquery("totals")
+    none_int, none_str, zero = literal(None, Integer), literal(None, String), literal(0, Integer)
+    median_rows = select(
+        literal("M").label("kind"),
+        medians.c.key,
+        none_int,
+        none_str,
+        none_str,
+        none_int,
+        none_str,
+        *(zero for _ in range(4)),
+        medians.c.median,
     )
-    statement = select(totals, medians.c.median).outerjoin(medians, medians.c.key == totals.c.stage_id)
-    return {row.stage_id: row for row in (await session.execute(statement)).all()}
+    flow: dict[int, dict[str, Any]] = {}
+    medians_by_stage: dict[int, float] = {}
+    for row in (await session.execute(union_all(transitions, median_rows))).all():
+        if row.kind == "M":
+            medians_by_stage[row.from_stage_id] = row.days_sum
+        else:
+            _fold(stages, row, flow)
+    for stage_id, median in medians_by_stage.items():
+        flow[stage_id]["median"] = median
+    return flow
 
 
 async def _outcomes(
@@ -368,9 +450,9 @@ async def _stored_goal(session: AsyncSession, pipeline_id: int, start: datetime,
     return (await session.execute(statement)).scalar()
 
 
-def _stage_metrics(stage: Any, occupants: Any, flow: Any) -> StageMetrics:
+def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any]) -> StageMetrics:
     def total(name: str) -> int:
-        return int(getattr(flow, name) or 0) if flow else 0
+        return int(flow.get(name) or 0)
 
     entered, entered_advanced = total("entered"), total("entered_advanced")
     n_exits, advanced, lost = total("exits"), total("advanced"), total("lost")
@@ -402,8 +484,8 @@ def _stage_metrics(stage: Any, occupants: Any, flow: Any) -> StageMetrics:
         lost_value_cents=total("lost_value"),
         conversion_rate=_ratio(advanced, n_exits),
         drop_off_rate=_ratio(lost, n_exits),
-        avg_days_in_stage=_days(_ratio(flow.days_sum, n_exits)) if n_exits else None,
-        median_days_in_stage=_days(flow.median) if n_exits else None,
+        avg_days_in_stage=_days(_ratio(flow["days_sum"], n_exits)) if n_exits else None,
+        median_days_in_stage=_days(flow.get("median")) if n_exits else None,
         current_count=count,
         current_value_cents=value,
         weighted_value_cents=weighted,
@@ -528,12 +610,15 @@ async def pipeline_metrics(
         raise ValidationError(f"goal must not be negative, got {goal_cents}", field="goal")
     dialect = session.get_bind().dialect.name
     stage_rows = await _stage_rows(session, pipeline_id)
-    occupants = await _occupants(session, dialect, pipeline_id, now)
-    flow = await _flow(session, dialect, pipeline_id, start, end, now)
+    stage_info = _Stages(stage_rows)
+    occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
+    flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now)
     outcome_rows, cycle_median = await _outcomes(session, dialect, pipeline_id, start, end)
     stored_goal = await _stored_goal(session, pipeline_id, start, end) if goal_cents is None else None
 
-    stages = tuple(_stage_metrics(s, occupants.get(s.id), flow.get(s.id)) for s in stage_rows)
+    stages = tuple(
+        _stage_metrics(s, occupants.get(s.id), flow.get(s.id, {})) for s in stage_rows if s.removed_at is None
+    )
     overall = _overall(outcome_rows, cycle_median, stages)
     goal = goal_cents if goal_cents is not None else stored_goal
     return PipelineMetrics(
