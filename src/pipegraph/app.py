@@ -30,6 +30,7 @@ from pipegraph.api.loaders import Loaders
 from pipegraph.api.schema import build_schema
 from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
+from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
 
 logger = logging.getLogger("pipegraph.api")
@@ -135,11 +136,15 @@ def create_app(
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    # Simulations run in worker processes (or on a dask cluster), never on the event loop.
+    simulations = SimulationPool(workers=settings.simulation_workers, scheduler=settings.dask_scheduler)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            simulations.close()
             await store.dispose()
 
     app = Starlette(
@@ -152,6 +157,7 @@ def create_app(
     )
     app.state.store = store
     app.state.broker = broker
+    app.state.simulations = simulations
     return app
 
 

@@ -16,6 +16,7 @@ from strawberry.types import ExecutionContext
 
 from pipegraph.api import types
 from pipegraph.api.errors import ErrorPresentation, log_errors
+from pipegraph.api.forecast import ForecastQuery
 from pipegraph.api.metrics import MetricsMutations, MetricsQuery
 from pipegraph.api.resolvers.leads import LeadMutations
 from pipegraph.api.resolvers.pipelines import PipelineMutations
@@ -25,7 +26,7 @@ from pipegraph.api.resolvers.users import UserMutations
 from pipegraph.api.scalars import SCALAR_MAP
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery)
+QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery)
 MUTATION_TYPES: tuple[type, ...] = (PipelineMutations, LeadMutations, UserMutations, MetricsMutations)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
 # of documents, so both are cached by document text.
