@@ -17,6 +17,11 @@ from strawberry.types import ExecutionContext
 from pipegraph.api import types
 from pipegraph.api.errors import ErrorPresentation, log_errors
 from pipegraph.api.forecast import ForecastQuery
+from pipegraph.api.forecast_jobs import (
+    SimulationJobMutations,
+    SimulationJobQuery,
+    SimulationJobSubscription,
+)
 from pipegraph.api.metrics import MetricsMutations, MetricsQuery
 from pipegraph.api.resolvers.leads import LeadMutations
 from pipegraph.api.resolvers.pipelines import PipelineMutations
@@ -26,8 +31,15 @@ from pipegraph.api.resolvers.users import UserMutations
 from pipegraph.api.scalars import SCALAR_MAP
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery)
-MUTATION_TYPES: tuple[type, ...] = (PipelineMutations, LeadMutations, UserMutations, MetricsMutations)
+QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery)
+MUTATION_TYPES: tuple[type, ...] = (
+    PipelineMutations,
+    LeadMutations,
+    UserMutations,
+    MetricsMutations,
+    SimulationJobMutations,
+)
+SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
 # of documents, so both are cached by document text.
 DOCUMENT_CACHE_SIZE = 1024
@@ -55,7 +67,7 @@ def build_schema(
     return PipegraphSchema(
         query=merge_types("Query", QUERY_TYPES),
         mutation=merge_types("Mutation", MUTATION_TYPES),
-        subscription=Subscription,
+        subscription=merge_types("Subscription", SUBSCRIPTION_TYPES),
         types=[types.User, types.Pipeline, types.Stage, types.Lead, types.StageChange, types.Activity],
         extensions=all_extensions,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),

@@ -280,3 +280,38 @@ class Goal(Base):
         CheckConstraint("amount_cents >= 0", name="amount_non_negative"),
         CheckConstraint("period_end >= period_start", name="period_order"),
     )
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class SimulationJob(Base):
+    """A simulation too big to answer inline. State lives here, so any API process can report any job;
+    the process that started it writes progress and the result, and notices a cancellation here."""
+
+    __tablename__ = "simulation_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # FORECAST or LEADS_NEEDED
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.QUEUED)
+    parameters: Mapped[str] = mapped_column(Text)  # JSON: horizon, goal, trials, seed ...
+    trials: Mapped[int] = mapped_column(Integer)
+    trials_done: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[str | None] = mapped_column(Text)  # JSON once SUCCEEDED
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_simulation_jobs_pipeline_created", "pipeline_id", "created_at"),
+        CheckConstraint("trials_done >= 0 AND trials_done <= trials", name="trials_done_range"),
+    )

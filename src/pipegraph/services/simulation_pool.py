@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ class SimulationPool:
         self._jobs: Executor | None = None
         self._client: Any = None
         self._lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def interactive(self) -> Executor:
@@ -58,7 +59,16 @@ class SimulationPool:
         future = self.interactive.submit(function, *args, **kwargs)
         return await asyncio.wrap_future(future)
 
+    def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a background job on the current loop, keeping a reference until it ends."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         with self._lock:
             for executor in (self._interactive, self._jobs):
                 if executor is not None:
