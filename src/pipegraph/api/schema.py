@@ -16,6 +16,7 @@ from strawberry.types import ExecutionContext
 
 from pipegraph.api import types
 from pipegraph.api.errors import ErrorPresentation, log_errors
+from pipegraph.api.execution import FastFieldExecutionContext
 from pipegraph.api.forecast import ForecastQuery
 from pipegraph.api.forecast_jobs import (
     SimulationJobMutations,
@@ -71,6 +72,7 @@ def build_schema(
         types=[types.User, types.Pipeline, types.Stage, types.Lead, types.StageChange, types.Activity],
         extensions=all_extensions,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        execution_context_class=FastFieldExecutionContext,
     )
 
 

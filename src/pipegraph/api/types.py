@@ -58,6 +58,21 @@ class User(Node):
             created_at=user.created_at,
         )
 
+    @classmethod
+    def owner_of(cls, row: queries.LeadRow) -> User | None:
+        if row.owner_id is None:
+            return None
+        return cls(
+            id=strawberry.ID(ids.encode("User", row.owner_id)),
+            pk=row.owner_id,
+            name=row.owner_name,
+            email=row.owner_email,
+            role=row.owner_role,
+            capacity=row.owner_capacity,
+            active=row.owner_active,
+            created_at=row.owner_created_at,
+        )
+
 
 @strawberry.type
 class Pipeline(Node):
@@ -116,6 +131,21 @@ class Stage(Node):
             exit_criteria=stage.exit_criteria,
             is_post_sale=stage.is_post_sale,
             removed=stage.removed_at is not None,
+        )
+
+    @classmethod
+    def from_lead_row(cls, row: queries.LeadRow) -> Stage:
+        return cls(
+            id=strawberry.ID(ids.encode("Stage", row.stage_id)),
+            pk=row.stage_id,
+            pipeline_pk=row.stage_pipeline_id,
+            name=row.stage_name,
+            position=row.stage_position,
+            probability=row.stage_probability,
+            target_days=row.stage_target_days,
+            exit_criteria=row.stage_exit_criteria,
+            is_post_sale=row.stage_is_post_sale,
+            removed=row.stage_removed_at is not None,
         )
 
     @strawberry.field
@@ -190,12 +220,8 @@ class Lead(Node):
     owner: User | None
 
     @classmethod
-    def from_model(cls, lead: models.Lead, stage: Stage | None = None, owner: User | None = None) -> Lead:
-        """Needs ``lead.stage`` and ``lead.owner`` loaded unless ``stage``/``owner`` are given."""
-        if stage is None:
-            stage = Stage.from_model(lead.stage)
-        if owner is None and lead.owner_id is not None:
-            owner = User.from_model(lead.owner) if lead.owner is not None else None
+    def from_model(cls, lead: models.Lead | queries.LeadRow, stage: Stage, owner: User | None) -> Lead:
+        """From an ORM lead or a lead row (same attribute names), with its stage and owner."""
         return cls(
             id=strawberry.ID(ids.encode("Lead", lead.id)),
             pk=lead.id,
@@ -225,21 +251,25 @@ class Lead(Node):
         )
 
     @classmethod
-    def from_models(cls, leads: list[models.Lead]) -> list[Lead]:
-        """Leads of one page share Stage and User objects instead of converting them again."""
+    def from_row(cls, row: queries.LeadRow) -> Lead:
+        return cls.from_model(row, Stage.from_lead_row(row), User.owner_of(row))
+
+    @classmethod
+    def from_rows(cls, rows: list[queries.LeadRow]) -> list[Lead]:
+        """Leads of one page share Stage and User objects instead of building them again."""
         stages: dict[int, Stage] = {}
-        users: dict[int, User] = {}
+        owners: dict[int, User | None] = {}
         result = []
-        for lead in leads:
-            stage = stages.get(lead.stage_id)
+        for row in rows:
+            stage = stages.get(row.stage_id)
             if stage is None:
-                stage = stages[lead.stage_id] = Stage.from_model(lead.stage)
-            owner = None
-            if lead.owner is not None:
-                owner = users.get(lead.owner.id)
-                if owner is None:
-                    owner = users[lead.owner.id] = User.from_model(lead.owner)
-            result.append(cls.from_model(lead, stage, owner))
+                stage = stages[row.stage_id] = Stage.from_lead_row(row)
+            owner_id = row.owner_id
+            if owner_id in owners:
+                owner = owners[owner_id]
+            else:
+                owner = owners[owner_id] = User.owner_of(row)
+            result.append(cls.from_model(row, stage, owner))
         return result
 
     @strawberry.field(description="Days since the lead entered its current stage.")
@@ -348,13 +378,19 @@ class Activity(Node):
     async def lead(self, info: Info) -> Lead:
         lead = await info.context.loaders.lead.load(self.lead_pk)
         assert lead is not None
-        return Lead.from_model(lead)
+        return Lead.from_row(lead)
 
 
 @strawberry.type
 class LeadEdge:
-    cursor: str
     node: Lead
+    row: strawberry.Private[queries.LeadRow]
+    order: strawberry.Private[queries.LeadOrder]
+
+    @strawberry.field
+    def cursor(self) -> str:
+        # Computed only when asked for: most clients need just pageInfo's cursors.
+        return queries.encode_cursor(self.row, self.order)
 
 
 @strawberry.type
@@ -366,15 +402,16 @@ class LeadConnection:
 
     @classmethod
     def from_page(cls, page: queries.LeadPage, count: Callable[[], Awaitable[int]]) -> LeadConnection:
-        nodes = Lead.from_models(page.leads)
+        nodes = Lead.from_rows(page.leads)
+        rows, order = page.leads, page.order
         return cls(
-            edges=[LeadEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
+            edges=[LeadEdge(node=n, row=r, order=order) for r, n in zip(rows, nodes, strict=True)],
             nodes=nodes,
             page_info=PageInfo(
                 has_next_page=page.has_next_page,
                 has_previous_page=page.has_previous_page,
-                start_cursor=page.cursors[0] if page.cursors else None,
-                end_cursor=page.cursors[-1] if page.cursors else None,
+                start_cursor=queries.encode_cursor(rows[0], order) if rows else None,
+                end_cursor=queries.encode_cursor(rows[-1], order) if rows else None,
             ),
             count=count,
         )

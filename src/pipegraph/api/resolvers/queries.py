@@ -16,7 +16,7 @@ async def _node(info: Info, type_name: str, pk: int) -> types.Node | None:
     loaders = info.context.loaders
     if type_name == "Lead":
         lead = await loaders.lead.load(pk)
-        return types.Lead.from_model(lead) if lead is not None else None
+        return types.Lead.from_row(lead) if lead is not None else None
     if type_name == "Pipeline":
         pipeline = await loaders.pipeline.load(pk)
         return types.Pipeline.from_model(pipeline) if pipeline is not None else None
@@ -57,7 +57,7 @@ class CoreQuery:
     @strawberry.field
     async def lead(self, info: Info, id: strawberry.ID) -> types.Lead | None:
         lead = await info.context.loaders.lead.load(ids.decode_as(id, "Lead", field="id"))
-        return types.Lead.from_model(lead) if lead is not None else None
+        return types.Lead.from_row(lead) if lead is not None else None
 
     @strawberry.field(description="Leads, keyset-paginated: first/after forwards, last/before backwards.")
     async def leads(

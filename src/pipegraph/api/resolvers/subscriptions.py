@@ -46,5 +46,5 @@ class Subscription:
                     lead_id=strawberry.ID(ids.encode("Lead", event.lead_id)),
                     version=event.version,
                     occurred_at=event.occurred_at,
-                    lead=types.Lead.from_model(lead) if lead is not None else None,
+                    lead=types.Lead.from_row(lead) if lead is not None else None,
                 )
