@@ -54,7 +54,7 @@ class PipegraphSchema(strawberry.Schema):
 
 
 def build_schema(
-    *, introspection: bool = True, extensions: Sequence[ExtensionFactory] = ()
+    *, fast_execution: bool = True, introspection: bool = True, extensions: Sequence[ExtensionFactory] = ()
 ) -> strawberry.Schema:
     all_extensions: list[ExtensionFactory] = [
         ErrorPresentation,
@@ -72,7 +72,7 @@ def build_schema(
         types=[types.User, types.Pipeline, types.Stage, types.Lead, types.StageChange, types.Activity],
         extensions=all_extensions,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
-        execution_context_class=FastFieldExecutionContext,
+        execution_context_class=FastFieldExecutionContext if fast_execution else None,
     )
 
 
