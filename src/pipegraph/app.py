@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -90,7 +90,11 @@ class PipegraphGraphQL(GraphQL[Context, None]):
                     await WebSocket(scope, receive, send).close(code=4401, reason="Unauthorized")
                     return
                 scope[_VIEWER] = viewer
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            # The client went away before sending its whole request: nobody is left to answer.
+            logger.debug("request %s: client disconnected", request_id)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         request_id: str = request.scope.get(_REQUEST_ID, "")
