@@ -58,10 +58,15 @@ async def test_stage_flow_matches_hand_computed_values(store: Store) -> None:
     assert (lead_in.current_count, lead_in.current_value_cents) == (1, 500000)
     assert (lead_in.avg_age_days, lead_in.max_age_days) == (20.0, 20.0)
     assert (lead_in.stalled_count, lead_in.stalled_value_cents) == (1, 500000)
-    # Entrants now closed: A won, I won, B lost, C lost -> 2 / 4. No configured probability.
-    assert lead_in.empirical_win_probability == 0.5
+    # Empirical win probabilities solve the chain of the window's exits (p = share won + Σ share × p):
+    #   Closing   p3 = 1 (both exits won)
+    #   Proposal  p2 = 1/3 p3 + 1/3 p1 (+ 1/3 lost)        = 1/3 + p1/3
+    #   Qualified p1 = 2/5 p2 + 1/5 p3 (+ 2/5 lost)        -> p1 = 5/13, p2 = 6/13
+    #   Lead In   p0 = 2/4 p1 + 1/4 p2 + 1/4 p3            = 5/26 + 3/26 + 1/4 = 29/52
+    # Lead In has no configured probability, so the empirical one weights it.
+    assert lead_in.empirical_win_probability == pytest.approx(29 / 52)
     assert lead_in.probability_source is ProbabilitySource.EMPIRICAL
-    assert lead_in.weighted_value_cents == 250000  # 500000 × 0.5
+    assert lead_in.weighted_value_cents == 278846  # 500000 × 29/52 = 278846.15
 
     qualified = _stage(metrics, "Qualified")
     # Entries: A T2, C T3, C T8 (moved back), C T12 (reopened), F T25 (created here) = 5.
@@ -81,8 +86,8 @@ async def test_stage_flow_matches_hand_computed_values(store: Store) -> None:
     assert (qualified.current_count, qualified.current_value_cents) == (2, 750000)
     assert (qualified.avg_age_days, qualified.max_age_days) == (10.0, 15.0)
     assert (qualified.stalled_count, qualified.stalled_value_cents) == (1, 50000)
-    # Entrants now closed: A (won), C three times (lost) -> 1 / 4; the configured 0.4 is used.
-    assert qualified.empirical_win_probability == 0.25
+    # The configured 0.4 is used rather than the empirical 5/13.
+    assert qualified.empirical_win_probability == pytest.approx(5 / 13)
     assert qualified.probability_source is ProbabilitySource.CONFIGURED
     assert qualified.win_probability == 0.4
     assert qualified.weighted_value_cents == 300000  # 750000 × 0.4
@@ -98,7 +103,8 @@ async def test_stage_flow_matches_hand_computed_values(store: Store) -> None:
     assert proposal.median_days_in_stage == 2.0
     # Nobody there now; G won here before the window and is not an occupant (won, not post-sale).
     assert (proposal.current_count, proposal.avg_age_days, proposal.stalled_count) == (0, None, 0)
-    assert proposal.empirical_win_probability == pytest.approx(1 / 3)  # A won; B, C lost
+    assert proposal.empirical_win_probability == pytest.approx(6 / 13)
+    assert proposal.probability_source is ProbabilitySource.EMPIRICAL
     assert proposal.weighted_value_cents == 0
 
     closing = _stage(metrics, "Closing")
@@ -111,7 +117,7 @@ async def test_stage_flow_matches_hand_computed_values(store: Store) -> None:
     # D has been here since T4: 36 days, over the 3-day target.
     assert (closing.current_count, closing.current_value_cents, closing.max_age_days) == (1, 400000, 36.0)
     assert (closing.stalled_count, closing.stalled_value_cents) == (1, 400000)
-    assert closing.empirical_win_probability == 1.0  # A and I won; D still open
+    assert closing.empirical_win_probability == 1.0  # A and I won from here
     assert closing.weighted_value_cents == 320000  # 400000 × 0.8
 
     onboarding = _stage(metrics, "Onboarding")
@@ -122,6 +128,8 @@ async def test_stage_flow_matches_hand_computed_values(store: Store) -> None:
     assert onboarding.median_days_in_stage is None
     assert (onboarding.avg_age_days, onboarding.stalled_count) == (28.0, 0)  # no target
     assert onboarding.weighted_value_cents == 0  # post-sale value is already won
+    assert onboarding.empirical_win_probability is None
+    assert onboarding.probability_source is ProbabilitySource.NONE
 
 
 async def test_overall_figures_match_hand_computed_values(store: Store) -> None:
@@ -140,8 +148,8 @@ async def test_overall_figures_match_hand_computed_values(store: Store) -> None:
     assert overall.median_sales_cycle_days == 9.0
     # Open now: E 500000, F 50000, H 700000, D 400000.
     assert (overall.open_count, overall.open_value_cents) == (4, 1650000)
-    # 250000 + 300000 + 0 + 320000.
-    assert overall.weighted_pipeline_cents == 870000
+    # 278846 + 300000 + 0 + 320000.
+    assert overall.weighted_pipeline_cents == 898846
     # 4 open × 0.5 × 450000 ÷ 9 days.
     assert overall.velocity_cents_per_day == pytest.approx(100000.0)
 
@@ -149,8 +157,8 @@ async def test_overall_figures_match_hand_computed_values(store: Store) -> None:
 async def test_bottleneck_is_the_stage_with_most_revenue_at_risk(store: Store) -> None:
     fixture = await load(store)
     bottleneck = (await _metrics(store, fixture)).bottleneck
-    # probability × (lost value + stalled value): Lead In 0.5 × 500000 = 250000; Qualified
-    # 0.4 × (600000 + 50000) = 260000; Proposal 1/3 × 200000 = 66667; Closing 0.8 × 400000 = 320000.
+    # probability × (lost value + stalled value): Lead In 29/52 × 500000 = 278846; Qualified
+    # 0.4 × (600000 + 50000) = 260000; Proposal 6/13 × 200000 = 92308; Closing 0.8 × 400000 = 320000.
     assert bottleneck is not None
     assert bottleneck.name == "Closing"
     assert bottleneck.revenue_at_risk_cents == 320000

@@ -18,10 +18,12 @@ history or lead rows are brought into Python, only per-stage aggregates.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Float,
     Integer,
@@ -54,7 +56,7 @@ _DAY_DIGITS = 6
 
 
 _FLOW_COLUMNS = (
-    *("entered", "entered_advanced", "won_later", "closed_later"),
+    *("entered", "entered_advanced"),
     *("exits", "advanced", "back", "won", "lost", "lost_value"),
 )
 
@@ -209,9 +211,7 @@ async def _stage_rows(session: AsyncSession, pipeline_id: int) -> list[Any]:
 def _window_history(pipeline_id: int, start: datetime, now: datetime, dialect: str) -> Any:
     """History rows from the window start up to now, each with what its lead's neighbouring rows say.
 
-    ``days`` is the length of the stay the row ends (from the lead's previous row). A lead with a row
-    in the window has its latest row (up to now) in here too, so ``final_status`` (its status as of
-    now) needs no join with the lead table.
+    ``days`` is the length of the stay the row ends (from the lead's previous row).
     """
     h, earlier = StageHistory, aliased(StageHistory)
     order = (h.changed_at, h.id)
@@ -246,9 +246,6 @@ def _window_history(pipeline_id: int, start: datetime, now: datetime, dialect: s
             func.lead(to_status, type_=String)
             .over(partition_by=h.lead_id, order_by=order)
             .label("next_status"),
-            func.last_value(to_status, type_=String)
-            .over(partition_by=h.lead_id, order_by=order, rows=(None, None))
-            .label("final_status"),
         )
         .where(h.pipeline_id == pipeline_id, h.changed_at >= at(start), h.changed_at <= at(now))
         .cte("w")
@@ -306,10 +303,11 @@ async def _occupants(
 
 def _fold(stages: _Stages, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated transition (rows sharing from, to and next stage and status) to the stages
-    it leaves and enters."""
+    it leaves and enters; exits also count by destination (a stage id, or WON / LOST)."""
 
     def of(stage_id: int) -> dict[str, Any]:
-        return flow.setdefault(stage_id, dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0})
+        empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0, "to": Counter()}
+        return flow.setdefault(stage_id, empty)
 
     if stages.stays(t.to_status, t.to_stage_id):
         entry = of(t.to_stage_id)
@@ -317,8 +315,6 @@ def _fold(stages: _Stages, t: Any, flow: dict[int, dict[str, Any]]) -> None:
         won_next = t.to_status == _OPEN and t.next_status == _WON
         if stages.moved(t.to_stage_id, t.next_stage_id) > 0 or won_next:
             entry["entered_advanced"] += t.n
-        entry["won_later"] += t.won_later
-        entry["closed_later"] += t.closed_later
     if t.from_status is not None and stages.stays(t.from_status, t.from_stage_id):
         exit_ = of(t.from_stage_id)
         moved = stages.moved(t.from_stage_id, t.to_stage_id)
@@ -331,6 +327,43 @@ def _fold(stages: _Stages, t: Any, flow: dict[int, dict[str, Any]]) -> None:
             exit_["lost"] += t.n
             exit_["lost_value"] += int(t.lost_value)
         exit_["days_sum"] += t.days_sum or 0.0
+        destination = t.to_status if t.to_status != t.from_status else t.to_stage_id
+        exit_["to"][destination] += t.n
+
+
+def empirical_win_probabilities(stages: _Stages, flow: dict[int, dict[str, Any]]) -> dict[int, float]:
+    """P(eventually won | standing in a selling stage), from the window's exits as a Markov chain.
+
+    For each selling stage ``s`` with exits: ``p(s) = share(s → won) + Σ share(s → j) · p(j)`` over the
+    stages ``j`` it moved leads to (reaching a post-sale stage counts as won, losing as 0). Stages with
+    no exits, and stages whose leads moved to one, have no estimate. Solved as one small linear system.
+    """
+    selling = {sid for sid, values in flow.items() if values["exits"] and sid not in stages.post_sale}
+    changed = True
+    while changed:  # drop stages that lead to a stage without an estimate
+        changed = False
+        for sid in sorted(selling):
+            targets = [d for d in flow[sid]["to"] if isinstance(d, int) and d not in stages.post_sale]
+            if any(d not in selling for d in targets):
+                selling.discard(sid)
+                changed = True
+    order = sorted(selling)
+    if not order:
+        return {}
+    index = {sid: i for i, sid in enumerate(order)}
+    chain, won = np.eye(len(order)), np.zeros(len(order))
+    for sid in order:
+        exits = flow[sid]["exits"]
+        for destination, n in flow[sid]["to"].items():
+            if destination == _WON or destination in stages.post_sale:
+                won[index[sid]] += n / exits
+            elif isinstance(destination, int):
+                chain[index[sid], index[destination]] -= n / exits
+    try:
+        solution = np.linalg.solve(chain, won)
+    except np.linalg.LinAlgError:  # leads only cycling between stages, never closing: no estimate
+        return {}
+    return {sid: float(solution[index[sid]]) for sid in order}
 
 
 async def _flow(
@@ -366,8 +399,6 @@ async def _flow(
             literal("T").label("kind"),
             *keys,
             func.count().label("n"),
-            _sum_if(w.c.final_status == _WON).label("won_later"),
-            _sum_if(w.c.final_status.in_([_WON, _LOST])).label("closed_later"),
             _sum_if(lost, lost_value).label("lost_value"),
             func.sum(w.c.days).label("days_sum"),
         )
@@ -389,7 +420,7 @@ async def _flow(
         none_str,
         none_int,
         none_str,
-        *(zero for _ in range(4)),
+        *(zero for _ in range(2)),
         medians.c.median,
     )
     flow: dict[int, dict[str, Any]] = {}
@@ -450,13 +481,12 @@ async def _stored_goal(session: AsyncSession, pipeline_id: int, start: datetime,
     return (await session.execute(statement)).scalar()
 
 
-def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any]) -> StageMetrics:
+def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any], empirical: float | None) -> StageMetrics:
     def total(name: str) -> int:
         return int(flow.get(name) or 0)
 
     entered, entered_advanced = total("entered"), total("entered_advanced")
     n_exits, advanced, lost = total("exits"), total("advanced"), total("lost")
-    empirical = _ratio(total("won_later"), total("closed_later"))
     if stage.probability is not None:
         probability, source = stage.probability, ProbabilitySource.CONFIGURED
     elif empirical is not None:
@@ -613,11 +643,14 @@ async def pipeline_metrics(
     stage_info = _Stages(stage_rows)
     occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
     flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now)
+    empirical = empirical_win_probabilities(stage_info, flow)
     outcome_rows, cycle_median = await _outcomes(session, dialect, pipeline_id, start, end)
     stored_goal = await _stored_goal(session, pipeline_id, start, end) if goal_cents is None else None
 
     stages = tuple(
-        _stage_metrics(s, occupants.get(s.id), flow.get(s.id, {})) for s in stage_rows if s.removed_at is None
+        _stage_metrics(s, occupants.get(s.id), flow.get(s.id, {}), empirical.get(s.id))
+        for s in stage_rows
+        if s.removed_at is None
     )
     overall = _overall(outcome_rows, cycle_median, stages)
     goal = goal_cents if goal_cents is not None else stored_goal
