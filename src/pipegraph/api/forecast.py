@@ -380,7 +380,7 @@ class WhatIfInput:
     horizon_days: int = 90
     goal: Money | None = None
     trials: int | None = strawberry.field(
-        default=None, description="Default 5000, or 500 when reps change (discrete-event engine)."
+        default=None, description="Default 2000, or 500 when reps change (discrete-event engine)."
     )
     seed: int = 0
 

@@ -33,7 +33,7 @@ Comparison = pipesim.Comparison
 Summary = pipesim.Summary
 Estimate = pipesim.Estimate
 
-DEFAULT_TRIALS = 5_000
+DEFAULT_TRIALS = 2_000
 MAX_INTERACTIVE_TRIALS = 20_000  # vectorised; about a second on one core
 MAX_INTERACTIVE_CAPACITY_TRIALS = 500  # rep capacity needs the discrete-event engine: far slower per trial
 MAX_JOB_TRIALS = 2_000_000
