@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,9 +45,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageHistory
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.metrics_sql import at, days_between, median_by
+from pipegraph.services.metrics_sql import analytic_settings, at, days_between, median_by
 
-# pipeline, stages, occupants, stage flow, outcomes, sales-cycle median, stored goal.
+# pipeline, stages, occupants, stage flow, outcomes, sales-cycle median, stored goal; on PostgreSQL
+# one more, ``analytic_settings``.
 STATEMENTS_PER_CALL = 7
 
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
@@ -261,8 +263,12 @@ class _Stages:
         self.post_sale = [row.id for row in rows if row.is_post_sale]
         self.targets = {row.id: row.target_days for row in rows if row.target_days is not None}
 
-    def target_days(self, stage_id: Any) -> ColumnElement[Any]:
-        return case(self.targets, value=stage_id, else_=None) if self.targets else literal(None, Float)
+    def entered_before(self, stage_id: Any, entered_at: Any, now: datetime) -> ColumnElement[bool]:
+        """True for occupants that entered ``stage_id`` more than its target days before ``now``."""
+        if not self.targets:
+            return literal(False)
+        limits = {sid: at(now - timedelta(days=days)) for sid, days in self.targets.items()}
+        return and_(stage_id.in_(list(limits)), entered_at < case(limits, value=stage_id))
 
     def is_stay(self, status: Any, stage_id: Any) -> ColumnElement[bool]:
         """OPEN anywhere, or WON in a post-sale stage."""
@@ -283,8 +289,8 @@ async def _occupants(
     session: AsyncSession, dialect: str, stages: _Stages, pipeline_id: int, now: datetime
 ) -> dict[Any, Any]:
     age = days_between(dialect, Lead.stage_entered_at, at(now))
-    target = stages.target_days(Lead.stage_id)
-    stalled = and_(target.is_not(None), age > target)
+    # Stalled = entered before now - target days: a per-stage constant, so no date arithmetic per row.
+    stalled = stages.entered_before(Lead.stage_id, Lead.stage_entered_at, now)
     statement = (
         select(
             Lead.stage_id,
@@ -640,6 +646,9 @@ async def pipeline_metrics(
         raise ValidationError(f"goal must not be negative, got {goal_cents}", field="goal")
     dialect = session.get_bind().dialect.name
     stage_rows = await _stage_rows(session, pipeline_id)
+    settings = analytic_settings(dialect)
+    if settings is not None:
+        await session.execute(text(settings))
     stage_info = _Stages(stage_rows)
     occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
     flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now)
