@@ -219,15 +219,12 @@ def _window_history(pipeline_id: int, start: datetime, now: datetime, dialect: s
     order = (h.changed_at, h.id)
     to_status = cast(h.to_status, String)
     # The lag inside the window misses the row that opened a stay begun before the window; that one
-    # is looked up by index, once per lead at most (COALESCE evaluates it only when needed).
+    # is looked up by index, once per lead at most (COALESCE evaluates it only when the lag is null).
+    # A plain "earlier than" suffices there: a row with the same time and a smaller id would be in the
+    # window, and the lag would have found it.
     opened_before = (
         select(func.max(earlier.changed_at))
-        .where(
-            earlier.lead_id == h.lead_id,
-            or_(
-                earlier.changed_at < h.changed_at, and_(earlier.changed_at == h.changed_at, earlier.id < h.id)
-            ),
-        )
+        .where(earlier.lead_id == h.lead_id, earlier.changed_at < h.changed_at)
         .scalar_subquery()
     )
     previous = func.coalesce(
@@ -287,24 +284,43 @@ class _Stages:
 
 async def _occupants(
     session: AsyncSession, dialect: str, stages: _Stages, pipeline_id: int, now: datetime
-) -> dict[Any, Any]:
+) -> dict[int, dict[str, Any]]:
+    """Count, value, age and stalls of current occupants per stage.
+
+    Open leads and won leads in post-sale stages are two separate index ranges, aggregated apart
+    (UNION ALL) so each reads the covering index alone, and merged here.
+    """
     age = days_between(dialect, Lead.stage_entered_at, at(now))
     # Stalled = entered before now - target days: a per-stage constant, so no date arithmetic per row.
     stalled = stages.entered_before(Lead.stage_id, Lead.stage_entered_at, now)
-    statement = (
-        select(
-            Lead.stage_id,
-            func.count().label("n"),
-            func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
-            func.sum(age).label("age_sum"),
-            func.max(age).label("age_max"),
-            _sum_if(stalled).label("stalled"),
-            _sum_if(stalled, Lead.value_cents).label("stalled_value"),
-        )
-        .where(Lead.pipeline_id == pipeline_id, stages.is_stay(Lead.status, Lead.stage_id))
+    columns = (
+        Lead.stage_id,
+        func.count().label("n"),
+        func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+        func.sum(age).label("age_sum"),
+        func.max(age).label("age_max"),
+        _sum_if(stalled).label("stalled"),
+        _sum_if(stalled, Lead.value_cents).label("stalled_value"),
+    )
+    in_pipeline = Lead.pipeline_id == pipeline_id
+    open_leads = select(*columns).where(in_pipeline, Lead.status == LeadStatus.OPEN).group_by(Lead.stage_id)
+    won_after_sale = (
+        select(*columns)
+        .where(in_pipeline, Lead.status == LeadStatus.WON, Lead.stage_id.in_(stages.post_sale))
         .group_by(Lead.stage_id)
     )
-    return {row.stage_id: row for row in (await session.execute(statement)).all()}
+    merged: dict[int, dict[str, Any]] = {}
+    for row in (await session.execute(union_all(open_leads, won_after_sale))).all():
+        empty = {"n": 0, "value": 0, "age_sum": 0.0, "age_max": None, "stalled": 0, "stalled_value": 0}
+        values = merged.setdefault(row.stage_id, empty)
+        values["n"] += row.n
+        values["value"] += int(row.value)
+        values["age_sum"] += row.age_sum or 0.0
+        ages = [a for a in (values["age_max"], row.age_max) if a is not None]
+        values["age_max"] = max(ages) if ages else None
+        values["stalled"] += row.stalled
+        values["stalled_value"] += int(row.stalled_value)
+    return merged
 
 
 def _fold(stages: _Stages, t: Any, flow: dict[int, dict[str, Any]]) -> None:
@@ -499,8 +515,8 @@ def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any], empirical: 
         probability, source = empirical, ProbabilitySource.EMPIRICAL
     else:
         probability, source = None, ProbabilitySource.NONE
-    count = occupants.n if occupants else 0
-    value = int(occupants.value) if occupants else 0
+    count = occupants["n"] if occupants else 0
+    value = occupants["value"] if occupants else 0
     weighted = 0 if stage.is_post_sale or probability is None else round(value * probability)
     return StageMetrics(
         stage_id=stage.id,
@@ -525,10 +541,10 @@ def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any], empirical: 
         current_count=count,
         current_value_cents=value,
         weighted_value_cents=weighted,
-        avg_age_days=_days(_ratio(occupants.age_sum, count)) if occupants else None,
-        max_age_days=_days(occupants.age_max) if occupants else None,
-        stalled_count=occupants.stalled if occupants else 0,
-        stalled_value_cents=int(occupants.stalled_value) if occupants else 0,
+        avg_age_days=_days(_ratio(occupants["age_sum"], count)) if occupants else None,
+        max_age_days=_days(occupants["age_max"]) if occupants else None,
+        stalled_count=occupants["stalled"] if occupants else 0,
+        stalled_value_cents=occupants["stalled_value"] if occupants else 0,
         empirical_win_probability=empirical,
         win_probability=probability,
         probability_source=source,
