@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 
 import strawberry
+from strawberry.types.nodes import SelectedField, Selection
 
 from pipegraph.api import ids
 from pipegraph.api.context import Info
@@ -438,6 +439,120 @@ class StageTemplate:
     stages: list[StageTemplateStage]
 
 
+# What each GraphQL field of a lead, its stage and its owner reads from a lead row (keys and the value
+# are always read). A field missing here (or a selection this cannot follow) reads every column.
+_LEAD_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "__typename": (),
+    "id": (),
+    "title": ("title",),
+    "company": ("company",),
+    "contactName": ("contact_name",),
+    "contactEmail": ("contact_email",),
+    "contactPhone": ("contact_phone",),
+    "source": ("source",),
+    "value": (),
+    "status": ("status",),
+    "lostReason": ("lost_reason",),
+    "expectedCloseDate": ("expected_close_date",),
+    "budget": ("budget",),
+    "authority": ("authority",),
+    "need": ("need",),
+    "timeline": ("timeline",),
+    "qualificationScore": ("qualification_score",),
+    "createdAt": ("created_at",),
+    "updatedAt": ("updated_at",),
+    "closedAt": ("closed_at",),
+    "stageEnteredAt": ("stage_entered_at",),
+    "version": ("version",),
+    "daysInStage": ("stage_entered_at",),
+    "isStalled": ("status", "stage_entered_at", "stage_target_days"),
+    "pipeline": (),
+    "history": (),
+    "activities": (),
+}
+_STAGE_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "__typename": (),
+    "id": (),
+    "name": ("stage_name",),
+    "position": ("stage_position",),
+    "probability": ("stage_probability",),
+    "targetDays": ("stage_target_days",),
+    "exitCriteria": ("stage_exit_criteria",),
+    "isPostSale": ("stage_is_post_sale",),
+    "removed": ("stage_removed_at",),
+    "pipeline": (),
+    "leads": (),
+    "leadCount": (),
+    "totalValue": (),
+}
+_OWNER_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "__typename": (),
+    "id": (),
+    "name": ("owner_name",),
+    "email": ("owner_email",),
+    "role": ("owner_role",),
+    "capacity": ("owner_capacity",),
+    "active": ("owner_active",),
+    "createdAt": ("owner_created_at",),
+}
+
+
+class _EveryColumn(Exception):
+    """The selection needs more than this lookahead follows: read every column."""
+
+
+def _fields(selections: list[Selection]) -> list[SelectedField]:
+    """The fields of a selection set, fragments flattened (a superset is harmless)."""
+    found: list[SelectedField] = []
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            found.append(selection)
+        else:
+            found.extend(_fields(selection.selections))
+    return found
+
+
+def _columns_of(selections: list[Selection], table: dict[str, tuple[str, ...]], into: set[str]) -> None:
+    for selected in _fields(selections):
+        if selected.name not in table:
+            raise _EveryColumn
+        into.update(table[selected.name])
+
+
+def _lead_columns(selections: list[Selection], into: set[str]) -> None:
+    for selected in _fields(selections):
+        if selected.name == "stage":
+            _columns_of(selected.selections, _STAGE_FIELD_COLUMNS, into)
+        elif selected.name == "owner":
+            _columns_of(selected.selections, _OWNER_FIELD_COLUMNS, into)
+        elif selected.name in _LEAD_FIELD_COLUMNS:
+            into.update(_LEAD_FIELD_COLUMNS[selected.name])
+        else:
+            raise _EveryColumn
+
+
+def page_columns(info: Info) -> frozenset[str] | None:
+    """The lead-row columns a connection's selection reads, or None for every column."""
+    columns: set[str] = set()
+    try:
+        for connection in info.selected_fields:
+            for selected in _fields([connection]):
+                for field in _fields(selected.selections):
+                    if field.name == "edges":
+                        for edge_field in _fields(field.selections):
+                            if edge_field.name == "node":
+                                _lead_columns(edge_field.selections, columns)
+                            elif edge_field.name not in ("cursor", "__typename"):
+                                raise _EveryColumn
+                    elif field.name == "nodes":
+                        _lead_columns(field.selections, columns)
+                    elif field.name not in ("pageInfo", "totalCount", "__typename"):
+                        raise _EveryColumn
+    except _EveryColumn:
+        return None
+    return frozenset(columns)
+
+
 async def lead_connection(
     info: Info,
     *,
@@ -462,6 +577,7 @@ async def lead_connection(
             after=after,
             last=last,
             before=before,
+            columns=page_columns(info),
         )
 
     async def count() -> int:

@@ -16,12 +16,12 @@ import binascii
 import enum
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, func, literal, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import Activity, Lead, LeadStatus, Pipeline, Stage, StageHistory, User
@@ -173,8 +173,18 @@ _LEAD_ROW_COLUMNS = (
 )
 
 
-def _lead_rows() -> Select[Any]:
-    return select(*_LEAD_ROW_COLUMNS).select_from(Lead).join(Lead.stage).outerjoin(Lead.owner)
+# Read whatever the caller asks for: keys, foreign keys and the value (cheap, and what every view needs).
+_ALWAYS_READ = frozenset({"id", "pipeline_id", "stage_id", "owner_id", "value_cents", "stage_pipeline_id"})
+
+
+def _lead_rows(columns: Collection[str] | None = None) -> Select[Any]:
+    """Lead rows with every column, or with only ``columns`` (labels of :data:`LeadRow`) read and
+    the rest NULL: a page that shows five fields then skips converting forty."""
+    selected = _LEAD_ROW_COLUMNS
+    if columns is not None:
+        wanted = _ALWAYS_READ.union(columns)
+        selected = tuple(c if c.key in wanted else null().label(c.key) for c in _LEAD_ROW_COLUMNS)
+    return select(*selected).select_from(Lead).join(Lead.stage).outerjoin(Lead.owner)
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -207,8 +217,13 @@ async def list_leads(
     last: int | None = None,
     before: str | None = None,
     now: datetime | None = None,
+    columns: Collection[str] | None = None,
 ) -> LeadPage:
-    """One page of leads, keyset-paginated over (order column, id)."""
+    """One page of leads, keyset-paginated over (order column, id).
+
+    ``columns`` (labels of :data:`LeadRow`) limits what is read; the others come as None. The order
+    column is always read, since cursors are made from it.
+    """
     lead_filter = lead_filter or LeadFilter()
     order = order or LeadOrder()
     size, backwards = page_size(first, last)
@@ -228,7 +243,9 @@ async def list_leads(
     # Reading backwards: walk the reversed order from the `before` side, then flip the page.
     descending = order.descending != backwards
     ordering = (column.desc(), Lead.id.desc()) if descending else (column.asc(), Lead.id.asc())
-    statement = _lead_rows().where(*conditions).order_by(*ordering).limit(size + 1)
+    if columns is not None:
+        columns = {*columns, column.key}
+    statement = _lead_rows(columns).where(*conditions).order_by(*ordering).limit(size + 1)
     leads = list((await session.execute(statement)).all()) if size else []
     has_more = len(leads) > size
     leads = leads[:size]
