@@ -107,6 +107,9 @@ def _plans(schema: GraphQLSchema) -> dict[tuple[str, str], _Plan | None]:
     return plans
 
 
+_Planned = tuple[str, _Plan, FieldDetailsList]  # response name, plan, field details
+
+
 class _Slow(Exception):
     """This field goes to the standard path."""
 
@@ -125,24 +128,19 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
-        plans = _plans(self.schema)
+        planned, rest = self._split(parent_type, grouped_field_set)
         done: dict[str, Any] = {}
-        rest: GroupedFieldSet = {}
         pending: list[str] = []
-        for response_name, details in grouped_field_set.items():
-            node = details[0].node
-            key = (parent_type.name, node.name.value)
-            plan = plans[key] if key in plans else plans.setdefault(key, _plan(parent_type, node.name.value))
-            if plan is None or node.arguments:
-                rest[response_name] = details
-                continue
+        for response_name, plan, details in planned:
             try:
                 result = self._execute_planned(plan, parent_type, source_value, path, response_name, details)
             except _Slow:
-                rest[response_name] = details
+                rest = {
+                    name: d for name, d in grouped_field_set.items() if name in rest or name == response_name
+                }
                 continue
             done[response_name] = result
-            if self.is_awaitable(result):
+            if plan.kind is not _Kind.LEAF and self.is_awaitable(result):
                 pending.append(response_name)
         others: Any = {}
         if rest:
@@ -161,6 +159,34 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return _in_order(grouped_field_set, done, values[-1] if others_pending else others)
 
         return gather()
+
+    def _split(
+        self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+    ) -> tuple[list[_Planned], GroupedFieldSet]:
+        """The fields with a plan, and the rest; worked out once per selection set and request, since
+        every item of a list shares its selection set (graphql-core memoizes it)."""
+        splits: dict[tuple[str, int], tuple[GroupedFieldSet, list[_Planned], GroupedFieldSet]]
+        splits = self.__dict__.setdefault("_pipegraph_splits", {})
+        key = (parent_type.name, id(grouped_field_set))
+        cached = splits.get(key)
+        if cached is not None:
+            return cached[1], cached[2]
+        plans = _plans(self.schema)
+        planned: list[_Planned] = []
+        rest: GroupedFieldSet = {}
+        for response_name, details in grouped_field_set.items():
+            node = details[0].node
+            plan_key = (parent_type.name, node.name.value)
+            if plan_key not in plans:
+                plans[plan_key] = _plan(parent_type, node.name.value)
+            plan = plans[plan_key]
+            if plan is None or node.arguments:
+                rest[response_name] = details
+            else:
+                planned.append((response_name, plan, details))
+        # The selection set is kept alive with its split, so its id cannot be reused meanwhile.
+        splits[key] = (grouped_field_set, planned, rest)
+        return planned, rest
 
     def _execute_planned(
         self,
