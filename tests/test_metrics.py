@@ -6,7 +6,9 @@ Entries are history rows in the window that start a stay; exits are rows in the 
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +22,8 @@ from pipegraph.services.metrics import (
     STATEMENTS_PER_CALL,
     PipelineMetrics,
     ProbabilitySource,
+    StageMap,
+    empirical_win_probabilities,
     pipeline_metrics,
 )
 
@@ -300,3 +304,25 @@ async def test_window_boundaries_are_half_open(store: Store) -> None:
     assert (metrics.overall.won_count, metrics.overall.lost_count) == (0, 1)
     # Qualified exits in [T2, T10): A at T5, C at T7 (C's loss at T10 is excluded), D at T4.
     assert _stage(metrics, "Qualified").exits == 3
+
+
+def _chain(rows: list[tuple[int, int, bool]], exits: dict[int, dict[Any, int]]) -> dict[int, float]:
+    """Empirical probabilities for stages ``(id, position, post-sale)`` and exits by destination."""
+    stages = StageMap(
+        [SimpleNamespace(id=i, position=p, is_post_sale=ps, target_days=None) for i, p, ps in rows]
+    )
+    flow = {sid: {"exits": sum(to.values()), "to": Counter(to)} for sid, to in exits.items()}
+    return empirical_win_probabilities(stages, flow)
+
+
+def test_win_probability_needs_every_destination_estimated() -> None:
+    rows = [(1, 0, False), (2, 1, False), (3, 2, False), (4, 3, True)]
+    # Stage 2 has no exits, so stage 1 (which feeds it) has no estimate either; stage 3 won half of
+    # its exits and moved the rest into post-sale (which counts as won too).
+    result = _chain(rows, {1: {2: 1, "LOST": 1}, 3: {"WON": 1, "LOST": 2, 4: 1}})
+    assert result == {3: pytest.approx(0.5)}
+
+
+def test_win_probability_of_leads_only_cycling_is_unknown() -> None:
+    rows = [(1, 0, False), (2, 1, False)]
+    assert _chain(rows, {1: {2: 3}, 2: {1: 2}}) == {}
