@@ -142,11 +142,14 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             done[response_name] = result
             if plan.kind is not _Kind.LEAF and self.is_awaitable(result):
                 pending.append(response_name)
-        others: Any = {}
-        if rest:
+        if not rest:
+            if not pending:
+                return done
+            others: Any = {}
+        else:
             others = super().execute_fields(parent_type, source_value, path, rest, position_context)
-        if not pending and not self.is_awaitable(others):
-            return _in_order(grouped_field_set, done, others) if rest else done
+            if not pending and not self.is_awaitable(others):
+                return _in_order(grouped_field_set, done, others)
 
         async def gather() -> dict[str, Any]:
             # All at once, as graphql-core does: DataLoaders batch only loads started in the same tick.
