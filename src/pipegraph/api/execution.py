@@ -221,6 +221,12 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if not isinstance(value, list) or not all(isinstance(item, plan.origin) for item in value):  # type: ignore[arg-type]
             raise _Slow
         assert plan.item_type is not None
+        shape = self._shape(plan.named_type, details)
+        if shape is not None:
+            try:
+                return [_run_shape(shape, item) for item in value]
+            except _Slow:
+                pass  # something unusual in some item: the general route below reports it
         try:
             items = [
                 self._object(plan.named_type, plan.item_type, details, Path(field_path, index, None), item)
@@ -239,6 +245,38 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return [next(awaited) if self.is_awaitable(item) else item for item in items]
 
         return self._guard(gather_items(), plan.return_type, details, field_path)
+
+    def _shape(self, object_type: GraphQLObjectType, details: FieldDetailsList) -> _Shape | None:
+        """The selection on ``object_type`` as a :class:`_Shape`, or None if some field needs more."""
+        shapes: dict[tuple[str, int], tuple[FieldDetailsList, _Shape | None]]
+        shapes = self.__dict__.setdefault("_pipegraph_shapes", {})
+        key = (object_type.name, id(details))
+        cached = shapes.get(key)
+        if cached is not None:
+            return cached[1]
+        shape = self._make_shape(object_type, details)
+        shapes[key] = (details, shape)  # kept alive so its id cannot be reused meanwhile
+        return shape
+
+    def _make_shape(self, object_type: GraphQLObjectType, details: FieldDetailsList) -> _Shape | None:
+        grouped, defer_usages, _ = self.collect_subfields(object_type, details)
+        if defer_usages:
+            return None
+        planned, rest = self._split(object_type, grouped)
+        if rest:
+            return None
+        fields: list[tuple[str, _Plan, _Shape | None]] = []
+        for response_name, plan, field_details in planned:
+            if plan.kind is _Kind.LEAF:
+                fields.append((response_name, plan, None))
+            elif plan.kind is _Kind.OBJECT:
+                sub_shape = self._shape(plan.named_type, field_details)
+                if sub_shape is None:
+                    return None
+                fields.append((response_name, plan, sub_shape))
+            else:
+                return None
+        return _Shape(tuple(fields))
 
     def _object(
         self,
@@ -268,6 +306,44 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
         except Exception as error:
             self.handle_field_error(error, return_type, details, path)
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A selection set whose every field reads an attribute: leaves, or objects of the same kind.
+
+    The items of a list with such a selection (a page of leads with their stage and owner) are
+    executed in a plain loop, without per-field paths and completion calls. Anything unusual (a null
+    in a non-null field, a value of another type, a leaf that does not coerce) raises ``_Slow`` and
+    the list takes the general route, which reports it as graphql-core does.
+    """
+
+    fields: tuple[tuple[str, _Plan, _Shape | None], ...]  # response name, plan, sub-shape of objects
+
+
+def _run_shape(shape: _Shape, value: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for response_name, plan, sub_shape in shape.fields:
+        try:
+            field_value = getattr(value, plan.attribute)
+            if field_value is None:
+                if plan.non_null:
+                    raise _Slow
+                result[response_name] = None
+            elif sub_shape is None:
+                coerced = plan.named_type.coerce_output_value(field_value)
+                if coerced is None or coerced is Undefined:
+                    raise _Slow
+                result[response_name] = coerced
+            elif isinstance(field_value, plan.origin):  # type: ignore[arg-type]
+                result[response_name] = _run_shape(sub_shape, field_value)
+            else:
+                raise _Slow
+        except _Slow:
+            raise
+        except Exception:
+            raise _Slow from None
+    return result
 
 
 def _in_order(
