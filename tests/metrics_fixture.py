@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Stage, StageHistory, User
 from pipegraph.db.session import Store
+from pipegraph.db.stays import derive_stays
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 START = ORIGIN
@@ -120,6 +121,7 @@ async def load(store: Store) -> Fixture:
         )
         await session.flush()
         owners = {"Ada": ada.id, "Bo": bo.id, None: None}
+        lead_ids: list[int] = []
         for title, value, owner, source, score, history in _LEADS:
             last = history[-1]
             closed = [
@@ -156,6 +158,10 @@ async def load(store: Store) -> Fixture:
                 )
                 for day, from_stage, to_stage, from_status, to_status in history
             )
+            lead_ids.append(lead.id)
+        # The history rows are written directly, so their stays are derived from them.
+        await session.flush()
+        await derive_stays(session, lead_ids=lead_ids)
         return Fixture(
             pipeline_id=pipeline.id,
             empty_pipeline_id=empty.id,

@@ -13,6 +13,7 @@ from pipegraph import demo
 from pipegraph.db import migrate
 from pipegraph.db.models import Lead, LeadStatus, Stage, StageHistory
 from pipegraph.db.session import Store
+from pipegraph.db.stays import STAY_COLUMNS, STAYS_FROM_HISTORY
 from pipegraph.errors import ValidationError
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -85,6 +86,17 @@ INVARIANTS = {
              + (SELECT count(*) FROM leads l LEFT JOIN stages s ON s.id = l.stage_id WHERE s.id IS NULL)""",
     "leads are owned by reps": """
         SELECT count(*) FROM leads l JOIN users u ON u.id = l.owner_id WHERE u.role <> 'REP'""",
+    "stays are the ones the history delimits": f"""
+        SELECT (SELECT count(*) FROM (SELECT {", ".join(STAY_COLUMNS)} FROM stage_stays
+                                      EXCEPT SELECT * FROM ({STAYS_FROM_HISTORY}) d) x)
+             + (SELECT count(*) FROM (SELECT * FROM ({STAYS_FROM_HISTORY}) d
+                                      EXCEPT SELECT {", ".join(STAY_COLUMNS)} FROM stage_stays) x)""",
+    "only a lead's last stay is current, and it matches the lead": """
+        SELECT count(*) FROM leads l
+        WHERE (SELECT count(*) FROM stage_stays s WHERE s.lead_id = l.id AND s.left_at IS NULL) <> 1
+           OR NOT EXISTS (SELECT 1 FROM stage_stays s WHERE s.lead_id = l.id AND s.left_at IS NULL
+                          AND s.stage_id = l.stage_id AND s.status = l.status
+                          AND s.entered_at = l.updated_at)""",
     "activities happen after the lead was created": """
         SELECT count(*) FROM activities a JOIN leads l ON l.id = a.lead_id
         WHERE a.created_at < l.created_at""",
@@ -241,8 +253,16 @@ async def _dump(url: str, seed: int) -> dict[str, list[tuple[Any, ...]]]:
         await migrate.upgrade(store.engine)
         await demo.load_demo(store, seed=seed, leads_per_pipeline=60, now=NOW)
         return {
-            table: await _rows(store, f"SELECT * FROM {table} ORDER BY id")
-            for table in ("users", "pipelines", "stages", "leads", "stage_history", "activities")
+            table: await _rows(store, f"SELECT * FROM {table} ORDER BY 1")
+            for table in (
+                "users",
+                "pipelines",
+                "stages",
+                "leads",
+                "stage_history",
+                "stage_stays",
+                "activities",
+            )
         }
     finally:
         await store.dispose()
@@ -262,6 +282,7 @@ async def test_synthetic_load_counts_and_ids_continue_afterwards(store: Store) -
     assert summary.leads == 2_001
     assert await _scalar(store, "SELECT count(*) FROM leads") == 2_001
     assert await _scalar(store, "SELECT count(*) FROM stage_history") == summary.history
+    assert await _scalar(store, "SELECT count(*) FROM stage_stays") == summary.history
     assert await _scalar(store, "SELECT count(*) FROM activities") == summary.activities
     assert await _scalar(store, "SELECT count(*) FROM users WHERE role = 'REP'") == 12
     # Longer paths than the demo: about five history rows per lead.

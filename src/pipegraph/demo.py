@@ -6,8 +6,9 @@ differently, carry a BANT qualification that predicts winning, and dwell in each
 number of days around the stage's target (so some are stalled). Each lead either advances, is lost with
 a reason, or is won at the last sales stage; won leads mostly move on to the post-sale stage. A few
 skip a stage, step back one stage and return, or are reopened after a loss. Every change is written
-to ``stage_history`` exactly as the services would write it, and each lead's stage, status, version,
-``stage_entered_at`` and ``closed_at`` are derived from its own history, so the two always agree.
+to ``stage_history`` exactly as the services would write it, with the stays it delimits in
+``stage_stays``, and each lead's stage, status, version, ``stage_entered_at`` and ``closed_at`` are
+derived from its own history, so they always agree.
 
 Public API::
 
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipegraph.db.models import Pipeline, Role, Stage, User
 from pipegraph.db.session import Store
+from pipegraph.db.stays import STAY_COLUMNS
 from pipegraph.errors import ValidationError
 
 DAY_US = 86_400_000_000
@@ -345,6 +347,7 @@ class _Context:
 class _Chunk:
     leads: _Columns
     history: _Columns
+    stays: _Columns
     activities: _Columns
 
 
@@ -560,24 +563,54 @@ def _generate_chunk(
     from_stage_ids[is_first] = None
     from_status_names = STATUS_NAMES[from_status].copy()
     from_status_names[is_first] = None
+    history_ids = (first_ids[1] + positions).tolist()
+    history_leads = lead_ids[lead_of].tolist()
+    to_stage_ids = stage_ids[h_stage].tolist()
+    to_status_names = STATUS_NAMES[h_status].tolist()
+    changed_at = _timestamps(h_time, sqlite)
     history = _Columns(
         HISTORY_COLUMNS,
         [
-            (first_ids[1] + positions).tolist(),
-            lead_ids[lead_of].tolist(),
+            history_ids,
+            history_leads,
             [ctx.pipeline_id] * n_rows,
             from_stage_ids.tolist(),
-            stage_ids[h_stage].tolist(),
+            to_stage_ids,
             from_status_names.tolist(),
-            STATUS_NAMES[h_status].tolist(),
-            _timestamps(h_time, sqlite),
+            to_status_names,
+            changed_at,
             owners[lead_of].tolist(),
+        ],
+    )
+    # Each row opens a stay that the lead's next row (the next one here: rows are in time order within
+    # a lead) closes; the lead's last row opens its current stay.
+    is_last = np.zeros(n_rows, dtype=bool)
+    is_last[last] = True
+
+    def following(values: list[Any]) -> list[Any]:
+        shifted = np.empty(n_rows, dtype=object)
+        shifted[:-1] = values[1:]
+        shifted[is_last] = None
+        return list(shifted.tolist())
+
+    stays = _Columns(
+        STAY_COLUMNS,
+        [
+            history_ids,
+            history_leads,
+            [ctx.pipeline_id] * n_rows,
+            to_stage_ids,
+            to_status_names,
+            changed_at,
+            following(changed_at),
+            following(to_stage_ids),
+            following(to_status_names),
         ],
     )
     activities = _generate_activities(
         ctx, rng, lead_ids, owners, created, np.minimum(h_time[last] + 3 * DAY_US, ctx.now_us), first_ids[2]
     )
-    return _Chunk(leads, history, activities)
+    return _Chunk(leads, history, stays, activities)
 
 
 def _generate_activities(
@@ -691,6 +724,7 @@ async def _load(
                     count = await _bulk_insert(connection, table, columns)
                     next_ids[position] += count
                     totals[{"leads": "leads", "stage_history": "history"}.get(table, table)] += count
+                await _bulk_insert(connection, "stage_stays", chunk.stays)
         if not store.is_sqlite:
             for table in ("leads", "stage_history", "activities"):
                 await connection.execute(

@@ -1,9 +1,9 @@
 """Typed SQLAlchemy models of the pipeline store.
 
 Money is stored as whole minor units (``*_cents``, BIGINT): exact on every backend and cheap to
-sum. Every stage or status change of a lead is appended to ``stage_history``; metrics and
-calibration are computed from that table, so services must write it in the same transaction as
-the change itself.
+sum. Every stage or status change of a lead is appended to ``stage_history``, and the stays it
+delimits to ``stage_stays``; metrics and calibration are computed from those tables, so services must
+write them in the same transaction as the change itself (``pipegraph.db.stays``).
 """
 
 from __future__ import annotations
@@ -244,6 +244,50 @@ class StageHistory(Base):
             "to_stage_id",
             "from_status",
             "to_status",
+        ),
+    )
+
+
+class StageStay(Base):
+    """The time a lead spent in one stage with one status: from a history row to the lead's next one.
+
+    One row per ``stage_history`` row (sharing its id), written in the same transaction, so metrics read
+    each stay's start, end and exit from an index range instead of pairing history rows at query time.
+    ``left_at``, ``next_stage_id`` and ``next_status`` come from the lead's next history row and are NULL
+    while the stay is current. The exit keeps the next stage and status rather than a kind such as
+    "advanced": positions can be reordered, and the metrics classify moves by the stages' current order.
+    """
+
+    __tablename__ = "stage_stays"
+
+    history_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("stage_history.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    status: Mapped[LeadStatus] = mapped_column(_enum(LeadStatus, "stay_status"))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    next_status: Mapped[LeadStatus | None] = mapped_column(_enum(LeadStatus, "stay_next_status"))
+
+    __table_args__ = (
+        Index("ix_stage_stays_lead_entered", "lead_id", "entered_at"),
+        # Covering, for the metrics' two range aggregates: stays that started in a window, and stays
+        # that ended in it.
+        Index(
+            "ix_stage_stays_pipeline_entered",
+            *("pipeline_id", "entered_at", "stage_id", "status"),
+            *("next_stage_id", "next_status", "left_at"),
+        ),
+        Index(
+            "ix_stage_stays_pipeline_left",
+            *("pipeline_id", "left_at", "stage_id", "status"),
+            *("next_stage_id", "next_status", "entered_at", "lead_id"),
         ),
     )
 

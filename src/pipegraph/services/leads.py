@@ -1,6 +1,6 @@
 """Lead commands: create, update, move, close, reopen.
 
-Each stage or status change appends one ``StageHistory`` row in the same transaction, bumps
+Each stage or status change appends one ``StageHistory`` row and its stay in the same transaction, bumps
 ``version`` and records a lead event for subscribers. The lead row is locked (``FOR UPDATE`` on
 PostgreSQL; SQLite serialises writers anyway) before ``expected_version`` is compared, so two
 concurrent moves cannot both pass the check.
@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
+from pipegraph.db.stays import append_history
 from pipegraph.db.types import utcnow
 from pipegraph.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from pipegraph.services.events import LeadEventKind, record_event
@@ -168,8 +169,7 @@ async def create_lead(
     )
     session.add(lead)
     await session.flush()
-    session.add(_history(lead, from_stage_id=None, from_status=None, at=now, actor=actor))
-    await session.flush()
+    await append_history(session, [_history(lead, from_stage_id=None, from_status=None, at=now, actor=actor)])
     record_event(session, LeadEventKind.CREATED, lead, _actor_id(actor))
     return lead
 
@@ -264,8 +264,8 @@ async def move_lead(
     lead.stage_entered_at = now
     lead.updated_at = now
     lead.version += 1
-    session.add(_history(lead, from_stage_id=from_stage_id, from_status=lead.status, at=now, actor=actor))
-    await session.flush()
+    history = _history(lead, from_stage_id=from_stage_id, from_status=lead.status, at=now, actor=actor)
+    await append_history(session, [history])
     record_event(session, LeadEventKind.MOVED, lead, _actor_id(actor))
     return lead
 
@@ -303,8 +303,8 @@ async def close_lead(
     lead.closed_at = now
     lead.updated_at = now
     lead.version += 1
-    session.add(_history(lead, from_stage_id=lead.stage_id, from_status=LeadStatus.OPEN, at=now, actor=actor))
-    await session.flush()
+    history = _history(lead, from_stage_id=lead.stage_id, from_status=LeadStatus.OPEN, at=now, actor=actor)
+    await append_history(session, [history])
     record_event(session, LeadEventKind.CLOSED, lead, _actor_id(actor))
     return lead
 
@@ -343,7 +343,7 @@ async def reopen_lead(
     lead.lost_reason = ""
     lead.updated_at = now
     lead.version += 1
-    session.add(_history(lead, from_stage_id=from_stage_id, from_status=from_status, at=now, actor=actor))
-    await session.flush()
+    history = _history(lead, from_stage_id=from_stage_id, from_status=from_status, at=now, actor=actor)
+    await append_history(session, [history])
     record_event(session, LeadEventKind.REOPENED, lead, _actor_id(actor))
     return lead

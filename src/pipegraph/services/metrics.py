@@ -1,4 +1,5 @@
-"""Pipeline metrics computed in SQL from the lead table and the stage history.
+"""Pipeline metrics computed in SQL from the lead table and the stays (``stage_stays``) the stage
+history delimits.
 
 Definitions (the README's "Metrics" section says the same in prose):
 
@@ -12,7 +13,9 @@ Definitions (the README's "Metrics" section says the same in prose):
   lead that was lost, reopened and lost again counts once, in the window of its last loss.
 
 One call issues a fixed number of statements (``STATEMENTS_PER_CALL``) whatever the data size; no
-history or lead rows are brought into Python, only per-stage aggregates.
+stay or lead rows are brought into Python, only per-stage aggregates. Each stay is one row written with
+the history row that opens it, so the window's flow is a range aggregate over an index by start and one
+by end, not a pairing of history rows at query time.
 """
 
 from __future__ import annotations
@@ -40,10 +43,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageHistory
+from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageStay
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.metrics_sql import analytic_settings, at, days_between, median_by
@@ -211,64 +213,6 @@ async def _stage_rows(session: AsyncSession, pipeline_id: int) -> list[Any]:
     return list((await session.execute(statement)).all())
 
 
-_STATUS_CODES = 4
-_STATUS_BY_CODE = {1: _OPEN, 2: _WON, 3: _LOST}
-
-
-def _status_code(status: Any) -> ColumnElement[int]:
-    return case({_OPEN: 1, _WON: 2, _LOST: 3}, value=status, else_=0)
-
-
-def _unpack_next(code: int | None) -> tuple[int | None, str | None]:
-    """(stage id, status) of the lead's next row from ``next_code``; (None, None) when there is none."""
-    if code is None:
-        return None, None
-    stage_id, status = divmod(int(code), _STATUS_CODES)
-    return stage_id, _STATUS_BY_CODE.get(status)
-
-
-def _window_history(pipeline_id: int, start: datetime, now: datetime, dialect: str) -> Any:
-    """History rows from the window start up to now, each with what its lead's neighbouring rows say.
-
-    ``days`` is the length of the stay the row ends (from the lead's previous row).
-    """
-    h, earlier = StageHistory, aliased(StageHistory)
-    order = (h.changed_at, h.id)
-    to_status = cast(h.to_status, String)
-    # The lag inside the window misses the row that opened a stay begun before the window; that one
-    # is looked up by index, once per lead at most (COALESCE evaluates it only when the lag is null).
-    # A plain "earlier than" suffices there: a row with the same time and a smaller id would be in the
-    # window, and the lag would have found it.
-    opened_before = (
-        select(func.max(earlier.changed_at))
-        .where(earlier.lead_id == h.lead_id, earlier.changed_at < h.changed_at)
-        .scalar_subquery()
-    )
-    previous = func.coalesce(
-        func.lag(h.changed_at).over(partition_by=h.lead_id, order_by=order), opened_before
-    )
-    return (
-        select(
-            h.lead_id,
-            h.changed_at,
-            h.from_stage_id,
-            h.to_stage_id,
-            cast(h.from_status, String).label("from_status"),
-            to_status.label("to_status"),
-            case((h.from_status.is_not(None), days_between(dialect, previous, h.changed_at))).label("days"),
-            # The next row's stage and status packed in one integer: one window function instead of
-            # two (each costs a pass over the window on SQLite). Unpacked by ``_unpack_next``.
-            func.lead(
-                cast(h.to_stage_id, BigInteger) * _STATUS_CODES + _status_code(to_status), type_=Integer
-            )
-            .over(partition_by=h.lead_id, order_by=order)
-            .label("next_code"),
-        )
-        .where(h.pipeline_id == pipeline_id, h.changed_at >= at(start), h.changed_at <= at(now))
-        .cte("w")
-    )
-
-
 class StageMap:
     """Stage attributes, inlined into SQL as constants (no join with stages) and used to classify
     aggregated transitions in Python."""
@@ -342,34 +286,29 @@ async def _occupants(
 
 
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
-    """Add one aggregated transition (rows sharing from, to and next stage and status) to the stages
-    it leaves and enters; exits also count by destination (a stage id, or WON / LOST)."""
-
-    def of(stage_id: int) -> dict[str, Any]:
-        empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0, "to": Counter()}
-        return flow.setdefault(stage_id, empty)
-
-    if stages.stays(t.to_status, t.to_stage_id):
-        entry = of(t.to_stage_id)
-        entry["entered"] += t.n
-        next_stage_id, next_status = _unpack_next(t.next_code)
-        won_next = t.to_status == _OPEN and next_status == _WON
-        if stages.moved(t.to_stage_id, next_stage_id) > 0 or won_next:
-            entry["entered_advanced"] += t.n
-    if t.from_status is not None and stages.stays(t.from_status, t.from_stage_id):
-        exit_ = of(t.from_stage_id)
-        moved = stages.moved(t.from_stage_id, t.to_stage_id)
-        won = t.from_status == _OPEN and t.to_status == _WON
-        exit_["exits"] += t.n
-        exit_["advanced"] += t.n if moved > 0 or won else 0
-        exit_["back"] += t.n if moved < 0 else 0
-        exit_["won"] += t.n if won else 0
-        if t.to_status == _LOST and t.from_status != _LOST:
-            exit_["lost"] += t.n
-            exit_["lost_value"] += int(t.lost_value)
-        exit_["days_sum"] += t.days_sum or 0.0
-        destination = t.to_status if t.to_status != t.from_status else t.to_stage_id
-        exit_["to"][destination] += t.n
+    """Add one aggregated group of stays (sharing stage, status, next stage and next status) to the
+    stage they stood in: as entries (``kind`` E) or as exits (X), which also count by destination (a
+    stage id, or WON / LOST)."""
+    if not stages.stays(t.status, t.stage_id):
+        return
+    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0, "to": Counter()}
+    values = flow.setdefault(t.stage_id, empty)
+    moved = stages.moved(t.stage_id, t.next_stage_id)
+    won = t.status == _OPEN and t.next_status == _WON
+    if t.kind == "E":
+        values["entered"] += t.n
+        values["entered_advanced"] += t.n if moved > 0 or won else 0
+        return
+    values["exits"] += t.n
+    values["advanced"] += t.n if moved > 0 or won else 0
+    values["back"] += t.n if moved < 0 else 0
+    values["won"] += t.n if won else 0
+    if t.next_status == _LOST and t.status != _LOST:
+        values["lost"] += t.n
+        values["lost_value"] += int(t.lost_value)
+    values["days_sum"] += t.days_sum or 0.0
+    destination = t.next_status if t.next_status != t.status else t.next_stage_id
+    values["to"][destination] += t.n
 
 
 def empirical_win_probabilities(stages: StageMap, flow: dict[int, dict[str, Any]]) -> dict[int, float]:
@@ -415,58 +354,77 @@ async def _flow(
     window: tuple[datetime, datetime],
     now: datetime,
 ) -> dict[int, dict[str, Any]]:
-    """Entries, exits and dwell medians per stage in one statement (the history window is read once).
+    """Entries, exits and dwell medians per stage in one statement over ``stage_stays``.
 
-    SQL aggregates the window's rows by transition (from, to and next stage and status: a few hundred
-    groups at most) and the stages' figures are folded from those in Python; medians need the single
-    durations, so they are a second aggregate over the same rows, stacked with UNION ALL.
+    Two index range aggregates: stays that started in the window (with their exit, if it happened by
+    ``now``) and stays that ended in it, each grouped by stage, status, next stage and next status (a few
+    dozen groups); the stages' figures are folded from those in Python. Medians need the single
+    durations, so they are a third aggregate over the ended stays, stacked with UNION ALL.
     """
     start, end = window
-    w = _window_history(pipeline_id, start, now, dialect)
-    in_window = w.c.changed_at < at(end)
-    lost = and_(w.c.to_status == _LOST, w.c.from_status != _LOST)
-    # Only lost rows need the lead's value: a scalar lookup instead of joining every row.
-    lost_value = select(Lead.value_cents).where(Lead.id == w.c.lead_id).scalar_subquery()
-    keys = (
-        w.c.from_stage_id,
-        w.c.to_stage_id,
-        w.c.from_status,
-        w.c.to_status,
-        w.c.next_code,
-    )
-    transitions = (
+    s = StageStay
+    status, next_status = cast(s.status, String), cast(s.next_status, String)
+    in_pipeline = s.pipeline_id == pipeline_id
+    started = and_(in_pipeline, s.entered_at >= at(start), s.entered_at < at(end), s.entered_at <= at(now))
+    ended = and_(in_pipeline, s.left_at >= at(start), s.left_at < at(end), s.left_at <= at(now))
+    days = days_between(dialect, s.entered_at, s.left_at)
+    # An exit after ``now`` has not happened yet.
+    known = s.left_at <= at(now)
+    next_known, next_status_known = case((known, s.next_stage_id)), case((known, next_status))
+    zero = literal(0, BigInteger)
+    entries = (
         select(
-            literal("T").label("kind"),
-            *keys,
+            literal("E").label("kind"),
+            s.stage_id,
+            status.label("status"),
+            next_known.label("next_stage_id"),
+            next_status_known.label("next_status"),
+            func.count().label("n"),
+            zero.label("lost_value"),
+            literal(None, Float).label("days_sum"),
+        )
+        .where(started)
+        .group_by(s.stage_id, s.status, next_known, next_status_known)
+    )
+    lost = and_(next_status == _LOST, status != _LOST)
+    # Only lost stays need the lead's value: a scalar lookup instead of joining every row.
+    lost_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
+    exits = (
+        select(
+            literal("X").label("kind"),
+            s.stage_id,
+            status.label("status"),
+            s.next_stage_id,
+            next_status.label("next_status"),
             func.count().label("n"),
             _sum_if(lost, lost_value).label("lost_value"),
-            func.sum(w.c.days).label("days_sum"),
+            func.sum(days).label("days_sum"),
         )
-        .where(in_window)
-        .group_by(*keys)
+        .where(ended)
+        .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
     )
-    exits = (
-        select(w.c.from_stage_id.label("stage_id"), w.c.days)
-        .where(in_window, w.c.from_status.is_not(None), stages.is_stay(w.c.from_status, w.c.from_stage_id))
-        .subquery("exits")
+    durations = (
+        select(s.stage_id, days.label("days"))
+        .where(ended, stages.is_stay(s.status, s.stage_id))
+        .subquery("durations")
     )
-    medians = median_by(dialect, exits, "stage_id", "days").subquery("medians")
-    none_int, none_str, zero = literal(None, Integer), literal(None, String), literal(0, Integer)
+    medians = median_by(dialect, durations, "stage_id", "days").subquery("medians")
+    none_int, none_str = literal(None, Integer), literal(None, String)
     median_rows = select(
         literal("M").label("kind"),
         medians.c.key,
-        none_int,
-        none_str,
         none_str,
         none_int,
-        *(zero for _ in range(2)),
+        none_str,
+        zero,
+        zero,
         medians.c.median,
     )
     flow: dict[int, dict[str, Any]] = {}
     medians_by_stage: dict[int, float] = {}
-    for row in (await session.execute(union_all(transitions, median_rows))).all():
+    for row in (await session.execute(union_all(entries, exits, median_rows))).all():
         if row.kind == "M":
-            medians_by_stage[row.from_stage_id] = row.days_sum
+            medians_by_stage[row.stage_id] = row.days_sum
         else:
             _fold(stages, row, flow)
     for stage_id, median in medians_by_stage.items():

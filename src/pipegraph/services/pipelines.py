@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
+from pipegraph.db.stays import append_history
 from pipegraph.db.types import utcnow
 from pipegraph.errors import ConflictError, NotFoundError, ValidationError
 from pipegraph.services.events import LeadEventKind, record_event
@@ -304,8 +305,9 @@ async def remove_stage(
     now = utcnow()
     leads = list((await session.execute(select(Lead).where(Lead.stage_id == stage.id))).scalars())
     actor_id = actor.id if actor is not None else None
-    for lead in leads:
-        session.add(
+    await append_history(
+        session,
+        [
             StageHistory(
                 lead_id=lead.id,
                 pipeline_id=lead.pipeline_id,
@@ -316,7 +318,10 @@ async def remove_stage(
                 changed_at=now,
                 actor_id=actor_id,
             )
-        )
+            for lead in leads
+        ],
+    )
+    for lead in leads:
         lead.stage_id = target.id
         lead.stage_entered_at = now
         lead.updated_at = now

@@ -1,0 +1,129 @@
+"""``stage_stays`` agrees with ``stage_history``: after every command of the lead services and after the
+migration's backfill, the stays written equal the ones ``STAYS_FROM_HISTORY`` derives from history."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipegraph.db import migrate
+from pipegraph.db.models import Lead, LeadStatus
+from pipegraph.db.session import Store
+from pipegraph.db.stays import STAY_COLUMNS, stays_from_history
+from pipegraph.services import leads, pipelines
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def T(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+async def _written(store: Store) -> list[tuple[Any, ...]]:
+    async with store.read() as session:
+        statement = text(f"SELECT {', '.join(STAY_COLUMNS)} FROM stage_stays ORDER BY history_id")
+        return [tuple(row) for row in (await session.execute(statement)).all()]
+
+
+async def _derived(store: Store) -> list[tuple[Any, ...]]:
+    async with store.read() as session:
+        lead_ids = (await session.execute(select(Lead.id))).scalars().all()
+        return await stays_from_history(session, lead_ids=lead_ids)
+
+
+Command = Callable[[AsyncSession, dict[str, int], list[int]], Awaitable[object]]
+
+
+def _move(name: str, position: int, at: datetime) -> Command:
+    async def run(session: AsyncSession, ids: dict[str, int], stages: list[int]) -> object:
+        return await leads.move_lead(
+            session, lead_id=ids[name], to_stage_id=stages[position], expected_version=None, actor=None, at=at
+        )
+
+    return run
+
+
+def _close(name: str, outcome: LeadStatus, at: datetime) -> Command:
+    async def run(session: AsyncSession, ids: dict[str, int], stages: list[int]) -> object:
+        return await leads.close_lead(session, lead_id=ids[name], outcome=outcome, actor=None, at=at)
+
+    return run
+
+
+def _reopen(name: str, position: int | None, at: datetime) -> Command:
+    async def run(session: AsyncSession, ids: dict[str, int], stages: list[int]) -> object:
+        stage_id = None if position is None else stages[position]
+        return await leads.reopen_lead(session, lead_id=ids[name], stage_id=stage_id, actor=None, at=at)
+
+    return run
+
+
+def _create_lead(name: str, at: datetime) -> Command:
+    async def run(session: AsyncSession, ids: dict[str, int], stages: list[int]) -> object:
+        pipeline_id = (await pipelines.list_pipelines(session))[0].id
+        lead = await leads.create_lead(
+            session, pipeline_id=pipeline_id, title=name, value=100, actor=None, at=at
+        )
+        ids[name] = lead.id
+        return lead
+
+    return run
+
+
+def _remove_stage(position: int, into: int) -> Command:
+    async def run(session: AsyncSession, ids: dict[str, int], stages: list[int]) -> object:
+        return await pipelines.remove_stage(
+            session, stage_id=stages[position], move_leads_to_stage_id=stages[into], actor=None
+        )
+
+    return run
+
+
+# Positions in the GENERAL_B2B template; the last stage is post-sale.
+COMMANDS: list[tuple[str, Command]] = [
+    ("create A", _create_lead("A", T(0))),
+    ("create B", _create_lead("B", T(1))),
+    ("create C", _create_lead("C", T(1))),
+    ("move A forward, skipping a stage", _move("A", 2, T(2))),
+    ("move A back", _move("A", 1, T(3))),
+    ("move B at the same time as A", _move("B", 1, T(3))),
+    ("win A", _close("A", LeadStatus.WON, T(4))),
+    ("move won A into the post-sale stage", _move("A", -1, T(5))),
+    ("lose B", _close("B", LeadStatus.LOST, T(6))),
+    ("reopen B where it was", _reopen("B", None, T(7))),
+    ("reopen A from the post-sale stage", _reopen("A", 0, T(8))),
+    ("remove a stage holding B, moving it on", _remove_stage(1, 2)),
+]
+
+
+async def test_every_service_command_keeps_stays_equal_to_the_history_derivation(store: Store) -> None:
+    async with store.write() as session:
+        pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
+        stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
+    ids: dict[str, int] = {}
+    for name, command in COMMANDS:
+        async with store.write() as session:
+            await command(session, ids, stages)
+        written = await _written(store)
+        assert written == await _derived(store), name
+    current = [row for row in written if row[STAY_COLUMNS.index("left_at")] is None]
+    assert len(current) == len(ids)
+
+
+async def test_migration_backfills_the_stays_the_services_wrote(store: Store) -> None:
+    async with store.write() as session:
+        pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
+        stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
+    ids: dict[str, int] = {}
+    for _, command in COMMANDS:
+        async with store.write() as session:
+            await command(session, ids, stages)
+    written = await _written(store)
+    await migrate.downgrade(store.engine, "0004")
+    await migrate.upgrade(store.engine)
+    assert await _written(store) == written
+    assert len(written) == len(COMMANDS)  # each command here writes one history row
