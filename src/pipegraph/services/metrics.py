@@ -229,6 +229,10 @@ class StageMap:
         limits = {sid: at(now - timedelta(days=days)) for sid, days in self.targets.items()}
         return and_(stage_id.in_(list(limits)), entered_at < case(limits, value=stage_id))
 
+    def position(self, stage_id: Any) -> ColumnElement[int]:
+        """The stage's position (NULL for an unknown stage)."""
+        return case(self.positions, value=stage_id)
+
     def is_stay(self, status: Any, stage_id: Any) -> ColumnElement[bool]:
         """OPEN anywhere, or WON in a post-sale stage."""
         return or_(status == _OPEN, and_(status == _WON, stage_id.in_(self.post_sale)))
@@ -286,19 +290,19 @@ async def _occupants(
 
 
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
-    """Add one aggregated group of stays (sharing stage, status, next stage and next status) to the
-    stage they stood in: as entries (``kind`` E) or as exits (X), which also count by destination (a
-    stage id, or WON / LOST)."""
+    """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
+    status, with how many advanced) or exits (X, by stage, status, next stage and next status), which
+    also count by destination (a stage id, or WON / LOST)."""
     if not stages.stays(t.status, t.stage_id):
         return
     empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0, "to": Counter()}
     values = flow.setdefault(t.stage_id, empty)
-    moved = stages.moved(t.stage_id, t.next_stage_id)
-    won = t.status == _OPEN and t.next_status == _WON
     if t.kind == "E":
         values["entered"] += t.n
-        values["entered_advanced"] += t.n if moved > 0 or won else 0
+        values["entered_advanced"] += t.advanced
         return
+    moved = stages.moved(t.stage_id, t.next_stage_id)
+    won = t.status == _OPEN and t.next_status == _WON
     values["exits"] += t.n
     values["advanced"] += t.n if moved > 0 or won else 0
     values["back"] += t.n if moved < 0 else 0
@@ -365,26 +369,46 @@ async def _flow(
     s = StageStay
     status, next_status = cast(s.status, String), cast(s.next_status, String)
     in_pipeline = s.pipeline_id == pipeline_id
-    started = and_(in_pipeline, s.entered_at >= at(start), s.entered_at < at(end), s.entered_at <= at(now))
-    ended = and_(in_pipeline, s.left_at >= at(start), s.left_at < at(end), s.left_at <= at(now))
+    # Every stage and status listed: each group is then a range of the index, read in order (SQLite
+    # would otherwise sort the window's rows to group them).
+    stage_ids, statuses = list(stages.positions), [_OPEN, _WON, _LOST]
+    started = and_(
+        in_pipeline,
+        s.stage_id.in_(stage_ids),
+        s.status.in_(statuses),
+        s.entered_at >= at(start),
+        s.entered_at < at(end),
+        s.entered_at <= at(now),
+    )
+    ended = and_(
+        in_pipeline,
+        s.stage_id.in_(stage_ids),
+        s.status.in_(statuses),
+        s.next_stage_id.in_(stage_ids),
+        s.next_status.in_(statuses),
+        s.left_at >= at(start),
+        s.left_at < at(end),
+        s.left_at <= at(now),
+    )
     days = days_between(dialect, s.entered_at, s.left_at)
-    # An exit after ``now`` has not happened yet.
-    known = s.left_at <= at(now)
-    next_known, next_status_known = case((known, s.next_stage_id)), case((known, next_status))
     zero = literal(0, BigInteger)
+    # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win.
+    later = stages.position(s.next_stage_id) > stages.position(s.stage_id)
+    advanced = and_(s.left_at <= at(now), or_(later, and_(status == _OPEN, next_status == _WON)))
     entries = (
         select(
             literal("E").label("kind"),
             s.stage_id,
             status.label("status"),
-            next_known.label("next_stage_id"),
-            next_status_known.label("next_status"),
+            literal(None, Integer).label("next_stage_id"),
+            literal(None, String).label("next_status"),
             func.count().label("n"),
+            _sum_if(advanced).label("advanced"),
             zero.label("lost_value"),
             literal(None, Float).label("days_sum"),
         )
         .where(started)
-        .group_by(s.stage_id, s.status, next_known, next_status_known)
+        .group_by(s.stage_id, s.status)
     )
     lost = and_(next_status == _LOST, status != _LOST)
     # Only lost stays need the lead's value: a scalar lookup instead of joining every row.
@@ -397,6 +421,7 @@ async def _flow(
             s.next_stage_id,
             next_status.label("next_status"),
             func.count().label("n"),
+            zero.label("advanced"),
             _sum_if(lost, lost_value).label("lost_value"),
             func.sum(days).label("days_sum"),
         )
@@ -416,6 +441,7 @@ async def _flow(
         none_str,
         none_int,
         none_str,
+        zero,
         zero,
         zero,
         medians.c.median,

@@ -64,22 +64,22 @@ def upgrade() -> None:
     op.execute(INSERT_STAYS_FROM_HISTORY)
     op.create_index("ix_stage_stays_lead_entered", "stage_stays", ["lead_id", "entered_at"])
     op.create_index(
-        "ix_stage_stays_pipeline_entered",
+        "ix_stage_stays_pipeline_stage_entered",
         "stage_stays",
-        ["pipeline_id", "entered_at", "stage_id", "status", "next_stage_id", "next_status", "left_at"],
+        ["pipeline_id", "stage_id", "status", "entered_at", "next_stage_id", "next_status", "left_at"],
     )
     op.create_index(
-        "ix_stage_stays_pipeline_left",
+        "ix_stage_stays_pipeline_exit_left",
         "stage_stays",
         [
-            *("pipeline_id", "left_at", "stage_id", "status"),
-            *("next_stage_id", "next_status", "entered_at", "lead_id"),
+            *("pipeline_id", "stage_id", "status", "next_stage_id", "next_status"),
+            *("left_at", "entered_at", "lead_id"),
         ],
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_stage_stays_pipeline_left", table_name="stage_stays")
-    op.drop_index("ix_stage_stays_pipeline_entered", table_name="stage_stays")
+    op.drop_index("ix_stage_stays_pipeline_exit_left", table_name="stage_stays")
+    op.drop_index("ix_stage_stays_pipeline_stage_entered", table_name="stage_stays")
     op.drop_index("ix_stage_stays_lead_entered", table_name="stage_stays")
     op.drop_table("stage_stays")
