@@ -21,6 +21,8 @@ from pipegraph.services import queries
 from pipegraph.services.validation import from_cents
 
 SECONDS_PER_DAY = 86_400.0
+# Lead rows are read by position (see ``queries.LEAD_ROW_POSITIONS``): a page maps fifty of them.
+_AT = queries.LEAD_ROW_POSITIONS
 
 
 @strawberry.interface(description="An object with a global ID, fetchable with node(id:).")
@@ -61,17 +63,18 @@ class User(Node):
 
     @classmethod
     def owner_of(cls, row: queries.LeadRow) -> User | None:
-        if row.owner_id is None:
+        owner_id = row[_AT["owner_id"]]
+        if owner_id is None:
             return None
         return cls(
-            id=strawberry.ID(ids.encode("User", row.owner_id)),
-            pk=row.owner_id,
-            name=row.owner_name,
-            email=row.owner_email,
-            role=row.owner_role,
-            capacity=row.owner_capacity,
-            active=row.owner_active,
-            created_at=row.owner_created_at,
+            id=strawberry.ID(ids.encode("User", owner_id)),
+            pk=owner_id,
+            name=row[_AT["owner_name"]],
+            email=row[_AT["owner_email"]],
+            role=row[_AT["owner_role"]],
+            capacity=row[_AT["owner_capacity"]],
+            active=row[_AT["owner_active"]],
+            created_at=row[_AT["owner_created_at"]],
         )
 
 
@@ -136,17 +139,18 @@ class Stage(Node):
 
     @classmethod
     def from_lead_row(cls, row: queries.LeadRow) -> Stage:
+        stage_id = row[_AT["stage_id"]]
         return cls(
-            id=strawberry.ID(ids.encode("Stage", row.stage_id)),
-            pk=row.stage_id,
-            pipeline_pk=row.stage_pipeline_id,
-            name=row.stage_name,
-            position=row.stage_position,
-            probability=row.stage_probability,
-            target_days=row.stage_target_days,
-            exit_criteria=row.stage_exit_criteria,
-            is_post_sale=row.stage_is_post_sale,
-            removed=row.stage_removed_at is not None,
+            id=strawberry.ID(ids.encode("Stage", stage_id)),
+            pk=stage_id,
+            pipeline_pk=row[_AT["stage_pipeline_id"]],
+            name=row[_AT["stage_name"]],
+            position=row[_AT["stage_position"]],
+            probability=row[_AT["stage_probability"]],
+            target_days=row[_AT["stage_target_days"]],
+            exit_criteria=row[_AT["stage_exit_criteria"]],
+            is_post_sale=row[_AT["stage_is_post_sale"]],
+            removed=row[_AT["stage_removed_at"]] is not None,
         )
 
     @strawberry.field
@@ -221,8 +225,7 @@ class Lead(Node):
     owner: User | None
 
     @classmethod
-    def from_model(cls, lead: models.Lead | queries.LeadRow, stage: Stage, owner: User | None) -> Lead:
-        """From an ORM lead or a lead row (same attribute names), with its stage and owner."""
+    def from_model(cls, lead: models.Lead, stage: Stage, owner: User | None) -> Lead:
         return cls(
             id=strawberry.ID(ids.encode("Lead", lead.id)),
             pk=lead.id,
@@ -252,8 +255,36 @@ class Lead(Node):
         )
 
     @classmethod
-    def from_row(cls, row: queries.LeadRow) -> Lead:
-        return cls.from_model(row, Stage.from_lead_row(row), User.owner_of(row))
+    def from_row(cls, row: queries.LeadRow, stage: Stage | None = None, owner: User | None = None) -> Lead:
+        """From a lead row, with its stage and owner (built from the row unless given)."""
+        lead_id = row[_AT["id"]]
+        return cls(
+            id=strawberry.ID(ids.encode("Lead", lead_id)),
+            pk=lead_id,
+            pipeline_pk=row[_AT["pipeline_id"]],
+            title=row[_AT["title"]],
+            company=row[_AT["company"]],
+            contact_name=row[_AT["contact_name"]],
+            contact_email=row[_AT["contact_email"]],
+            contact_phone=row[_AT["contact_phone"]],
+            source=row[_AT["source"]],
+            value=Money(from_cents(row[_AT["value_cents"]])),
+            status=row[_AT["status"]],
+            lost_reason=row[_AT["lost_reason"]],
+            expected_close_date=row[_AT["expected_close_date"]],
+            budget=row[_AT["budget"]],
+            authority=row[_AT["authority"]],
+            need=row[_AT["need"]],
+            timeline=row[_AT["timeline"]],
+            qualification_score=row[_AT["qualification_score"]],
+            created_at=row[_AT["created_at"]],
+            updated_at=row[_AT["updated_at"]],
+            closed_at=row[_AT["closed_at"]],
+            stage_entered_at=row[_AT["stage_entered_at"]],
+            version=row[_AT["version"]],
+            stage=stage if stage is not None else Stage.from_lead_row(row),
+            owner=owner if owner is not None else User.owner_of(row),
+        )
 
     @classmethod
     def from_rows(cls, rows: list[queries.LeadRow]) -> list[Lead]:
@@ -261,16 +292,18 @@ class Lead(Node):
         stages: dict[int, Stage] = {}
         owners: dict[int, User | None] = {}
         result = []
+        stage_at, owner_at = _AT["stage_id"], _AT["owner_id"]
         for row in rows:
-            stage = stages.get(row.stage_id)
+            stage_id = row[stage_at]
+            stage = stages.get(stage_id)
             if stage is None:
-                stage = stages[row.stage_id] = Stage.from_lead_row(row)
-            owner_id = row.owner_id
+                stage = stages[stage_id] = Stage.from_lead_row(row)
+            owner_id = row[owner_at]
             if owner_id in owners:
                 owner = owners[owner_id]
             else:
                 owner = owners[owner_id] = User.owner_of(row)
-            result.append(cls.from_model(row, stage, owner))
+            result.append(cls.from_row(row, stage, owner))
         return result
 
     @strawberry.field(description="Days since the lead entered its current stage.")
