@@ -15,7 +15,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -32,6 +32,7 @@ from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
+from pipegraph.web import dashboard_files
 
 logger = logging.getLogger("pipegraph.api")
 _VIEWER = "pipegraph.viewer"
@@ -156,6 +157,7 @@ def create_app(
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz, methods=["GET"]),
+            Mount("/", app=dashboard_files(), name="dashboard"),
         ],
         lifespan=lifespan,
     )

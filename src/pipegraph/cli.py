@@ -238,6 +238,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     mode = " (open access: every request acts as an admin)" if settings.open_access else ""
     print(f"serving GraphQL at http://{host}:{settings.port}/graphql{mode}", flush=True)
+    print(f"dashboard at http://{host}:{settings.port}/", flush=True)
     if args.workers > 1:
         # Each worker process builds its own app from the environment.
         os.environ.update(settings_environment(settings))

@@ -1,0 +1,110 @@
+// Hand-written SVG charts: horizontal bars, a line chart and a histogram with marker lines.
+// Each returns an <svg> with a <title> and labelled parts, so the figures can be read without colour.
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attributes = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function frame(width, height, title) {
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart" });
+  root.append(svg("title", {}, title));
+  return root;
+}
+
+/**
+ * Horizontal bars, one row per item: {label, value, text, marker?, markerLabel?, className?}.
+ * `marker` draws a tick at that value (e.g. a stage's target days).
+ */
+export function barChart(items, { title, width = 640, row = 30, labelWidth = 170, valueWidth = 120, centered = false }) {
+  const max = Math.max(1e-9, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
+  const plot = width - labelWidth - valueWidth;
+  const root = frame(width, items.length * row + 10, title);
+  items.forEach((item, index) => {
+    const y = 5 + index * row;
+    const length = ((item.value ?? 0) / max) * plot;
+    const x = centered ? labelWidth + (plot - length) / 2 : labelWidth;
+    const group = svg("g", { class: `bar ${item.className ?? ""}`, "data-label": item.label });
+    group.append(svg("text", { x: labelWidth - 8, y: y + row / 2 + 4, "text-anchor": "end" }, item.label));
+    group.append(svg("rect", { x, y: y + 3, width: Math.max(length, 1), height: row - 8, rx: 3 }));
+    group.append(
+      svg("text", { x: centered ? labelWidth + plot + 8 : x + length + 6, y: y + row / 2 + 4, class: "value" }, item.text),
+    );
+    if (item.marker !== undefined && item.marker !== null) {
+      const mx = labelWidth + (item.marker / max) * plot;
+      group.append(svg("line", { x1: mx, x2: mx, y1: y + 1, y2: y + row - 3, class: "marker" }));
+      if (item.markerLabel) group.append(svg("title", {}, item.markerLabel));
+    }
+    root.append(group);
+  });
+  return root;
+}
+
+/** Lines over shared x labels: series = [{name, values, className}]. */
+export function lineChart(labels, series, { title, width = 1100, height = 240 }) {
+  const pad = { left: 50, right: 16, top: 14, bottom: 34 };
+  const root = frame(width, height, title);
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const x = (i) => pad.left + (labels.length <= 1 ? 0 : (i / (labels.length - 1)) * (width - pad.left - pad.right));
+  const y = (v) => height - pad.bottom - (v / max) * (height - pad.top - pad.bottom);
+  root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
+  root.append(svg("text", { x: pad.left - 6, y: y(max) + 4, "text-anchor": "end", class: "tick" }, String(Math.round(max))));
+  root.append(svg("text", { x: pad.left - 6, y: y(0) + 4, "text-anchor": "end", class: "tick" }, "0"));
+  const step = Math.max(1, Math.ceil(labels.length / 8));
+  labels.forEach((label, i) => {
+    if (i % step === 0) root.append(svg("text", { x: x(i), y: height - 12, "text-anchor": "middle", class: "tick" }, label));
+  });
+  series.forEach((s, index) => {
+    const points = s.values.map((v, i) => `${x(i)},${y(v)}`).join(" ");
+    root.append(svg("polyline", { points, class: `series ${s.className ?? ""}` }));
+    root.append(
+      svg("text", { x: width - pad.right, y: pad.top + 14 * index, "text-anchor": "end", class: `legend ${s.className ?? ""}` }, s.name),
+    );
+  });
+  return root;
+}
+
+/**
+ * A histogram of buckets [{low, high, trials}] with vertical markers [{value, label, className}]
+ * (P10/P50/P90, the goal). Values are numbers; `format` renders axis and marker labels.
+ */
+export function histogram(buckets, markers, { title, format, width = 680, height = 260 }) {
+  const pad = { left: 16, right: 16, top: 34, bottom: 30 };
+  const root = frame(width, height, title);
+  if (!buckets.length) return root;
+  const low = Math.min(buckets[0].low, ...markers.map((m) => m.value));
+  const high = Math.max(buckets.at(-1).high, ...markers.map((m) => m.value));
+  const span = Math.max(high - low, 1e-9);
+  const most = Math.max(...buckets.map((b) => b.trials), 1);
+  const x = (v) => pad.left + ((v - low) / span) * (width - pad.left - pad.right);
+  const base = height - pad.bottom;
+  for (const bucket of buckets) {
+    const h = (bucket.trials / most) * (base - pad.top);
+    const rect = svg("rect", {
+      x: x(bucket.low),
+      y: base - h,
+      width: Math.max(x(bucket.high) - x(bucket.low) - 1, 1),
+      height: h,
+      class: "bucket",
+    });
+    rect.append(svg("title", {}, `${format(bucket.low)}–${format(bucket.high)}: ${bucket.trials} trials`));
+    root.append(rect);
+  }
+  root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: base, y2: base, class: "axis" }));
+  root.append(svg("text", { x: pad.left, y: height - 10, class: "tick" }, format(low)));
+  root.append(svg("text", { x: width - pad.right, y: height - 10, "text-anchor": "end", class: "tick" }, format(high)));
+  markers.forEach((marker, index) => {
+    const mx = x(marker.value);
+    const group = svg("g", { class: `marker ${marker.className ?? ""}`, "data-marker": marker.label });
+    group.append(svg("line", { x1: mx, x2: mx, y1: pad.top - 6, y2: base }));
+    group.append(
+      svg("text", { x: mx, y: 12 + (index % 2) * 12, "text-anchor": "middle" }, `${marker.label} ${format(marker.value)}`),
+    );
+    root.append(group);
+  });
+  return root;
+}

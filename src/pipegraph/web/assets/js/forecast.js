@@ -1,0 +1,241 @@
+// The forecast view: the revenue distribution with P10/P50/P90 and the goal line, P(goal), leads
+// needed beside the naive reverse funnel, and what-if controls that rerun a paired comparison.
+
+import { request } from "./graphql.js";
+import { histogram } from "./charts.js";
+import { announce, el, money, number, percent } from "./format.js";
+
+const RANGE = "mean p10 p50 p90";
+
+const FORECAST_QUERY = `query Forecast($input: ForecastInput!) {
+  forecast(input: $input) {
+    horizonDays trials engine expectedRevenue goal
+    revenue { ${RANGE} }
+    wins { p10 p50 p90 }
+    pGoal { value se }
+    histogram { low high trials }
+    fromOpenLeads { p50 }
+    fromNewLeads { p50 }
+    calibration { stages { stageId name conversion } reps { count } }
+  }
+}`;
+
+const LEADS_NEEDED_QUERY = `query LeadsNeeded($input: LeadsNeededInput!) {
+  leadsNeeded(input: $input) {
+    leads leadsPerWeek intervalLow intervalHigh naiveLeads naiveLeadsPerWeek confidence pGoal { value }
+  }
+}`;
+
+const WHAT_IF_QUERY = `query WhatIf($input: WhatIfInput!) {
+  whatIf(input: $input) {
+    trials engine changes pVariantBetter
+    base { ${RANGE} } variant { ${RANGE} } difference { ${RANGE} }
+    pGoalBase { value } pGoalVariant { value }
+  }
+}`;
+
+// Without a stored goal, suggest repeating what the same span before today won.
+const DEFAULT_GOAL_QUERY = `query DefaultGoal($pipelineId: ID!, $from: DateTime!, $to: DateTime!) {
+  goals(pipelineId: $pipelineId) { periodStart periodEnd amount }
+  pipelineMetrics(pipelineId: $pipelineId, from: $from, to: $to) { overall { wonValue } }
+}`;
+
+let current = { pipeline: null, calibration: null, goal: null, horizon: 90 };
+
+function tile(label, value, id) {
+  return el("div", { class: "tile", id }, el("span", { class: "tile-label" }, label), el("strong", { class: "tile-value" }, value));
+}
+
+async function suggestGoal(pipeline, horizonDays) {
+  const to = new Date();
+  const from = new Date(to.getTime() - horizonDays * 86400000);
+  const data = await request(DEFAULT_GOAL_QUERY, { pipelineId: pipeline.id, from: from.toISOString(), to: to.toISOString() });
+  const today = to.toISOString().slice(0, 10);
+  const stored = data.goals.find((goal) => goal.periodStart <= today && today <= goal.periodEnd);
+  const amount = stored ? Number(stored.amount) : Number(data.pipelineMetrics.overall.wonValue);
+  return Math.max(1000, Math.round(amount / 1000) * 1000);
+}
+
+function forecastSection(result) {
+  const format = (value) => money(value, { compact: true });
+  const markers = [
+    { value: Number(result.revenue.p10), label: "P10", className: "p10" },
+    { value: Number(result.revenue.p50), label: "P50", className: "p50" },
+    { value: Number(result.revenue.p90), label: "P90", className: "p90" },
+  ];
+  if (result.goal !== null) markers.push({ value: Number(result.goal), label: "Goal", className: "goal" });
+  const buckets = result.histogram.map((b) => ({ low: Number(b.low), high: Number(b.high), trials: b.trials }));
+  return el(
+    "div",
+    {},
+    el(
+      "div",
+      { class: "tiles" },
+      tile("P10 (pessimistic)", money(result.revenue.p10), "forecast-p10"),
+      tile("P50 (median)", money(result.revenue.p50), "forecast-p50"),
+      tile("P90 (optimistic)", money(result.revenue.p90), "forecast-p90"),
+      tile("P(goal)", result.pGoal ? `${percent(result.pGoal.value, 1)} ± ${percent(result.pGoal.se, 1)}` : "–", "forecast-pgoal"),
+      tile("Wins (P50)", number(result.wins.p50), "forecast-wins"),
+      tile("From open / new leads (P50)", `${money(result.fromOpenLeads.p50)} / ${money(result.fromNewLeads.p50)}`, "forecast-split"),
+    ),
+    el(
+      "figure",
+      { class: "card-box", id: "forecast-histogram" },
+      el("figcaption", {}, `Revenue within ${number(result.horizonDays)} days, ${number(result.trials)} trials (${result.engine})`),
+      histogram(buckets, markers, { title: "Revenue distribution", format }),
+    ),
+  );
+}
+
+function leadsNeededSection(answer) {
+  const interval = answer.intervalLow !== null ? ` (95% MC interval ${number(answer.intervalLow)}–${number(answer.intervalHigh)})` : "";
+  return el(
+    "div",
+    { class: "card-box", id: "leads-needed" },
+    el("h3", {}, "Leads needed"),
+    el(
+      "table",
+      {},
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, ""), el("th", { scope: "col" }, "New leads"), el("th", { scope: "col" }, "Per week"))),
+      el(
+        "tbody",
+        {},
+        el(
+          "tr",
+          {},
+          el("th", { scope: "row" }, `Simulated, ${percent(answer.confidence)} confidence${interval}`),
+          el("td", { class: "leads-simulated" }, number(answer.leads)),
+          el("td", {}, number(answer.leadsPerWeek, 1)),
+        ),
+        el(
+          "tr",
+          {},
+          el("th", { scope: "row" }, "Naive reverse funnel (goal ÷ deal ÷ win rate)"),
+          el("td", { class: "leads-naive" }, number(answer.naiveLeads)),
+          el("td", {}, number(answer.naiveLeadsPerWeek, 1)),
+        ),
+      ),
+    ),
+  );
+}
+
+function whatIfSection(result) {
+  const row = (label, base, variant) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, base), el("td", {}, variant));
+  return el(
+    "div",
+    { class: "card-box", id: "whatif-result" },
+    el("h3", {}, `What if: ${result.changes.join("; ")}`),
+    el(
+      "table",
+      {},
+      el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", { scope: "col" }, "Now"), el("th", { scope: "col" }, "With the change"))),
+      el(
+        "tbody",
+        {},
+        row("P10", money(result.base.p10), money(result.variant.p10)),
+        row("P50", money(result.base.p50), money(result.variant.p50)),
+        row("P90", money(result.base.p90), money(result.variant.p90)),
+        row("P(goal)", percent(result.pGoalBase?.value, 1), percent(result.pGoalVariant?.value, 1)),
+      ),
+    ),
+    el(
+      "p",
+      {},
+      `Difference (paired, P50): ${money(result.difference.p50)}; the change does better in ${percent(result.pVariantBetter)} of ${number(result.trials)} trials.`,
+    ),
+  );
+}
+
+function fillWhatIf(calibration) {
+  const select = document.getElementById("whatif-stage");
+  select.replaceChildren(...calibration.stages.map((stage) => el("option", { value: stage.stageId, dataset: { conversion: stage.conversion } }, stage.name)));
+  const sync = () => {
+    const option = select.selectedOptions[0];
+    document.getElementById("whatif-conversion").value = option ? Math.round(Number(option.dataset.conversion) * 100) : "";
+  };
+  select.onchange = sync;
+  sync();
+  document.getElementById("whatif-form").hidden = false;
+}
+
+async function runForecast(form) {
+  const data = new FormData(form);
+  const horizonDays = Number(data.get("horizon"));
+  const trials = Number(data.get("trials"));
+  const goal = data.get("goal") ? String(data.get("goal")) : null;
+  const root = document.getElementById("forecast");
+  root.dataset.ready = "false";
+  root.setAttribute("aria-busy", "true");
+  const base = { pipelineId: current.pipeline.id, horizonDays, trials, seed: 0 };
+  try {
+    const [forecast, needed] = await Promise.all([
+      request(FORECAST_QUERY, { input: { ...base, goal } }),
+      goal ? request(LEADS_NEEDED_QUERY, { input: { ...base, goal } }) : Promise.resolve(null),
+    ]);
+    current = { ...current, calibration: forecast.forecast.calibration, goal, horizon: horizonDays };
+    root.replaceChildren(forecastSection(forecast.forecast), needed ? leadsNeededSection(needed.leadsNeeded) : el("p", {}, "Enter a goal to see the leads it needs."));
+    fillWhatIf(current.calibration);
+    root.dataset.ready = "true";
+  } catch (error) {
+    announce(`Could not run the forecast: ${error.message}.`);
+  } finally {
+    root.removeAttribute("aria-busy");
+  }
+}
+
+async function runWhatIf(form) {
+  const data = new FormData(form);
+  const changes = [];
+  const stage = current.calibration?.stages.find((s) => s.stageId === data.get("stage"));
+  const conversion = Number(data.get("conversion")) / 100;
+  if (stage && data.get("conversion") !== "" && Math.abs(conversion - stage.conversion) > 0.005) {
+    changes.push({ stageId: stage.stageId, conversion });
+  }
+  const reps = Number(data.get("reps") || 0);
+  if (reps !== 0) changes.push({ repsDelta: reps });
+  if (!changes.length) {
+    announce("Change a stage's conversion or the number of reps to compare.");
+    return;
+  }
+  const root = document.getElementById("whatif");
+  root.dataset.ready = "false";
+  root.setAttribute("aria-busy", "true");
+  try {
+    const result = await request(WHAT_IF_QUERY, {
+      input: { pipelineId: current.pipeline.id, horizonDays: current.horizon, goal: current.goal, changes, seed: 0 },
+    });
+    root.replaceChildren(whatIfSection(result.whatIf));
+    root.dataset.ready = "true";
+  } catch (error) {
+    announce(`Could not compare: ${error.message}.`);
+  } finally {
+    root.removeAttribute("aria-busy");
+  }
+}
+
+/** Show the forecast view for a pipeline: suggest a goal, then run the default forecast once. */
+export async function showForecast(pipeline) {
+  if (current.pipeline?.id === pipeline.id && document.getElementById("forecast").dataset.ready === "true") return;
+  current = { pipeline, calibration: null, goal: null, horizon: 90 };
+  document.getElementById("forecast").replaceChildren();
+  document.getElementById("whatif").replaceChildren();
+  document.getElementById("whatif-form").hidden = true;
+  const form = document.getElementById("forecast-form");
+  try {
+    document.getElementById("forecast-goal").value = String(await suggestGoal(pipeline, Number(form.horizon.value)));
+  } catch (error) {
+    announce(`Could not suggest a goal: ${error.message}.`);
+  }
+  await runForecast(form);
+}
+
+export function bindForecast() {
+  document.getElementById("forecast-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    runForecast(event.target);
+  });
+  document.getElementById("whatif-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    runWhatIf(event.target);
+  });
+}
