@@ -94,6 +94,7 @@ async function main() {
     const badge = document.getElementById("live-status");
     badge.textContent = status;
     badge.dataset.status = status;
+    badge.hidden = false;
   });
   let data;
   try {
