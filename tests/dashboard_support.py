@@ -119,26 +119,23 @@ def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Pa
     raise AssertionError(f"no answer from {base_url}/healthz within 60 s:\n{log.read_text()}")
 
 
-@contextmanager
-def serve_dashboard(folder: Path) -> Iterator[Dashboard]:
-    """``pipegraph serve`` on a seeded SQLite file in ``folder``, API keys required."""
+def seed_database(folder: Path) -> tuple[str, str]:
+    """A seeded SQLite file in ``folder``: its URL and a key for its admin."""
     database_url = f"sqlite:///{folder / 'dashboard.sqlite3'}"
-    key = asyncio.run(_seed(database_url))
+    return database_url, asyncio.run(_seed(database_url))
+
+
+@contextmanager
+def serve(folder: Path, database_url: str, key: str, *options: str) -> Iterator[Dashboard]:
+    """``pipegraph serve [options]`` on loopback; its output goes to a log file in ``folder``."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
-    command = [
-        sys.executable,
-        "-m",
-        "pipegraph.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--database-url",
-        database_url,
-    ]
-    log = folder / "server.log"
+    command = [sys.executable, "-m", "pipegraph.cli", "serve", "--port", str(port), "--database-url"]
+    log = folder / f"server-{port}.log"
     with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, database_url, *options], cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(base_url, process, log)

@@ -24,7 +24,8 @@ from dashboard_support import (
     artifacts_dir,
     chromium_path,
     money_text,
-    serve_dashboard,
+    seed_database,
+    serve,
 )
 
 STAGES_QUERY = """{ pipelines { id name stages { id name isPostSale
@@ -38,8 +39,15 @@ UPDATE = """mutation($input: UpdateLeadInput!) { updateLead(input: $input) {
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    with serve_dashboard(tmp_path_factory.mktemp("dashboard")) as running:
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    return (folder, *seed_database(folder))
+
+
+@pytest.fixture(scope="module")
+def dashboard(seeded: tuple[Path, str, str]) -> Iterator[Dashboard]:
+    """The server as in production: API keys required."""
+    with serve(*seeded) as running:
         yield running
 
 
@@ -170,6 +178,38 @@ def test_board_asks_for_a_key_then_shows_columns_with_counts_and_totals(
         tab.close()
 
 
+def test_open_mode_needs_no_key(seeded: tuple[Path, str, str], browser: BrowserContext) -> None:
+    with serve(*seeded, "--open") as open_server:
+        tab = browser.new_page()
+        try:
+            tab.goto(f"{open_server.base_url}/")
+            expect(tab.locator("#board")).to_have_attribute("data-ready", "true")
+            expect(tab.locator("#key-dialog")).to_be_hidden()
+            expect(tab.locator("#viewer")).to_contain_text("(admin)")
+        finally:
+            tab.close()
+
+
+def test_filters_narrow_the_columns_to_matching_leads(page: Page, dashboard: Dashboard) -> None:
+    open_board(page, dashboard)
+    owner_name = page.locator(".card-owner").first.inner_text()
+    page.select_option("#filter-owner", label=owner_name)
+    owner_id = page.locator("#filter-owner").input_value()
+    expect(page.locator("#board")).to_have_attribute("data-ready", "true")
+
+    pipeline = first_pipeline(dashboard)
+    for stage in pipeline["stages"]:
+        status = "WON" if stage["isPostSale"] else "OPEN"
+        expected = dashboard.graphql(
+            "query($f: LeadFilter!) { leads(filter: $f, first: 1) { totalCount } }",
+            f={"stageIds": [stage["id"]], "statuses": [status], "ownerIds": [owner_id]},
+        )["leads"]["totalCount"]
+        expect(column(page, stage["id"]).locator(".column-count")).to_have_text(str(expected))
+    owners = page.locator(".card-owner").all_inner_texts()
+    assert owners, "the filter left no card to check"
+    assert set(owners) == {owner_name}
+
+
 def test_dragging_a_card_moves_the_lead_through_the_api(page: Page, dashboard: Dashboard) -> None:
     source, target, card = board_with_a_card(page, dashboard)
     lead_id, version = card_identity(card)
@@ -222,6 +262,21 @@ def test_a_conflicting_move_returns_the_card_and_says_why(page: Page, dashboard:
     expect(back).to_have_attribute("data-version", str(version + 1))
     assert lead(dashboard, lead_id)["stage"]["id"] == source["id"]
     screenshot(page, "board-conflict")
+
+
+def test_a_refused_move_returns_the_card_with_the_servers_reason(page: Page, dashboard: Dashboard) -> None:
+    source, _, card = board_with_a_card(page, dashboard)
+    lead_id, version = card_identity(card)
+    post_sale = next(stage for stage in first_pipeline(dashboard)["stages"] if stage["isPostSale"])
+
+    card.locator(".move-to").click()
+    page.select_option("#move-stage", post_sale["id"])
+    page.click("#move-confirm")
+
+    expect(page.locator("#notice")).to_contain_text("Could not move")
+    expect(page.locator("#notice")).to_contain_text("post-sale")
+    expect(card_in(page, source["id"], lead_id)).to_have_attribute("data-version", str(version))
+    assert lead(dashboard, lead_id)["stage"]["id"] == source["id"]
 
 
 def test_move_to_works_from_the_keyboard(page: Page, dashboard: Dashboard) -> None:

@@ -72,8 +72,9 @@ export function lineChart(labels, series, { title, width = 1100, height = 240 })
  * A histogram of buckets [{low, high, trials}] with vertical markers [{value, label, className}]
  * (P10/P50/P90, the goal). Values are numbers; `format` renders axis and marker labels.
  */
-export function histogram(buckets, markers, { title, format, width = 680, height = 260 }) {
-  const pad = { left: 16, right: 16, top: 34, bottom: 30 };
+export function histogram(buckets, markers, { title, format, width = 1100, height = 320 }) {
+  // One label row per marker, so close markers (P50 and the goal, say) never overprint.
+  const pad = { left: 16, right: 16, top: 16 * markers.length + 10, bottom: 30 };
   const root = frame(width, height, title);
   if (!buckets.length) return root;
   const low = Math.min(buckets[0].low, ...markers.map((m) => m.value));
@@ -100,10 +101,9 @@ export function histogram(buckets, markers, { title, format, width = 680, height
   markers.forEach((marker, index) => {
     const mx = x(marker.value);
     const group = svg("g", { class: `marker ${marker.className ?? ""}`, "data-marker": marker.label });
-    group.append(svg("line", { x1: mx, x2: mx, y1: pad.top - 6, y2: base }));
-    group.append(
-      svg("text", { x: mx, y: 12 + (index % 2) * 12, "text-anchor": "middle" }, `${marker.label} ${format(marker.value)}`),
-    );
+    group.append(svg("line", { x1: mx, x2: mx, y1: 18 + index * 16, y2: base }));
+    const anchor = mx < width * 0.15 ? "start" : mx > width * 0.85 ? "end" : "middle";
+    group.append(svg("text", { x: mx, y: 14 + index * 16, "text-anchor": anchor }, `${marker.label} ${format(marker.value)}`));
     root.append(group);
   });
   return root;

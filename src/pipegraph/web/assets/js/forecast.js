@@ -141,7 +141,7 @@ function whatIfSection(result) {
     el(
       "p",
       {},
-      `Difference (paired, P50): ${money(result.difference.p50)}; the change does better in ${percent(result.pVariantBetter)} of ${number(result.trials)} trials.`,
+      `Mean difference (paired): ${money(result.difference.mean)} (P10 ${money(result.difference.p10)}, P90 ${money(result.difference.p90)}); the change does better in ${percent(result.pVariantBetter)} of ${number(result.trials)} trials.`,
     ),
   );
 }
