@@ -412,16 +412,6 @@ export function onLiveStatus(callback) {
   state.onLiveStatus = callback;
 }
 
-export function boardStages() {
-  return state.pipeline?.stages ?? [];
-}
-
-/** Called by the lead panel after it changed a lead. */
-export async function leadChanged(lead) {
-  showLead(lead, { atTop: false });
-  await refreshHeads().catch(() => {});
-}
-
 let filterTimer = null;
 export function bindFilters() {
   const form = document.getElementById("board-filters");

@@ -125,6 +125,7 @@ async function act(mutation, variables, field, leadId, done) {
     checkPayload((await request(mutation, variables))[field]);
     announce(done, "info");
     await openLead(leadId, { keepOpener: true });
+    document.getElementById("lead-panel-title")?.focus();
   } catch (error) {
     announce(`${error.message}.`);
   }
@@ -157,7 +158,7 @@ export async function openLead(leadId, { keepOpener = false } = {}) {
   if (!lead) return;
   const body = document.getElementById("lead-panel-body");
   body.replaceChildren(
-    el("h3", { id: "lead-panel-title" }, lead.title),
+    el("h3", { id: "lead-panel-title", tabindex: "-1" }, lead.title),
     el("p", { class: "muted" }, lead.company, lead.isStalled ? el("span", { class: "badge stalled-badge" }, "Stalled") : null),
     details(lead),
     bant(lead),
