@@ -212,3 +212,12 @@ def test_worker_environment_rebuilds_the_same_settings(tmp_path: Path) -> None:
         dask_scheduler="tcp://127.0.0.1:8786",
     )
     assert Settings.from_env(settings_environment(settings)) == settings
+
+
+def test_serve_with_several_workers_on_sqlite_exits_2_before_migrating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "one.sqlite3"
+    assert main(["serve", "--workers", "2", "--database-url", f"sqlite:///{database}"]) == 2
+    assert "worker processes need PostgreSQL" in capsys.readouterr().err
+    assert not database.exists()
