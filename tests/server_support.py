@@ -127,6 +127,11 @@ def running_server(
 def stop(server: ServerProcess, signal_number: int, timeout: float = 30) -> str:
     """Signal the server, wait for it to exit cleanly and return its whole output."""
     server.process.send_signal(signal_number)
+    return wait_for_exit(server, signal_number, timeout)
+
+
+def wait_for_exit(server: ServerProcess, signal_number: int, timeout: float = 30) -> str:
+    """Wait for a server already sent ``signal_number`` to exit cleanly; its whole output."""
     server.process.wait(timeout=timeout)
     output = server.output()
     # uvicorn re-raises the signal once it has shut down, so a SIGTERM ends with that signal's status.
