@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -157,3 +158,18 @@ async def test_a_move_through_one_server_reaches_a_subscriber_of_another(
             await ws.send(json.dumps({"id": "1", "type": "complete"}))
         stop(first, signal.SIGTERM)
         stop(second, signal.SIGTERM)
+
+
+async def test_a_failed_notify_is_logged_not_raised(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The write behind these events has committed: its mutation must still report success.
+    store = Store.from_url(postgres_url)
+    broker = PostgresBroker(store.engine, channel="")  # PostgreSQL rejects an empty channel name
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipegraph.events"):
+            await broker.publish([_event(1), _event(2)])
+    finally:
+        await broker.close()
+        await store.dispose()
+    assert "lost 2 lead event(s): NOTIFY failed" in caplog.text

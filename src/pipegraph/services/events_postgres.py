@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipegraph.services.events import SUBSCRIBER_BUFFER, InProcessBroker, LeadEvent, LeadEventKind
@@ -83,12 +84,16 @@ class PostgresBroker:
         self._closed = False
 
     async def publish(self, events: Sequence[LeadEvent]) -> None:
+        """Never raises: the write has committed, and its caller must hear so even if NOTIFY fails."""
         if not events:
             return
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                _NOTIFY, {"channel": self._channel, "payloads": [encode_event(e) for e in events]}
-            )
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(
+                    _NOTIFY, {"channel": self._channel, "payloads": [encode_event(e) for e in events]}
+                )
+        except (OSError, DBAPIError) as error:
+            logger.warning("lost %d lead event(s): NOTIFY failed: %s", len(events), error)
 
     async def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
         # Take a local queue first, then wait for LISTEN: nothing heard from then on is missed.
