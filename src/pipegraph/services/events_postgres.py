@@ -134,37 +134,35 @@ class PostgresBroker:
         self._local.publish_nowait([event])
 
     async def _listen_forever(self) -> None:
-        attempt = 0
+        failures = 0
         while True:
             try:
                 connection = await asyncpg.connect(
                     self._dsn, server_settings={"application_name": "pipegraph-listen"}
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                delay = RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]
-                attempt += 1
-                logger.warning("event listener: cannot connect (%s); retrying in %.1f s", error, delay)
-                await asyncio.sleep(delay)
-                continue
-            try:
-                attempt = 0
-                await self._listen_on(connection)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                logger.warning("event listener: connection lost (%s); reconnecting", error)
-            finally:
-                self._listening.clear()
-                connection.terminate()
+                try:
+                    await connection.add_listener(self._channel, self._on_notification)
+                    self._listening.set()
+                    failures = 0
+                    logger.info("event listener: listening on %s", self._channel)
+                    await self._watch(connection)
+                finally:
+                    self._listening.clear()
+                    connection.terminate()
+                logger.warning("event listener: connection closed; reconnecting")
+            except Exception as error:  # whatever broke it, the live feed must come back
+                logger.warning("event listener: %s: %s; reconnecting", type(error).__name__, error)
+            delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+            failures += 1
+            await asyncio.sleep(delay)
 
-    async def _listen_on(self, connection: asyncpg.Connection) -> None:
+    async def _watch(self, connection: asyncpg.Connection) -> None:
+        """Return once the connection is gone; a ping that fails or hangs raises."""
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
-        await connection.add_listener(self._channel, self._on_notification)
-        self._listening.set()
-        logger.info("event listener: listening on %s", self._channel)
         while not lost.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), PING_INTERVAL_S)
-                break
+                return
             async with asyncio.timeout(PING_TIMEOUT_S):
                 await connection.execute("SELECT 1")
-        logger.warning("event listener: connection closed; reconnecting")
