@@ -30,15 +30,16 @@ async def _subscribe(server: ServerProcess, key: str, pipeline_id: str) -> webso
 async def _start_request(
     server: ServerProcess, key: str, body: bytes
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Headers and half the body: the request is in flight until the rest arrives."""
+    """Headers only, asking to continue: once the server says so, the app is waiting for the body."""
     host, port = server.base_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     head = (
         f"POST /graphql HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
     )
-    writer.write(head.encode() + body[: len(body) // 2])
+    writer.write(head.encode())
     await writer.drain()
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20) == b"HTTP/1.1 100 Continue\r\n\r\n"
     return reader, writer
 
 
@@ -51,8 +52,6 @@ async def test_sigterm_finishes_requests_in_flight_and_closes_subscriptions(
         ws = await _subscribe(server, seed.key, seed.pipeline_id)
         body = json.dumps({"query": "{ viewer { email } }"}).encode()
         reader, writer = await _start_request(server, seed.key, body)
-        # A first request on the same socket would not prove anything: this one has not been read yet.
-        await asyncio.sleep(0.3)
 
         server.process.send_signal(signal.SIGTERM)
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -60,7 +59,7 @@ async def test_sigterm_finishes_requests_in_flight_and_closes_subscriptions(
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == SERVICE_RESTART
 
-        writer.write(body[len(body) // 2 :])
+        writer.write(body)
         await writer.drain()
         response = await asyncio.wait_for(reader.read(), 20)
         writer.close()
