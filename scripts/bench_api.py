@@ -366,11 +366,11 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace) -> di
 
 
 @contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
+def postgres_database(admin_url: str, prefix: str = "pipegraph_bench") -> Iterator[str]:
     import asyncpg
 
     plain = admin_url.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"pipegraph_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
 
     async def admin(sql: str) -> None:
         connection = await asyncpg.connect(plain)

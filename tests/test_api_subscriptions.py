@@ -6,13 +6,9 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from pipegraph.api import ids
 from pipegraph.app import create_app
-from pipegraph.db import migrate
-from pipegraph.db.models import Role
-from pipegraph.db.session import Store
-from pipegraph.services import api_keys, pipelines, users
 from pipegraph.settings import Settings
+from server_support import seed_database
 
 SUBSCRIBE = """
 subscription($pipelineId: ID!) {
@@ -23,20 +19,8 @@ subscription($pipelineId: ID!) {
 
 def _prepare(url: str) -> tuple[str, str]:
     """A migrated database with a pipeline and an admin key (set up on its own loop)."""
-
-    async def setup() -> tuple[str, str]:
-        store = Store.from_url(url)
-        try:
-            await migrate.upgrade(store.engine)
-            async with store.write() as session:
-                admin = await users.create_user(session, name="A", email="a@example.com", role=Role.ADMIN)
-                _, key = await api_keys.create_api_key(session, user_id=admin.id)
-                pipeline = await pipelines.create_pipeline(session, name="P", template="CLASSIC", actor=None)
-        finally:
-            await store.dispose()
-        return key, ids.encode("Pipeline", pipeline.id)
-
-    return asyncio.run(setup())
+    seed = asyncio.run(seed_database(url))
+    return seed.key, seed.pipeline_id
 
 
 def _post(client: TestClient, key: str, query: str, variables: dict[str, Any]) -> Any:

@@ -212,3 +212,20 @@ def test_worker_environment_rebuilds_the_same_settings(tmp_path: Path) -> None:
         dask_scheduler="tcp://127.0.0.1:8786",
     )
     assert Settings.from_env(settings_environment(settings)) == settings
+
+
+def test_workers_learn_how_many_they_are() -> None:
+    # Per-process budgets divide by it, so every worker must see the same count.
+    settings = Settings(database_url="postgresql://db.internal/pipegraph", workers=3)
+    environment = settings_environment(settings)
+    assert environment["PIPEGRAPH_WORKERS"] == "3"
+    assert Settings.from_env(environment) == settings
+
+
+def test_serve_with_several_workers_on_sqlite_exits_2_before_migrating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "one.sqlite3"
+    assert main(["serve", "--workers", "2", "--database-url", f"sqlite:///{database}"]) == 2
+    assert "worker processes need PostgreSQL" in capsys.readouterr().err
+    assert not database.exists()

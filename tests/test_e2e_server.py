@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,61 +12,24 @@ import httpx
 import pytest
 
 from pipegraph.cli import main
+from server_support import ServerProcess, running_server, stop
 
 
 @dataclass
 class Server:
-    base_url: str
+    process: ServerProcess
     database_url: str
-    process: subprocess.Popen[str]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     database_url = f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipegraph.cli",
-            "serve",
-            "--demo",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"server exited early:\n{process.communicate()[0]}"
-            assert time.monotonic() < deadline, "server did not answer /healthz within 60 s"
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        yield Server(base_url, database_url, process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    with running_server(database_url, tmp_path, args=["--demo"]) as process:
+        yield Server(process, database_url)
 
 
 def _graphql(server: Server, key: str | None, query: str, **variables: Any) -> httpx.Response:
@@ -161,9 +119,6 @@ def test_serve_demo_cli_keys_graphql_and_clean_stop(
     assert after["stages"][1]["leadCount"] == second["leadCount"] + 1
     assert after["stages"][2]["leadCount"] == b2b["stages"][2]["leadCount"]
 
-    server.process.send_signal(signal.SIGINT)
-    output, _ = server.process.communicate(timeout=20)
-    assert server.process.returncode == 0, output
+    output = stop(server.process, signal.SIGINT)
     assert "loaded demo data: 4 pipelines" in output
     assert f"serving GraphQL at {server.base_url}/graphql" in output
-    assert "Traceback" not in output

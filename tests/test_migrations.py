@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 
+from pipegraph.api import ids
 from pipegraph.db import migrate
 from pipegraph.db.base import Base
 from pipegraph.db.session import Store
+from pipegraph.services import leads
+from server_support import seed_database
 
 
 async def _tables(store: Store) -> set[str]:
@@ -21,6 +27,46 @@ async def test_upgrade_downgrade_upgrade_round_trip(database_url: str) -> None:
         await migrate.downgrade(store.engine)
         assert await _tables(store) == set()
         await migrate.upgrade(store.engine)
+        assert await _tables(store) == set(Base.metadata.tables)
+    finally:
+        await store.dispose()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def _revision(store: Store) -> str | None:
+    async with store.engine.connect() as connection:
+        return await connection.run_sync(_current_revision)
+
+
+async def test_each_revision_steps_down_and_up_with_data_in_place(database_url: str) -> None:
+    # One step at a time, so every downgrade runs against the schema its upgrade left, with rows in it.
+    seed = await seed_database(database_url)
+    store = Store.from_url(database_url)
+    try:
+        async with store.write() as session:
+            pipeline_id = ids.decode_as(seed.pipeline_id, "Pipeline", field="id")
+            lead = await leads.create_lead(session, pipeline_id=pipeline_id, title="Kept", actor=None)
+            stage_id = ids.decode_as(seed.stage_ids[1], "Stage", field="id")
+            await leads.move_lead(
+                session, lead_id=lead.id, to_stage_id=stage_id, expected_version=1, actor=None
+            )
+    finally:
+        await store.dispose()
+    revisions = [
+        script.revision for script in ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()
+    ]
+    store = Store.from_url(database_url)
+    try:
+        for expected in [*revisions[1:], None]:
+            await migrate.downgrade(store.engine, "-1")
+            assert await _revision(store) == expected
+        assert await _tables(store) == set()
+        for expected in reversed(revisions):
+            await migrate.upgrade(store.engine, "+1")
+            assert await _revision(store) == expected
         assert await _tables(store) == set(Base.metadata.tables)
     finally:
         await store.dispose()

@@ -54,6 +54,7 @@ def test_open_access_is_refused_off_loopback(host: str) -> None:
         ("PIPEGRAPH_PORT", "eighty", "PIPEGRAPH_PORT: expected a whole number"),
         ("PIPEGRAPH_POOL_SIZE", "0", "PIPEGRAPH_POOL_SIZE: must be at least 1"),
         ("PIPEGRAPH_OPEN", "maybe", "PIPEGRAPH_OPEN: expected true or false"),
+        ("PIPEGRAPH_WORKERS", "0", "PIPEGRAPH_WORKERS: must be at least 1"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
@@ -64,3 +65,14 @@ def test_bad_values_name_the_variable(variable: str, value: str, message: str) -
 def test_overrides_win_over_the_environment() -> None:
     settings = Settings.from_env({"PIPEGRAPH_PORT": "9000"}, port=9100)
     assert settings.port == 9100
+
+
+def test_workers_are_read_for_postgresql() -> None:
+    env = {"PIPEGRAPH_DATABASE_URL": "postgresql://db.internal/pipegraph", "PIPEGRAPH_WORKERS": "4"}
+    assert Settings.from_env(env).workers == 4
+
+
+def test_several_workers_on_sqlite_are_refused() -> None:
+    # Subscriptions and the queue of writers are per process: a second process would miss both.
+    with pytest.raises(ConfigurationError, match="PIPEGRAPH_WORKERS: 2 worker processes need PostgreSQL"):
+        Settings.from_env({"PIPEGRAPH_WORKERS": "2"})

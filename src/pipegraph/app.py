@@ -30,6 +30,7 @@ from pipegraph.api.loaders import Loaders
 from pipegraph.api.schema import build_schema
 from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
+from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
 from pipegraph.web import dashboard_files
@@ -123,7 +124,8 @@ def create_app(
     store = store or Store.from_url(
         settings.database_url, echo=settings.log_sql, pool_size=settings.pool_size
     )
-    broker = broker or InProcessBroker()
+    # Subscribers may sit on another process than the writer: PostgreSQL carries events between them.
+    broker = broker or (InProcessBroker() if store.is_sqlite else PostgresBroker(store.engine))
     graphql = PipegraphGraphQL(
         build_schema(introspection=settings.introspection),
         store=store,
@@ -150,6 +152,7 @@ def create_app(
             yield
         finally:
             simulations.close()
+            await broker.close()
             await store.dispose()
 
     app = Starlette(

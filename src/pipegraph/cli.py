@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,6 +45,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "PIPEGRAPH_INTROSPECTION": str(settings.introspection).lower(),
         "PIPEGRAPH_LOG_SQL": str(settings.log_sql).lower(),
         "PIPEGRAPH_POOL_SIZE": str(settings.pool_size),
+        "PIPEGRAPH_WORKERS": str(settings.workers),
         "PIPEGRAPH_SIMULATION_WORKERS": str(settings.simulation_workers),
     }
     if settings.dask_scheduler:
@@ -106,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=_positive,
-        default=1,
-        help="worker processes (default 1); more than one suits PostgreSQL behind a reverse proxy",
+        help="API processes sharing the port (default: $PIPEGRAPH_WORKERS or 1); "
+        "more than one needs PostgreSQL",
     )
     serve.set_defaults(handler=_serve)
 
@@ -121,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--revision", default="-1", help="target revision (default: -1, one step; 'base' drops every table)"
     )
     downgrade.set_defaults(handler=_db_downgrade)
+    backup = db_commands.add_parser(
+        "backup",
+        parents=[database],
+        help="copy the SQLite database while the server runs (PostgreSQL: use pg_dump)",
+    )
+    backup.add_argument(
+        "--output",
+        type=Path,
+        help="file to create (default: pipegraph-backup-YYYYMMDD-HHMMSS.sqlite3 in the working directory)",
+    )
+    backup.set_defaults(handler=_db_backup)
 
     export = commands.add_parser("export-schema", help="write the GraphQL schema in SDL")
     export.add_argument(
@@ -219,7 +232,12 @@ def _with_store(settings: Settings, work: Callable[[Store], Coroutine[Any, Any, 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = _settings(
-        args, environ, host=args.host, port=args.port, open_access=True if args.open else None
+        args,
+        environ,
+        host=args.host,
+        port=args.port,
+        open_access=True if args.open else None,
+        workers=args.workers,
     )
 
     async def prepare(store: Store) -> int:
@@ -239,11 +257,15 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     mode = " (open access: every request acts as an admin)" if settings.open_access else ""
     print(f"serving GraphQL at http://{host}:{settings.port}/graphql{mode}", flush=True)
     print(f"dashboard at http://{host}:{settings.port}/", flush=True)
-    if args.workers > 1:
-        # Each worker process builds its own app from the environment.
+    if settings.workers > 1:
+        # Migrated once above; each worker process builds its own app from the environment.
         os.environ.update(settings_environment(settings))
         uvicorn.run(
-            FACTORY_IMPORT_STRING, factory=True, host=settings.host, port=settings.port, workers=args.workers
+            FACTORY_IMPORT_STRING,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
         )
         return 0
     from pipegraph.app import create_app
@@ -270,6 +292,16 @@ def _db_downgrade(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     result = _with_store(_settings(args, environ), work)
     print(f"database downgraded to {args.revision}")
     return result
+
+
+def _db_backup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.db.backup import backup_sqlite
+
+    settings = _settings(args, environ)
+    output: Path = args.output or Path(f"pipegraph-backup-{datetime.now(UTC):%Y%m%d-%H%M%S}.sqlite3")
+    size = backup_sqlite(settings.database_url, output)
+    print(f"backed up the database to {output} ({size:,} bytes)")
+    return 0
 
 
 def _export_schema(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -76,6 +76,8 @@ class Settings:
     introspection: bool = True
     log_sql: bool = False
     pool_size: int = 10
+    # API processes serving this database (``serve --workers``); per-process budgets divide by it.
+    workers: int = 1
     simulation_workers: int = 1
     dask_scheduler: str | None = None
 
@@ -85,6 +87,12 @@ class Settings:
             raise ConfigurationError(
                 f"--open (PIPEGRAPH_OPEN) treats every request as an admin and is refused on the "
                 f"non-loopback host {self.host!r}; bind to 127.0.0.1 or use API keys"
+            )
+        if self.workers > 1 and self.is_sqlite:
+            raise ConfigurationError(
+                f"PIPEGRAPH_WORKERS: {self.workers} worker processes need PostgreSQL; with SQLite, "
+                "subscriptions and the queue of writers live in one process, so serve with one worker "
+                "or set PIPEGRAPH_DATABASE_URL=postgresql://..."
             )
 
     @property
@@ -111,6 +119,8 @@ class Settings:
             values["log_sql"] = _parse_bool("PIPEGRAPH_LOG_SQL", raw)
         if (raw := env.get("PIPEGRAPH_POOL_SIZE")) is not None:
             values["pool_size"] = _parse_int("PIPEGRAPH_POOL_SIZE", raw, minimum=1)
+        if (raw := env.get("PIPEGRAPH_WORKERS")) is not None:
+            values["workers"] = _parse_int("PIPEGRAPH_WORKERS", raw, minimum=1)
         if (raw := env.get("PIPEGRAPH_SIMULATION_WORKERS")) is not None:
             values["simulation_workers"] = _parse_int("PIPEGRAPH_SIMULATION_WORKERS", raw, minimum=1)
         if scheduler := env.get("PIPEGRAPH_DASK_SCHEDULER"):

@@ -1,6 +1,9 @@
 """Run Alembic migrations from code: ``pipegraph db upgrade``, server start-up and tests.
 
-The migration scripts ship inside the package, so no ``alembic.ini`` is needed.
+The migration scripts ship inside the package, so no ``alembic.ini`` is needed. On SQLite, batch
+migrations rebuild a table (copy, drop, rename), and dropping a table that other rows reference fails
+while foreign keys are enforced; so, as Alembic advises, enforcement is off while migrations run (it can
+only change outside a transaction) and ``PRAGMA foreign_key_check`` must find nothing afterwards.
 """
 
 from __future__ import annotations
@@ -28,11 +31,39 @@ def _run(connection: Connection, action: str, revision: str) -> None:
     getattr(command, action)(config, revision)
 
 
+def _sqlite_foreign_keys(connection: Connection, enforce: bool) -> None:
+    # On the driver connection: through SQLAlchemy the statement would open a transaction first.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if enforce else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"the migration left rows with dangling references: {broken[:5]}")
+
+
+async def _migrate(engine: AsyncEngine, action: str, revision: str) -> None:
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as connection:
+            await connection.run_sync(_run, action, revision)
+        return
+    async with engine.connect() as connection:
+        await connection.run_sync(_sqlite_foreign_keys, False)
+        try:
+            async with connection.begin():
+                await connection.run_sync(_run, action, revision)
+                await connection.run_sync(_check_foreign_keys)
+        finally:
+            await connection.run_sync(_sqlite_foreign_keys, True)
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(_run, "upgrade", revision)
+    await _migrate(engine, "upgrade", revision)
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(_run, "downgrade", revision)
+    await _migrate(engine, "downgrade", revision)

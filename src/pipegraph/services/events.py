@@ -1,9 +1,9 @@
 """Lead events for subscriptions, published only after the write transaction commits.
 
 Services record events on the session (:func:`record_event`); whoever commits the transaction takes
-them with :func:`take_events` and hands them to a :class:`LeadEventBroker`. The broker is a protocol so
-a PostgreSQL ``LISTEN/NOTIFY`` broker (needed once several server processes run) can replace the
-in-process one without touching services or resolvers.
+them with :func:`take_events` and hands them to a :class:`LeadEventBroker`. The broker is a protocol:
+:class:`InProcessBroker` serves one process (SQLite), ``events_postgres.PostgresBroker`` carries events
+between server processes through ``LISTEN/NOTIFY``; services and resolvers do not know which one runs.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class LeadEventBroker(Protocol):
     def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
         """Events of one pipeline from now on; closing the iterator ends the subscription."""
 
+    async def close(self) -> None:
+        """Release what the broker holds (connections, tasks); called once at shutdown."""
+
 
 class InProcessBroker:
     """Fan-out to subscribers in this process (one server process, or tests)."""
@@ -69,6 +72,10 @@ class InProcessBroker:
         self._subscribers: dict[int, set[asyncio.Queue[LeadEvent]]] = {}
 
     async def publish(self, events: Sequence[LeadEvent]) -> None:
+        self.publish_nowait(events)
+
+    def publish_nowait(self, events: Sequence[LeadEvent]) -> None:
+        """Never blocks: a full queue drops its oldest event."""
         for event in events:
             for queue in self._subscribers.get(event.pipeline_id, ()):
                 if queue.full():
@@ -76,16 +83,27 @@ class InProcessBroker:
                 queue.put_nowait(event)
 
     async def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
-        queue: asyncio.Queue[LeadEvent] = asyncio.Queue(self._buffer)
-        self._subscribers.setdefault(pipeline_id, set()).add(queue)
+        queue = self.add_queue(pipeline_id)
         try:
             while True:
                 yield await queue.get()
         finally:
-            subscribers = self._subscribers.get(pipeline_id, set())
-            subscribers.discard(queue)
-            if not subscribers:
-                self._subscribers.pop(pipeline_id, None)
+            self.remove_queue(pipeline_id, queue)
+
+    def add_queue(self, pipeline_id: int) -> asyncio.Queue[LeadEvent]:
+        """A queue that receives the pipeline's events from now on, until :meth:`remove_queue`."""
+        queue: asyncio.Queue[LeadEvent] = asyncio.Queue(self._buffer)
+        self._subscribers.setdefault(pipeline_id, set()).add(queue)
+        return queue
+
+    def remove_queue(self, pipeline_id: int, queue: asyncio.Queue[LeadEvent]) -> None:
+        subscribers = self._subscribers.get(pipeline_id, set())
+        subscribers.discard(queue)
+        if not subscribers:
+            self._subscribers.pop(pipeline_id, None)
 
     def subscriber_count(self, pipeline_id: int) -> int:
         return len(self._subscribers.get(pipeline_id, ()))
+
+    async def close(self) -> None:
+        """Nothing to release: subscriptions end when their connections close."""
