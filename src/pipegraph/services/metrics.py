@@ -31,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Float,
     Integer,
+    Select,
     String,
     and_,
     case,
@@ -48,10 +49,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageStay
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.metrics_sql import analytic_settings, at, days_between, median_by
+from pipegraph.services.metrics_sql import SECONDS_PER_DAY, analytic_settings, at, days_between
 
-# pipeline, stages, occupants, stage flow, outcomes, sales-cycle median, stored goal; on PostgreSQL
-# one more, ``analytic_settings``.
+# pipeline, stages, occupants, stage flow, outcomes, medians, stored goal; on PostgreSQL one more,
+# ``analytic_settings``. The medians are skipped when nothing in the window has one.
 STATEMENTS_PER_CALL = 7
 
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
@@ -295,7 +296,7 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     also count by destination (a stage id, or WON / LOST)."""
     if not stages.stays(t.status, t.stage_id):
         return
-    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0, "to": Counter()}
+    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter()}
     values = flow.setdefault(t.stage_id, empty)
     if t.kind == "E":
         values["entered"] += t.n
@@ -310,7 +311,7 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     if t.next_status == _LOST and t.status != _LOST:
         values["lost"] += t.n
         values["lost_value"] += int(t.lost_value)
-    values["days_sum"] += t.days_sum or 0.0
+    values["seconds_sum"] += t.seconds_sum or 0.0
     destination = t.next_status if t.next_status != t.status else t.next_stage_id
     values["to"][destination] += t.n
 
@@ -358,12 +359,11 @@ async def _flow(
     window: tuple[datetime, datetime],
     now: datetime,
 ) -> dict[int, dict[str, Any]]:
-    """Entries, exits and dwell medians per stage in one statement over ``stage_stays``.
+    """Entries and exits per stage in one statement over ``stage_stays``.
 
     Two index range aggregates: stays that started in the window (with their exit, if it happened by
     ``now``) and stays that ended in it, each grouped by stage, status, next stage and next status (a few
-    dozen groups); the stages' figures are folded from those in Python. Medians need the single
-    durations, so they are a third aggregate over the ended stays, stacked with UNION ALL.
+    dozen groups); the stages' figures are folded from those in Python.
     """
     start, end = window
     s = StageStay
@@ -380,17 +380,6 @@ async def _flow(
         s.entered_at < at(end),
         s.entered_at <= at(now),
     )
-    ended = and_(
-        in_pipeline,
-        s.stage_id.in_(stage_ids),
-        s.status.in_(statuses),
-        s.next_stage_id.in_(stage_ids),
-        s.next_status.in_(statuses),
-        s.left_at >= at(start),
-        s.left_at < at(end),
-        s.left_at <= at(now),
-    )
-    days = days_between(dialect, s.entered_at, s.left_at)
     zero = literal(0, BigInteger)
     # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win.
     later = stages.position(s.next_stage_id) > stages.position(s.stage_id)
@@ -405,7 +394,7 @@ async def _flow(
             func.count().label("n"),
             _sum_if(advanced).label("advanced"),
             zero.label("lost_value"),
-            literal(None, Float).label("days_sum"),
+            literal(None, Float).label("seconds_sum"),
         )
         .where(started)
         .group_by(s.stage_id, s.status)
@@ -423,44 +412,91 @@ async def _flow(
             func.count().label("n"),
             zero.label("advanced"),
             _sum_if(lost, lost_value).label("lost_value"),
-            func.sum(days).label("days_sum"),
+            func.sum(s.duration_seconds).label("seconds_sum"),
         )
-        .where(ended)
+        .where(*_ended(stages, pipeline_id, window, now))
         .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
     )
-    durations = (
-        select(s.stage_id, days.label("days"))
-        .where(ended, stages.is_stay(s.status, s.stage_id))
-        .subquery("durations")
-    )
-    medians = median_by(dialect, durations, "stage_id", "days").subquery("medians")
-    none_int, none_str = literal(None, Integer), literal(None, String)
-    median_rows = select(
-        literal("M").label("kind"),
-        medians.c.key,
-        none_str,
-        none_int,
-        none_str,
-        zero,
-        zero,
-        zero,
-        medians.c.median,
-    )
     flow: dict[int, dict[str, Any]] = {}
-    medians_by_stage: dict[int, float] = {}
-    for row in (await session.execute(union_all(entries, exits, median_rows))).all():
-        if row.kind == "M":
-            medians_by_stage[row.stage_id] = row.days_sum
-        else:
-            _fold(stages, row, flow)
-    for stage_id, median in medians_by_stage.items():
-        flow[stage_id]["median"] = median
+    for row in (await session.execute(union_all(entries, exits))).all():
+        _fold(stages, row, flow)
     return flow
+
+
+def _ended(stages: StageMap, pipeline_id: int, window: tuple[datetime, datetime], now: datetime) -> list[Any]:
+    """Stays that ended in the window with an exit the flow counts (conditions for ``and_``)."""
+    start, end = window
+    s, stage_ids, statuses = StageStay, list(stages.positions), [_OPEN, _WON, _LOST]
+    return [
+        s.pipeline_id == pipeline_id,
+        s.stage_id.in_(stage_ids),
+        s.status.in_(statuses),
+        s.next_stage_id.in_(stage_ids),
+        s.next_status.in_(statuses),
+        s.left_at >= at(start),
+        s.left_at < at(end),
+        s.left_at <= at(now),
+    ]
+
+
+def _middle(values: Select[Any], count: int, key: int | None) -> Select[Any]:
+    """``key`` and the median of the single-column ``values`` (``count`` rows): the middle value, or
+    the mean of the two middle ones, the same definition on both backends.
+
+    Sorting and skipping to the middle keeps at most half the rows in the sort (a bounded top-N);
+    SQLite has no ordered-set aggregate, and ranking every row with window functions cost several
+    times more.
+    """
+    column = values.selected_columns[0]
+    middle = values.order_by(column).offset((count - 1) // 2).limit(2 - count % 2).subquery("middle")
+    return select(literal(key, Integer).label("key"), cast(func.avg(middle.c[0]), Float).label("median"))
+
+
+async def _medians(
+    session: AsyncSession,
+    dialect: str,
+    stages: StageMap,
+    pipeline_id: int,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    flow: dict[int, dict[str, Any]],
+    won_count: int,
+) -> tuple[dict[int, float], float | None]:
+    """Median days in each stage over the window's exits, and the median sales cycle, in one statement.
+
+    The counts are known from the aggregates already read (a stage's exits, the won leads), so each
+    median is the middle of one sorted index range. Stay lengths are stored (``duration_seconds``);
+    the cycle is computed from the lead's two dates.
+    """
+    s = StageStay
+    ended = _ended(stages, pipeline_id, window, now)
+    parts = []
+    for stage_id, values in flow.items():
+        if values["exits"]:
+            statuses = [_OPEN, _WON] if stage_id in stages.post_sale else [_OPEN]
+            durations = select(s.duration_seconds).where(
+                *ended, s.stage_id == stage_id, s.status.in_(statuses)
+            )
+            parts.append(_middle(durations, values["exits"], stage_id))
+    if won_count:
+        start, end = window
+        cycles = select(days_between(dialect, Lead.created_at, Lead.closed_at)).where(
+            Lead.pipeline_id == pipeline_id,
+            Lead.status == LeadStatus.WON,
+            Lead.closed_at >= at(start),
+            Lead.closed_at < at(end),
+        )
+        parts.append(_middle(cycles, won_count, None))
+    if not parts:
+        return {}, None
+    rows = (await session.execute(union_all(*parts))).all()
+    by_stage = {row.key: row.median / SECONDS_PER_DAY for row in rows if row.key is not None}
+    return by_stage, next((row.median for row in rows if row.key is None), None)
 
 
 async def _outcomes(
     session: AsyncSession, dialect: str, pipeline_id: int, start: datetime, end: datetime
-) -> tuple[dict[str, Any], float | None]:
+) -> dict[str, Any]:
     cycle = days_between(dialect, Lead.created_at, Lead.closed_at)
     closed_in_window = and_(
         Lead.pipeline_id == pipeline_id, Lead.closed_at >= at(start), Lead.closed_at < at(end)
@@ -481,14 +517,7 @@ async def _outcomes(
         literal(0, Integer).label("value"),
         literal(None, Float).label("days_sum"),
     ).where(Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at < at(end))
-    rows = {row.kind: row for row in (await session.execute(union_all(closed, created))).all()}
-    cycles = (
-        select(literal(1).label("k"), cycle.label("days"))
-        .where(closed_in_window, Lead.status == LeadStatus.WON)
-        .subquery("cycles")
-    )
-    median = (await session.execute(median_by(dialect, cycles, "k", "days"))).first()
-    return rows, None if median is None else median.median
+    return {row.kind: row for row in (await session.execute(union_all(closed, created))).all()}
 
 
 async def _stored_goal(session: AsyncSession, pipeline_id: int, start: datetime, end: datetime) -> int | None:
@@ -537,7 +566,7 @@ def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any], empirical: 
         lost_value_cents=total("lost_value"),
         conversion_rate=_ratio(advanced, n_exits),
         drop_off_rate=_ratio(lost, n_exits),
-        avg_days_in_stage=_days(_ratio(flow["days_sum"], n_exits)) if n_exits else None,
+        avg_days_in_stage=_days(flow["seconds_sum"] / n_exits / SECONDS_PER_DAY) if n_exits else None,
         median_days_in_stage=_days(flow.get("median")) if n_exits else None,
         current_count=count,
         current_value_cents=value,
@@ -670,7 +699,13 @@ async def pipeline_metrics(
     occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
     flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now)
     empirical = empirical_win_probabilities(stage_info, flow)
-    outcome_rows, cycle_median = await _outcomes(session, dialect, pipeline_id, start, end)
+    outcome_rows = await _outcomes(session, dialect, pipeline_id, start, end)
+    won = outcome_rows.get(_WON)
+    medians, cycle_median = await _medians(
+        session, dialect, stage_info, pipeline_id, (start, end), now, flow, won.n if won else 0
+    )
+    for stage_id, median in medians.items():
+        flow[stage_id]["median"] = median
     stored_goal = await _stored_goal(session, pipeline_id, start, end) if goal_cents is None else None
 
     stages = tuple(
