@@ -223,12 +223,10 @@ class StageMap:
         self.post_sale = [row.id for row in rows if row.is_post_sale]
         self.targets = {row.id: row.target_days for row in rows if row.target_days is not None}
 
-    def entered_before(self, stage_id: Any, entered_at: Any, now: datetime) -> ColumnElement[bool]:
-        """True for occupants that entered ``stage_id`` more than its target days before ``now``."""
-        if not self.targets:
-            return literal(False)
-        limits = {sid: at(now - timedelta(days=days)) for sid, days in self.targets.items()}
-        return and_(stage_id.in_(list(limits)), entered_at < case(limits, value=stage_id))
+    def stalled_before(self, stage_id: int, now: datetime) -> datetime | None:
+        """Occupants of ``stage_id`` that entered it before this are stalled (None: no target)."""
+        days = self.targets.get(stage_id)
+        return None if days is None else now - timedelta(days=days)
 
     def position(self, stage_id: Any) -> ColumnElement[int]:
         """The stage's position (NULL for an unknown stage)."""
@@ -254,39 +252,44 @@ async def _occupants(
 ) -> dict[int, dict[str, Any]]:
     """Count, value, age and stalls of current occupants per stage.
 
-    Open leads and won leads in post-sale stages are two separate index ranges, aggregated apart
-    (UNION ALL) so each reads the covering index alone, and merged here.
+    One aggregate per stage and status that counts as being there (open leads; won leads in post-sale
+    stages), stacked with UNION ALL: each reads one range of the covering index, and the stage's
+    stall limit is a constant, so a row costs one date conversion (for the age sum) and one
+    comparison. The oldest occupant's age comes from the earliest entry, computed here.
     """
     age = days_between(dialect, Lead.stage_entered_at, at(now))
-    # Stalled = entered before now - target days: a per-stage constant, so no date arithmetic per row.
-    stalled = stages.entered_before(Lead.stage_id, Lead.stage_entered_at, now)
-    columns = (
-        Lead.stage_id,
-        func.count().label("n"),
-        func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
-        func.sum(age).label("age_sum"),
-        func.max(age).label("age_max"),
-        _sum_if(stalled).label("stalled"),
-        _sum_if(stalled, Lead.value_cents).label("stalled_value"),
-    )
-    in_pipeline = Lead.pipeline_id == pipeline_id
-    open_leads = select(*columns).where(in_pipeline, Lead.status == LeadStatus.OPEN).group_by(Lead.stage_id)
-    won_after_sale = (
-        select(*columns)
-        .where(in_pipeline, Lead.status == LeadStatus.WON, Lead.stage_id.in_(stages.post_sale))
-        .group_by(Lead.stage_id)
-    )
+    parts = []
+    ranges = [(stage_id, LeadStatus.OPEN) for stage_id in stages.positions]
+    ranges += [(stage_id, LeadStatus.WON) for stage_id in stages.post_sale]
+    for stage_id, status in ranges:
+        limit = stages.stalled_before(stage_id, now)
+        stalled = literal(False) if limit is None else Lead.stage_entered_at < at(limit)
+        parts.append(
+            select(
+                literal(stage_id, Integer).label("stage_id"),
+                func.count().label("n"),
+                func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+                func.sum(age).label("age_sum"),
+                func.min(Lead.stage_entered_at).label("entered_first"),
+                _sum_if(stalled).label("stalled"),
+                _sum_if(stalled, Lead.value_cents).label("stalled_value"),
+            ).where(Lead.pipeline_id == pipeline_id, Lead.status == status, Lead.stage_id == stage_id)
+        )
     merged: dict[int, dict[str, Any]] = {}
-    for row in (await session.execute(union_all(open_leads, won_after_sale))).all():
-        empty = {"n": 0, "value": 0, "age_sum": 0.0, "age_max": None, "stalled": 0, "stalled_value": 0}
+    for row in (await session.execute(union_all(*parts))).all():
+        if not row.n:
+            continue
+        empty = {"n": 0, "value": 0, "age_sum": 0.0, "entered_first": None, "stalled": 0, "stalled_value": 0}
         values = merged.setdefault(row.stage_id, empty)
         values["n"] += row.n
         values["value"] += int(row.value)
         values["age_sum"] += row.age_sum or 0.0
-        ages = [a for a in (values["age_max"], row.age_max) if a is not None]
-        values["age_max"] = max(ages) if ages else None
+        firsts = [e for e in (values["entered_first"], row.entered_first) if e is not None]
+        values["entered_first"] = min(firsts)
         values["stalled"] += row.stalled
         values["stalled_value"] += int(row.stalled_value)
+    for values in merged.values():
+        values["age_max"] = (now - values["entered_first"]).total_seconds() / SECONDS_PER_DAY
     return merged
 
 
