@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -295,8 +296,8 @@ async def _occupants(
 
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
-    status, with how many advanced) or exits (X, by stage, status, next stage and next status), which
-    also count by destination (a stage id, or WON / LOST)."""
+    status, with how many advanced), exits (X, by stage, status, next stage and next status), which
+    also count by destination (a stage id, or WON / LOST), or the value of the losses (L)."""
     if not stages.stays(t.status, t.stage_id):
         return
     empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter()}
@@ -304,6 +305,9 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     if t.kind == "E":
         values["entered"] += t.n
         values["entered_advanced"] += t.advanced
+        return
+    if t.kind == "L":
+        values["lost_value"] += int(t.lost_value)
         return
     moved = stages.moved(t.stage_id, t.next_stage_id)
     won = t.status == _OPEN and t.next_status == _WON
@@ -313,7 +317,6 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     values["won"] += t.n if won else 0
     if t.next_status == _LOST and t.status != _LOST:
         values["lost"] += t.n
-        values["lost_value"] += int(t.lost_value)
     values["seconds_sum"] += t.seconds_sum or 0.0
     destination = t.next_status if t.next_status != t.status else t.next_stage_id
     values["to"][destination] += t.n
@@ -374,7 +377,7 @@ async def _flow(
     in_pipeline = s.pipeline_id == pipeline_id
     # Every stage and status listed: each group is then a range of the index, read in order (SQLite
     # would otherwise sort the window's rows to group them).
-    stage_ids, statuses = list(stages.positions), [_OPEN, _WON, _LOST]
+    stage_ids, statuses = list(stages.positions), _STATUSES
     started = and_(
         in_pipeline,
         s.stage_id.in_(stage_ids),
@@ -402,9 +405,6 @@ async def _flow(
         .where(started)
         .group_by(s.stage_id, s.status)
     )
-    lost = and_(next_status == _LOST, status != _LOST)
-    # Only lost stays need the lead's value: a scalar lookup instead of joining every row.
-    lost_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
     exits = (
         select(
             literal("X").label("kind"),
@@ -414,28 +414,59 @@ async def _flow(
             next_status.label("next_status"),
             func.count().label("n"),
             zero.label("advanced"),
-            _sum_if(lost, lost_value).label("lost_value"),
+            zero.label("lost_value"),
             func.sum(s.duration_seconds).label("seconds_sum"),
         )
         .where(*_ended(stages, pipeline_id, window, now))
         .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
     )
+    # Only losses need the lead's value: their own index ranges, with one lookup each. Kept out of
+    # the exits aggregate, which PostgreSQL then hashes instead of sorting every exit.
+    lead_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
+    losses = (
+        select(
+            literal("L").label("kind"),
+            s.stage_id,
+            status.label("status"),
+            literal(None, Integer),
+            literal(None, String),
+            zero,
+            zero,
+            func.coalesce(func.sum(lead_value), 0),
+            literal(None, Float),
+        )
+        .where(*_ended(stages, pipeline_id, window, now, statuses=(_OPEN, _WON), next_statuses=(_LOST,)))
+        .group_by(s.stage_id, s.status)
+    )
     flow: dict[int, dict[str, Any]] = {}
-    for row in (await session.execute(union_all(entries, exits))).all():
+    for row in (await session.execute(union_all(entries, exits, losses))).all():
         _fold(stages, row, flow)
     return flow
 
 
-def _ended(stages: StageMap, pipeline_id: int, window: tuple[datetime, datetime], now: datetime) -> list[Any]:
-    """Stays that ended in the window with an exit the flow counts (conditions for ``and_``)."""
+_STATUSES = (_OPEN, _WON, _LOST)
+
+
+def _ended(
+    stages: StageMap,
+    pipeline_id: int,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    *,
+    stage_ids: list[int] | None = None,
+    statuses: Sequence[str] = _STATUSES,
+    next_statuses: Sequence[str] = _STATUSES,
+) -> list[Any]:
+    """Stays that ended in the window with an exit the flow counts (conditions for ``and_``): each
+    listed stage, status and next stage and status is one range of the exits index."""
     start, end = window
-    s, stage_ids, statuses = StageStay, list(stages.positions), [_OPEN, _WON, _LOST]
+    s = StageStay
     return [
         s.pipeline_id == pipeline_id,
-        s.stage_id.in_(stage_ids),
+        s.stage_id.in_(list(stages.positions) if stage_ids is None else stage_ids),
         s.status.in_(statuses),
-        s.next_stage_id.in_(stage_ids),
-        s.next_status.in_(statuses),
+        s.next_stage_id.in_(list(stages.positions)),
+        s.next_status.in_(next_statuses),
         s.left_at >= at(start),
         s.left_at < at(end),
         s.left_at <= at(now),
@@ -471,15 +502,12 @@ async def _medians(
     median is the middle of one sorted index range. Stay lengths are stored (``duration_seconds``);
     the cycle is computed from the lead's two dates.
     """
-    s = StageStay
-    ended = _ended(stages, pipeline_id, window, now)
     parts = []
     for stage_id, values in flow.items():
         if values["exits"]:
             statuses = [_OPEN, _WON] if stage_id in stages.post_sale else [_OPEN]
-            durations = select(s.duration_seconds).where(
-                *ended, s.stage_id == stage_id, s.status.in_(statuses)
-            )
+            ended = _ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=statuses)
+            durations = select(StageStay.duration_seconds).where(*ended)
             parts.append(_middle(durations, values["exits"], stage_id))
     if won_count:
         start, end = window
