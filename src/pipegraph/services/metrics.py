@@ -294,6 +294,13 @@ async def _occupants(
     return merged
 
 
+def _before(column: Any, end: datetime, now: datetime) -> ColumnElement[bool]:
+    """``column < end AND column <= now`` as the one bound that is tighter: the index range ends
+    there, and no row pays for the other comparison."""
+    bound: ColumnElement[bool] = column <= at(now) if now < end else column < at(end)
+    return bound
+
+
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
     status, with how many advanced), exits (X, by stage, status, next stage and next status), which
@@ -383,8 +390,7 @@ async def _flow(
         s.stage_id.in_(stage_ids),
         s.status.in_(statuses),
         s.entered_at >= at(start),
-        s.entered_at < at(end),
-        s.entered_at <= at(now),
+        _before(s.entered_at, end, now),
     )
     zero = literal(0, BigInteger)
     # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win.
@@ -468,8 +474,7 @@ def _ended(
         s.next_stage_id.in_(list(stages.positions)),
         s.next_status.in_(next_statuses),
         s.left_at >= at(start),
-        s.left_at < at(end),
-        s.left_at <= at(now),
+        _before(s.left_at, end, now),
     ]
 
 
