@@ -15,8 +15,12 @@ shows no rows are pulled into Python: compare the two sizes' peak RSS.
 
     python scripts/bench_metrics.py [--leads 1000000] [--small 100000] [--window-days 30 90]
         [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--no-postgres] [--no-sqlite]
+        [--keep-data DIR]
 
 A scratch PostgreSQL database is created and dropped; SQLite files live in a temporary directory.
+Loading a million leads takes minutes, so ``--keep-data DIR`` keeps the loaded data instead (SQLite
+files in DIR, PostgreSQL databases ``metrics_bench_<leads>``) and reuses it on the next run after
+migrating it to the current schema; ``--drop-data`` removes them.
 """
 
 from __future__ import annotations
@@ -139,10 +143,27 @@ def _run_measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def _prepare(url: str, leads: int, reuse: bool) -> str:
+    """Load ``leads`` leads into ``url``, or when ``reuse`` migrate what an earlier run loaded there."""
+    if not reuse:
+        return await _load(url, leads)
+    store = Store.from_url(url)
+    try:
+        started = time.perf_counter()
+        await migrate.upgrade(store.engine)
+        async with store.read() as session:
+            loaded = (await session.execute(text("SELECT count(*) FROM leads"))).scalar_one()
+        if loaded != leads:
+            raise SystemExit(f"{url} holds {loaded:,} leads, not {leads:,}: run with --drop-data first")
+        return f"{leads:,} leads from an earlier run (migrated in {time.perf_counter() - started:.0f} s)"
+    finally:
+        await store.dispose()
+
+
 async def _sqlite(leads: int, args: argparse.Namespace, workdir: Path) -> tuple[str, dict[str, Any]]:
     path = workdir / f"metrics_{leads}.sqlite3"
     url = f"sqlite:///{path}"
-    described = await _load(url, leads)
+    described = await _prepare(url, leads, reuse=args.keep_data is not None and path.exists())
     store = Store.from_url(url)
     async with store.engine.connect() as connection:
         await connection.exec_driver_sql("ANALYZE")
@@ -150,22 +171,54 @@ async def _sqlite(leads: int, args: argparse.Namespace, workdir: Path) -> tuple[
     try:
         return described, _run_measure(url, args)
     finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        if args.keep_data is None:
+            _remove_sqlite(path)
+
+
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def _database_exists(admin: str, name: str) -> bool:
+    import asyncpg
+
+    connection = await asyncpg.connect(admin)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()
 
 
 async def _postgres(leads: int, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    admin = args.postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"pipegraph_bench_metrics_{uuid.uuid4().hex[:8]}"
-    await _admin(admin, f'CREATE DATABASE "{name}"')
+    admin = _admin_url(args)
+    keep = args.keep_data is not None
+    name = f"metrics_bench_{leads}" if keep else f"pipegraph_bench_metrics_{uuid.uuid4().hex[:8]}"
+    reuse = keep and await _database_exists(admin, name)
+    if not reuse:
+        await _admin(admin, f'CREATE DATABASE "{name}"')
     url = f"{admin.rpartition('/')[0]}/{name}"
     try:
-        described = await _load(url, leads)
+        described = await _prepare(url, leads, reuse=reuse)
         # VACUUM sets the visibility map, so covering indexes give index-only scans, as in a live database.
         await _admin(url, "VACUUM ANALYZE")
         return described, _run_measure(url, args)
     finally:
-        await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not keep:
+            await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin_url(args: argparse.Namespace) -> str:
+    url: str = args.postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+    return url
+
+
+async def _drop_data(args: argparse.Namespace) -> None:
+    for leads in (args.small, args.leads):
+        if args.keep_data is not None:
+            _remove_sqlite(Path(args.keep_data) / f"metrics_{leads}.sqlite3")
+        if not args.no_postgres:
+            await _admin(_admin_url(args), f'DROP DATABASE IF EXISTS "metrics_bench_{leads}" WITH (FORCE)')
 
 
 def _report(backend: str, leads: int, described: str, result: dict[str, Any]) -> None:
@@ -184,11 +237,15 @@ def _report(backend: str, leads: int, described: str, result: dict[str, Any]) ->
 
 
 async def main(args: argparse.Namespace) -> None:
-    sizes = [args.small, args.leads]
-    with tempfile.TemporaryDirectory(prefix="pipegraph-bench-metrics-") as workdir:
-        for leads in sizes:
+    if args.drop_data:
+        await _drop_data(args)
+        return
+    with tempfile.TemporaryDirectory(prefix="pipegraph-bench-metrics-") as scratch:
+        workdir = Path(args.keep_data or scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for leads in (args.small, args.leads):
             if not args.no_sqlite:
-                _report("SQLite", leads, *await _sqlite(leads, args, Path(workdir)))
+                _report("SQLite", leads, *await _sqlite(leads, args, workdir))
             if not args.no_postgres:
                 _report("PostgreSQL", leads, *await _postgres(leads, args))
 
@@ -206,6 +263,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="server for a scratch database")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
+    parser.add_argument(
+        "--keep-data", metavar="DIR", help="keep the loaded data (SQLite files here) and reuse it next time"
+    )
+    parser.add_argument("--drop-data", action="store_true", help="remove data kept by --keep-data, then exit")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     return parser.parse_args()
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
@@ -68,5 +70,32 @@ async def test_each_revision_steps_down_and_up_with_data_in_place(database_url: 
             await migrate.upgrade(store.engine, "+1")
             assert await _revision(store) == expected
         assert await _tables(store) == set(Base.metadata.tables)
+    finally:
+        await store.dispose()
+
+
+async def _stay_columns_and_indexes(store: Store) -> tuple[set[str], set[str]]:
+    async with store.engine.connect() as connection:
+
+        def read(sync: Any) -> tuple[set[str], set[str]]:
+            inspector = inspect(sync)
+            columns = {column["name"] for column in inspector.get_columns("stage_stays")}
+            return columns, {str(index["name"]) for index in inspector.get_indexes("stage_stays")}
+
+        return await connection.run_sync(read)
+
+
+async def test_stay_durations_migration_round_trip(database_url: str) -> None:
+    store = Store.from_url(database_url)
+    try:
+        await migrate.upgrade(store.engine)
+        columns, indexes = await _stay_columns_and_indexes(store)
+        assert "duration_seconds" in columns
+        assert "ix_stage_stays_pipeline_exit_duration" in indexes
+        await migrate.downgrade(store.engine, "0005")
+        columns, indexes = await _stay_columns_and_indexes(store)
+        assert "duration_seconds" not in columns
+        assert "ix_stage_stays_pipeline_exit_left" in indexes
+        assert "ix_stage_stays_pipeline_exit_duration" not in indexes
     finally:
         await store.dispose()

@@ -1,5 +1,6 @@
-"""``stage_stays`` agrees with ``stage_history``: after every command of the lead services and after the
-migration's backfill, the stays written equal the ones ``STAYS_FROM_HISTORY`` derives from history."""
+"""``stage_stays`` agrees with ``stage_history``: after every command of the lead services, after the
+synthetic bulk loader and after the migrations' backfill, the stays written (durations included) equal
+the ones ``stays_sql`` derives from history."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pipegraph import demo
 from pipegraph.db import migrate
 from pipegraph.db.models import Lead, LeadStatus
 from pipegraph.db.session import Store
-from pipegraph.db.stays import STAY_COLUMNS, stays_from_history
+from pipegraph.db.stays import ALL_STAY_COLUMNS, stays_from_history
 from pipegraph.services import leads, pipelines
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -25,7 +27,7 @@ def T(hours: float) -> datetime:
 
 async def _written(store: Store) -> list[tuple[Any, ...]]:
     async with store.read() as session:
-        statement = text(f"SELECT {', '.join(STAY_COLUMNS)} FROM stage_stays ORDER BY history_id")
+        statement = text(f"SELECT {', '.join(ALL_STAY_COLUMNS)} FROM stage_stays ORDER BY history_id")
         return [tuple(row) for row in (await session.execute(statement)).all()]
 
 
@@ -110,7 +112,7 @@ async def test_every_service_command_keeps_stays_equal_to_the_history_derivation
             await command(session, ids, stages)
         written = await _written(store)
         assert written == await _derived(store), name
-    current = [row for row in written if row[STAY_COLUMNS.index("left_at")] is None]
+    current = [row for row in written if row[ALL_STAY_COLUMNS.index("left_at")] is None]
     assert len(current) == len(ids)
 
 
@@ -127,3 +129,12 @@ async def test_migration_backfills_the_stays_the_services_wrote(store: Store) ->
     await migrate.upgrade(store.engine)
     assert await _written(store) == written
     assert len(written) == len(COMMANDS)  # each command here writes one history row
+
+
+async def test_bulk_loader_writes_the_stays_and_durations_history_delimits(store: Store) -> None:
+    await demo.load_synthetic(store, leads=300, seed=5, reps=4, activities_per_lead=0, now=T(24 * 400))
+    written = await _written(store)
+    assert written == await _derived(store)
+    ended = [row for row in written if row[ALL_STAY_COLUMNS.index("left_at")] is not None]
+    assert ended
+    assert all(row[ALL_STAY_COLUMNS.index("duration_seconds")] > 0 for row in ended)

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipegraph.db.models import Pipeline, Role, Stage, User
 from pipegraph.db.session import Store
-from pipegraph.db.stays import STAY_COLUMNS
+from pipegraph.db.stays import ALL_STAY_COLUMNS
 from pipegraph.errors import ValidationError
 
 DAY_US = 86_400_000_000
@@ -593,8 +593,12 @@ def _generate_chunk(
         shifted[is_last] = None
         return list(shifted.tolist())
 
+    # Whole microseconds over 1e6: the double the database's own derivation gives.
+    seconds = np.empty(n_rows, dtype=object)
+    seconds[:-1] = ((h_time[1:] - h_time[:-1]) / 1e6).tolist()
+    seconds[is_last] = None
     stays = _Columns(
-        STAY_COLUMNS,
+        ALL_STAY_COLUMNS,
         [
             history_ids,
             history_leads,
@@ -605,6 +609,7 @@ def _generate_chunk(
             following(changed_at),
             following(to_stage_ids),
             following(to_status_names),
+            list(seconds.tolist()),
         ],
     )
     activities = _generate_activities(

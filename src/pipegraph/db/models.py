@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
+    Double,
     Enum,
     Float,
     ForeignKey,
@@ -253,9 +254,10 @@ class StageStay(Base):
 
     One row per ``stage_history`` row (sharing its id), written in the same transaction, so metrics read
     each stay's start, end and exit from an index range instead of pairing history rows at query time.
-    ``left_at``, ``next_stage_id`` and ``next_status`` come from the lead's next history row and are NULL
-    while the stay is current. The exit keeps the next stage and status rather than a kind such as
-    "advanced": positions can be reordered, and the metrics classify moves by the stages' current order.
+    ``left_at``, ``next_stage_id``, ``next_status`` and ``duration_seconds`` come from the lead's next
+    history row and are NULL while the stay is current. The exit keeps the next stage and status rather
+    than a kind such as "advanced": positions can be reordered, and the metrics classify moves by the
+    stages' current order.
     """
 
     __tablename__ = "stage_stays"
@@ -274,6 +276,9 @@ class StageStay(Base):
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
     next_status: Mapped[LeadStatus | None] = mapped_column(_enum(LeadStatus, "stay_next_status"))
+    # ``left_at - entered_at`` in seconds (NULL while current), stored so the metrics sum and sort
+    # numbers instead of doing date arithmetic on every row.
+    duration_seconds: Mapped[float | None] = mapped_column(Double)
 
     __table_args__ = (
         Index("ix_stage_stays_lead_entered", "lead_id", "entered_at"),
@@ -286,9 +291,9 @@ class StageStay(Base):
             *("next_stage_id", "next_status", "left_at"),
         ),
         Index(
-            "ix_stage_stays_pipeline_exit_left",
+            "ix_stage_stays_pipeline_exit_duration",
             *("pipeline_id", "stage_id", "status", "next_stage_id", "next_status"),
-            *("left_at", "entered_at", "lead_id"),
+            *("left_at", "duration_seconds", "lead_id"),
         ),
     )
 

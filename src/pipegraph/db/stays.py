@@ -3,20 +3,22 @@
 A stay is what one history row opens and the lead's next row (by ``changed_at``, then ``id``) closes.
 Services append history through ``append_history``, which ends each lead's current stay and opens the
 next in the same transaction. ``STAYS_FROM_HISTORY`` derives every stay from history alone, with window
-functions that SQLite and PostgreSQL both run: the migration backfills the table with it, loaders that
-write history rows directly call ``derive_stays``, and tests compare it with what the services wrote.
+functions that SQLite and PostgreSQL both run; ``stays_sql`` adds each ended stay's length in seconds,
+which needs each backend's own date arithmetic. Loaders that write history rows directly call
+``derive_stays``, and tests compare what the services and loaders wrote with the derivation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import bindparam, delete, text, update
+from sqlalchemy import Double, bindparam, delete, literal_column, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import ColumnClause, TextClause
 
 from pipegraph.db.models import StageHistory, StageStay
 
+# What the history rows delimit, portable SQL on both backends.
 STAY_COLUMNS = (
     "history_id",
     "lead_id",
@@ -28,24 +30,48 @@ STAY_COLUMNS = (
     "next_stage_id",
     "next_status",
 )
+# Every column of the table: the above and the length of the stay.
+ALL_STAY_COLUMNS = (*STAY_COLUMNS, "duration_seconds")
 
 # ``{where}`` narrows the history rows (whole leads only, or the window functions would see a partial
-# history); empty for all of them.
+# history); ``{duration}`` is empty or the duration column.
 _SELECT_STAYS = """
 SELECT h.id, h.lead_id, h.pipeline_id, h.to_stage_id, h.to_status, h.changed_at,
-       LEAD(h.changed_at) OVER w, LEAD(h.to_stage_id) OVER w, LEAD(h.to_status) OVER w
+       LEAD(h.changed_at) OVER w, LEAD(h.to_stage_id) OVER w, LEAD(h.to_status) OVER w{duration}
 FROM stage_history h {where}
 WINDOW w AS (PARTITION BY h.lead_id ORDER BY h.changed_at, h.id)
 """
 
-STAYS_FROM_HISTORY = _SELECT_STAYS.format(where="")
-INSERT_STAYS_FROM_HISTORY = f"INSERT INTO stage_stays ({', '.join(STAY_COLUMNS)}){STAYS_FROM_HISTORY}"
+STAYS_FROM_HISTORY = _SELECT_STAYS.format(where="", duration="")
+
+
+def seconds_between(dialect: str, start: str, end: str) -> str:
+    """SQL for ``end - start`` in seconds, exactly the double nearest to the microsecond count, as
+    Python's ``timedelta.total_seconds()`` and NumPy give it, so every writer stores the same value.
+
+    SQLite's date functions round to milliseconds, so its whole seconds come from ``strftime('%s')``
+    and the microseconds from the stored text (``YYYY-MM-DD HH:MM:SS.ffffff``, SQLAlchemy's format).
+    """
+    if dialect == "sqlite":
+        whole = f"(CAST(strftime('%s', {end}) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER))"
+        micros = f"(CAST(substr({end}, 21) AS INTEGER) - CAST(substr({start}, 21) AS INTEGER))"
+        return f"(({whole} * 1000000 + {micros}) / 1000000.0)"
+    # EXTRACT gives an exact numeric; converting that once rounds correctly.
+    return f"CAST(EXTRACT(EPOCH FROM ({end}) - ({start})) AS DOUBLE PRECISION)"
+
+
+def stays_sql(dialect: str, *, where: str = "") -> str:
+    """Every column of ``ALL_STAY_COLUMNS``, derived from the history rows ``where`` selects."""
+    duration = seconds_between(dialect, "h.changed_at", "LEAD(h.changed_at) OVER w")
+    return _SELECT_STAYS.format(where=where, duration=f",\n       {duration}")
 
 
 def _for_leads(statement: str) -> TextClause:
-    return text(statement.format(where="WHERE h.lead_id IN :lead_ids")).bindparams(
-        bindparam("lead_ids", expanding=True)
-    )
+    return text(statement).bindparams(bindparam("lead_ids", expanding=True))
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 async def derive_stays(session: AsyncSession, *, lead_ids: Collection[int]) -> None:
@@ -54,17 +80,19 @@ async def derive_stays(session: AsyncSession, *, lead_ids: Collection[int]) -> N
         return
     ids = sorted(lead_ids)
     await session.execute(delete(StageStay).where(StageStay.lead_id.in_(ids)))
-    insert = f"INSERT INTO stage_stays ({', '.join(STAY_COLUMNS)}){_SELECT_STAYS}"
+    select_stays = stays_sql(_dialect(session), where="WHERE h.lead_id IN :lead_ids")
+    insert = f"INSERT INTO stage_stays ({', '.join(ALL_STAY_COLUMNS)}){select_stays}"
     await session.execute(_for_leads(insert), {"lead_ids": ids})
 
 
 async def stays_from_history(session: AsyncSession, *, lead_ids: Collection[int]) -> list[tuple[object, ...]]:
     """The stays of ``lead_ids`` as history delimits them, ordered by history id (columns as in
-    ``STAY_COLUMNS``)."""
+    ``ALL_STAY_COLUMNS``)."""
     if not lead_ids:
         return []
-    statement = _for_leads(_SELECT_STAYS + " ORDER BY 1")
-    return [tuple(row) for row in (await session.execute(statement, {"lead_ids": sorted(lead_ids)})).all()]
+    statement = stays_sql(_dialect(session), where="WHERE h.lead_id IN :lead_ids") + " ORDER BY 1"
+    rows = await session.execute(_for_leads(statement), {"lead_ids": sorted(lead_ids)})
+    return [tuple(row) for row in rows.all()]
 
 
 async def append_history(session: AsyncSession, rows: Sequence[StageHistory]) -> None:
@@ -78,6 +106,20 @@ async def append_history(session: AsyncSession, rows: Sequence[StageHistory]) ->
             .values(left_at=row.changed_at, next_stage_id=row.to_stage_id, next_status=row.to_status)
             .execution_options(synchronize_session=False)
         )
+    # The stays just ended, measured by the expression the derivation uses.
+    seconds: ColumnClause[float] = literal_column(
+        seconds_between(_dialect(session), "entered_at", "left_at"), Double()
+    )
+    await session.execute(
+        update(StageStay)
+        .where(
+            StageStay.lead_id.in_(sorted({row.lead_id for row in rows})),
+            StageStay.left_at.is_not(None),
+            StageStay.duration_seconds.is_(None),
+        )
+        .values(duration_seconds=seconds)
+        .execution_options(synchronize_session=False)
+    )
     session.add_all(
         StageStay(
             history_id=row.id,

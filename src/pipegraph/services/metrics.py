@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from sqlalchemy import (
     BigInteger,
     Float,
     Integer,
+    Select,
     String,
     and_,
     case,
@@ -48,10 +50,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageStay
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.metrics_sql import analytic_settings, at, days_between, median_by
+from pipegraph.services.metrics_sql import SECONDS_PER_DAY, analytic_settings, at, days_between
 
-# pipeline, stages, occupants, stage flow, outcomes, sales-cycle median, stored goal; on PostgreSQL
-# one more, ``analytic_settings``.
+# pipeline, stages, occupants, stage flow, outcomes, medians, stored goal; on PostgreSQL one more,
+# ``analytic_settings``. The medians are skipped when nothing in the window has one.
 STATEMENTS_PER_CALL = 7
 
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
@@ -222,12 +224,10 @@ class StageMap:
         self.post_sale = [row.id for row in rows if row.is_post_sale]
         self.targets = {row.id: row.target_days for row in rows if row.target_days is not None}
 
-    def entered_before(self, stage_id: Any, entered_at: Any, now: datetime) -> ColumnElement[bool]:
-        """True for occupants that entered ``stage_id`` more than its target days before ``now``."""
-        if not self.targets:
-            return literal(False)
-        limits = {sid: at(now - timedelta(days=days)) for sid, days in self.targets.items()}
-        return and_(stage_id.in_(list(limits)), entered_at < case(limits, value=stage_id))
+    def stalled_before(self, stage_id: int, now: datetime) -> datetime | None:
+        """Occupants of ``stage_id`` that entered it before this are stalled (None: no target)."""
+        days = self.targets.get(stage_id)
+        return None if days is None else now - timedelta(days=days)
 
     def position(self, stage_id: Any) -> ColumnElement[int]:
         """The stage's position (NULL for an unknown stage)."""
@@ -253,53 +253,68 @@ async def _occupants(
 ) -> dict[int, dict[str, Any]]:
     """Count, value, age and stalls of current occupants per stage.
 
-    Open leads and won leads in post-sale stages are two separate index ranges, aggregated apart
-    (UNION ALL) so each reads the covering index alone, and merged here.
+    One aggregate per stage and status that counts as being there (open leads; won leads in post-sale
+    stages), stacked with UNION ALL: each reads one range of the covering index, and the stage's
+    stall limit is a constant, so a row costs one date conversion (for the age sum) and one
+    comparison. The oldest occupant's age comes from the earliest entry, computed here.
     """
     age = days_between(dialect, Lead.stage_entered_at, at(now))
-    # Stalled = entered before now - target days: a per-stage constant, so no date arithmetic per row.
-    stalled = stages.entered_before(Lead.stage_id, Lead.stage_entered_at, now)
-    columns = (
-        Lead.stage_id,
-        func.count().label("n"),
-        func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
-        func.sum(age).label("age_sum"),
-        func.max(age).label("age_max"),
-        _sum_if(stalled).label("stalled"),
-        _sum_if(stalled, Lead.value_cents).label("stalled_value"),
-    )
-    in_pipeline = Lead.pipeline_id == pipeline_id
-    open_leads = select(*columns).where(in_pipeline, Lead.status == LeadStatus.OPEN).group_by(Lead.stage_id)
-    won_after_sale = (
-        select(*columns)
-        .where(in_pipeline, Lead.status == LeadStatus.WON, Lead.stage_id.in_(stages.post_sale))
-        .group_by(Lead.stage_id)
-    )
+    parts = []
+    ranges = [(stage_id, LeadStatus.OPEN) for stage_id in stages.positions]
+    ranges += [(stage_id, LeadStatus.WON) for stage_id in stages.post_sale]
+    for stage_id, status in ranges:
+        limit = stages.stalled_before(stage_id, now)
+        stalled = literal(False) if limit is None else Lead.stage_entered_at < at(limit)
+        parts.append(
+            select(
+                literal(stage_id, Integer).label("stage_id"),
+                func.count().label("n"),
+                func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+                func.sum(age).label("age_sum"),
+                func.min(Lead.stage_entered_at).label("entered_first"),
+                _sum_if(stalled).label("stalled"),
+                _sum_if(stalled, Lead.value_cents).label("stalled_value"),
+            ).where(Lead.pipeline_id == pipeline_id, Lead.status == status, Lead.stage_id == stage_id)
+        )
     merged: dict[int, dict[str, Any]] = {}
-    for row in (await session.execute(union_all(open_leads, won_after_sale))).all():
-        empty = {"n": 0, "value": 0, "age_sum": 0.0, "age_max": None, "stalled": 0, "stalled_value": 0}
+    for row in (await session.execute(union_all(*parts))).all():
+        if not row.n:
+            continue
+        empty = {"n": 0, "value": 0, "age_sum": 0.0, "entered_first": None, "stalled": 0, "stalled_value": 0}
         values = merged.setdefault(row.stage_id, empty)
         values["n"] += row.n
         values["value"] += int(row.value)
         values["age_sum"] += row.age_sum or 0.0
-        ages = [a for a in (values["age_max"], row.age_max) if a is not None]
-        values["age_max"] = max(ages) if ages else None
+        firsts = [e for e in (values["entered_first"], row.entered_first) if e is not None]
+        values["entered_first"] = min(firsts)
         values["stalled"] += row.stalled
         values["stalled_value"] += int(row.stalled_value)
+    for values in merged.values():
+        values["age_max"] = (now - values["entered_first"]).total_seconds() / SECONDS_PER_DAY
     return merged
+
+
+def _before(column: Any, end: datetime, now: datetime) -> ColumnElement[bool]:
+    """``column < end AND column <= now`` as the one bound that is tighter: the index range ends
+    there, and no row pays for the other comparison."""
+    bound: ColumnElement[bool] = column <= at(now) if now < end else column < at(end)
+    return bound
 
 
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
-    status, with how many advanced) or exits (X, by stage, status, next stage and next status), which
-    also count by destination (a stage id, or WON / LOST)."""
+    status, with how many advanced), exits (X, by stage, status, next stage and next status), which
+    also count by destination (a stage id, or WON / LOST), or the value of the losses (L)."""
     if not stages.stays(t.status, t.stage_id):
         return
-    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"days_sum": 0.0, "to": Counter()}
+    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter()}
     values = flow.setdefault(t.stage_id, empty)
     if t.kind == "E":
         values["entered"] += t.n
         values["entered_advanced"] += t.advanced
+        return
+    if t.kind == "L":
+        values["lost_value"] += int(t.lost_value)
         return
     moved = stages.moved(t.stage_id, t.next_stage_id)
     won = t.status == _OPEN and t.next_status == _WON
@@ -309,8 +324,7 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     values["won"] += t.n if won else 0
     if t.next_status == _LOST and t.status != _LOST:
         values["lost"] += t.n
-        values["lost_value"] += int(t.lost_value)
-    values["days_sum"] += t.days_sum or 0.0
+    values["seconds_sum"] += t.seconds_sum or 0.0
     destination = t.next_status if t.next_status != t.status else t.next_stage_id
     values["to"][destination] += t.n
 
@@ -358,12 +372,11 @@ async def _flow(
     window: tuple[datetime, datetime],
     now: datetime,
 ) -> dict[int, dict[str, Any]]:
-    """Entries, exits and dwell medians per stage in one statement over ``stage_stays``.
+    """Entries and exits per stage in one statement over ``stage_stays``.
 
     Two index range aggregates: stays that started in the window (with their exit, if it happened by
     ``now``) and stays that ended in it, each grouped by stage, status, next stage and next status (a few
-    dozen groups); the stages' figures are folded from those in Python. Medians need the single
-    durations, so they are a third aggregate over the ended stays, stacked with UNION ALL.
+    dozen groups); the stages' figures are folded from those in Python.
     """
     start, end = window
     s = StageStay
@@ -371,26 +384,14 @@ async def _flow(
     in_pipeline = s.pipeline_id == pipeline_id
     # Every stage and status listed: each group is then a range of the index, read in order (SQLite
     # would otherwise sort the window's rows to group them).
-    stage_ids, statuses = list(stages.positions), [_OPEN, _WON, _LOST]
+    stage_ids, statuses = list(stages.positions), _STATUSES
     started = and_(
         in_pipeline,
         s.stage_id.in_(stage_ids),
         s.status.in_(statuses),
         s.entered_at >= at(start),
-        s.entered_at < at(end),
-        s.entered_at <= at(now),
+        _before(s.entered_at, end, now),
     )
-    ended = and_(
-        in_pipeline,
-        s.stage_id.in_(stage_ids),
-        s.status.in_(statuses),
-        s.next_stage_id.in_(stage_ids),
-        s.next_status.in_(statuses),
-        s.left_at >= at(start),
-        s.left_at < at(end),
-        s.left_at <= at(now),
-    )
-    days = days_between(dialect, s.entered_at, s.left_at)
     zero = literal(0, BigInteger)
     # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win.
     later = stages.position(s.next_stage_id) > stages.position(s.stage_id)
@@ -405,14 +406,11 @@ async def _flow(
             func.count().label("n"),
             _sum_if(advanced).label("advanced"),
             zero.label("lost_value"),
-            literal(None, Float).label("days_sum"),
+            literal(None, Float).label("seconds_sum"),
         )
         .where(started)
         .group_by(s.stage_id, s.status)
     )
-    lost = and_(next_status == _LOST, status != _LOST)
-    # Only lost stays need the lead's value: a scalar lookup instead of joining every row.
-    lost_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
     exits = (
         select(
             literal("X").label("kind"),
@@ -422,45 +420,119 @@ async def _flow(
             next_status.label("next_status"),
             func.count().label("n"),
             zero.label("advanced"),
-            _sum_if(lost, lost_value).label("lost_value"),
-            func.sum(days).label("days_sum"),
+            zero.label("lost_value"),
+            func.sum(s.duration_seconds).label("seconds_sum"),
         )
-        .where(ended)
+        .where(*_ended(stages, pipeline_id, window, now))
         .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
     )
-    durations = (
-        select(s.stage_id, days.label("days"))
-        .where(ended, stages.is_stay(s.status, s.stage_id))
-        .subquery("durations")
-    )
-    medians = median_by(dialect, durations, "stage_id", "days").subquery("medians")
-    none_int, none_str = literal(None, Integer), literal(None, String)
-    median_rows = select(
-        literal("M").label("kind"),
-        medians.c.key,
-        none_str,
-        none_int,
-        none_str,
-        zero,
-        zero,
-        zero,
-        medians.c.median,
+    # Only losses need the lead's value: their own index ranges, with one lookup each. Kept out of
+    # the exits aggregate, which PostgreSQL then hashes instead of sorting every exit.
+    lead_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
+    losses = (
+        select(
+            literal("L").label("kind"),
+            s.stage_id,
+            status.label("status"),
+            literal(None, Integer),
+            literal(None, String),
+            zero,
+            zero,
+            func.coalesce(func.sum(lead_value), 0),
+            literal(None, Float),
+        )
+        .where(*_ended(stages, pipeline_id, window, now, statuses=(_OPEN, _WON), next_statuses=(_LOST,)))
+        .group_by(s.stage_id, s.status)
     )
     flow: dict[int, dict[str, Any]] = {}
-    medians_by_stage: dict[int, float] = {}
-    for row in (await session.execute(union_all(entries, exits, median_rows))).all():
-        if row.kind == "M":
-            medians_by_stage[row.stage_id] = row.days_sum
-        else:
-            _fold(stages, row, flow)
-    for stage_id, median in medians_by_stage.items():
-        flow[stage_id]["median"] = median
+    for row in (await session.execute(union_all(entries, exits, losses))).all():
+        _fold(stages, row, flow)
     return flow
+
+
+_STATUSES = (_OPEN, _WON, _LOST)
+
+
+def _ended(
+    stages: StageMap,
+    pipeline_id: int,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    *,
+    stage_ids: list[int] | None = None,
+    statuses: Sequence[str] = _STATUSES,
+    next_statuses: Sequence[str] = _STATUSES,
+) -> list[Any]:
+    """Stays that ended in the window with an exit the flow counts (conditions for ``and_``): each
+    listed stage, status and next stage and status is one range of the exits index."""
+    start, end = window
+    s = StageStay
+    return [
+        s.pipeline_id == pipeline_id,
+        s.stage_id.in_(list(stages.positions) if stage_ids is None else stage_ids),
+        s.status.in_(statuses),
+        s.next_stage_id.in_(list(stages.positions)),
+        s.next_status.in_(next_statuses),
+        s.left_at >= at(start),
+        _before(s.left_at, end, now),
+    ]
+
+
+def _middle(values: Select[Any], count: int, key: int | None) -> Select[Any]:
+    """``key`` and the median of the single-column ``values`` (``count`` rows): the middle value, or
+    the mean of the two middle ones, the same definition on both backends.
+
+    Sorting and skipping to the middle keeps at most half the rows in the sort (a bounded top-N);
+    SQLite has no ordered-set aggregate, and ranking every row with window functions cost several
+    times more.
+    """
+    column = values.selected_columns[0]
+    middle = values.order_by(column).offset((count - 1) // 2).limit(2 - count % 2).subquery("middle")
+    return select(literal(key, Integer).label("key"), cast(func.avg(middle.c[0]), Float).label("median"))
+
+
+async def _medians(
+    session: AsyncSession,
+    dialect: str,
+    stages: StageMap,
+    pipeline_id: int,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    flow: dict[int, dict[str, Any]],
+    won_count: int,
+) -> tuple[dict[int, float], float | None]:
+    """Median days in each stage over the window's exits, and the median sales cycle, in one statement.
+
+    The counts are known from the aggregates already read (a stage's exits, the won leads), so each
+    median is the middle of one sorted index range. Stay lengths are stored (``duration_seconds``);
+    the cycle is computed from the lead's two dates.
+    """
+    parts = []
+    for stage_id, values in flow.items():
+        if values["exits"]:
+            statuses = [_OPEN, _WON] if stage_id in stages.post_sale else [_OPEN]
+            ended = _ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=statuses)
+            durations = select(StageStay.duration_seconds).where(*ended)
+            parts.append(_middle(durations, values["exits"], stage_id))
+    if won_count:
+        start, end = window
+        cycles = select(days_between(dialect, Lead.created_at, Lead.closed_at)).where(
+            Lead.pipeline_id == pipeline_id,
+            Lead.status == LeadStatus.WON,
+            Lead.closed_at >= at(start),
+            Lead.closed_at < at(end),
+        )
+        parts.append(_middle(cycles, won_count, None))
+    if not parts:
+        return {}, None
+    rows = (await session.execute(union_all(*parts))).all()
+    by_stage = {row.key: row.median / SECONDS_PER_DAY for row in rows if row.key is not None}
+    return by_stage, next((row.median for row in rows if row.key is None), None)
 
 
 async def _outcomes(
     session: AsyncSession, dialect: str, pipeline_id: int, start: datetime, end: datetime
-) -> tuple[dict[str, Any], float | None]:
+) -> dict[str, Any]:
     cycle = days_between(dialect, Lead.created_at, Lead.closed_at)
     closed_in_window = and_(
         Lead.pipeline_id == pipeline_id, Lead.closed_at >= at(start), Lead.closed_at < at(end)
@@ -481,14 +553,7 @@ async def _outcomes(
         literal(0, Integer).label("value"),
         literal(None, Float).label("days_sum"),
     ).where(Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at < at(end))
-    rows = {row.kind: row for row in (await session.execute(union_all(closed, created))).all()}
-    cycles = (
-        select(literal(1).label("k"), cycle.label("days"))
-        .where(closed_in_window, Lead.status == LeadStatus.WON)
-        .subquery("cycles")
-    )
-    median = (await session.execute(median_by(dialect, cycles, "k", "days"))).first()
-    return rows, None if median is None else median.median
+    return {row.kind: row for row in (await session.execute(union_all(closed, created))).all()}
 
 
 async def _stored_goal(session: AsyncSession, pipeline_id: int, start: datetime, end: datetime) -> int | None:
@@ -537,7 +602,7 @@ def _stage_metrics(stage: Any, occupants: Any, flow: dict[str, Any], empirical: 
         lost_value_cents=total("lost_value"),
         conversion_rate=_ratio(advanced, n_exits),
         drop_off_rate=_ratio(lost, n_exits),
-        avg_days_in_stage=_days(_ratio(flow["days_sum"], n_exits)) if n_exits else None,
+        avg_days_in_stage=_days(flow["seconds_sum"] / n_exits / SECONDS_PER_DAY) if n_exits else None,
         median_days_in_stage=_days(flow.get("median")) if n_exits else None,
         current_count=count,
         current_value_cents=value,
@@ -670,7 +735,13 @@ async def pipeline_metrics(
     occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
     flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now)
     empirical = empirical_win_probabilities(stage_info, flow)
-    outcome_rows, cycle_median = await _outcomes(session, dialect, pipeline_id, start, end)
+    outcome_rows = await _outcomes(session, dialect, pipeline_id, start, end)
+    won = outcome_rows.get(_WON)
+    medians, cycle_median = await _medians(
+        session, dialect, stage_info, pipeline_id, (start, end), now, flow, won.n if won else 0
+    )
+    for stage_id, median in medians.items():
+        flow[stage_id]["median"] = median
     stored_goal = await _stored_goal(session, pipeline_id, start, end) if goal_cents is None else None
 
     stages = tuple(

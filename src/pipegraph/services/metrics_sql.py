@@ -1,7 +1,7 @@
 """The few SQL expressions that differ between SQLite and PostgreSQL, for the metrics queries.
 
 Everything else in the metrics is portable SQLAlchemy Core; keeping the differences here means the
-two backends are compared in one place: durations in days, the median, and calendar buckets.
+two backends are compared in one place: durations in days, session settings and calendar buckets.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Select, and_, cast, func, literal, select
+from sqlalchemy import Float, cast, func, literal
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipegraph.db.types import UTCDateTime
@@ -47,30 +47,6 @@ def analytic_settings(dialect: str) -> str | None:
     if dialect == "sqlite":
         return None
     return "SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"
-
-
-def median_by(dialect: str, values: Any, key: str, value: str) -> Select[Any]:
-    """``SELECT key, median(value) ... GROUP BY key`` over a subquery or CTE ``values``.
-
-    The same definition on both backends: the middle value, or the mean of the two middle values.
-    """
-    key_col, value_col = values.c[key], values.c[value]
-    if dialect != "sqlite":
-        median = func.percentile_cont(0.5).within_group(value_col)
-        return select(key_col.label("key"), cast(median, Float).label("median")).group_by(key_col)
-    # SQLite has no ordered-set aggregates: rank each group and average its middle one or two rows.
-    ranked = select(
-        key_col.label("key"),
-        value_col.label("value"),
-        func.row_number().over(partition_by=key_col, order_by=value_col).label("rn"),
-        func.count().over(partition_by=key_col).label("n"),
-    ).subquery("ranked")
-    middle = and_(ranked.c.rn * 2 >= ranked.c.n, ranked.c.rn * 2 <= ranked.c.n + 2)
-    return (
-        select(ranked.c.key, cast(func.avg(ranked.c.value), Float).label("median"))
-        .where(middle)
-        .group_by(ranked.c.key)
-    )
 
 
 def bucket_start(dialect: str, column: Any, interval: Interval) -> ColumnElement[str]:

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from pipegraph.db.stays import INSERT_STAYS_FROM_HISTORY
-
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
@@ -20,6 +18,16 @@ depends_on: str | Sequence[str] | None = None
 
 _STATUSES = ("OPEN", "WON", "LOST")
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# A frozen copy of the derivation in ``pipegraph.db.stays`` as it was at this revision, so later
+# changes there (columns added by later revisions) cannot change what this one does.
+_INSERT_STAYS_FROM_HISTORY = """
+INSERT INTO stage_stays (history_id, lead_id, pipeline_id, stage_id, status, entered_at, left_at,
+                         next_stage_id, next_status)
+SELECT h.id, h.lead_id, h.pipeline_id, h.to_stage_id, h.to_status, h.changed_at,
+       LEAD(h.changed_at) OVER w, LEAD(h.to_stage_id) OVER w, LEAD(h.to_status) OVER w
+FROM stage_history h
+WINDOW w AS (PARTITION BY h.lead_id ORDER BY h.changed_at, h.id)
+"""
 
 
 def _status(name: str, *, nullable: bool) -> sa.Column[str]:
@@ -61,7 +69,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("history_id", name=op.f("pk_stage_stays")),
     )
     # Backfill before indexing: building an index once is cheaper than maintaining it row by row.
-    op.execute(INSERT_STAYS_FROM_HISTORY)
+    op.execute(_INSERT_STAYS_FROM_HISTORY)
     op.create_index("ix_stage_stays_lead_entered", "stage_stays", ["lead_id", "entered_at"])
     op.create_index(
         "ix_stage_stays_pipeline_stage_entered",
