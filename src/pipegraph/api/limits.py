@@ -11,11 +11,24 @@ Everything here runs once per operation, never per field: the fast execution pat
 
 from __future__ import annotations
 
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import ASTValidationRule, ExecutionResult, GraphQLError, ValidationContext
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+)
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -26,6 +39,10 @@ from pipegraph.settings import Settings
 
 THROTTLED = "THROTTLED"
 MAX_COST_EXCEEDED = "MAX_COST_EXCEEDED"
+# graphql-core compares every pair of same-named fields of a selection set while validating: a
+# document repeating one field a thousand times costs seconds. No real query repeats a field this often.
+MAX_DUPLICATE_FIELDS = 20
+_CHECKED_DOCUMENTS = 1024
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,7 @@ class LimitPolicy:
     max_tokens: int
     # Built once: the validation cache is keyed by the rule classes, so they must be the same each time.
     validation_rules: tuple[type[ASTValidationRule], ...]
+    duplicates: DuplicateFieldCheck
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitPolicy:
@@ -55,7 +73,68 @@ class LimitPolicy:
             max_cost=settings.max_query_cost,
             max_tokens=settings.max_tokens,
             validation_rules=tuple(rules),
+            duplicates=DuplicateFieldCheck(MAX_DUPLICATE_FIELDS),
         )
+
+
+class DuplicateFieldCheck:
+    """Refuses documents selecting one response key more than ``limit`` times in a selection set
+    (fragments included); the verdict is kept per parsed document, which the parser cache reuses."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._verdicts: OrderedDict[int, tuple[DocumentNode, str | None]] = OrderedDict()
+
+    def check(self, document: DocumentNode) -> str | None:
+        cached = self._verdicts.get(id(document))
+        if cached is not None and cached[0] is document:
+            return cached[1]
+        fragments = {
+            d.name.value: d.selection_set
+            for d in document.definitions
+            if isinstance(d, FragmentDefinitionNode)
+        }
+        verdict = None
+        for definition in document.definitions:
+            if isinstance(definition, OperationDefinitionNode | FragmentDefinitionNode):
+                verdict = verdict or self._check_set(definition.selection_set, fragments)
+        self._verdicts[id(document)] = (document, verdict)  # kept alive, so the id stays its own
+        if len(self._verdicts) > _CHECKED_DOCUMENTS:
+            self._verdicts.popitem(last=False)
+        return verdict
+
+    def _check_set(
+        self, selection_set: SelectionSetNode, fragments: dict[str, SelectionSetNode]
+    ) -> str | None:
+        counts: Counter[str] = Counter()
+        nested: list[SelectionSetNode] = []
+        # A fragment's own nested selections are checked with the fragment, once: here only the keys
+        # it adds count (walking into it again per spread could grow exponentially).
+        pending: list[tuple[SelectionSetNode, bool]] = [(selection_set, True)]
+        spread: set[str] = set()
+        while pending:
+            current, own = pending.pop()
+            for selection in current.selections:
+                if isinstance(selection, FieldNode):
+                    counts[(selection.alias or selection.name).value] += 1
+                    if own and selection.selection_set is not None:
+                        nested.append(selection.selection_set)
+                elif isinstance(selection, InlineFragmentNode):
+                    pending.append((selection.selection_set, own))
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    counts[f"...{name}"] += 1
+                    if name not in spread and name in fragments:
+                        spread.add(name)
+                        pending.append((fragments[name], False))
+        if counts:
+            key, count = counts.most_common(1)[0]
+            if count > self.limit:
+                return f"'{key}' is selected {count} times in one selection set; at most {self.limit}"
+        for subset in nested:
+            if (problem := self._check_set(subset, fragments)) is not None:
+                return problem
+        return None
 
 
 def _tolerant(rule: type[ASTValidationRule]) -> type[ASTValidationRule]:
@@ -97,6 +176,12 @@ class QueryLimits(SchemaExtension):
         context.parse_options["max_tokens"] = self.policy.max_tokens
         context.validation_rules = (*context.validation_rules, *self.policy.validation_rules)
         yield
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        document = self.execution_context.graphql_document
+        if document is not None and (problem := self.policy.duplicates.check(document)) is not None:
+            raise GraphQLError(problem, extensions={"code": "TOO_MANY_DUPLICATE_FIELDS"})
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
