@@ -74,3 +74,14 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.dispose()
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
+    """A migrated, empty SQLite store, for tests that do not depend on the backend."""
+    store = Store.from_url(sqlite_url)
+    await migrate.upgrade(store.engine)
+    try:
+        yield store
+    finally:
+        await store.dispose()

@@ -13,7 +13,6 @@ from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.api.cost import CostAnalyzer
 from pipegraph.api.schema import build_schema
 from pipegraph.api.throttle import Throttle
-from pipegraph.db import migrate
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 from pipegraph.errors import ConfigurationError
@@ -140,16 +139,6 @@ def test_limits_are_read_from_the_environment() -> None:
         Settings.from_env({"PIPEGRAPH_REQUEST_TIMEOUT": "0"})
     with pytest.raises(ConfigurationError, match="PIPEGRAPH_MAX_BATCH"):
         Settings.from_env({"PIPEGRAPH_MAX_BATCH": "0"})
-
-
-@pytest.fixture
-async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
-    store = Store.from_url(sqlite_url)
-    await migrate.upgrade(store.engine)
-    try:
-        yield store
-    finally:
-        await store.dispose()
 
 
 @pytest.fixture

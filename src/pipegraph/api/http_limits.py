@@ -42,8 +42,8 @@ def http_error_code(status: int, reason: str) -> str:
         return "UNSUPPORTED_MEDIA_TYPE"
     if reason.startswith(("Batching", "Too many operations")):
         return "BATCH_REFUSED"
-    if "not allowed when using the GET" in reason or reason.startswith("mutations are not allowed"):
-        return "METHOD_NOT_ALLOWED"
+    if "not allowed when using GET" in reason:  # mutations (and subscriptions) must be POSTed
+        return "OPERATION_NOT_ALLOWED"
     return _HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
 
 
