@@ -211,3 +211,24 @@ async def test_get_queries_still_work(client: Client) -> None:
 async def test_other_methods_are_refused(client: Client) -> None:
     response = await client.http.put("/graphql", json={"query": "{ viewer { name } }"}, headers=auth(client))
     assert response.status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ('{ leadsNeeded(input: {goal: "", pipelineId: "x", confidence: 0.5}) { naiveLeadsPerWeek } }', None),
+        (
+            'query($goal: Money!) { leadsNeeded(input: {goal: $goal, pipelineId: "x", confidence: 0.5}) '
+            "{ naiveLeadsPerWeek } }",
+            {"goal": "lots"},
+        ),
+    ],
+    ids=["literal", "variable"],
+)
+async def test_a_malformed_money_amount_is_the_clients_error(
+    client: Client, query: str, variables: dict[str, Any] | None
+) -> None:
+    # Found by the fuzzer: the scalar's ValueError counted as a server bug (INTERNAL).
+    error = only_error(await client.raw(query, variables), 200)
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "is not a decimal amount" in error["message"]

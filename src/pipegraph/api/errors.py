@@ -106,7 +106,11 @@ class ErrorPresentation(SchemaExtension):
 
 
 def is_presented(error: GraphQLError) -> bool:
-    return error.original_error is None and bool((error.extensions or {}).get("code"))
+    return (
+        bool((error.extensions or {}).get("code"))
+        and not isinstance(error.original_error, PipegraphError)
+        and not is_unexpected(error)
+    )
 
 
 def present_errors(
@@ -134,7 +138,7 @@ def _present(error: GraphQLError, request_id: str | None, hide_suggestions: bool
             path=error.path,
             extensions={"code": "INTERNAL", "requestId": request_id},
         )
-    if original is None and not (error.extensions or {}).get("code"):
+    if not (error.extensions or {}).get("code"):  # the client's own mistake, found by graphql-core
         message = _SUGGESTION.sub("", error.message) if hide_suggestions else error.message
         return GraphQLError(
             message,
