@@ -104,9 +104,12 @@ class CostNode:
             )
         if not self.is_list:
             return self.extra + self._one(value)
+        if not isinstance(value, list):
+            return 0
+        if self.fixed is not None and not self.nested_list:
+            # Items of a list of objects are dicts or nulls: counted without a Python-level loop.
+            return self.extra + self.fixed * (len(value) - value.count(None))
         items = _flatten(value) if self.nested_list else value
-        if self.fixed is not None:
-            return self.extra + self.fixed * sum(1 for item in items if isinstance(item, dict))
         return self.extra + sum(self._one(item) for item in items)
 
     def _one(self, value: Any) -> int:
