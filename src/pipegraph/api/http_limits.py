@@ -112,11 +112,12 @@ async def within_time_limit(
         started = started or message["type"] == "http.response.start"
         await send(message)
 
+    limit = asyncio.timeout(seconds)
     try:
-        async with asyncio.timeout(seconds):
+        async with limit:
             await app(scope, receive, tracking_send)
     except TimeoutError:
-        if started:
+        if started or not limit.expired():  # not ours: a timeout inside the app is an error like any
             raise
         response = error_response(
             503,
