@@ -232,3 +232,10 @@ async def test_a_malformed_money_amount_is_the_clients_error(
     error = only_error(await client.raw(query, variables), 200)
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert "is not a decimal amount" in error["message"]
+
+
+async def test_an_empty_selection_set_is_refused(client: Client) -> None:
+    # graphql-core parses it; Strawberry's depth rule used to fail on it with an unmasked ValueError.
+    error = only_error(await client.raw("{ viewer { } }"), 200)
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert error["message"] == "empty selection set: select at least one field"
