@@ -51,7 +51,8 @@ class Client:
         return body["data"]
 
 
-async def make_client(store: Store) -> AsyncIterator[Client]:
+async def make_client(store: Store, **settings: Any) -> AsyncIterator[Client]:
+    """A client of an app over ``store``; ``settings`` override the defaults (e.g. ``max_depth=3``)."""
     keys: dict[Role, str] = {}
     user_ids: dict[Role, int] = {}
     async with store.write() as session:
@@ -62,7 +63,8 @@ async def make_client(store: Store) -> AsyncIterator[Client]:
             _, keys[role] = await api_keys.create_api_key(session, user_id=user.id)
             user_ids[role] = user.id
     app = create_app(
-        Settings.from_env({}, database_url=str(store.engine.url.render_as_string(False))), store=store
+        Settings.from_env({}, database_url=str(store.engine.url.render_as_string(False)), **settings),
+        store=store,
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

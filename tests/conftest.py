@@ -65,12 +65,24 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    """A migrated, empty store on each backend."""
-    store = Store.from_url(database_url)
+async def _migrated_store(url: str) -> AsyncIterator[Store]:
+    store = Store.from_url(url)
     await migrate.upgrade(store.engine)
     try:
         yield store
     finally:
         await store.dispose()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated, empty store on each backend."""
+    async for store in _migrated_store(database_url):
+        yield store
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
+    """A migrated, empty SQLite store, for tests that do not depend on the backend."""
+    async for store in _migrated_store(sqlite_url):
+        yield store

@@ -10,9 +10,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,6 +29,8 @@ from strawberry.types.unset import UnsetType
 
 from pipegraph.api.auth import Authenticator
 from pipegraph.api.context import Context
+from pipegraph.api.http_limits import BodySizeLimit, error_response, http_error_code, within_time_limit
+from pipegraph.api.limits import LimitPolicy, QueryLimits
 from pipegraph.api.loaders import Loaders
 from pipegraph.api.schema import build_schema
 from pipegraph.db.session import Store
@@ -41,16 +46,12 @@ _REQUEST_ID = "pipegraph.request_id"
 
 
 def _unauthorized(request_id: str) -> JSONResponse:
-    body = {
-        "errors": [
-            {
-                "message": "authentication required: send a valid API key as Authorization: Bearer <key>",
-                "extensions": {"code": "UNAUTHENTICATED", "requestId": request_id},
-            }
-        ]
-    }
-    return JSONResponse(
-        body, status_code=401, headers={"WWW-Authenticate": "Bearer", "X-Request-Id": request_id}
+    return error_response(
+        401,
+        "authentication required: send a valid API key as Authorization: Bearer <key>",
+        code="UNAUTHENTICATED",
+        request_id=request_id,
+        headers={"WWW-Authenticate": "Bearer"},
     )
 
 
@@ -65,12 +66,14 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         broker: LeadEventBroker,
         authenticator: Authenticator,
         graphiql: bool,
+        time_limit: float | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.store = store
         self.broker = broker
         self.authenticator = authenticator
         self.graphiql = graphiql
+        self.time_limit = time_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = uuid.uuid4().hex[:16]
@@ -93,10 +96,40 @@ class PipegraphGraphQL(GraphQL[Context, None]):
                     return
                 scope[_VIEWER] = viewer
         try:
-            await super().__call__(scope, receive, send)
+            if scope["type"] != "http":
+                await super().__call__(scope, receive, send)
+            elif self.time_limit is None or _is_streaming(scope):
+                await self._serve_http(scope, receive, send)
+            else:
+                await within_time_limit(self.time_limit, scope, receive, send, self._serve_http, request_id)
         except ClientDisconnect:
             # The client went away before sending its whole request: nobody is left to answer.
             logger.debug("request %s: client disconnected", request_id)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry's HTTP handling, with its refusals in the GraphQL error shape."""
+        request = Request(scope, receive)
+        try:
+            response: Response = await self.run(request)
+        except HTTPException as error:
+            response = error_response(
+                error.status_code,
+                error.reason,
+                code=http_error_code(error.status_code, error.reason),
+                request_id=scope.get(_REQUEST_ID),
+            )
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A JSON object (a batch: an array of them), or a 400 saying what is wrong with the body."""
+        try:
+            value = self.decode_json(data)
+        except (ValueError, RecursionError):  # invalid UTF-8 too; nesting deeper than the parser goes
+            raise HTTPException(400, "Unable to parse request body as JSON (UTF-8)") from None
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, dict) for item in items):
+            raise HTTPException(400, "Expected a JSON object (or an array of them for a batch)")
+        return value
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         request_id: str = request.scope.get(_REQUEST_ID, "")
@@ -126,12 +159,18 @@ def create_app(
     )
     # Subscribers may sit on another process than the writer: PostgreSQL carries events between them.
     broker = broker or (InProcessBroker() if store.is_sqlite else PostgresBroker(store.engine))
+    limits = LimitPolicy.from_settings(settings)
     graphql = PipegraphGraphQL(
-        build_schema(introspection=settings.introspection),
+        build_schema(
+            introspection=settings.introspection,
+            extensions=[lambda: QueryLimits(limits)],
+            max_batch=settings.max_batch,
+        ),
         store=store,
         broker=broker,
         authenticator=Authenticator(store, open_access=settings.open_access),
         graphiql=settings.graphiql,
+        time_limit=settings.request_timeout,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -163,11 +202,17 @@ def create_app(
             Mount("/", app=dashboard_files(), name="dashboard"),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
     )
     app.state.store = store
     app.state.broker = broker
     app.state.simulations = simulations
     return app
+
+
+def _is_streaming(scope: Scope) -> bool:
+    """Subscriptions over HTTP (multipart) last as long as the client wants: no time limit."""
+    return any(name == b"accept" and b"multipart/mixed" in value for name, value in scope["headers"])
 
 
 def app_from_env() -> Starlette:

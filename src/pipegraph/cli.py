@@ -22,7 +22,7 @@ from pipegraph.db import migrate
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 from pipegraph.errors import ConfigurationError, NotFoundError, PipegraphError
-from pipegraph.settings import Settings
+from pipegraph.settings import Settings, limits_environment
 
 FACTORY_IMPORT_STRING = "pipegraph.app:app_from_env"
 
@@ -50,6 +50,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     }
     if settings.dask_scheduler:
         env["PIPEGRAPH_DASK_SCHEDULER"] = settings.dask_scheduler
+    env.update(limits_environment(settings))
     return env
 
 

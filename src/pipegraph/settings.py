@@ -65,6 +65,16 @@ def _parse_int(name: str, raw: str, *, minimum: int) -> int:
     return value
 
 
+def _parse_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigurationError(f"{name}: must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
@@ -73,13 +83,24 @@ class Settings:
     # Development mode: every request acts as an admin, GraphiQL is served. Refused off loopback.
     open_access: bool = False
     graphiql: bool = False
-    introspection: bool = True
+    # Production mode hides the schema; --open turns it on unless set explicitly.
+    introspection: bool = False
     log_sql: bool = False
     pool_size: int = 10
     # API processes serving this database (``serve --workers``); per-process budgets divide by it.
     workers: int = 1
     simulation_workers: int = 1
     dask_scheduler: str | None = None
+    # Query limits (see README, "Limits and production mode").
+    max_query_cost: int = 1000
+    cost_budget: int = 10_000  # per API key; 0 turns throttling off
+    cost_restore_rate: int = 500  # points per second
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_batch: int = 10
+    max_body_bytes: int = 4 * 1024 * 1024  # room for a 10,000-row CSV import
+    request_timeout: float = 30.0  # seconds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
@@ -125,8 +146,46 @@ class Settings:
             values["simulation_workers"] = _parse_int("PIPEGRAPH_SIMULATION_WORKERS", raw, minimum=1)
         if scheduler := env.get("PIPEGRAPH_DASK_SCHEDULER"):
             values["dask_scheduler"] = scheduler
+        values.update(_limits_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.open_access and "graphiql" not in values:
             settings = replace(settings, graphiql=True)
+        if settings.open_access and "introspection" not in values:
+            settings = replace(settings, introspection=True)
         return settings
+
+
+# Setting name -> (variable suffix, minimum): whole numbers that bound what one request may ask.
+_INT_LIMITS = {
+    "max_query_cost": ("MAX_QUERY_COST", 1),
+    "cost_budget": ("COST_BUDGET", 0),
+    "cost_restore_rate": ("COST_RESTORE_RATE", 1),
+    "max_depth": ("MAX_DEPTH", 1),
+    "max_aliases": ("MAX_ALIASES", 0),
+    "max_tokens": ("MAX_TOKENS", 1),
+    "max_batch": ("MAX_BATCH", 1),
+    "max_body_bytes": ("MAX_BODY_BYTES", 1),
+}
+
+
+def _limits_from_env(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for name, (suffix, minimum) in _INT_LIMITS.items():
+        if (raw := env.get(f"PIPEGRAPH_{suffix}")) is not None:
+            values[name] = _parse_int(f"PIPEGRAPH_{suffix}", raw, minimum=minimum)
+    if (raw := env.get("PIPEGRAPH_REQUEST_TIMEOUT")) is not None:
+        values["request_timeout"] = _parse_seconds("PIPEGRAPH_REQUEST_TIMEOUT", raw)
+    return values
+
+
+def limits_environment(settings: Settings) -> dict[str, str]:
+    """The ``PIPEGRAPH_*`` variables of the limits, for worker processes (``PIPEGRAPH_WORKERS`` is the
+    job of whoever starts them)."""
+    env = {
+        f"PIPEGRAPH_{suffix}": str(getattr(settings, name))
+        for name, (suffix, _) in _INT_LIMITS.items()
+        if name != "workers"
+    }
+    env["PIPEGRAPH_REQUEST_TIMEOUT"] = repr(settings.request_timeout)
+    return env

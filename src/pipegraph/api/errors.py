@@ -64,8 +64,36 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, PipegraphError | GraphQLError)
 
 
+# Codes for the client's own mistakes found before execution, by the start of graphql-core's and
+# Strawberry's messages.
+_REQUEST_ERROR_CODES = (
+    ("Syntax Error: Document contains more than", "TOO_MANY_TOKENS"),
+    ("Syntax Error", "GRAPHQL_PARSE_FAILED"),
+)
+_DEPTH = re.compile(r"^'.*' exceeds maximum operation depth of \d+$")
+_ALIASES = re.compile(r"^\d+ aliases found\. Allowed: \d+$")
+_SUGGESTION = re.compile(r"\s*Did you mean .*\?$", re.DOTALL)
+
+
+def request_error_code(error: GraphQLError) -> str:
+    message = error.message
+    if _DEPTH.match(message):
+        return "QUERY_TOO_DEEP"
+    if _ALIASES.match(message):
+        return "TOO_MANY_ALIASES"
+    for prefix, code in _REQUEST_ERROR_CODES:
+        if message.startswith(prefix):
+            return code
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
 class ErrorPresentation(SchemaExtension):
-    """Give pipegraph errors their code and field; mask everything unexpected."""
+    """Give pipegraph errors their code and field; mask everything unexpected; in production, give no
+    "Did you mean ...?" hints, which would spell out a schema that introspection keeps to itself."""
+
+    def __init__(self, *, hide_suggestions: bool = False) -> None:
+        super().__init__()
+        self.hide_suggestions = hide_suggestions
 
     def on_operation(self) -> Iterator[None]:
         yield
@@ -74,29 +102,53 @@ class ErrorPresentation(SchemaExtension):
         if result is None or not errors:
             return
         request_id = _request_id(self.execution_context)
-        result.errors = [self._present(error, request_id) for error in errors]
+        result.errors = present_errors(errors, request_id, hide_suggestions=self.hide_suggestions)
 
-    @staticmethod
-    def _present(error: GraphQLError, request_id: str | None) -> GraphQLError:
-        original = error.original_error
-        if isinstance(original, PipegraphError):
-            return GraphQLError(
-                original.message,
-                nodes=error.nodes,
-                path=error.path,
-                extensions={
-                    "code": original.code,
-                    "field": camel_path(original.field) if original.field else None,
-                },
-            )
-        if is_unexpected(error):
-            return GraphQLError(
-                INTERNAL_MESSAGE,
-                nodes=error.nodes,
-                path=error.path,
-                extensions={"code": "INTERNAL", "requestId": request_id},
-            )
-        return error
+
+def is_presented(error: GraphQLError) -> bool:
+    return (
+        bool((error.extensions or {}).get("code"))
+        and not isinstance(error.original_error, PipegraphError)
+        and not is_unexpected(error)
+    )
+
+
+def present_errors(
+    errors: list[GraphQLError], request_id: str | None, *, hide_suggestions: bool
+) -> list[GraphQLError]:
+    return [_present(error, request_id, hide_suggestions) for error in errors]
+
+
+def _present(error: GraphQLError, request_id: str | None, hide_suggestions: bool) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, PipegraphError):
+        return GraphQLError(
+            original.message,
+            nodes=error.nodes,
+            path=error.path,
+            extensions={
+                "code": original.code,
+                "field": camel_path(original.field) if original.field else None,
+            },
+        )
+    if is_unexpected(error):
+        return GraphQLError(
+            INTERNAL_MESSAGE,
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL", "requestId": request_id},
+        )
+    if not (error.extensions or {}).get("code"):  # the client's own mistake, found by graphql-core
+        message = _SUGGESTION.sub("", error.message) if hide_suggestions else error.message
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=None if error.nodes else error.source,
+            positions=None if error.nodes else error.positions,
+            path=error.path,
+            extensions={**(error.extensions or {}), "code": request_error_code(error)},
+        )
+    return error
 
 
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:

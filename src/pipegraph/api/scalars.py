@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NewType
 
 import strawberry
+from graphql import GraphQLError
 
 _CENT = Decimal("0.01")
 
@@ -19,13 +20,15 @@ def _serialize(value: Decimal) -> str:
 
 
 def _parse(value: object) -> Decimal:
+    # A GraphQLError, not a ValueError: graphql-core reports it as the client's mistake, where any
+    # other exception would count as a server bug and be masked.
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError('Money must be a decimal string such as "1250.00"')
+        raise GraphQLError('Money must be a decimal string such as "1250.00"')
     try:
         # str() of a float gives its shortest round-tripping form, so 10.1 stays 10.1.
         return Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal amount") from None
+        raise GraphQLError(f"{value!r} is not a decimal amount") from None
 
 
 Money = NewType("Money", Decimal)

@@ -5,17 +5,19 @@ To add fields to Query or Mutation, add the class holding them to ``QUERY_TYPES`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from pipegraph.api import types
-from pipegraph.api.errors import ErrorPresentation, log_errors
+from pipegraph.api.errors import ErrorPresentation, is_presented, log_errors, present_errors
 from pipegraph.api.execution import FastFieldExecutionContext
 from pipegraph.api.forecast import ForecastQuery
 from pipegraph.api.forecast_jobs import (
@@ -47,6 +49,33 @@ DOCUMENT_CACHE_SIZE = 1024
 
 
 class PipegraphSchema(strawberry.Schema):
+    hide_suggestions = False
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        result = await super().execute(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed_operation_types,
+            operation_extensions,
+        )
+        # An exception out of a parsing or validation hook skips the extensions' own presentation.
+        if result.errors and not all(is_presented(error) for error in result.errors):
+            request_id = getattr(context_value, "request_id", None)
+            result.errors = present_errors(result.errors, request_id, hide_suggestions=self.hide_suggestions)
+        return result
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -54,10 +83,16 @@ class PipegraphSchema(strawberry.Schema):
 
 
 def build_schema(
-    *, fast_execution: bool = True, introspection: bool = True, extensions: Sequence[ExtensionFactory] = ()
+    *,
+    fast_execution: bool = True,
+    introspection: bool = True,
+    extensions: Sequence[ExtensionFactory] = (),
+    max_batch: int | None = None,
 ) -> strawberry.Schema:
+    """``introspection=False`` is production mode: no introspection and no "Did you mean" hints.
+    ``max_batch`` allows a JSON array of up to that many operations in one request."""
     all_extensions: list[ExtensionFactory] = [
-        ErrorPresentation,
+        lambda: ErrorPresentation(hide_suggestions=not introspection),
         # Factories: a fresh extension per request; both caches are shared module-level LRUs.
         lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
@@ -65,15 +100,20 @@ def build_schema(
     ]
     if not introspection:
         all_extensions.append(DisableIntrospection)
-    return PipegraphSchema(
+    schema = PipegraphSchema(
         query=merge_types("Query", QUERY_TYPES),
         mutation=merge_types("Mutation", MUTATION_TYPES),
         subscription=merge_types("Subscription", SUBSCRIPTION_TYPES),
         types=[types.User, types.Pipeline, types.Stage, types.Lead, types.StageChange, types.Activity],
         extensions=all_extensions,
-        config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        config=StrawberryConfig(
+            scalar_map=SCALAR_MAP,
+            batching_config={"max_operations": max_batch} if max_batch is not None else None,
+        ),
         execution_context_class=FastFieldExecutionContext if fast_execution else None,
     )
+    schema.hide_suggestions = not introspection
+    return schema
 
 
 def print_schema() -> str:
