@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -31,19 +30,19 @@ class Clock:
         return self.now
 
 
-@contextmanager
-def _key_updates(store: Store) -> Iterator[list[str]]:
+@pytest.fixture
+def key_updates(store: Store) -> Iterator[list[str]]:
+    """The UPDATE statements on api_keys run while the test runs."""
     updates: list[str] = []
+    engine = store.engine.sync_engine
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
             updates.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield updates
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(engine, "before_cursor_execute", record)
+    yield updates
+    event.remove(engine, "before_cursor_execute", record)
 
 
 async def _last_used(store: Store, key: str) -> datetime | None:
@@ -60,35 +59,35 @@ async def test_a_request_records_when_its_key_was_used(client: Client, store: St
     assert await _last_used(store, other) is None
 
 
-async def test_use_is_written_at_most_once_per_interval_per_key(client: Client, store: Store) -> None:
-    clock = Clock()
+async def test_use_is_written_at_most_once_per_interval_per_key(
+    client: Client, store: Store, key_updates: list[str]
+) -> None:
+    updates, clock = key_updates, Clock()
     authenticator = Authenticator(store, clock=clock)
     key, other = client.keys[Role.REP], client.keys[Role.MANAGER]
-    with _key_updates(store) as updates:
+    assert await authenticator.user_for(f"Bearer {key}") is not None
+    first = await _last_used(store, key)
+    assert first is not None
+    assert len(updates) == 1
+
+    clock.now += LAST_USED_INTERVAL - 1  # the answer has expired meanwhile, the interval not
+    for _ in range(3):
         assert await authenticator.user_for(f"Bearer {key}") is not None
-        first = await _last_used(store, key)
-        assert first is not None
-        assert len(updates) == 1
+    assert len(updates) == 1
+    assert await _last_used(store, key) == first
 
-        clock.now += LAST_USED_INTERVAL - 1  # the answer has expired meanwhile, the interval not
-        for _ in range(3):
-            assert await authenticator.user_for(f"Bearer {key}") is not None
-        assert len(updates) == 1
-        assert await _last_used(store, key) == first
+    assert await authenticator.user_for(f"Bearer {other}") is not None  # each key has its own
+    assert len(updates) == 2
 
-        assert await authenticator.user_for(f"Bearer {other}") is not None  # each key has its own
-        assert len(updates) == 2
-
-        clock.now += 1
-        assert await authenticator.user_for(f"Bearer {key}") is not None
-        assert len(updates) == 3
-        later = await _last_used(store, key)
-        assert later is not None
-        assert later > first
+    clock.now += 1
+    assert await authenticator.user_for(f"Bearer {key}") is not None
+    assert len(updates) == 3
+    later = await _last_used(store, key)
+    assert later is not None
+    assert later > first
 
 
-async def test_invalid_keys_record_nothing(client: Client, store: Store) -> None:
+async def test_invalid_keys_record_nothing(client: Client, store: Store, key_updates: list[str]) -> None:
     authenticator = Authenticator(store)
-    with _key_updates(store) as updates:
-        assert await authenticator.user_for("Bearer pgk_unknown") is None
-    assert updates == []
+    assert await authenticator.user_for("Bearer pgk_unknown") is None
+    assert key_updates == []
