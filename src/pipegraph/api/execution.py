@@ -166,7 +166,8 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             others_pending = self.is_awaitable(others)
             if others_pending:
                 awaitables.append(others)
-            values = await asyncio.gather(*awaitables)
+            # One alone (a root field with arguments) is awaited as it is: gather would wrap it in a task.
+            values = [await awaitables[0]] if len(awaitables) == 1 else await asyncio.gather(*awaitables)
             done.update(zip(pending, values, strict=False))
             return _in_order(grouped_field_set, done, values[-1] if others_pending else others)
 
