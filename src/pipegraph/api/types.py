@@ -3,6 +3,7 @@ page of leads needs are joined in the page query, the rest go through the reques
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
@@ -331,9 +332,18 @@ def _read_from_row(
         setattr(cls, name, derived(compute))
 
 
-def _global_id(type_name: str, label: str) -> Callable[[Any], strawberry.ID]:
-    position = _AT[label]
-    return lambda row: strawberry.ID(ids.encode(type_name, row[position]))
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _global_id(type_name: str, label: str) -> Callable[[Any], str]:
+    """``ids.encode`` of the row's key, inlined: a page encodes fifty."""
+    position, prefix = _AT[label], f"{type_name}:"
+
+    def encode(row: Any) -> str:  # an ID is a str at run time
+        raw = f"{prefix}{row[position]}".encode()
+        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode()
+
+    return encode
 
 
 def _money(label: str) -> Callable[[Any], Money]:
