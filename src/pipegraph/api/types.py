@@ -23,8 +23,9 @@ from pipegraph.services import queries
 from pipegraph.services.validation import from_cents
 
 SECONDS_PER_DAY = 86_400.0
-# Lead rows are read by position (see ``queries.LEAD_ROW_POSITIONS``): a page maps fifty of them.
-_AT = queries.LEAD_ROW_POSITIONS
+# Lead rows are read by position (see ``queries.lead_row_positions``): a page maps fifty of them.
+_FULL_ROW = queries.LEAD_ROW_POSITIONS
+Positions = dict[str, int]
 
 
 @strawberry.interface(description="An object with a global ID, fetchable with node(id:).")
@@ -64,9 +65,9 @@ class User(Node):
         )
 
     @classmethod
-    def owner_of(cls, row: queries.LeadRow) -> User | None:
+    def owner_of(cls, row: queries.LeadRow, at: Positions = _FULL_ROW) -> User | None:
         """The owner joined to a lead row (None without one); fields are read from the row on access."""
-        return None if row[_AT["owner_id"]] is None else _RowOwner(row)
+        return None if row[at["owner_id"]] is None else _RowOwner(row, at)
 
 
 @strawberry.type
@@ -129,9 +130,9 @@ class Stage(Node):
         )
 
     @classmethod
-    def from_lead_row(cls, row: queries.LeadRow) -> Stage:
+    def from_lead_row(cls, row: queries.LeadRow, at: Positions = _FULL_ROW) -> Stage:
         """The stage joined to a lead row; fields are read from the row on access."""
-        return _RowStage(row)
+        return _RowStage(row, at)
 
     @strawberry.field
     async def pipeline(self, info: Info) -> Pipeline:
@@ -235,27 +236,27 @@ class Lead(Node):
         )
 
     @classmethod
-    def from_row(cls, row: queries.LeadRow) -> Lead:
+    def from_row(cls, row: queries.LeadRow, at: Positions = _FULL_ROW) -> Lead:
         """From a lead row with its stage and owner joined; fields are read from the row on access."""
-        return _RowLead(row, Stage.from_lead_row(row), User.owner_of(row))
+        return _RowLead(row, at, Stage.from_lead_row(row, at), User.owner_of(row, at))
 
     @classmethod
-    def from_rows(cls, rows: list[queries.LeadRow]) -> list[Lead]:
+    def from_rows(cls, rows: list[queries.LeadRow], at: Positions = _FULL_ROW) -> list[Lead]:
         """Leads of one page share Stage and User objects instead of building them again."""
         stages: dict[int, Stage] = {}
         owners: dict[int | None, User | None] = {}
         result: list[Lead] = []
-        stage_at, owner_at = _AT["stage_id"], _AT["owner_id"]
+        stage_at, owner_at = at["stage_id"], at["owner_id"]
         for row in rows:
             stage_id, owner_id = row[stage_at], row[owner_at]
             stage = stages.get(stage_id)
             if stage is None:
-                stage = stages[stage_id] = _RowStage(row)
+                stage = stages[stage_id] = _RowStage(row, at)
             if owner_id in owners:
                 owner = owners[owner_id]
             else:
-                owner = owners[owner_id] = User.owner_of(row)
-            result.append(_RowLead(row, stage, owner))
+                owner = owners[owner_id] = User.owner_of(row, at)
+            result.append(_RowLead(row, at, stage, owner))
         return result
 
     @strawberry.field(description="Days since the lead entered its current stage.")
@@ -292,26 +293,26 @@ class Lead(Node):
 
 
 class _RowLead(Lead):
-    def __init__(self, row: queries.LeadRow, stage: Stage, owner: User | None) -> None:
-        self._row = row
+    def __init__(self, row: queries.LeadRow, at: Positions, stage: Stage, owner: User | None) -> None:
+        self._row, self._at = row, at
         self.stage = stage
         self.owner = owner
 
 
 class _RowStage(Stage):
-    def __init__(self, row: queries.LeadRow) -> None:
-        self._row = row
+    def __init__(self, row: queries.LeadRow, at: Positions) -> None:
+        self._row, self._at = row, at
 
 
 class _RowOwner(User):
-    def __init__(self, row: queries.LeadRow) -> None:
-        self._row = row
+    def __init__(self, row: queries.LeadRow, at: Positions) -> None:
+        self._row, self._at = row, at
 
 
 def _read_from_row(
     cls: type,
     fields: dict[str, str],
-    computed: dict[str, Callable[[Any], Any]],
+    computed: dict[str, Callable[[Any, Positions], Any]],
     given: tuple[str, ...] = (),
 ) -> None:
     """Make each field of ``cls`` a property reading the row: ``fields`` maps a field to its column
@@ -320,14 +321,14 @@ def _read_from_row(
     if missing:  # a field added to the type must be read from the row too
         raise TypeError(f"{cls.__name__} does not read {sorted(missing)} from its row")
 
-    def column(position: int) -> property:
-        return property(lambda self: self._row[position])
+    def column(label: str) -> property:
+        return property(lambda self: self._row[self._at[label]])
 
-    def derived(compute: Callable[[Any], Any]) -> property:
-        return property(lambda self: compute(self._row))
+    def derived(compute: Callable[[Any, Positions], Any]) -> property:
+        return property(lambda self: compute(self._row, self._at))
 
     for name, label in fields.items():
-        setattr(cls, name, column(_AT[label]))
+        setattr(cls, name, column(label))
     for name, compute in computed.items():
         setattr(cls, name, derived(compute))
 
@@ -335,25 +336,23 @@ def _read_from_row(
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def _global_id(type_name: str, label: str) -> Callable[[Any], str]:
+def _global_id(type_name: str, label: str) -> Callable[[Any, Positions], str]:
     """``ids.encode`` of the row's key, inlined: a page encodes fifty."""
-    position, prefix = _AT[label], f"{type_name}:"
+    prefix = f"{type_name}:"
 
-    def encode(row: Any) -> str:  # an ID is a str at run time
-        raw = f"{prefix}{row[position]}".encode()
+    def encode(row: Any, at: Positions) -> str:  # an ID is a str at run time
+        raw = f"{prefix}{row[at[label]]}".encode()
         return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode()
 
     return encode
 
 
-def _money(label: str) -> Callable[[Any], Money]:
-    position = _AT[label]
-    return lambda row: Money(from_cents(row[position]))
+def _money(label: str) -> Callable[[Any, Positions], Money]:
+    return lambda row, at: Money(from_cents(row[at[label]]))
 
 
-def _is_set(label: str) -> Callable[[Any], bool]:
-    position = _AT[label]
-    return lambda row: row[position] is not None
+def _is_set(label: str) -> Callable[[Any, Positions], bool]:
+    return lambda row, at: row[at[label]] is not None
 
 
 # Fields read as they are from a column of the same name (lead) or prefixed name (stage, owner).
@@ -497,7 +496,7 @@ class LeadConnection:
 
     @classmethod
     def from_page(cls, page: queries.LeadPage, count: Callable[[], Awaitable[int]]) -> LeadConnection:
-        nodes = Lead.from_rows(page.leads)
+        nodes = Lead.from_rows(page.leads, page.positions)
         rows, order = page.leads, page.order
         return cls(
             edges=[LeadEdge(node=n, row=r, order=order) for r, n in zip(rows, nodes, strict=True)],

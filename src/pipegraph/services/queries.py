@@ -99,6 +99,8 @@ class LeadPage:
     has_previous_page: bool
     filter: LeadFilter = field(default_factory=LeadFilter)
     pipeline_id: int | None = None
+    # Where each label stands in these rows (see ``lead_row_positions``).
+    positions: dict[str, int] = field(default_factory=lambda: LEAD_ROW_POSITIONS)
 
 
 # -- cursors ------------------------------------------------------------------------------------------
@@ -218,29 +220,46 @@ _LEAD_ROW_COLUMNS = (
 LEAD_ROW_POSITIONS: dict[str, int] = {
     column.key: position for position, column in enumerate(_LEAD_ROW_COLUMNS)
 }
-"""Where each column of a :data:`LeadRow` stands: reading ``row[position]`` costs a twentieth of
+"""Where each column of a full :data:`LeadRow` stands: reading ``row[position]`` costs a twentieth of
 ``row.name``, which matters when a page maps fifty rows of forty columns."""
 
 # Read whatever the caller asks for: keys, foreign keys and the value (cheap, and what every view needs).
 _ALWAYS_READ = frozenset({"id", "pipeline_id", "stage_id", "owner_id", "value_cents", "stage_pipeline_id"})
+_ABSENT = "absent"  # the label of a narrow row's last column, NULL, where every unread column points
+
+
+def _read(columns: frozenset[str] | None) -> tuple[Any, ...]:
+    if columns is None:
+        return _LEAD_ROW_COLUMNS
+    wanted = _ALWAYS_READ.union(columns)
+    return (*(c for c in _LEAD_ROW_COLUMNS if c.key in wanted), null().label(_ABSENT))
+
+
+@functools.lru_cache(maxsize=256)
+def lead_row_positions(columns: frozenset[str] | None = None) -> dict[str, int]:
+    """Where each label of :data:`LeadRow` stands in rows read with ``columns``: a column not read
+    points at the row's last column, which is NULL."""
+    if columns is None:
+        return LEAD_ROW_POSITIONS
+    read = [c.key for c in _read(columns)]
+    positions = {label: len(read) - 1 for label in LEAD_ROW_POSITIONS}
+    positions.update((label, position) for position, label in enumerate(read[:-1]))
+    return positions
 
 
 @functools.lru_cache(maxsize=256)
 def _lead_rows(columns: frozenset[str] | None = None) -> Select[Any]:
-    """Lead rows with every column, or with only ``columns`` (labels of :data:`LeadRow`) read and
-    the rest NULL: a page that shows five fields then skips converting forty.
+    """Lead rows with every column, or with only ``columns`` (labels of :data:`LeadRow`; see
+    :func:`lead_row_positions`): fetching forty columns per row costs the driver a call per column,
+    row and page, for the five fields a page shows.
 
     Cached: a select of forty columns costs more to build than a page's rows to read, and a
     ``Select`` is immutable (``where`` and ``order_by`` return new ones).
     """
-    selected = _LEAD_ROW_COLUMNS
-    if columns is not None:
-        wanted = _ALWAYS_READ.union(columns)
-        selected = tuple(c if c.key in wanted else null().label(c.key) for c in _LEAD_ROW_COLUMNS)
     joined = _LEADS.join(_STAGES, _STAGES.c.id == _LEADS.c.stage_id).outerjoin(
         _USERS, _USERS.c.id == _LEADS.c.owner_id
     )
-    return select(*selected).select_from(joined)
+    return select(*_read(columns)).select_from(joined)
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -309,8 +328,9 @@ async def list_leads(
 ) -> LeadPage:
     """One page of leads, keyset-paginated over (order column, id).
 
-    ``columns`` (labels of :data:`LeadRow`) limits what is read; the others come as None. The order
-    column is always read, since cursors are made from it.
+    ``columns`` (labels of :data:`LeadRow`) limits what is read; read the rows by the page's
+    ``positions``, where the others point at a NULL column. The order column is always read, since
+    cursors are made from it.
     """
     lead_filter = lead_filter or LeadFilter()
     order = order or LeadOrder()
@@ -340,6 +360,7 @@ async def list_leads(
         has_previous_page=has_previous,
         filter=lead_filter,
         pipeline_id=pipeline_id,
+        positions=lead_row_positions(read),
     )
 
 
