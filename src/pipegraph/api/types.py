@@ -288,8 +288,9 @@ class Lead(Node):
 # -- types read from lead rows ---------------------------------------------------------------------
 #
 # A page shows a few of a lead's 25 fields: building each object field by field cost more than
-# reading the page. These subclasses keep the row and read a field from it when it is read, so the
-# GraphQL types (and everything that reads them) stay the same.
+# reading the page. These subclasses keep the row and where its columns stand (a page reads only the
+# columns its selection needs) and read a field from it when it is read, so the GraphQL types (and
+# everything that reads them) stay the same.
 
 
 class _RowLead(Lead):
