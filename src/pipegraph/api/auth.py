@@ -1,20 +1,31 @@
 """Who a request acts as: ``Authorization: Bearer <key>``, or in open-access development mode an admin.
 
 Answers are cached for a few seconds per key: a page request then costs no authentication query, and a
-revoked key or deactivated user stops working within ``CACHE_SECONDS``.
+revoked key or deactivated user stops working within ``CACHE_SECONDS`` (in every process, since each
+one asks the database again once its answer expires).
+
+A key's ``last_used_at`` is written at most once per ``LAST_USED_INTERVAL`` per key and process, so it
+is never more than that out of date and reading a page is not a write.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipegraph.api.context import Context
 from pipegraph.db.models import Role, User
 from pipegraph.db.session import Store
+from pipegraph.db.types import utcnow
 from pipegraph.services import api_keys, users
 
+logger = logging.getLogger("pipegraph.api")
 CACHE_SECONDS = 5.0
 CACHE_LIMIT = 10_000
+LAST_USED_INTERVAL = 60.0
 LOCAL_ADMIN_NAME = "Local admin"
 LOCAL_ADMIN_EMAIL = "admin@localhost"
 
@@ -27,10 +38,14 @@ def bearer_key(authorization: str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, store: Store, *, open_access: bool = False) -> None:
+    def __init__(
+        self, store: Store, *, open_access: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._store = store
         self._open_access = open_access
+        self._clock = clock
         self._cache: dict[str, tuple[float, User | None]] = {}
+        self._recorded: dict[str, float] = {}  # key -> when its use was last written (clock time)
         self._admin: User | None = None
 
     async def user_for(self, authorization: str | None) -> User | None:
@@ -39,16 +54,32 @@ class Authenticator:
         key = bearer_key(authorization)
         if key is None:
             return None
-        now = time.monotonic()
+        now = self._clock()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
-            return cached[1]
-        async with self._store.read() as session:
-            user = await api_keys.authenticate(session, key)
-        if len(self._cache) >= CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = (now + CACHE_SECONDS, user)
+            user = cached[1]
+        else:
+            async with self._store.read() as session:
+                user = await api_keys.authenticate(session, key)
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = (now + CACHE_SECONDS, user)
+        if user is not None:
+            recorded = self._recorded.get(key)
+            if recorded is None or now - recorded >= LAST_USED_INTERVAL:
+                await self._record_use(key, now)
         return user
+
+    async def _record_use(self, key: str, now: float) -> None:
+        if len(self._recorded) >= CACHE_LIMIT:
+            self._recorded.clear()
+        self._recorded[key] = now  # before the write: concurrent requests do not write it again
+        try:
+            async with self._store.write() as session:
+                await api_keys.record_use(session, key, at=utcnow())
+        except SQLAlchemyError:
+            # A usage timestamp is not worth failing the request for; the next interval tries again.
+            logger.warning("could not record the use of API key %s...", key[:12], exc_info=True)
 
     async def _local_admin(self) -> User:
         """The first active admin, or a new "Local admin <admin@localhost>" if there is none."""

@@ -19,12 +19,16 @@ import asyncio
 import enum
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from graphql import (
+    GraphQLBoolean,
+    GraphQLID,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    GraphQLString,
     Undefined,
     is_leaf_type,
     is_list_type,
@@ -36,6 +40,8 @@ from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 _DEFINITION = "strawberry-definition"
+_BUILT_IN = {"String": GraphQLString, "ID": GraphQLID, "Boolean": GraphQLBoolean}
+_PASSTHROUGH = {"String": str, "ID": str, "Boolean": bool}
 _PLANS = "_pipegraph_field_plans"
 
 
@@ -55,6 +61,8 @@ class _Plan:
     item_type: GraphQLOutputType | None = None
     item_non_null: bool = False
     origin: type | None = None
+    # Values of exactly this type are their own output (a str for String and ID, a bool for Boolean).
+    passthrough: type | None = None
 
 
 def _unwrap(type_: Any) -> tuple[Any, bool]:
@@ -79,7 +87,8 @@ def _plan(parent_type: GraphQLObjectType, field_name: str) -> _Plan | None:
         return None
     named, non_null = _unwrap(field_def.type)
     if is_leaf_type(named):
-        return _Plan(_Kind.LEAF, attribute, field_def.type, named, non_null)
+        passthrough = _PASSTHROUGH.get(named.name) if named is _BUILT_IN.get(named.name) else None
+        return _Plan(_Kind.LEAF, attribute, field_def.type, named, non_null, passthrough=passthrough)
     if is_object_type(named) and (origin := _origin(named)) is not None:
         return _Plan(_Kind.OBJECT, attribute, field_def.type, named, non_null, origin=origin)
     if is_list_type(named):
@@ -157,7 +166,8 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             others_pending = self.is_awaitable(others)
             if others_pending:
                 awaitables.append(others)
-            values = await asyncio.gather(*awaitables)
+            # One alone (a root field with arguments) is awaited as it is: gather would wrap it in a task.
+            values = [await awaitables[0]] if len(awaitables) == 1 else await asyncio.gather(*awaitables)
             done.update(zip(pending, values, strict=False))
             return _in_order(grouped_field_set, done, values[-1] if others_pending else others)
 
@@ -218,7 +228,7 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if not isinstance(value, plan.origin):  # type: ignore[arg-type]
                 raise _Slow
             return self._object(plan.named_type, plan.return_type, details, field_path, value)
-        if not isinstance(value, list) or not all(isinstance(item, plan.origin) for item in value):  # type: ignore[arg-type]
+        if not isinstance(value, list) or not all(map(isinstance, value, repeat(plan.origin))):  # type: ignore[arg-type]
             raise _Slow
         assert plan.item_type is not None
         shape = self._shape(plan.named_type, details)
@@ -331,6 +341,9 @@ def _run_shape(shape: _Shape, value: Any) -> dict[str, Any]:
                     raise _Slow
                 result[response_name] = None
             elif sub_shape is None:
+                if type(field_value) is plan.passthrough:
+                    result[response_name] = field_value
+                    continue
                 coerced = plan.named_type.coerce_output_value(field_value)
                 if coerced is None or coerced is Undefined:
                     raise _Slow

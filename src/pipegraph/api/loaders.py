@@ -1,11 +1,13 @@
 """Per-request DataLoaders: every batch is one SQL statement whatever the number of keys.
 
-Built fresh for each request (in ``get_context``), so a cache never outlives the request that filled it.
+Built fresh for each request (in ``get_context``), so a cache never outlives the request that filled it;
+each loader only when a resolver first asks for it.
 Leads come with stage and owner joined, so those relations need no loader.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -44,23 +46,43 @@ def _optional(
 
 
 class Loaders:
+    """Each loader is built on first use: most requests need none or one of them."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.lead = DataLoader(_optional(store, queries.leads_by_ids))
-        self.user = DataLoader(_optional(store, queries.users_by_ids))
-        self.pipeline = DataLoader(_optional(store, queries.pipelines_by_ids))
-        self.stage = DataLoader(_optional(store, queries.stages_by_ids))
-        self.activity = DataLoader(_optional(store, queries.activities_by_ids))
-        self.stages_of_pipeline: DataLoader[int, list[models.Stage]] = DataLoader(
-            _batch(store, queries.stages_by_pipeline_ids, list)
-        )
-        self.stage_totals: DataLoader[int, dict[models.LeadStatus, queries.StageTotal]] = DataLoader(
-            _batch(store, queries.stage_totals, dict)
-        )
-        self.history: DataLoader[int, list[models.StageHistory]] = DataLoader(
-            _batch(store, queries.history_by_lead_ids, list)
-        )
         self._recent_activities: dict[int, DataLoader[int, list[models.Activity]]] = {}
+
+    @functools.cached_property
+    def lead(self) -> DataLoader[int, queries.LeadRow | None]:
+        return DataLoader(_optional(self._store, queries.leads_by_ids))
+
+    @functools.cached_property
+    def user(self) -> DataLoader[int, models.User | None]:
+        return DataLoader(_optional(self._store, queries.users_by_ids))
+
+    @functools.cached_property
+    def pipeline(self) -> DataLoader[int, models.Pipeline | None]:
+        return DataLoader(_optional(self._store, queries.pipelines_by_ids))
+
+    @functools.cached_property
+    def stage(self) -> DataLoader[int, models.Stage | None]:
+        return DataLoader(_optional(self._store, queries.stages_by_ids))
+
+    @functools.cached_property
+    def activity(self) -> DataLoader[int, models.Activity | None]:
+        return DataLoader(_optional(self._store, queries.activities_by_ids))
+
+    @functools.cached_property
+    def stages_of_pipeline(self) -> DataLoader[int, list[models.Stage]]:
+        return DataLoader(_batch(self._store, queries.stages_by_pipeline_ids, list))
+
+    @functools.cached_property
+    def stage_totals(self) -> DataLoader[int, dict[models.LeadStatus, queries.StageTotal]]:
+        return DataLoader(_batch(self._store, queries.stage_totals, dict))
+
+    @functools.cached_property
+    def history(self) -> DataLoader[int, list[models.StageHistory]]:
+        return DataLoader(_batch(self._store, queries.history_by_lead_ids, list))
 
     def recent_activities(self, limit: int) -> DataLoader[int, list[models.Activity]]:
         """One loader per requested limit, so leads asking for the same number share a batch."""

@@ -3,9 +3,11 @@ page of leads needs are joined in the page query, the rest go through the reques
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
+from typing import Any
 
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
@@ -21,8 +23,9 @@ from pipegraph.services import queries
 from pipegraph.services.validation import from_cents
 
 SECONDS_PER_DAY = 86_400.0
-# Lead rows are read by position (see ``queries.LEAD_ROW_POSITIONS``): a page maps fifty of them.
-_AT = queries.LEAD_ROW_POSITIONS
+# Lead rows are read by position (see ``queries.lead_row_positions``): a page maps fifty of them.
+_FULL_ROW = queries.LEAD_ROW_POSITIONS
+Positions = dict[str, int]
 
 
 @strawberry.interface(description="An object with a global ID, fetchable with node(id:).")
@@ -62,20 +65,9 @@ class User(Node):
         )
 
     @classmethod
-    def owner_of(cls, row: queries.LeadRow) -> User | None:
-        owner_id = row[_AT["owner_id"]]
-        if owner_id is None:
-            return None
-        return cls(
-            id=strawberry.ID(ids.encode("User", owner_id)),
-            pk=owner_id,
-            name=row[_AT["owner_name"]],
-            email=row[_AT["owner_email"]],
-            role=row[_AT["owner_role"]],
-            capacity=row[_AT["owner_capacity"]],
-            active=row[_AT["owner_active"]],
-            created_at=row[_AT["owner_created_at"]],
-        )
+    def owner_of(cls, row: queries.LeadRow, at: Positions = _FULL_ROW) -> User | None:
+        """The owner joined to a lead row (None without one); fields are read from the row on access."""
+        return None if row[at["owner_id"]] is None else _RowOwner(row, at)
 
 
 @strawberry.type
@@ -138,20 +130,9 @@ class Stage(Node):
         )
 
     @classmethod
-    def from_lead_row(cls, row: queries.LeadRow) -> Stage:
-        stage_id = row[_AT["stage_id"]]
-        return cls(
-            id=strawberry.ID(ids.encode("Stage", stage_id)),
-            pk=stage_id,
-            pipeline_pk=row[_AT["stage_pipeline_id"]],
-            name=row[_AT["stage_name"]],
-            position=row[_AT["stage_position"]],
-            probability=row[_AT["stage_probability"]],
-            target_days=row[_AT["stage_target_days"]],
-            exit_criteria=row[_AT["stage_exit_criteria"]],
-            is_post_sale=row[_AT["stage_is_post_sale"]],
-            removed=row[_AT["stage_removed_at"]] is not None,
-        )
+    def from_lead_row(cls, row: queries.LeadRow, at: Positions = _FULL_ROW) -> Stage:
+        """The stage joined to a lead row; fields are read from the row on access."""
+        return _RowStage(row, at)
 
     @strawberry.field
     async def pipeline(self, info: Info) -> Pipeline:
@@ -255,55 +236,27 @@ class Lead(Node):
         )
 
     @classmethod
-    def from_row(cls, row: queries.LeadRow, stage: Stage | None = None, owner: User | None = None) -> Lead:
-        """From a lead row, with its stage and owner (built from the row unless given)."""
-        lead_id = row[_AT["id"]]
-        return cls(
-            id=strawberry.ID(ids.encode("Lead", lead_id)),
-            pk=lead_id,
-            pipeline_pk=row[_AT["pipeline_id"]],
-            title=row[_AT["title"]],
-            company=row[_AT["company"]],
-            contact_name=row[_AT["contact_name"]],
-            contact_email=row[_AT["contact_email"]],
-            contact_phone=row[_AT["contact_phone"]],
-            source=row[_AT["source"]],
-            value=Money(from_cents(row[_AT["value_cents"]])),
-            status=row[_AT["status"]],
-            lost_reason=row[_AT["lost_reason"]],
-            expected_close_date=row[_AT["expected_close_date"]],
-            budget=row[_AT["budget"]],
-            authority=row[_AT["authority"]],
-            need=row[_AT["need"]],
-            timeline=row[_AT["timeline"]],
-            qualification_score=row[_AT["qualification_score"]],
-            created_at=row[_AT["created_at"]],
-            updated_at=row[_AT["updated_at"]],
-            closed_at=row[_AT["closed_at"]],
-            stage_entered_at=row[_AT["stage_entered_at"]],
-            version=row[_AT["version"]],
-            stage=stage if stage is not None else Stage.from_lead_row(row),
-            owner=owner if owner is not None else User.owner_of(row),
-        )
+    def from_row(cls, row: queries.LeadRow, at: Positions = _FULL_ROW) -> Lead:
+        """From a lead row with its stage and owner joined; fields are read from the row on access."""
+        return _RowLead(row, at, Stage.from_lead_row(row, at), User.owner_of(row, at))
 
     @classmethod
-    def from_rows(cls, rows: list[queries.LeadRow]) -> list[Lead]:
+    def from_rows(cls, rows: list[queries.LeadRow], at: Positions = _FULL_ROW) -> list[Lead]:
         """Leads of one page share Stage and User objects instead of building them again."""
         stages: dict[int, Stage] = {}
-        owners: dict[int, User | None] = {}
-        result = []
-        stage_at, owner_at = _AT["stage_id"], _AT["owner_id"]
+        owners: dict[int | None, User | None] = {}
+        result: list[Lead] = []
+        stage_at, owner_at = at["stage_id"], at["owner_id"]
         for row in rows:
-            stage_id = row[stage_at]
+            stage_id, owner_id = row[stage_at], row[owner_at]
             stage = stages.get(stage_id)
             if stage is None:
-                stage = stages[stage_id] = Stage.from_lead_row(row)
-            owner_id = row[owner_at]
+                stage = stages[stage_id] = _RowStage(row, at)
             if owner_id in owners:
                 owner = owners[owner_id]
             else:
-                owner = owners[owner_id] = User.owner_of(row)
-            result.append(cls.from_row(row, stage, owner))
+                owner = owners[owner_id] = User.owner_of(row, at)
+            result.append(_RowLead(row, at, stage, owner))
         return result
 
     @strawberry.field(description="Days since the lead entered its current stage.")
@@ -330,6 +283,114 @@ class Lead(Node):
         limit = max(0, min(first, queries.MAX_PAGE_SIZE))
         rows = await info.context.loaders.recent_activities(limit).load(self.pk)
         return [Activity.from_model(row) for row in rows]
+
+
+# -- types read from lead rows ---------------------------------------------------------------------
+#
+# A page shows a few of a lead's 25 fields: building each object field by field cost more than
+# reading the page. These subclasses keep the row and where its columns stand (a page reads only the
+# columns its selection needs) and read a field from it when it is read, so the GraphQL types (and
+# everything that reads them) stay the same.
+
+
+class _RowLead(Lead):
+    def __init__(self, row: queries.LeadRow, at: Positions, stage: Stage, owner: User | None) -> None:
+        self._row, self._at = row, at
+        self.stage = stage
+        self.owner = owner
+
+
+class _RowStage(Stage):
+    def __init__(self, row: queries.LeadRow, at: Positions) -> None:
+        self._row, self._at = row, at
+
+
+class _RowOwner(User):
+    def __init__(self, row: queries.LeadRow, at: Positions) -> None:
+        self._row, self._at = row, at
+
+
+def _read_from_row(
+    cls: type,
+    fields: dict[str, str],
+    computed: dict[str, Callable[[Any, Positions], Any]],
+    given: tuple[str, ...] = (),
+) -> None:
+    """Make each field of ``cls`` a property reading the row: ``fields`` maps a field to its column
+    label, ``computed`` to a function of the row; ``given`` fields are set by the constructor."""
+    missing = {f.name for f in dataclasses.fields(cls) if f.init} - {*fields, *computed, *given}
+    if missing:  # a field added to the type must be read from the row too
+        raise TypeError(f"{cls.__name__} does not read {sorted(missing)} from its row")
+
+    def column(label: str) -> property:
+        return property(lambda self: self._row[self._at[label]])
+
+    def derived(compute: Callable[[Any, Positions], Any]) -> property:
+        return property(lambda self: compute(self._row, self._at))
+
+    for name, label in fields.items():
+        setattr(cls, name, column(label))
+    for name, compute in computed.items():
+        setattr(cls, name, derived(compute))
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _global_id(type_name: str, label: str) -> Callable[[Any, Positions], str]:
+    """``ids.encode`` of the row's key, inlined: a page encodes fifty."""
+    prefix = f"{type_name}:"
+
+    def encode(row: Any, at: Positions) -> str:  # an ID is a str at run time
+        raw = f"{prefix}{row[at[label]]}".encode()
+        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode()
+
+    return encode
+
+
+def _money(label: str) -> Callable[[Any, Positions], Money]:
+    return lambda row, at: Money(from_cents(row[at[label]]))
+
+
+def _is_set(label: str) -> Callable[[Any, Positions], bool]:
+    return lambda row, at: row[at[label]] is not None
+
+
+# Fields read as they are from a column of the same name (lead) or prefixed name (stage, owner).
+_LEAD_AS_STORED = (
+    *("title", "company", "contact_name", "contact_email", "contact_phone", "source", "status"),
+    *("lost_reason", "expected_close_date", "budget", "authority", "need", "timeline"),
+    *("qualification_score", "created_at", "updated_at", "closed_at", "stage_entered_at", "version"),
+)
+_STAGE_AS_STORED = ("name", "position", "probability", "target_days", "exit_criteria", "is_post_sale")
+_OWNER_AS_STORED = ("name", "email", "role", "capacity", "active", "created_at")
+
+_read_from_row(
+    _RowLead,
+    {"pk": "id", "pipeline_pk": "pipeline_id", **{name: name for name in _LEAD_AS_STORED}},
+    {
+        "id": _global_id("Lead", "id"),
+        "value": _money("value_cents"),
+    },
+    given=("stage", "owner"),
+)
+_read_from_row(
+    _RowStage,
+    {
+        "pk": "stage_id",
+        "pipeline_pk": "stage_pipeline_id",
+        **{name: f"stage_{name}" for name in _STAGE_AS_STORED},
+    },
+    {
+        "id": _global_id("Stage", "stage_id"),
+        "removed": _is_set("stage_removed_at"),
+    },
+)
+_read_from_row(
+    _RowOwner,
+    {"pk": "owner_id", **{name: f"owner_{name}" for name in _OWNER_AS_STORED}},
+    {"id": _global_id("User", "owner_id")},
+)
 
 
 @strawberry.type
@@ -436,7 +497,7 @@ class LeadConnection:
 
     @classmethod
     def from_page(cls, page: queries.LeadPage, count: Callable[[], Awaitable[int]]) -> LeadConnection:
-        nodes = Lead.from_rows(page.leads)
+        nodes = Lead.from_rows(page.leads, page.positions)
         rows, order = page.leads, page.order
         return cls(
             edges=[LeadEdge(node=n, row=r, order=order) for r, n in zip(rows, nodes, strict=True)],

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import ApiKey, Role, User
@@ -60,3 +61,13 @@ async def authenticate(session: AsyncSession, key: str) -> User | None:
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked.is_(False), User.active.is_(True))
     )
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def record_use(session: AsyncSession, key: str, *, at: datetime) -> None:
+    """Set the key's ``last_used_at`` to ``at`` (never back in time)."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.key_hash == hash_key(key))
+        .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at))
+        .values(last_used_at=at)
+    )

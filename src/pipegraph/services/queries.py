@@ -22,7 +22,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, func, literal, null, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import Activity, Lead, LeadStatus, Pipeline, Stage, StageHistory, User
@@ -87,6 +99,8 @@ class LeadPage:
     has_previous_page: bool
     filter: LeadFilter = field(default_factory=LeadFilter)
     pipeline_id: int | None = None
+    # Where each label stands in these rows (see ``lead_row_positions``).
+    positions: dict[str, int] = field(default_factory=lambda: LEAD_ROW_POSITIONS)
 
 
 # -- cursors ------------------------------------------------------------------------------------------
@@ -118,61 +132,81 @@ def decode_cursor(cursor: str, order: LeadOrder, *, field: str) -> tuple[Any, in
 
 
 # -- filters ------------------------------------------------------------------------------------------
+#
+# Every value of a listing is a named parameter, so the statement for one shape of request (which
+# filters are given, the ordering, the cursor, the columns read) is built once and then reused with
+# new values: building a forty-column select and working out its cache key cost as much as running it.
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _stalled(dialect: str, now: datetime) -> ColumnElement[bool]:
-    if dialect == "sqlite":
+def _filter_params(lead_filter: LeadFilter, *, dialect: str, now: datetime) -> dict[str, Any]:
+    """The filter's values by parameter name; the names given decide the statement's shape."""
+    f = lead_filter
+    params: dict[str, Any] = {}
+    if f.stage_ids is not None:
+        params["stage_ids"] = list(f.stage_ids)
+    if f.statuses is not None:
+        params["statuses"] = list(f.statuses)
+    if f.owner_ids is not None:
+        params["owner_ids"] = list(f.owner_ids)
+    if f.sources is not None:
+        params["sources"] = [s.strip().lower() for s in f.sources]
+    if f.min_value_cents is not None:
+        params["min_value_cents"] = f.min_value_cents
+    if f.max_value_cents is not None:
+        params["max_value_cents"] = f.max_value_cents
+    if f.created_after is not None:
+        params["created_after"] = f.created_after
+    if f.created_before is not None:
+        params["created_before"] = f.created_before
+    if f.stalled_only:
         # SQLite stores UTC as naive text; julianday() gives fractional days on both sides.
         naive_now = now.astimezone(UTC).replace(tzinfo=None)
-        age_days = func.julianday(literal(naive_now.isoformat(sep=" "))) - func.julianday(
-            _LEADS.c.stage_entered_at
-        )
+        params["now"] = naive_now.isoformat(sep=" ") if dialect == "sqlite" else now
+    if f.search and f.search.strip():
+        params["search"] = f"%{_escape_like(f.search.strip().lower())}%"
+    return params
+
+
+def _stalled(dialect: str) -> ColumnElement[bool]:
+    if dialect == "sqlite":
+        age_days = func.julianday(bindparam("now", type_=String)) - func.julianday(_LEADS.c.stage_entered_at)
         return and_(_STAGES.c.target_days.is_not(None), age_days > _STAGES.c.target_days)
-    deadline = literal(now, UTCDateTime) - func.make_interval(0, 0, 0, _STAGES.c.target_days)
+    deadline = bindparam("now", type_=UTCDateTime) - func.make_interval(0, 0, 0, _STAGES.c.target_days)
     return and_(_STAGES.c.target_days.is_not(None), _LEADS.c.stage_entered_at < deadline)
 
 
-def _conditions(lead_filter: LeadFilter, *, dialect: str, now: datetime) -> list[ColumnElement[bool]]:
-    f = lead_filter
+def _conditions(names: Collection[str], *, dialect: str) -> list[ColumnElement[bool]]:
+    """The conditions on the parameters named (see :func:`_filter_params`)."""
     conditions: list[ColumnElement[bool]] = []
-    if f.stage_ids is not None:
-        conditions.append(_LEADS.c.stage_id.in_(f.stage_ids))
-    if f.statuses is not None:
-        conditions.append(_LEADS.c.status.in_(f.statuses))
-    if f.owner_ids is not None:
-        conditions.append(_LEADS.c.owner_id.in_(f.owner_ids))
-    if f.sources is not None:
-        conditions.append(func.lower(_LEADS.c.source).in_([s.strip().lower() for s in f.sources]))
-    if f.min_value_cents is not None:
-        conditions.append(_LEADS.c.value_cents >= f.min_value_cents)
-    if f.max_value_cents is not None:
-        conditions.append(_LEADS.c.value_cents <= f.max_value_cents)
-    if f.created_after is not None:
-        conditions.append(_LEADS.c.created_at >= f.created_after)
-    if f.created_before is not None:
-        conditions.append(_LEADS.c.created_at < f.created_before)
-    if f.stalled_only:
+    for name, column in (
+        ("stage_ids", _LEADS.c.stage_id),
+        ("statuses", _LEADS.c.status),
+        ("owner_ids", _LEADS.c.owner_id),
+        ("sources", func.lower(_LEADS.c.source)),
+    ):
+        if name in names:
+            conditions.append(column.in_(bindparam(name, expanding=True)))
+    if "min_value_cents" in names:
+        conditions.append(_LEADS.c.value_cents >= bindparam("min_value_cents"))
+    if "max_value_cents" in names:
+        conditions.append(_LEADS.c.value_cents <= bindparam("max_value_cents"))
+    if "created_after" in names:
+        conditions.append(_LEADS.c.created_at >= bindparam("created_after"))
+    if "created_before" in names:
+        conditions.append(_LEADS.c.created_at < bindparam("created_before"))
+    if "now" in names:
         conditions.append(_LEADS.c.status == LeadStatus.OPEN)
-        conditions.append(_stalled(dialect, now))
-    if f.search and f.search.strip():
-        pattern = f"%{_escape_like(f.search.strip().lower())}%"
-        conditions.append(
-            or_(
-                *(
-                    func.lower(column).like(pattern, escape="\\")
-                    for column in (
-                        _LEADS.c.title,
-                        _LEADS.c.company,
-                        _LEADS.c.contact_name,
-                        _LEADS.c.contact_email,
-                    )
-                )
-            )
-        )
+        conditions.append(_stalled(dialect))
+    if "search" in names:
+        pattern = bindparam("search", type_=String)
+        searched = (_LEADS.c.title, _LEADS.c.company, _LEADS.c.contact_name, _LEADS.c.contact_email)
+        conditions.append(or_(*(func.lower(column).like(pattern, escape="\\") for column in searched)))
+    if "pipeline_id" in names:
+        conditions.append(_LEADS.c.pipeline_id == bindparam("pipeline_id"))
     return conditions
 
 
@@ -186,29 +220,46 @@ _LEAD_ROW_COLUMNS = (
 LEAD_ROW_POSITIONS: dict[str, int] = {
     column.key: position for position, column in enumerate(_LEAD_ROW_COLUMNS)
 }
-"""Where each column of a :data:`LeadRow` stands: reading ``row[position]`` costs a twentieth of
+"""Where each column of a full :data:`LeadRow` stands: reading ``row[position]`` costs a twentieth of
 ``row.name``, which matters when a page maps fifty rows of forty columns."""
 
 # Read whatever the caller asks for: keys, foreign keys and the value (cheap, and what every view needs).
 _ALWAYS_READ = frozenset({"id", "pipeline_id", "stage_id", "owner_id", "value_cents", "stage_pipeline_id"})
+_ABSENT = "absent"  # the label of a narrow row's last column, NULL, where every unread column points
+
+
+def _read(columns: frozenset[str] | None) -> tuple[Any, ...]:
+    if columns is None:
+        return _LEAD_ROW_COLUMNS
+    wanted = _ALWAYS_READ.union(columns)
+    return (*(c for c in _LEAD_ROW_COLUMNS if c.key in wanted), null().label(_ABSENT))
+
+
+@functools.lru_cache(maxsize=256)
+def lead_row_positions(columns: frozenset[str] | None = None) -> dict[str, int]:
+    """Where each label of :data:`LeadRow` stands in rows read with ``columns``: a column not read
+    points at the row's last column, which is NULL."""
+    if columns is None:
+        return LEAD_ROW_POSITIONS
+    read = [c.key for c in _read(columns)]
+    positions = {label: len(read) - 1 for label in LEAD_ROW_POSITIONS}
+    positions.update((label, position) for position, label in enumerate(read[:-1]))
+    return positions
 
 
 @functools.lru_cache(maxsize=256)
 def _lead_rows(columns: frozenset[str] | None = None) -> Select[Any]:
-    """Lead rows with every column, or with only ``columns`` (labels of :data:`LeadRow`) read and
-    the rest NULL: a page that shows five fields then skips converting forty.
+    """Lead rows with every column, or with only ``columns`` (labels of :data:`LeadRow`; see
+    :func:`lead_row_positions`): fetching forty columns per row costs the driver a call per column,
+    row and page, for the five fields a page shows.
 
     Cached: a select of forty columns costs more to build than a page's rows to read, and a
     ``Select`` is immutable (``where`` and ``order_by`` return new ones).
     """
-    selected = _LEAD_ROW_COLUMNS
-    if columns is not None:
-        wanted = _ALWAYS_READ.union(columns)
-        selected = tuple(c if c.key in wanted else null().label(c.key) for c in _LEAD_ROW_COLUMNS)
     joined = _LEADS.join(_STAGES, _STAGES.c.id == _LEADS.c.stage_id).outerjoin(
         _USERS, _USERS.c.id == _LEADS.c.owner_id
     )
-    return select(*selected).select_from(joined)
+    return select(*_read(columns)).select_from(joined)
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -230,6 +281,38 @@ def page_size(first: int | None, last: int | None) -> tuple[int, bool]:
     return (DEFAULT_PAGE_SIZE if first is None else first), False
 
 
+@functools.lru_cache(maxsize=512)
+def _listing(
+    columns: frozenset[str] | None,
+    order: LeadOrder,
+    backwards: bool,
+    names: frozenset[str],
+    dialect: str,
+) -> Select[Any]:
+    """The page statement for one shape of request: conditions on the parameters ``names`` (filter
+    values, ``pipeline_id``, ``after_*``/``before_*`` cursor keys), ``limit`` rows.
+
+    Reusing the same ``Select`` also reuses its cache key, which SQLAlchemy memoizes per statement.
+    """
+    column = _ORDER_COLUMNS[order.field]
+    conditions = _conditions(names, dialect=dialect)
+    for side, is_after in (("after", True), ("before", False)):
+        if f"{side}_id" not in names:
+            continue
+        value = bindparam(f"{side}_value", type_=column.type)
+        lead_id = bindparam(f"{side}_id", type_=Integer)
+        # "After" in a descending order means smaller keys.
+        if is_after != order.descending:
+            conditions.append(or_(column > value, and_(column == value, _LEADS.c.id > lead_id)))
+        else:
+            conditions.append(or_(column < value, and_(column == value, _LEADS.c.id < lead_id)))
+    # Reading backwards: walk the reversed order from the `before` side (the caller flips the page).
+    descending = order.descending != backwards
+    ordering = (column.desc(), _LEADS.c.id.desc()) if descending else (column.asc(), _LEADS.c.id.asc())
+    limit = bindparam("limit", type_=Integer)
+    return _lead_rows(columns).where(*conditions).order_by(*ordering).limit(limit)
+
+
 async def list_leads(
     session: AsyncSession,
     *,
@@ -245,31 +328,24 @@ async def list_leads(
 ) -> LeadPage:
     """One page of leads, keyset-paginated over (order column, id).
 
-    ``columns`` (labels of :data:`LeadRow`) limits what is read; the others come as None. The order
-    column is always read, since cursors are made from it.
+    ``columns`` (labels of :data:`LeadRow`) limits what is read; read the rows by the page's
+    ``positions``, where the others point at a NULL column. The order column is always read, since
+    cursors are made from it.
     """
     lead_filter = lead_filter or LeadFilter()
     order = order or LeadOrder()
     size, backwards = page_size(first, last)
-    column = _ORDER_COLUMNS[order.field]
-    conditions = _conditions(lead_filter, dialect=_dialect(session), now=now or utcnow())
+    dialect = _dialect(session)
+    params = _filter_params(lead_filter, dialect=dialect, now=now or utcnow())
     if pipeline_id is not None:
-        conditions.append(_LEADS.c.pipeline_id == pipeline_id)
-    for name, cursor, is_after in (("after", after, True), ("before", before, False)):
-        if cursor is None:
-            continue
-        value, lead_id = decode_cursor(cursor, order, field=name)
-        # "After" in a descending order means smaller keys.
-        if is_after != order.descending:
-            conditions.append(or_(column > value, and_(column == value, _LEADS.c.id > lead_id)))
-        else:
-            conditions.append(or_(column < value, and_(column == value, _LEADS.c.id < lead_id)))
-    # Reading backwards: walk the reversed order from the `before` side, then flip the page.
-    descending = order.descending != backwards
-    ordering = (column.desc(), _LEADS.c.id.desc()) if descending else (column.asc(), _LEADS.c.id.asc())
-    read = frozenset({*columns, column.key}) if columns is not None else None
-    statement = _lead_rows(read).where(*conditions).order_by(*ordering).limit(size + 1)
-    leads = list((await session.execute(statement)).all()) if size else []
+        params["pipeline_id"] = pipeline_id
+    for side, cursor in (("after", after), ("before", before)):
+        if cursor is not None:
+            params[f"{side}_value"], params[f"{side}_id"] = decode_cursor(cursor, order, field=side)
+    params["limit"] = size + 1
+    read = frozenset({*columns, _ORDER_COLUMNS[order.field].key}) if columns is not None else None
+    statement = _listing(read, order, backwards, frozenset(params), dialect)
+    leads = list((await session.execute(statement, params)).all()) if size else []
     has_more = len(leads) > size
     leads = leads[:size]
     if backwards:
@@ -284,7 +360,16 @@ async def list_leads(
         has_previous_page=has_previous,
         filter=lead_filter,
         pipeline_id=pipeline_id,
+        positions=lead_row_positions(read),
     )
+
+
+@functools.lru_cache(maxsize=128)
+def _counting(names: frozenset[str], dialect: str) -> Select[Any]:
+    statement = select(func.count(_LEADS.c.id)).select_from(_LEADS)
+    if "now" in names:  # the stalled condition reads the stage's target days
+        statement = statement.select_from(_LEADS.join(_STAGES, _STAGES.c.id == _LEADS.c.stage_id))
+    return statement.where(*_conditions(names, dialect=dialect))
 
 
 async def count_leads(
@@ -294,22 +379,20 @@ async def count_leads(
     lead_filter: LeadFilter | None = None,
     now: datetime | None = None,
 ) -> int:
-    lead_filter = lead_filter or LeadFilter()
-    conditions = _conditions(lead_filter, dialect=_dialect(session), now=now or utcnow())
+    dialect = _dialect(session)
+    params = _filter_params(lead_filter or LeadFilter(), dialect=dialect, now=now or utcnow())
     if pipeline_id is not None:
-        conditions.append(Lead.pipeline_id == pipeline_id)
-    statement = select(func.count(Lead.id)).select_from(Lead)
-    if lead_filter.stalled_only:
-        statement = statement.join(Lead.stage)
-    return int((await session.execute(statement.where(*conditions))).scalar_one())
+        params["pipeline_id"] = pipeline_id
+    statement = _counting(frozenset(params), dialect)
+    return int((await session.execute(statement, params)).scalar_one())
 
 
 # -- batch look-ups for loaders -------------------------------------------------------------------------
 
 
 async def leads_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, LeadRow]:
-    statement = _lead_rows().where(_LEADS.c.id.in_(ids))
-    return {row.id: row for row in await session.execute(statement)}
+    statement = _lead_rows().where(_LEADS.c.id.in_(bindparam("ids", expanding=True)))
+    return {row.id: row for row in await session.execute(statement, {"ids": list(ids)})}
 
 
 async def users_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, User]:
