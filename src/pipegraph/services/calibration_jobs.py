@@ -103,12 +103,12 @@ async def create_job(
     return job
 
 
-async def get_job(session: AsyncSession, job_id: int) -> SimulationJob | None:
-    return await session.get(SimulationJob, job_id, populate_existing=True)
+async def get_job(session: AsyncSession, job_id: int, *, for_update: bool = False) -> SimulationJob | None:
+    return await session.get(SimulationJob, job_id, populate_existing=True, with_for_update=for_update)
 
 
 async def cancel_job(session: AsyncSession, job_id: int) -> SimulationJob:
-    job = await get_job(session, job_id)
+    job = await get_job(session, job_id, for_update=True)
     if job is None:
         raise NotFoundError(f"no simulation job with id {job_id}", field="id")
     if job.status in FINISHED:
@@ -152,7 +152,9 @@ def _simulate(
 async def _write(store: Store, job_id: int, **values: Any) -> JobStatus | None:
     """Update the job unless it has finished (a cancellation wins); the status found."""
     async with store.write() as session:
-        job = await session.get(SimulationJob, job_id, populate_existing=True)
+        # Locked (PostgreSQL; SQLite writers are serialised anyway): a cancellation committed between
+        # reading the status and writing progress would otherwise get trials written after it.
+        job = await get_job(session, job_id, for_update=True)
         if job is None:
             return None
         if job.status not in FINISHED:
