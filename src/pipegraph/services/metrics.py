@@ -274,27 +274,36 @@ async def _occupants(
 ) -> dict[int, dict[str, Any]]:
     """Count, value, age and stalls of current occupants per stage.
 
-    One aggregate per stage and status that counts as being there (open leads; won leads in post-sale
-    stages), stacked with UNION ALL: each reads one range of the covering index, and the stage's
-    stall limit is a constant, so a row costs one date conversion (for the age sum) and one
-    comparison. The oldest occupant's age comes from the earliest entry, computed here.
+    Aggregates per stage and status that counts as being there (open leads; won leads in post-sale
+    stages), stacked with UNION ALL: each reads one range of the covering index. A stage with a target
+    is two ranges, split at its stall limit (entered before it: stalled), so no row is compared with
+    the limit; a row costs one date conversion, for the age sum. The oldest occupant's age comes from
+    the earliest entry, computed here.
     """
     age = days_between(dialect, Lead.stage_entered_at, at(now))
     parts = []
     for stage_id, status in stages.stay_ranges():
         limit = stages.stalled_before(stage_id, now)
-        stalled = literal(False) if limit is None else compared(dialect, Lead.stage_entered_at) < at(limit)
-        parts.append(
-            select(
-                literal(stage_id, Integer).label("stage_id"),
-                func.count().label("n"),
-                func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
-                func.sum(age).label("age_sum"),
-                func.min(Lead.stage_entered_at).label("entered_first"),
-                _sum_if(stalled).label("stalled"),
-                _sum_if(stalled, Lead.value_cents).label("stalled_value"),
-            ).where(Lead.pipeline_id == pipeline_id, Lead.status == status, Lead.stage_id == stage_id)
+        in_range = [Lead.pipeline_id == pipeline_id, Lead.status == status, Lead.stage_id == stage_id]
+        splits = (
+            [(False, [])]
+            if limit is None
+            else [
+                (True, [Lead.stage_entered_at < at(limit)]),
+                (False, [Lead.stage_entered_at >= at(limit)]),
+            ]
         )
+        for stalled, bound in splits:
+            parts.append(
+                select(
+                    literal(stage_id, Integer).label("stage_id"),
+                    literal(stalled).label("stalled"),
+                    func.count().label("n"),
+                    func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+                    func.sum(age).label("age_sum"),
+                    func.min(Lead.stage_entered_at).label("entered_first"),
+                ).where(*in_range, *bound)
+            )
     merged: dict[int, dict[str, Any]] = {}
     for row in (await session.execute(union_all(*parts))).all():
         if not row.n:
@@ -306,8 +315,9 @@ async def _occupants(
         values["age_sum"] += row.age_sum or 0.0
         firsts = [e for e in (values["entered_first"], row.entered_first) if e is not None]
         values["entered_first"] = min(firsts)
-        values["stalled"] += row.stalled
-        values["stalled_value"] += int(row.stalled_value)
+        if row.stalled:
+            values["stalled"] += row.n
+            values["stalled_value"] += int(row.value)
     for values in merged.values():
         values["age_max"] = (now - values["entered_first"]).total_seconds() / SECONDS_PER_DAY
     return merged
