@@ -443,11 +443,12 @@ async def _flow(
                 _before(s.entered_at, end, now),
             )
         )
+    # Exits likewise one part per stage and status: grouped by the next stage and status alone.
     exits = [
         select(
             literal("X"),
-            s.stage_id,
-            status,
+            literal(stage_id, Integer),
+            literal(stay_status.value, String),
             s.next_stage_id,
             next_status,
             func.count(),
@@ -455,9 +456,9 @@ async def _flow(
             zero,
             func.sum(s.duration_seconds),
         )
-        .where(*_ended(stages, pipeline_id, window, now, stage_ids=stage_ids, statuses=(stay_status,)))
-        .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
-        for stage_ids, stay_status in stages.stay_groups()
+        .where(*_ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=(stay_status,)))
+        .group_by(s.next_stage_id, s.next_status)
+        for stage_id, stay_status in stages.stay_ranges()
     ]
     # Only losses need the lead's value: their own index ranges, with one lookup each. Kept out of
     # the exits aggregate, which PostgreSQL then hashes instead of sorting every exit.
