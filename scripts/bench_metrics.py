@@ -95,20 +95,29 @@ async def measure(url: str, window_days: list[float], repeat: int) -> dict[str, 
         result["series_s"] = await _timed(repeat, weekly)
     await store.dispose()
     result["peak_rss_mib"] = _peak_rss_mib()
+    result["anon_rss_mib"] = _status_mib("RssAnon")
     return result
 
 
 def _peak_rss_mib() -> float:
     """This process's peak resident set. Linux keeps ``ru_maxrss`` across exec, so a child started by a
     large parent would report the parent's peak; ``VmHWM`` is this program's own."""
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
+    # ru_maxrss is KiB on Linux, bytes on macOS; this branch is for systems without /proc.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024)
+
+
+def _status_mib(field: str) -> float | None:
+    """A size from ``/proc/self/status`` in MiB (None without /proc)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    # ru_maxrss is KiB on Linux, bytes on macOS; this branch is for systems without /proc.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024)
+    return None
 
 
 async def _admin(url: str, sql: str) -> None:
@@ -234,6 +243,11 @@ def _report(backend: str, leads: int, described: str, result: dict[str, Any]) ->
         seconds = result[key]
         print(f"  {label}: {seconds * 1000:.0f} ms ({seconds / baseline:.1f}× baseline)")
     print(f"  peak RSS of the measuring process: {result['peak_rss_mib']:.0f} MiB")
+    # SQLite reads through a memory map: the pages it touched count in RSS as file cache. The
+    # process's own memory is the anonymous part.
+    anon = result.get("anon_rss_mib")
+    if anon is not None:
+        print(f"  of which anonymous (not file cache) at the end: {anon:.0f} MiB")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -27,8 +27,10 @@ from pipegraph.settings import normalise_database_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Reads through a memory map instead of a read() call and a copy into SQLite's page cache per page:
 # the metrics' index range scans take about a tenth less CPU. Address space, not memory: the mapped
-# pages are the operating system's file cache (and count in RSS as shared file pages when touched).
-SQLITE_MMAP_SIZE = 1 << 30
+# pages are the operating system's file cache (touched ones count in RSS as shared file pages). SQLite
+# clamps the size to its compile-time limit (2 GiB in common builds); beyond it, pages are read as
+# before. The price: an I/O error on a mapped page is a signal rather than an error code.
+SQLITE_MMAP_SIZE = 1 << 34
 _IMMEDIATE = "pipegraph_sqlite_immediate"
 
 
