@@ -235,10 +235,6 @@ class StageMap:
         days = self.targets.get(stage_id)
         return None if days is None else now - timedelta(days=days)
 
-    def position(self, stage_id: Any) -> ColumnElement[int]:
-        """The stage's position (NULL for an unknown stage)."""
-        return case(self.positions, value=stage_id)
-
     def later_than(self, stage_id: int) -> list[int]:
         """The stages after ``stage_id`` in the current order."""
         position = self.positions[stage_id]
@@ -403,11 +399,11 @@ async def _flow(
 ) -> dict[int, dict[str, Any]]:
     """Entries and exits per stage in one statement over ``stage_stays``.
 
-    Index range aggregates over the stays that count (open ones, won ones in post-sale stages): stays
-    that started in the window (with their exit, if it happened by ``now``), one aggregate per stage and
-    status, and stays that ended in it, grouped by stage, status, next stage and next status (a few
-    dozen groups); the stages' figures are folded from those in Python. Stays that do not count (a lost
-    lead's, a won lead's in a selling stage) are not read at all.
+    Index range aggregates over the stays that count (open ones, won ones in post-sale stages), one
+    per stage and status: stays that started in the window (with their exit, if it happened by
+    ``now``), and stays that ended in it, grouped by next stage and next status (a few dozen groups);
+    the stages' figures are folded from those in Python. Stays that do not count (a lost lead's, a won
+    lead's in a selling stage) are not read at all.
     """
     start, end = window
     s = StageStay
