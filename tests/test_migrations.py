@@ -99,3 +99,23 @@ async def test_stay_durations_migration_round_trip(database_url: str) -> None:
         assert "ix_stage_stays_pipeline_exit_duration" not in indexes
     finally:
         await store.dispose()
+
+
+async def _lead_indexes(store: Store) -> set[str]:
+    async with store.engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: {str(index["name"]) for index in inspect(sync).get_indexes("leads")}
+        )
+
+
+async def test_lead_value_index_only_on_postgresql_and_round_trip(database_url: str) -> None:
+    store = Store.from_url(database_url)
+    try:
+        await migrate.upgrade(store.engine)
+        assert ("ix_leads_id_value" in await _lead_indexes(store)) == (not store.is_sqlite)
+        await migrate.downgrade(store.engine, "0006")
+        assert "ix_leads_id_value" not in await _lead_indexes(store)
+        await migrate.upgrade(store.engine)
+        assert ("ix_leads_id_value" in await _lead_indexes(store)) == (not store.is_sqlite)
+    finally:
+        await store.dispose()

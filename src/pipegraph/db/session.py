@@ -25,6 +25,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from pipegraph.settings import normalise_database_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Reads through a memory map instead of a read() call and a copy into SQLite's page cache per page:
+# the metrics' index range scans take about a tenth less CPU. Address space, not memory: the mapped
+# pages are the operating system's file cache (touched ones count in RSS as shared file pages). SQLite
+# clamps the size to its compile-time limit (2 GiB in common builds); beyond it, pages are read as
+# before. The price: an I/O error on a mapped page is a signal rather than an error code.
+SQLITE_MMAP_SIZE = 1 << 34
 _IMMEDIATE = "pipegraph_sqlite_immediate"
 
 
@@ -36,6 +42,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_SIZE}")
     cursor.close()
 
 

@@ -50,7 +50,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageStay
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.metrics_sql import SECONDS_PER_DAY, analytic_settings, at, days_between
+from pipegraph.services.metrics_sql import (
+    SECONDS_PER_DAY,
+    analytic_settings,
+    at,
+    compared,
+    days_between,
+)
 
 # pipeline, stages, occupants, stage flow, outcomes, medians, stored goal; on PostgreSQL one more,
 # ``analytic_settings``. The medians are skipped when nothing in the window has one.
@@ -229,9 +235,20 @@ class StageMap:
         days = self.targets.get(stage_id)
         return None if days is None else now - timedelta(days=days)
 
-    def position(self, stage_id: Any) -> ColumnElement[int]:
-        """The stage's position (NULL for an unknown stage)."""
-        return case(self.positions, value=stage_id)
+    def later_than(self, stage_id: int) -> list[int]:
+        """The stages after ``stage_id`` in the current order."""
+        position = self.positions[stage_id]
+        return [other for other, p in self.positions.items() if p > position]
+
+    def stay_ranges(self) -> list[tuple[int, LeadStatus]]:
+        """Each stage and status in which a lead counts as being there (see ``stays``)."""
+        ranges = [(stage_id, LeadStatus.OPEN) for stage_id in self.positions]
+        return ranges + [(stage_id, LeadStatus.WON) for stage_id in self.post_sale]
+
+    def stay_groups(self) -> list[tuple[list[int], LeadStatus]]:
+        """``stay_ranges`` as the stages that share a status."""
+        groups = [(list(self.positions), LeadStatus.OPEN)]
+        return groups + ([(self.post_sale, LeadStatus.WON)] if self.post_sale else [])
 
     def is_stay(self, status: Any, stage_id: Any) -> ColumnElement[bool]:
         """OPEN anywhere, or WON in a post-sale stage."""
@@ -253,29 +270,36 @@ async def _occupants(
 ) -> dict[int, dict[str, Any]]:
     """Count, value, age and stalls of current occupants per stage.
 
-    One aggregate per stage and status that counts as being there (open leads; won leads in post-sale
-    stages), stacked with UNION ALL: each reads one range of the covering index, and the stage's
-    stall limit is a constant, so a row costs one date conversion (for the age sum) and one
-    comparison. The oldest occupant's age comes from the earliest entry, computed here.
+    Aggregates per stage and status that counts as being there (open leads; won leads in post-sale
+    stages), stacked with UNION ALL: each reads one range of the covering index. A stage with a target
+    is two ranges, split at its stall limit (entered before it: stalled), so no row is compared with
+    the limit; a row costs one date conversion, for the age sum. The oldest occupant's age comes from
+    the earliest entry, computed here.
     """
     age = days_between(dialect, Lead.stage_entered_at, at(now))
     parts = []
-    ranges = [(stage_id, LeadStatus.OPEN) for stage_id in stages.positions]
-    ranges += [(stage_id, LeadStatus.WON) for stage_id in stages.post_sale]
-    for stage_id, status in ranges:
+    for stage_id, status in stages.stay_ranges():
         limit = stages.stalled_before(stage_id, now)
-        stalled = literal(False) if limit is None else Lead.stage_entered_at < at(limit)
-        parts.append(
-            select(
-                literal(stage_id, Integer).label("stage_id"),
-                func.count().label("n"),
-                func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
-                func.sum(age).label("age_sum"),
-                func.min(Lead.stage_entered_at).label("entered_first"),
-                _sum_if(stalled).label("stalled"),
-                _sum_if(stalled, Lead.value_cents).label("stalled_value"),
-            ).where(Lead.pipeline_id == pipeline_id, Lead.status == status, Lead.stage_id == stage_id)
+        in_range = [Lead.pipeline_id == pipeline_id, Lead.status == status, Lead.stage_id == stage_id]
+        splits = (
+            [(False, [])]
+            if limit is None
+            else [
+                (True, [Lead.stage_entered_at < at(limit)]),
+                (False, [Lead.stage_entered_at >= at(limit)]),
+            ]
         )
+        for stalled, bound in splits:
+            parts.append(
+                select(
+                    literal(stage_id, Integer).label("stage_id"),
+                    literal(stalled).label("stalled"),
+                    func.count().label("n"),
+                    func.coalesce(func.sum(Lead.value_cents), 0).label("value"),
+                    func.sum(age).label("age_sum"),
+                    func.min(Lead.stage_entered_at).label("entered_first"),
+                ).where(*in_range, *bound)
+            )
     merged: dict[int, dict[str, Any]] = {}
     for row in (await session.execute(union_all(*parts))).all():
         if not row.n:
@@ -287,8 +311,9 @@ async def _occupants(
         values["age_sum"] += row.age_sum or 0.0
         firsts = [e for e in (values["entered_first"], row.entered_first) if e is not None]
         values["entered_first"] = min(firsts)
-        values["stalled"] += row.stalled
-        values["stalled_value"] += int(row.stalled_value)
+        if row.stalled:
+            values["stalled"] += row.n
+            values["stalled_value"] += int(row.value)
     for values in merged.values():
         values["age_max"] = (now - values["entered_first"]).total_seconds() / SECONDS_PER_DAY
     return merged
@@ -305,7 +330,7 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
     status, with how many advanced), exits (X, by stage, status, next stage and next status), which
     also count by destination (a stage id, or WON / LOST), or the value of the losses (L)."""
-    if not stages.stays(t.status, t.stage_id):
+    if not stages.stays(t.status, t.stage_id) or (t.kind == "E" and not t.n):
         return
     empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter()}
     values = flow.setdefault(t.stage_id, empty)
@@ -374,66 +399,71 @@ async def _flow(
 ) -> dict[int, dict[str, Any]]:
     """Entries and exits per stage in one statement over ``stage_stays``.
 
-    Two index range aggregates: stays that started in the window (with their exit, if it happened by
-    ``now``) and stays that ended in it, each grouped by stage, status, next stage and next status (a few
-    dozen groups); the stages' figures are folded from those in Python.
+    Index range aggregates over the stays that count (open ones, won ones in post-sale stages), one
+    per stage and status: stays that started in the window (with their exit, if it happened by
+    ``now``), and stays that ended in it, grouped by next stage and next status (a few dozen groups);
+    the stages' figures are folded from those in Python. Stays that do not count (a lost lead's, a won
+    lead's in a selling stage) are not read at all.
     """
     start, end = window
     s = StageStay
     status, next_status = cast(s.status, String), cast(s.next_status, String)
-    in_pipeline = s.pipeline_id == pipeline_id
-    # Every stage and status listed: each group is then a range of the index, read in order (SQLite
-    # would otherwise sort the window's rows to group them).
-    stage_ids, statuses = list(stages.positions), _STATUSES
-    started = and_(
-        in_pipeline,
-        s.stage_id.in_(stage_ids),
-        s.status.in_(statuses),
-        s.entered_at >= at(start),
-        _before(s.entered_at, end, now),
-    )
     zero = literal(0, BigInteger)
-    # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win.
-    later = stages.position(s.next_stage_id) > stages.position(s.stage_id)
-    advanced = and_(s.left_at <= at(now), or_(later, and_(status == _OPEN, next_status == _WON)))
-    entries = (
-        select(
-            literal("E").label("kind"),
-            s.stage_id,
-            status.label("status"),
-            literal(None, Integer).label("next_stage_id"),
-            literal(None, String).label("next_status"),
-            func.count().label("n"),
-            _sum_if(advanced).label("advanced"),
-            zero.label("lost_value"),
-            literal(None, Float).label("seconds_sum"),
+    # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win. One part
+    # per stage and status that counts as a stay (one index range each, read in order, no sort), so
+    # "later" is a constant list of stages and the status a constant.
+    left_by_now = compared(dialect, s.left_at) <= at(now)
+    entries = []
+    for stage_id, stay_status in stages.stay_ranges():
+        later = stages.later_than(stage_id)
+        forward: list[ColumnElement[bool]] = [s.next_stage_id.in_(later)] if later else []
+        if stay_status == _OPEN:
+            forward.append(s.next_status == LeadStatus.WON)
+        advanced = and_(left_by_now, or_(*forward)) if forward else literal(False)
+        entries.append(
+            select(
+                literal("E").label("kind"),
+                literal(stage_id, Integer).label("stage_id"),
+                literal(stay_status.value, String).label("status"),
+                literal(None, Integer).label("next_stage_id"),
+                literal(None, String).label("next_status"),
+                func.count().label("n"),
+                _sum_if(advanced).label("advanced"),
+                zero.label("lost_value"),
+                literal(None, Float).label("seconds_sum"),
+            ).where(
+                s.pipeline_id == pipeline_id,
+                s.stage_id == stage_id,
+                s.status == stay_status,
+                s.entered_at >= at(start),
+                _before(s.entered_at, end, now),
+            )
         )
-        .where(started)
-        .group_by(s.stage_id, s.status)
-    )
-    exits = (
+    # Exits likewise one part per stage and status: grouped by the next stage and status alone.
+    exits = [
         select(
-            literal("X").label("kind"),
-            s.stage_id,
-            status.label("status"),
+            literal("X"),
+            literal(stage_id, Integer),
+            literal(stay_status.value, String),
             s.next_stage_id,
-            next_status.label("next_status"),
-            func.count().label("n"),
-            zero.label("advanced"),
-            zero.label("lost_value"),
-            func.sum(s.duration_seconds).label("seconds_sum"),
+            next_status,
+            func.count(),
+            zero,
+            zero,
+            func.sum(s.duration_seconds),
         )
-        .where(*_ended(stages, pipeline_id, window, now))
-        .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
-    )
+        .where(*_ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=(stay_status,)))
+        .group_by(s.next_stage_id, s.next_status)
+        for stage_id, stay_status in stages.stay_ranges()
+    ]
     # Only losses need the lead's value: their own index ranges, with one lookup each. Kept out of
     # the exits aggregate, which PostgreSQL then hashes instead of sorting every exit.
     lead_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
-    losses = (
+    losses = [
         select(
-            literal("L").label("kind"),
+            literal("L"),
             s.stage_id,
-            status.label("status"),
+            status,
             literal(None, Integer),
             literal(None, String),
             zero,
@@ -441,11 +471,22 @@ async def _flow(
             func.coalesce(func.sum(lead_value), 0),
             literal(None, Float),
         )
-        .where(*_ended(stages, pipeline_id, window, now, statuses=(_OPEN, _WON), next_statuses=(_LOST,)))
+        .where(
+            *_ended(
+                stages,
+                pipeline_id,
+                window,
+                now,
+                stage_ids=stage_ids,
+                statuses=(stay_status,),
+                next_statuses=(_LOST,),
+            )
+        )
         .group_by(s.stage_id, s.status)
-    )
+        for stage_ids, stay_status in stages.stay_groups()
+    ]
     flow: dict[int, dict[str, Any]] = {}
-    for row in (await session.execute(union_all(entries, exits, losses))).all():
+    for row in (await session.execute(union_all(*entries, *exits, *losses))).all():
         _fold(stages, row, flow)
     return flow
 

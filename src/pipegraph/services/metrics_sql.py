@@ -10,7 +10,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, cast, func, literal
+from sqlalchemy import Float, Text, cast, func, literal
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipegraph.db.types import UTCDateTime
@@ -26,6 +26,17 @@ class Interval(enum.StrEnum):
 def at(value: datetime) -> ColumnElement[datetime]:
     """A bound timestamp typed like the columns, so SQLite compares stored text with stored text."""
     return literal(value, UTCDateTime())
+
+
+def compared(dialect: str, column: Any) -> ColumnElement[Any]:
+    """A timestamp column as a row-by-row comparison should read it.
+
+    SQLite gives a DATETIME column NUMERIC affinity, so each comparison with a bound value first tries
+    to parse the stored text as a number; as TEXT it compares the stored text directly (its format
+    sorts like the time, and bound values are written in the same format). Index range bounds are
+    not affected: use the bare column there, or the index is not used.
+    """
+    return cast(column, Text) if dialect == "sqlite" else column
 
 
 def days_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
