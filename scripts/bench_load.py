@@ -126,6 +126,8 @@ def serve(database_url: str, workers: int, pool_size: int, log: Path) -> Iterato
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
     env["PIPEGRAPH_POOL_SIZE"] = str(pool_size)
+    # Throughput is measured here, not the per-key budget: 32 clients at full speed would be throttled.
+    env["PIPEGRAPH_COST_BUDGET"] = "0"
     command = [sys.executable, "-m", "pipegraph.cli", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as output:
         process = subprocess.Popen(

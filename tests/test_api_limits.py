@@ -116,11 +116,11 @@ def test_the_actual_cost_is_what_is_charged() -> None:
     assert not throttle.admit("k", 1).allowed
 
 
-def test_workers_share_the_budget() -> None:
-    throttle = Throttle.per_process(budget=1000, restore_rate=100, workers=4)
+def test_each_process_holds_the_whole_budget() -> None:
+    throttle = Throttle.per_process(budget=1000, restore_rate=100)
     assert throttle is not None
-    assert (throttle.capacity, throttle.restore_rate) == (250, 25)
-    assert Throttle.per_process(budget=0, restore_rate=100, workers=1) is None
+    assert (throttle.capacity, throttle.restore_rate) == (1000, 100)
+    assert Throttle.per_process(budget=0, restore_rate=100) is None
 
 
 def test_limits_are_read_from_the_environment() -> None:
@@ -158,7 +158,6 @@ async def test_every_answer_carries_its_cost_and_the_budget(client: Client) -> N
     assert cost["requestedQueryCost"] == 2 + 50 * 4
     assert cost["actualQueryCost"] == 2 + 3 * 4
     status = cost["throttleStatus"]
-    # One worker holds the whole budget (test_workers_share_the_budget covers several).
     assert status["maximumAvailable"] == Settings().cost_budget
     assert status["restoreRate"] == Settings().cost_restore_rate
     assert status["currentlyAvailable"] < status["maximumAvailable"]

@@ -87,7 +87,7 @@ class Settings:
     introspection: bool = False
     log_sql: bool = False
     pool_size: int = 10
-    # API processes serving this database (``serve --workers``); per-process budgets divide by it.
+    # API processes serving this database (``serve --workers``); more than one needs PostgreSQL.
     workers: int = 1
     simulation_workers: int = 1
     dask_scheduler: str | None = None

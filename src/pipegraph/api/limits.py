@@ -68,7 +68,6 @@ class LimitPolicy:
             throttle=Throttle.per_process(
                 budget=settings.cost_budget,
                 restore_rate=settings.cost_restore_rate,
-                workers=settings.workers,
             ),
             max_cost=settings.max_query_cost,
             max_tokens=settings.max_tokens,

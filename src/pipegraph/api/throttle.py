@@ -1,8 +1,8 @@
 """A per-key budget of query cost: a token bucket that refills over time (Shopify's model).
 
 A request may start when its requested cost fits in what is available; it is charged its actual cost
-once it has run. The buckets live in this process: with N worker processes behind one port, each
-holds 1/N of the budget and of the restore rate, so a key's total across the server stays the same.
+once it has run. The buckets live in this process; with N worker processes behind one port each holds
+the whole budget (see :meth:`Throttle.per_process`).
 """
 
 from __future__ import annotations
@@ -54,11 +54,16 @@ class Throttle:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (available, at)
 
     @classmethod
-    def per_process(cls, *, budget: int, restore_rate: int, workers: int) -> Throttle | None:
-        """The share of one of ``workers`` processes, or None when throttling is off (a zero budget)."""
+    def per_process(cls, *, budget: int, restore_rate: int) -> Throttle | None:
+        """This process's bucket, or None when throttling is off (a zero budget).
+
+        Every process holds the whole budget rather than 1/N of it: a client's keep-alive connection
+        is served by one worker, so a share would throttle the commonest client, one connection, at
+        1/N of its budget; the price is that a client spreading requests over many connections can
+        draw up to N budgets."""
         if budget <= 0 or restore_rate <= 0:
             return None
-        return cls(capacity=budget / workers, restore_rate=restore_rate / workers)
+        return cls(capacity=budget, restore_rate=restore_rate)
 
     def admit(self, key: str, cost: float) -> Admission:
         """Reserve ``cost`` for ``key`` if it fits in what is available now (a cost above the whole
