@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pipegraph.db import flow_days
 from pipegraph.db.models import Pipeline, Role, Stage, User
 from pipegraph.db.session import Store
 from pipegraph.db.stays import ALL_STAY_COLUMNS
@@ -730,6 +731,7 @@ async def _load(
                     next_ids[position] += count
                     totals[{"leads": "leads", "stage_history": "history"}.get(table, table)] += count
                 await _bulk_insert(connection, "stage_stays", chunk.stays)
+        await flow_days.rebuild(connection)
         if not store.is_sqlite:
             for table in ("leads", "stage_history", "activities"):
                 await connection.execute(

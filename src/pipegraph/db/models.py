@@ -302,6 +302,32 @@ class StageStay(Base):
     )
 
 
+class StageFlowDay(Base):
+    """A day's entries into or exits from one stage with one status, totalled (``pipegraph.db.flow_days``).
+
+    Derived from ``stage_stays`` and written in the same transaction, so a long metrics window reads
+    a few rows per stage and day instead of every stay. ``kind`` is ``E`` (stays that started that
+    day, by where they went; ``next_stage_id`` 0 and ``next_status`` empty while they last) or ``X``
+    (stays that ended that day, by where they went and their length in whole days).
+    """
+
+    __tablename__ = "stage_flow_days"
+    # Clustered by the key on SQLite too: a window's rows are contiguous, with no lookups.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    # The key leads with the pipeline and day, so a window is one index range.
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    stage_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    next_stage_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    next_status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    days_in_stage: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger)
+    seconds_sum: Mapped[float] = mapped_column(Double)
+
+
 class Activity(Base):
     __tablename__ = "activities"
 

@@ -2,7 +2,8 @@
 
 A stay is what one history row opens and the lead's next row (by ``changed_at``, then ``id``) closes.
 Services append history through ``append_history``, which ends each lead's current stay and opens the
-next in the same transaction. ``STAYS_FROM_HISTORY`` derives every stay from history alone, with window
+next in the same transaction, and updates the daily totals (``pipegraph.db.flow_days``).
+``STAYS_FROM_HISTORY`` derives every stay from history alone, with window
 functions that SQLite and PostgreSQL both run; ``stays_sql`` adds each ended stay's length in seconds,
 which needs each backend's own date arithmetic. Loaders that write history rows directly call
 ``derive_stays``, and tests compare what the services and loaders wrote with the derivation.
@@ -16,6 +17,7 @@ from sqlalchemy import Double, bindparam, delete, literal_column, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnClause, TextClause
 
+from pipegraph.db import flow_days
 from pipegraph.db.models import StageHistory, StageStay
 
 # What the history rows delimit, portable SQL on both backends.
@@ -75,14 +77,16 @@ def _dialect(session: AsyncSession) -> str:
 
 
 async def derive_stays(session: AsyncSession, *, lead_ids: Collection[int]) -> None:
-    """Replace the stays of ``lead_ids`` with the ones their history delimits."""
+    """Replace the stays of ``lead_ids`` with the ones their history delimits, and their daily totals."""
     if not lead_ids:
         return
     ids = sorted(lead_ids)
+    await flow_days.add_stays(session, lead_ids=ids, sign=-1)
     await session.execute(delete(StageStay).where(StageStay.lead_id.in_(ids)))
     select_stays = stays_sql(_dialect(session), where="WHERE h.lead_id IN :lead_ids")
     insert = f"INSERT INTO stage_stays ({', '.join(ALL_STAY_COLUMNS)}){select_stays}"
     await session.execute(_for_leads(insert), {"lead_ids": ids})
+    await flow_days.add_stays(session, lead_ids=ids, sign=1)
 
 
 async def stays_from_history(session: AsyncSession, *, lead_ids: Collection[int]) -> list[tuple[object, ...]]:
@@ -110,16 +114,34 @@ async def append_history(session: AsyncSession, rows: Sequence[StageHistory]) ->
     seconds: ColumnClause[float] = literal_column(
         seconds_between(_dialect(session), "entered_at", "left_at"), Double()
     )
-    await session.execute(
-        update(StageStay)
+    s = StageStay
+    ended = await session.execute(
+        update(s)
         .where(
-            StageStay.lead_id.in_(sorted({row.lead_id for row in rows})),
-            StageStay.left_at.is_not(None),
-            StageStay.duration_seconds.is_(None),
+            s.lead_id.in_(sorted({row.lead_id for row in rows})),
+            s.left_at.is_not(None),
+            s.duration_seconds.is_(None),
         )
         .values(duration_seconds=seconds)
+        .returning(
+            *(s.pipeline_id, s.stage_id, s.status, s.entered_at, s.left_at),
+            *(s.next_stage_id, s.next_status, s.duration_seconds),
+        )
         .execution_options(synchronize_session=False)
     )
+    ended_stays = [
+        flow_days.EndedStay(
+            pipeline_id=e.pipeline_id,
+            stage_id=e.stage_id,
+            status=str(e.status),
+            entered_at=e.entered_at,
+            left_at=e.left_at,
+            next_stage_id=e.next_stage_id,
+            next_status=str(e.next_status),
+            duration_seconds=e.duration_seconds,
+        )
+        for e in ended.all()
+    ]
     session.add_all(
         StageStay(
             history_id=row.id,
@@ -132,3 +154,13 @@ async def append_history(session: AsyncSession, rows: Sequence[StageHistory]) ->
         for row in rows
     )
     await session.flush()
+    started = [
+        flow_days.StartedStay(
+            pipeline_id=row.pipeline_id,
+            stage_id=row.to_stage_id,
+            status=str(row.to_status),
+            entered_at=row.changed_at,
+        )
+        for row in rows
+    ]
+    await flow_days.apply(session, flow_days.changes(ended_stays, started))

@@ -24,7 +24,8 @@ import enum
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,17 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from pipegraph.db.models import Goal, Lead, LeadStatus, Pipeline, Stage, StageStay
+from pipegraph.db.flow_days import whole_days_sql
+from pipegraph.db.models import (
+    Goal,
+    Lead,
+    LeadStatus,
+    Pipeline,
+    Stage,
+    StageFlowDay,
+    StageHistory,
+    StageStay,
+)
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.metrics_sql import (
@@ -58,9 +69,9 @@ from pipegraph.services.metrics_sql import (
     days_between,
 )
 
-# pipeline, stages, occupants, stage flow, outcomes, medians, stored goal; on PostgreSQL one more,
-# ``analytic_settings``. The medians are skipped when nothing in the window has one.
-STATEMENTS_PER_CALL = 7
+# pipeline, stages, occupants, last change, stage flow, outcomes, medians, stored goal; on PostgreSQL
+# one more, ``analytic_settings``. The medians are skipped when nothing in the window has one.
+STATEMENTS_PER_CALL = 8
 
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
 # Days are floats computed by each backend's own date arithmetic; rounding to ~1/10 s keeps the
@@ -328,18 +339,25 @@ def _before(column: Any, end: datetime, now: datetime) -> ColumnElement[bool]:
 
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
-    status, with how many advanced), exits (X, by stage, status, next stage and next status), which
-    also count by destination (a stage id, or WON / LOST), or the value of the losses (L)."""
+    status, with how many advanced; from the daily totals, by where they went instead), exits (X, by
+    stage, status, next stage and next status, and length in whole days when read with the daily
+    totals), which also count by destination (a stage id, or WON / LOST), or the value of the losses (L).
+    """
     if not stages.stays(t.status, t.stage_id) or (t.kind == "E" and not t.n):
         return
-    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter()}
+    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter(), "days": Counter()}
     values = flow.setdefault(t.stage_id, empty)
     if t.kind == "E":
         values["entered"] += t.n
-        values["entered_advanced"] += t.advanced
+        if t.advanced is not None:
+            values["entered_advanced"] += t.advanced
+        elif stages.moved(t.stage_id, t.next_stage_id) > 0 or (t.status == _OPEN and t.next_status == _WON):
+            values["entered_advanced"] += t.n
         return
     if t.kind == "L":
         values["lost_value"] += int(t.lost_value)
+        return
+    if t.next_stage_id not in stages.positions:  # the daily totals also hold moves to other pipelines
         return
     moved = stages.moved(t.stage_id, t.next_stage_id)
     won = t.status == _OPEN and t.next_status == _WON
@@ -352,6 +370,8 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     values["seconds_sum"] += t.seconds_sum or 0.0
     destination = t.next_status if t.next_status != t.status else t.next_stage_id
     values["to"][destination] += t.n
+    if t.days is not None:
+        values["days"][t.days] += t.n
 
 
 def empirical_win_probabilities(stages: StageMap, flow: dict[int, dict[str, Any]]) -> dict[int, float]:
@@ -389,6 +409,36 @@ def empirical_win_probabilities(stages: StageMap, flow: dict[int, dict[str, Any]
     return {sid: float(solution[index[sid]]) for sid in order}
 
 
+@dataclass(frozen=True, slots=True)
+class _Days:
+    """How a window is read: whole UTC days ``[first, last)`` from the daily totals, the rest
+    (``ranges``, the partial first and last days) from the stays. Without ``first``, all from the stays."""
+
+    ranges: tuple[tuple[datetime, datetime], ...]
+    first: date | None = None
+    last: date | None = None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _split_days(window: tuple[datetime, datetime], now: datetime, last_change: datetime | None) -> _Days:
+    """Whole days inside the window and before ``now`` come from the daily totals, the partial days
+    around them from the stays. The totals know where each stay went, not when, so they serve only
+    when nothing has changed after ``now`` (any ``now`` from the clock; an earlier one reads stays)."""
+    start, end = window
+    bound = min(end, now)
+    first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
+    last = bound.date()
+    if first >= last or (last_change is not None and last_change > now):
+        return _Days(ranges=(window,))
+    head = (start, _midnight(first))
+    tail = (_midnight(last), end)
+    ranges = tuple(r for r in (head, tail) if r[0] < r[1] and r[0] <= now)
+    return _Days(ranges=ranges, first=first, last=last)
+
+
 async def _flow(
     session: AsyncSession,
     dialect: str,
@@ -396,25 +446,29 @@ async def _flow(
     pipeline_id: int,
     window: tuple[datetime, datetime],
     now: datetime,
+    days: _Days,
 ) -> dict[int, dict[str, Any]]:
-    """Entries and exits per stage in one statement over ``stage_stays``.
+    """Entries and exits per stage in one statement over ``stage_flow_days`` and ``stage_stays``.
 
-    Index range aggregates over the stays that count (open ones, won ones in post-sale stages), one
-    per stage and status: stays that started in the window (with their exit, if it happened by
-    ``now``), and stays that ended in it, grouped by next stage and next status (a few dozen groups);
-    the stages' figures are folded from those in Python. Stays that do not count (a lost lead's, a won
-    lead's in a selling stage) are not read at all.
+    The whole days of the window are one range of the daily totals, grouped (entries by where they
+    went, exits by where they went and their length in whole days). The partial days, or the whole
+    window when the totals do not serve, are index range aggregates over the stays that count (open
+    ones, won ones in post-sale stages), one per stage, status and range: stays that started in it
+    (with their exit, if it happened by ``now``), and stays that ended in it, grouped by next stage
+    and next status (and length in whole days alongside the totals). The stages' figures are folded
+    from those in Python. Stays that do not count (a lost lead's, a won lead's in a selling stage) are
+    not read at all.
     """
-    start, end = window
     s = StageStay
     status, next_status = cast(s.status, String), cast(s.next_status, String)
     zero = literal(0, BigInteger)
+    no_days = literal(None, Integer)
     # An entry advanced if the stay ended by ``now`` with a move to a later stage or a win. One part
     # per stage and status that counts as a stay (one index range each, read in order, no sort), so
     # "later" is a constant list of stages and the status a constant.
     left_by_now = compared(dialect, s.left_at) <= at(now)
     entries = []
-    for stage_id, stay_status in stages.stay_ranges():
+    for (stage_id, stay_status), (start, end) in product(stages.stay_ranges(), days.ranges):
         later = stages.later_than(stage_id)
         forward: list[ColumnElement[bool]] = [s.next_stage_id.in_(later)] if later else []
         if stay_status == _OPEN:
@@ -431,6 +485,7 @@ async def _flow(
                 _sum_if(advanced).label("advanced"),
                 zero.label("lost_value"),
                 literal(None, Float).label("seconds_sum"),
+                no_days.label("days"),
             ).where(
                 s.pipeline_id == pipeline_id,
                 s.stage_id == stage_id,
@@ -439,7 +494,9 @@ async def _flow(
                 _before(s.entered_at, end, now),
             )
         )
-    # Exits likewise one part per stage and status: grouped by the next stage and status alone.
+    # Exits likewise one part per stage, status and range: grouped by the next stage and status.
+    # Beside the daily totals, also by length in whole days, so the histogram of lengths is complete.
+    whole_days = whole_days_sql(dialect, s.duration_seconds) if days.first else no_days
     exits = [
         select(
             literal("X"),
@@ -451,25 +508,28 @@ async def _flow(
             zero,
             zero,
             func.sum(s.duration_seconds),
+            whole_days,
         )
-        .where(*_ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=(stay_status,)))
-        .group_by(s.next_stage_id, s.next_status)
-        for stage_id, stay_status in stages.stay_ranges()
+        .where(*_ended(stages, pipeline_id, part, now, stage_ids=[stage_id], statuses=(stay_status,)))
+        .group_by(s.next_stage_id, s.next_status, whole_days)
+        for (stage_id, stay_status), part in product(stages.stay_ranges(), days.ranges)
     ]
-    # Only losses need the lead's value: their own index ranges, with one lookup each. Kept out of
-    # the exits aggregate, which PostgreSQL then hashes instead of sorting every exit.
+    # Only losses need the lead's value (as it is now, so never totalled by day): their own index
+    # ranges over the whole window, with one lookup each. Kept out of the exits aggregate, which
+    # PostgreSQL then hashes instead of sorting every exit.
     lead_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
     losses = [
         select(
-            literal("L"),
-            s.stage_id,
-            status,
-            literal(None, Integer),
-            literal(None, String),
-            zero,
-            zero,
-            func.coalesce(func.sum(lead_value), 0),
-            literal(None, Float),
+            literal("L").label("kind"),
+            s.stage_id.label("stage_id"),
+            status.label("status"),
+            literal(None, Integer).label("next_stage_id"),
+            literal(None, String).label("next_status"),
+            zero.label("n"),
+            zero.label("advanced"),
+            func.coalesce(func.sum(lead_value), 0).label("lost_value"),
+            literal(None, Float).label("seconds_sum"),
+            no_days.label("days"),
         )
         .where(
             *_ended(
@@ -485,8 +545,29 @@ async def _flow(
         .group_by(s.stage_id, s.status)
         for stage_ids, stay_status in stages.stay_groups()
     ]
+    totals = []
+    if days.first is not None:
+        d = StageFlowDay
+        totals.append(
+            select(
+                d.kind,
+                d.stage_id,
+                d.status,
+                d.next_stage_id,
+                d.next_status,
+                cast(func.sum(d.n), BigInteger),  # PostgreSQL sums BIGINT as NUMERIC
+                literal(None, BigInteger),
+                zero,
+                func.sum(d.seconds_sum),
+                d.days_in_stage,
+            )
+            .where(d.pipeline_id == pipeline_id, d.day >= days.first, d.day < days.last)
+            .group_by(d.kind, d.stage_id, d.status, d.next_stage_id, d.next_status, d.days_in_stage)
+        )
     flow: dict[int, dict[str, Any]] = {}
-    for row in (await session.execute(union_all(*entries, *exits, *losses))).all():
+    # The losses lead: there is always one part of them, and their labels name the columns.
+    rows: Sequence[Any] = (await session.execute(union_all(*losses, *entries, *exits, *totals))).all()
+    for row in rows:
         _fold(stages, row, flow)
     return flow
 
@@ -532,6 +613,44 @@ def _middle(values: Select[Any], count: int, key: int | None) -> Select[Any]:
     return select(literal(key, Integer).label("key"), cast(func.avg(middle.c[0]), Float).label("median"))
 
 
+def _ranks(count: int) -> list[int]:
+    """The 0-based ranks whose values make the median: the middle one, or the two middle ones."""
+    return sorted({(count - 1) // 2, count // 2})
+
+
+def _locate(histogram: Counter[int], rank: int) -> tuple[int, int]:
+    """The whole-days bucket holding the ``rank``-th shortest stay, and its rank within the bucket."""
+    below = 0
+    for days in sorted(histogram):
+        if rank < below + histogram[days]:
+            return days, rank - below
+        below += histogram[days]
+    raise ValueError(f"rank {rank} beyond the {below} stays counted")
+
+
+def _by_rank(
+    dialect: str, values: Select[Any], count: int, key: int, histogram: Counter[int] | None
+) -> list[Select[Any]]:
+    """Selects of ``(key, value)`` for the median's values among the single-column ``values`` (their
+    mean is the median).
+
+    With a histogram of the lengths in whole days, each middle value is sought within its own day:
+    only that day's lengths are sorted. Without one, the middle of all of them (a bounded top-N sort).
+    """
+    if histogram is None:
+        return [_middle(values, count, key)]
+    column = values.selected_columns[0]
+    wanted: dict[int, list[int]] = {}
+    for days, rank in (_locate(histogram, r) for r in _ranks(count)):
+        wanted.setdefault(days, []).append(rank)
+    parts = []
+    for days, ranks in wanted.items():
+        day = values.where(whole_days_sql(dialect, column) == days).order_by(column)
+        picked = day.offset(ranks[0]).limit(len(ranks)).subquery("picked")
+        parts.append(select(literal(key, Integer).label("key"), cast(picked.c[0], Float).label("median")))
+    return parts
+
+
 async def _medians(
     session: AsyncSession,
     dialect: str,
@@ -545,8 +664,9 @@ async def _medians(
     """Median days in each stage over the window's exits, and the median sales cycle, in one statement.
 
     The counts are known from the aggregates already read (a stage's exits, the won leads), so each
-    median is the middle of one sorted index range. Stay lengths are stored (``duration_seconds``);
-    the cycle is computed from the lead's two dates.
+    median is the middle of one sorted index range; when the flow also counted the exits by whole
+    days in the stage, only the day holding the middle is sorted. Stay lengths are stored
+    (``duration_seconds``); the cycle is computed from the lead's two dates.
     """
     parts = []
     for stage_id, values in flow.items():
@@ -554,7 +674,8 @@ async def _medians(
             statuses = [_OPEN, _WON] if stage_id in stages.post_sale else [_OPEN]
             ended = _ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=statuses)
             durations = select(StageStay.duration_seconds).where(*ended)
-            parts.append(_middle(durations, values["exits"], stage_id))
+            histogram = values["days"] if values["days"].total() == values["exits"] else None
+            parts.extend(_by_rank(dialect, durations, values["exits"], stage_id, histogram))
     if won_count:
         start, end = window
         cycles = select(days_between(dialect, Lead.created_at, Lead.closed_at)).where(
@@ -567,8 +688,20 @@ async def _medians(
     if not parts:
         return {}, None
     rows = (await session.execute(union_all(*parts))).all()
-    by_stage = {row.key: row.median / SECONDS_PER_DAY for row in rows if row.key is not None}
+    middles: dict[int, list[float]] = {}
+    for row in rows:
+        if row.key is not None:
+            middles.setdefault(row.key, []).append(row.median)
+    # Two middle values found apart are averaged here as the database averages them together.
+    by_stage = {key: sum(found) / len(found) / SECONDS_PER_DAY for key, found in middles.items()}
     return by_stage, next((row.median for row in rows if row.key is None), None)
+
+
+async def _last_change(session: AsyncSession, pipeline_id: int) -> datetime | None:
+    """The pipeline's latest history row's time (the end of an index range)."""
+    statement = select(func.max(StageHistory.changed_at)).where(StageHistory.pipeline_id == pipeline_id)
+    value: datetime | None = (await session.execute(statement)).scalar()
+    return value
 
 
 async def _outcomes(
@@ -758,11 +891,13 @@ async def pipeline_metrics(
     end: datetime,
     goal_cents: int | None = None,
     now: datetime | None = None,
+    daily_totals: bool = True,
 ) -> PipelineMetrics:
     """Stage-by-stage and overall figures for ``[start, end)``, with coverage when a goal is known.
 
     ``goal_cents`` overrides the stored goal; without it the narrowest stored goal covering the
-    window is used, and coverage is ``None`` when there is none.
+    window is used, and coverage is ``None`` when there is none. ``daily_totals=False`` reads the
+    whole window from the stays: the same figures, for comparison.
     """
     now = check_window(start, end, now)
     if goal_cents is not None and goal_cents < 0:
@@ -774,7 +909,10 @@ async def pipeline_metrics(
         await session.execute(text(settings))
     stage_info = StageMap(stage_rows)
     occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
-    flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now)
+    days = _Days(ranges=((start, end),))
+    if daily_totals:
+        days = _split_days((start, end), now, await _last_change(session, pipeline_id))
+    flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now, days)
     empirical = empirical_win_probabilities(stage_info, flow)
     outcome_rows = await _outcomes(session, dialect, pipeline_id, start, end)
     won = outcome_rows.get(_WON)

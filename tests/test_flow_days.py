@@ -1,0 +1,149 @@
+"""The daily flow totals (``stage_flow_days``) agree with the stays, and metrics read through them
+equal metrics read from the stays alone.
+
+Totals written by the services, the bulk loader and the migration's backfill are compared with a
+rebuild from the stays; ``pipeline_metrics`` is run over windows of every shape (whole days, partial
+days at either end, shorter than a day, past ``now``, with ``now`` before the last change) with and
+without the totals, on the hand-built fixture and on synthetic data, and must give the same figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from metrics_fixture import NOW as FIXTURE_NOW
+from metrics_fixture import load
+from pipegraph import demo
+from pipegraph.db import flow_days, migrate
+from pipegraph.db.models import Pipeline, StageFlowDay
+from pipegraph.db.session import Store
+from pipegraph.services import pipelines
+from pipegraph.services.metrics import pipeline_metrics
+from test_stays import COMMANDS
+
+Key = tuple[Any, ...]
+
+
+async def _totals(store: Store) -> dict[Key, tuple[int, float]]:
+    """The stored totals by key, rows counting nothing left out (removals leave them behind)."""
+    d = StageFlowDay
+    went = (d.next_stage_id, d.next_status, d.days_in_stage)
+    async with store.read() as session:
+        statement = select(d.pipeline_id, d.day, d.kind, d.stage_id, d.status, *went, d.n, d.seconds_sum)
+        rows = (await session.execute(statement)).all()
+    return {tuple(row[:-2]): (row.n, row.seconds_sum) for row in rows if row.n}
+
+
+async def _rebuilt(store: Store) -> dict[Key, tuple[int, float]]:
+    async with store.write() as session:
+        await flow_days.rebuild(session)
+    return await _totals(store)
+
+
+def _assert_same_totals(found: dict[Key, tuple[int, float]], expected: dict[Key, tuple[int, float]]) -> None:
+    assert found.keys() == expected.keys()
+    for key, (n, seconds) in expected.items():
+        assert found[key][0] == n, key
+        # Sums of the same lengths added in another order (and removed again) differ in the last bits.
+        assert found[key][1] == pytest.approx(seconds, rel=1e-12, abs=1e-6), key
+
+
+async def test_every_service_command_keeps_the_totals_equal_to_a_rebuild(store: Store) -> None:
+    async with store.write() as session:
+        pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
+        stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
+    ids: dict[str, int] = {}
+    for name, command in COMMANDS:
+        async with store.write() as session:
+            await command(session, ids, stages)
+        written = await _totals(store)
+        assert written, name
+        _assert_same_totals(written, await _rebuilt(store))
+    kinds = Counter(key[2] for key in written)
+    assert kinds[flow_days.EXIT]
+    assert kinds[flow_days.ENTRY]
+
+
+async def test_loader_and_migration_write_the_totals_of_the_stays(store: Store) -> None:
+    await demo.load_synthetic(
+        store, leads=400, seed=11, reps=4, activities_per_lead=0, now=datetime(2025, 6, 1, tzinfo=UTC)
+    )
+    loaded = await _totals(store)
+    assert sum(n for (_, _, kind, *_), (n, _) in loaded.items() if kind == flow_days.ENTRY) > 400
+    _assert_same_totals(loaded, await _rebuilt(store))
+    await migrate.downgrade(store.engine, "0007")
+    await migrate.upgrade(store.engine)
+    _assert_same_totals(await _totals(store), loaded)
+
+
+def _assert_same_figures(found: Any, expected: Any, path: str = "metrics") -> None:
+    """Equal, except floats, which may differ in their last bits (sums in another order)."""
+    if dataclasses.is_dataclass(found):
+        for field in dataclasses.fields(found):
+            name = f"{path}.{field.name}"
+            _assert_same_figures(getattr(found, field.name), getattr(expected, field.name), name)
+    elif isinstance(found, tuple):
+        assert len(found) == len(expected), path
+        for index, (a, b) in enumerate(zip(found, expected, strict=True)):
+            _assert_same_figures(a, b, f"{path}[{index}]")
+    elif isinstance(found, float) and isinstance(expected, float):
+        # Day figures are rounded to 6 decimals, so a last-bit difference can move the last digit.
+        assert math.isclose(found, expected, rel_tol=1e-9, abs_tol=2e-6), (path, found, expected)
+    else:
+        assert found == expected, (path, found, expected)
+
+
+def _windows(rng: random.Random, origin: datetime, span_days: int, now: datetime) -> list[tuple[Any, ...]]:
+    """(start, end, now) windows of every shape the split handles."""
+    day = timedelta(days=1)
+    midnight = datetime(origin.year, origin.month, origin.day, tzinfo=UTC)
+    shapes: list[tuple[Any, ...]] = [
+        (midnight, midnight + span_days * day, now),  # whole days only
+        (midnight + timedelta(hours=5), midnight + 10 * day, now),  # partial first day
+        (midnight, midnight + timedelta(days=9, hours=7), now),  # partial last day
+        (midnight + timedelta(hours=13), midnight + timedelta(hours=20), now),  # within one day
+        (midnight + timedelta(hours=22), midnight + timedelta(days=1, hours=2), now),  # across midnight
+        (midnight + timedelta(hours=3), now + 5 * day, now),  # past now
+        (midnight, midnight + span_days * day, now - timedelta(days=3, hours=5)),  # now before changes
+    ]
+    for _ in range(12):
+        start = midnight + timedelta(seconds=rng.uniform(0, span_days * 86_400))
+        end = start + timedelta(seconds=rng.uniform(3_600, span_days * 86_400))
+        shapes.append((start, end, now))
+    return shapes
+
+
+async def _compare_over_windows(store: Store, pipeline_id: int, windows: list[tuple[Any, ...]]) -> None:
+    async with store.read() as session:
+        for start, end, now in windows:
+            found = await pipeline_metrics(session, pipeline_id=pipeline_id, start=start, end=end, now=now)
+            expected = await pipeline_metrics(
+                session, pipeline_id=pipeline_id, start=start, end=end, now=now, daily_totals=False
+            )
+            _assert_same_figures(found, expected, f"[{start}, {end}) now {now}")
+
+
+async def test_metrics_from_the_totals_equal_metrics_from_the_stays_on_the_fixture(store: Store) -> None:
+    fixture = await load(store)
+    origin = datetime(2023, 12, 20, tzinfo=UTC)
+    windows = _windows(random.Random(1), origin, 50, FIXTURE_NOW)
+    await _compare_over_windows(store, fixture.pipeline_id, windows)
+
+
+async def test_metrics_from_the_totals_equal_metrics_from_the_stays_on_synthetic_data(store: Store) -> None:
+    now = datetime(2025, 6, 1, 9, 30, tzinfo=UTC)
+    await demo.load_synthetic(
+        store, leads=1_500, seed=3, reps=5, activities_per_lead=0, pipelines=demo.DEMO_PIPELINES[:1], now=now
+    )
+    async with store.read() as session:
+        pipeline_id = (await session.execute(select(Pipeline.id))).scalar_one()
+    windows = _windows(random.Random(2), now - timedelta(days=120), 100, now)
+    await _compare_over_windows(store, pipeline_id, windows)
