@@ -56,7 +56,6 @@ from pipegraph.db.models import (
     Pipeline,
     Stage,
     StageFlowDay,
-    StageHistory,
     StageStay,
 )
 from pipegraph.db.types import utcnow
@@ -69,9 +68,9 @@ from pipegraph.services.metrics_sql import (
     days_between,
 )
 
-# pipeline, stages, occupants, last change, stage flow, outcomes, medians, stored goal; on PostgreSQL
-# one more, ``analytic_settings``. The medians are skipped when nothing in the window has one.
-STATEMENTS_PER_CALL = 8
+# pipeline, stages, occupants, stage flow, outcomes, medians, stored goal; on PostgreSQL one more,
+# ``analytic_settings``. The medians are skipped when nothing in the window has one.
+STATEMENTS_PER_CALL = 7
 
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
 # Days are floats computed by each backend's own date arithmetic; rounding to ~1/10 s keeps the
@@ -339,31 +338,35 @@ def _before(column: Any, end: datetime, now: datetime) -> ColumnElement[bool]:
 
 def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
-    status, with how many advanced; from the daily totals, by where they went instead), exits (X, by
-    stage, status, next stage and next status, and length in whole days when read with the daily
-    totals), which also count by destination (a stage id, or WON / LOST), or the value of the losses (L).
+    status, with how many advanced; from the daily totals, by where they went instead), entries of the
+    daily totals that had not advanced by ``now`` after all (C), exits (X, by stage, status, next stage
+    and next status, and length in whole days when read with the daily totals), which also count by
+    destination (a stage id, or WON / LOST), or the value of the losses (L).
     """
     if not stages.stays(t.status, t.stage_id) or (t.kind == "E" and not t.n):
         return
     empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter(), "days": Counter()}
     values = flow.setdefault(t.stage_id, empty)
+    won = t.status == _OPEN and t.next_status == _WON
+    went_forward = stages.moved(t.stage_id, t.next_stage_id) > 0 or won
     if t.kind == "E":
         values["entered"] += t.n
         if t.advanced is not None:
             values["entered_advanced"] += t.advanced
-        elif stages.moved(t.stage_id, t.next_stage_id) > 0 or (t.status == _OPEN and t.next_status == _WON):
+        elif went_forward:
             values["entered_advanced"] += t.n
+        return
+    if t.kind == "C":
+        values["entered_advanced"] -= t.n if went_forward else 0
         return
     if t.kind == "L":
         values["lost_value"] += int(t.lost_value)
         return
-    if t.next_stage_id not in stages.positions:  # the daily totals also hold moves to other pipelines
+    if t.next_stage_id not in stages.positions:  # as the exits read from the stays
         return
-    moved = stages.moved(t.stage_id, t.next_stage_id)
-    won = t.status == _OPEN and t.next_status == _WON
     values["exits"] += t.n
-    values["advanced"] += t.n if moved > 0 or won else 0
-    values["back"] += t.n if moved < 0 else 0
+    values["advanced"] += t.n if went_forward else 0
+    values["back"] += t.n if stages.moved(t.stage_id, t.next_stage_id) < 0 else 0
     values["won"] += t.n if won else 0
     if t.next_status == _LOST and t.status != _LOST:
         values["lost"] += t.n
@@ -423,15 +426,13 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _split_days(window: tuple[datetime, datetime], now: datetime, last_change: datetime | None) -> _Days:
+def _split_days(window: tuple[datetime, datetime], now: datetime) -> _Days:
     """Whole days inside the window and before ``now`` come from the daily totals, the partial days
-    around them from the stays. The totals know where each stay went, not when, so they serve only
-    when nothing has changed after ``now`` (any ``now`` from the clock; an earlier one reads stays)."""
+    around them from the stays."""
     start, end = window
-    bound = min(end, now)
     first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
-    last = bound.date()
-    if first >= last or (last_change is not None and last_change > now):
+    last = min(end, now).date()
+    if first >= last:
         return _Days(ranges=(window,))
     head = (start, _midnight(first))
     tail = (_midnight(last), end)
@@ -546,7 +547,36 @@ async def _flow(
         for stage_ids, stay_status in stages.stay_groups()
     ]
     totals = []
-    if days.first is not None:
+    if days.first is not None and days.last is not None:
+        # The totals know where each stay went, not when: a stay that started on one of their days
+        # and ended after ``now`` (an earlier ``now``, or a move committed since it was taken) has
+        # not advanced by ``now``. Those few are counted back (C), from the exits index after ``now``.
+        positions = list(stages.positions)
+        totals.append(
+            select(
+                literal("C"),
+                s.stage_id,
+                status,
+                s.next_stage_id,
+                next_status,
+                func.count(),
+                zero,
+                zero,
+                literal(None, Float),
+                no_days,
+            )
+            .where(
+                s.pipeline_id == pipeline_id,
+                s.stage_id.in_(positions),
+                s.status.in_(_STATUSES),
+                s.next_stage_id.in_(positions),
+                s.next_status.in_(_STATUSES),
+                s.left_at > at(now),  # the index range
+                s.entered_at >= at(_midnight(days.first)),
+                s.entered_at < at(_midnight(days.last)),
+            )
+            .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
+        )
         d = StageFlowDay
         totals.append(
             select(
@@ -695,13 +725,6 @@ async def _medians(
     # Two middle values found apart are averaged here as the database averages them together.
     by_stage = {key: sum(found) / len(found) / SECONDS_PER_DAY for key, found in middles.items()}
     return by_stage, next((row.median for row in rows if row.key is None), None)
-
-
-async def _last_change(session: AsyncSession, pipeline_id: int) -> datetime | None:
-    """The pipeline's latest history row's time (the end of an index range)."""
-    statement = select(func.max(StageHistory.changed_at)).where(StageHistory.pipeline_id == pipeline_id)
-    value: datetime | None = (await session.execute(statement)).scalar()
-    return value
 
 
 async def _outcomes(
@@ -909,9 +932,7 @@ async def pipeline_metrics(
         await session.execute(text(settings))
     stage_info = StageMap(stage_rows)
     occupants = await _occupants(session, dialect, stage_info, pipeline_id, now)
-    days = _Days(ranges=((start, end),))
-    if daily_totals:
-        days = _split_days((start, end), now, await _last_change(session, pipeline_id))
+    days = _split_days((start, end), now) if daily_totals else _Days(ranges=((start, end),))
     flow = await _flow(session, dialect, stage_info, pipeline_id, (start, end), now, days)
     empirical = empirical_win_probabilities(stage_info, flow)
     outcome_rows = await _outcomes(session, dialect, pipeline_id, start, end)
