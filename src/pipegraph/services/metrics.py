@@ -571,9 +571,10 @@ async def _flow(
                 s.status.in_(_STATUSES),
                 s.next_stage_id.in_(positions),
                 s.next_status.in_(_STATUSES),
-                s.left_at > at(now),  # the index range
-                s.entered_at >= at(_midnight(days.first)),
-                s.entered_at < at(_midnight(days.last)),
+                s.left_at > at(now),  # the range read, of the exits index
+                # Compared row by row: as a range, SQLite would read every entry in those days instead.
+                compared(dialect, s.entered_at) >= at(_midnight(days.first)),
+                compared(dialect, s.entered_at) < at(_midnight(days.last)),
             )
             .group_by(s.stage_id, s.status, s.next_stage_id, s.next_status)
         )
