@@ -210,6 +210,7 @@ class Lead(Base):
             "closed_at",
             "created_at",
             "value_cents",
+            "stage_id",
         ),
         # Metrics: the value of each lead lost in the window, from the index alone (an index-only scan
         # on PostgreSQL, instead of a heap fetch per loss). SQLite reads a row by its integer primary

@@ -515,37 +515,57 @@ async def _flow(
         .group_by(s.next_stage_id, s.next_status, whole_days)
         for (stage_id, stay_status), part in product(stages.stay_ranges(), days.ranges)
     ]
-    # Only losses need the lead's value (as it is now, so never totalled by day): their own index
-    # ranges over the whole window, with one lookup each. Kept out of the exits aggregate, which
-    # PostgreSQL then hashes instead of sorting every exit.
-    lead_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
-    losses = [
+    # Only losses need the lead's value (as it is now, so never totalled by day). Every loss opens a
+    # LOST stay in the stage it was lost from, at the moment of the loss, and only open leads can be
+    # lost: the losses in the window are the leads lost there now (their last loss, ``closed_at``),
+    # read from an index of leads by status and closing time, and the LOST stays that started in the
+    # window and have since ended (a reopen), the few that need a lookup of the lead's value.
+    lost_now = (
         select(
             literal("L").label("kind"),
-            s.stage_id.label("stage_id"),
-            status.label("status"),
+            Lead.stage_id.label("stage_id"),
+            literal(_OPEN, String).label("status"),
             literal(None, Integer).label("next_stage_id"),
             literal(None, String).label("next_status"),
             zero.label("n"),
             zero.label("advanced"),
-            func.coalesce(func.sum(lead_value), 0).label("lost_value"),
+            func.coalesce(func.sum(Lead.value_cents), 0).label("lost_value"),
             literal(None, Float).label("seconds_sum"),
             no_days.label("days"),
         )
         .where(
-            *_ended(
-                stages,
-                pipeline_id,
-                window,
-                now,
-                stage_ids=stage_ids,
-                statuses=(stay_status,),
-                next_statuses=(_LOST,),
-            )
+            Lead.pipeline_id == pipeline_id,
+            Lead.status == LeadStatus.LOST,
+            Lead.closed_at >= at(window[0]),
+            _before(Lead.closed_at, window[1], now),
         )
-        .group_by(s.stage_id, s.status)
-        for stage_ids, stay_status in stages.stay_groups()
-    ]
+        .group_by(Lead.stage_id)
+    )
+    lead_value = select(Lead.value_cents).where(Lead.id == s.lead_id).scalar_subquery()
+    lost_then_reopened = (
+        select(
+            literal("L"),
+            s.stage_id,
+            literal(_OPEN, String),
+            literal(None, Integer),
+            literal(None, String),
+            zero,
+            zero,
+            func.coalesce(func.sum(lead_value), 0),
+            literal(None, Float),
+            no_days,
+        )
+        .where(
+            s.pipeline_id == pipeline_id,
+            s.stage_id.in_(list(stages.positions)),
+            s.status == LeadStatus.LOST,
+            s.entered_at >= at(window[0]),
+            _before(s.entered_at, window[1], now),
+            s.next_stage_id.is_not(None),
+        )
+        .group_by(s.stage_id)
+    )
+    losses = [lost_now, lost_then_reopened]
     totals = []
     if days.first is not None and days.last is not None:
         # The totals know where each stay went, not when: a stay that started on one of their days

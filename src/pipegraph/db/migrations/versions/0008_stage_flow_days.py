@@ -1,4 +1,5 @@
-"""Daily flow totals, ``stage_flow_days``, backfilled from the stays.
+"""Daily flow totals, ``stage_flow_days``, backfilled from the stays; the index of leads by closing
+time also covers their stage, for the value lost per stage.
 
 Revision ID: 0008
 Revises: 0007
@@ -27,7 +28,12 @@ _WHOLE_DAYS = {
 }
 
 
+_LEADS_CLOSED = ["pipeline_id", "status", "closed_at", "created_at", "value_cents"]
+
+
 def upgrade() -> None:
+    op.drop_index("ix_leads_pipeline_status_closed", table_name="leads")
+    op.create_index("ix_leads_pipeline_status_closed", "leads", [*_LEADS_CLOSED, "stage_id"])
     op.create_table(
         "stage_flow_days",
         sa.Column("pipeline_id", sa.Integer(), nullable=False),
@@ -65,3 +71,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("stage_flow_days")
+    op.drop_index("ix_leads_pipeline_status_closed", table_name="leads")
+    op.create_index("ix_leads_pipeline_status_closed", "leads", _LEADS_CLOSED)
