@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SAWarning
 
 from pipegraph.api import ids
 from pipegraph.db import migrate
@@ -80,7 +82,10 @@ async def _stay_columns_and_indexes(store: Store) -> tuple[set[str], set[str]]:
         def read(sync: Any) -> tuple[set[str], set[str]]:
             inspector = inspect(sync)
             columns = {column["name"] for column in inspector.get_columns("stage_stays")}
-            return columns, {str(index["name"]) for index in inspector.get_indexes("stage_stays")}
+            with warnings.catch_warnings():  # SQLite's reflection skips the expression index, warning
+                warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
+                indexes = inspector.get_indexes("stage_stays")
+            return columns, {str(index["name"]) for index in indexes}
 
         return await connection.run_sync(read)
 

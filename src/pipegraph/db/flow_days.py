@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, cast, delete, func, text
+from sqlalchemy import Double, Integer, bindparam, cast, delete, func, literal_column, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from pipegraph.db.models import StageFlowDay
+from pipegraph.db.models import StageFlowDay, whole_days_text
 
 ENTRY, EXIT = "E", "X"
 # Where a stay still running "went": the key columns are NOT NULL, so upserts can match them.
@@ -47,16 +47,12 @@ def whole_days(seconds: float) -> int:
 
 
 def whole_days_sql(dialect: str, seconds: Any) -> ColumnElement[int]:
-    if dialect == "sqlite":  # SQLite's CAST truncates; it has no floor() without its math extension
-        return cast(seconds / SECONDS_PER_DAY, Integer)
-    # PostgreSQL's CAST rounds, hence the floor.
-    return cast(func.floor(seconds / SECONDS_PER_DAY), Integer)
-
-
-def _whole_days_text(dialect: str, seconds: str) -> str:
+    """``whole_days_text`` as an expression, the divisor written inline as there, so that the
+    expression index ``ix_stage_stays_pipeline_stage_days`` serves it."""
+    day = literal_column("86400.0", Double)
     if dialect == "sqlite":
-        return f"CAST({seconds} / {SECONDS_PER_DAY!r} AS INTEGER)"
-    return f"CAST(floor({seconds} / CAST({SECONDS_PER_DAY!r} AS DOUBLE PRECISION)) AS INTEGER)"
+        return cast(seconds / day, Integer)
+    return cast(func.floor(seconds / cast(day, Double)), Integer)
 
 
 def _day_text(dialect: str, column: str) -> str:
@@ -77,7 +73,7 @@ def _upsert() -> str:
 def _totals_sql(dialect: str, where: str) -> str:
     """INSERT of the totals of the stays ``where`` selects, times ``:sign``, added to existing rows."""
     entered, left = _day_text(dialect, "entered_at"), _day_text(dialect, "left_at")
-    days = _whole_days_text(dialect, "duration_seconds")
+    days = whole_days_text(dialect, "duration_seconds")
     next_stage = f"COALESCE(next_stage_id, {NO_STAGE})"
     next_status = f"COALESCE(next_status, '{NO_STATUS}')"
     entries = f"""

@@ -254,6 +254,25 @@ class StageHistory(Base):
     )
 
 
+def whole_days_text(dialect: str, seconds: str) -> str:
+    """SQL for a length in seconds as whole days: the double division, then truncation (SQLite's CAST;
+    it has no floor() without its math extension) or floor (PostgreSQL's CAST rounds). Python's
+    ``int(seconds / 86400.0)`` gives the same for the lengths, which are never negative. The divisor is
+    a constant in the text, so queries written with it match the expression index below."""
+    if dialect == "sqlite":
+        return f"CAST({seconds} / 86400.0 AS INTEGER)"
+    return f"CAST(floor({seconds} / CAST(86400.0 AS DOUBLE PRECISION)) AS INTEGER)"
+
+
+def _stays_by_days(dialect: str) -> Index:
+    # For the medians: a stage's exits in a window that lasted a given number of whole days.
+    return Index(
+        "ix_stage_stays_pipeline_stage_days",
+        *("pipeline_id", "stage_id", "status", text(whole_days_text(dialect, "duration_seconds"))),
+        *("left_at", "duration_seconds", "next_stage_id", "next_status"),
+    ).ddl_if(dialect=dialect)
+
+
 class StageStay(Base):
     """The time a lead spent in one stage with one status: from a history row to the lead's next one.
 
@@ -300,6 +319,8 @@ class StageStay(Base):
             *("pipeline_id", "stage_id", "status", "next_stage_id", "next_status"),
             *("left_at", "duration_seconds", "lead_id"),
         ),
+        _stays_by_days("sqlite"),
+        _stays_by_days("postgresql"),
     )
 
 

@@ -635,17 +635,31 @@ def _ended(
     stage_ids: list[int] | None = None,
     statuses: Sequence[str] = _STATUSES,
     next_statuses: Sequence[str] = _STATUSES,
+    by_days: bool = False,
 ) -> list[Any]:
     """Stays that ended in the window with an exit the flow counts (conditions for ``and_``): each
-    listed stage, status and next stage and status is one range of the exits index."""
+    listed stage, status and next stage and status is one range of the exits index.
+
+    ``by_days``: the caller reads them by length in whole days (the median's lookup), so the exit's
+    columns are compared as expressions, which no index serves: without statistics SQLite would
+    otherwise take the exits index, reading every exit of the window.
+    """
     start, end = window
     s = StageStay
+    next_stage, next_status = (
+        (s.next_stage_id + 0, s.next_status.concat(""))
+        if by_days
+        else (
+            s.next_stage_id,
+            s.next_status,
+        )
+    )
     return [
         s.pipeline_id == pipeline_id,
         s.stage_id.in_(list(stages.positions) if stage_ids is None else stage_ids),
         s.status.in_(statuses),
-        s.next_stage_id.in_(list(stages.positions)),
-        s.next_status.in_(next_statuses),
+        next_stage.in_(list(stages.positions)),
+        next_status.in_(next_statuses),
         s.left_at >= at(start),
         _before(s.left_at, end, now),
     ]
@@ -723,9 +737,17 @@ async def _medians(
     for stage_id, values in flow.items():
         if values["exits"]:
             statuses = [_OPEN, _WON] if stage_id in stages.post_sale else [_OPEN]
-            ended = _ended(stages, pipeline_id, window, now, stage_ids=[stage_id], statuses=statuses)
-            durations = select(StageStay.duration_seconds).where(*ended)
             histogram = values["days"] if values["days"].total() == values["exits"] else None
+            ended = _ended(
+                stages,
+                pipeline_id,
+                window,
+                now,
+                stage_ids=[stage_id],
+                statuses=statuses,
+                by_days=histogram is not None,
+            )
+            durations = select(StageStay.duration_seconds).where(*ended)
             parts.extend(_by_rank(dialect, durations, values["exits"], stage_id, histogram))
     if won_count:
         start, end = window

@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 _KEY = ("pipeline_id", "day", "kind", "stage_id", "status", "next_stage_id", "next_status", "days_in_stage")
 
 # A frozen copy of what ``pipegraph.db.flow_days`` computes for the backfill: each dialect's UTC day of
-# a timestamp and a length in whole days.
+# a timestamp and a length in whole days (``pipegraph.db.models.whole_days_text``, also indexed).
 _DAY = {"sqlite": "substr({}, 1, 10)", "postgresql": "CAST(timezone('UTC', {}) AS DATE)"}
 _WHOLE_DAYS = {
     "sqlite": "CAST(duration_seconds / 86400.0 AS INTEGER)",
@@ -34,6 +34,15 @@ _LEADS_CLOSED = ["pipeline_id", "status", "closed_at", "created_at", "value_cent
 def upgrade() -> None:
     op.drop_index("ix_leads_pipeline_status_closed", table_name="leads")
     op.create_index("ix_leads_pipeline_status_closed", "leads", [*_LEADS_CLOSED, "stage_id"])
+    dialect = op.get_bind().dialect.name
+    op.create_index(
+        "ix_stage_stays_pipeline_stage_days",
+        "stage_stays",
+        [
+            *("pipeline_id", "stage_id", "status", sa.text(_WHOLE_DAYS[dialect])),
+            *("left_at", "duration_seconds", "next_stage_id", "next_status"),
+        ],
+    )
     op.create_table(
         "stage_flow_days",
         sa.Column("pipeline_id", sa.Integer(), nullable=False),
@@ -50,7 +59,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(*_KEY),
         sqlite_with_rowid=False,
     )
-    dialect = op.get_bind().dialect.name
     entered, left = _DAY[dialect].format("entered_at"), _DAY[dialect].format("left_at")
     days = _WHOLE_DAYS[dialect]
     went = "COALESCE(next_stage_id, 0), COALESCE(next_status, '')"
@@ -71,5 +79,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("stage_flow_days")
+    op.drop_index("ix_stage_stays_pipeline_stage_days", table_name="stage_stays")
     op.drop_index("ix_leads_pipeline_status_closed", table_name="leads")
     op.create_index("ix_leads_pipeline_status_closed", "leads", _LEADS_CLOSED)
