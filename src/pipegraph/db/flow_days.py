@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
-from sqlalchemy import Double, Integer, bindparam, cast, delete, func, literal_column, text
+from sqlalchemy import Integer, bindparam, delete, literal_column, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -46,13 +45,11 @@ def whole_days(seconds: float) -> int:
     return int(seconds / SECONDS_PER_DAY)
 
 
-def whole_days_sql(dialect: str, seconds: Any) -> ColumnElement[int]:
-    """``whole_days_text`` as an expression, the divisor written inline as there, so that the
-    expression index ``ix_stage_stays_pipeline_stage_days`` serves it."""
-    day = literal_column("86400.0", Double)
-    if dialect == "sqlite":
-        return cast(seconds / day, Integer)
-    return cast(func.floor(seconds / cast(day, Double)), Integer)
+def whole_days_sql(dialect: str) -> ColumnElement[int]:
+    """``whole_days_text`` of ``stage_stays.duration_seconds`` as a column expression, written as text:
+    the expression index ``ix_stage_stays_pipeline_stage_days`` serves only the same expression, and
+    SQLAlchemy would write a division on SQLite as ``a / (b + 0.0)``."""
+    return literal_column(whole_days_text(dialect, "stage_stays.duration_seconds"), Integer)
 
 
 def _day_text(dialect: str, column: str) -> str:

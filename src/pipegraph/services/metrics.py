@@ -497,7 +497,7 @@ async def _flow(
         )
     # Exits likewise one part per stage, status and range: grouped by the next stage and status.
     # Beside the daily totals, also by length in whole days, so the histogram of lengths is complete.
-    whole_days = whole_days_sql(dialect, s.duration_seconds) if days.first else no_days
+    whole_days = whole_days_sql(dialect) if days.first else no_days
     exits = [
         select(
             literal("X"),
@@ -710,7 +710,7 @@ def _by_rank(
         wanted.setdefault(days, []).append(rank)
     parts = []
     for days, ranks in wanted.items():
-        day = values.where(whole_days_sql(dialect, column) == days).order_by(column)
+        day = values.where(whole_days_sql(dialect) == days).order_by(column)
         picked = day.offset(ranks[0]).limit(len(ranks)).subquery("picked")
         parts.append(select(literal(key, Integer).label("key"), cast(picked.c[0], Float).label("median")))
     return parts
