@@ -9,6 +9,7 @@ without the totals, on the hand-built fixture and on synthetic data, and must gi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import random
@@ -25,7 +26,7 @@ from pipegraph import demo
 from pipegraph.db import flow_days, migrate
 from pipegraph.db.models import Pipeline, StageFlowDay
 from pipegraph.db.session import Store
-from pipegraph.services import pipelines
+from pipegraph.services import leads, pipelines
 from pipegraph.services.metrics import pipeline_metrics
 from test_stays import COMMANDS
 
@@ -180,3 +181,29 @@ async def test_the_median_reads_one_day_of_lengths_through_its_index(store: Stor
         assert all("<expr>=?" in line for line in searched), plans
     else:
         assert any("Index Cond" in line and "floor" in line for line in searched), plans
+
+
+async def test_concurrent_moves_through_the_same_days_totals_neither_deadlock_nor_drift(store: Store) -> None:
+    """Writers crossing between two stages in opposite directions update the same rows of today's
+    totals; their upserts go in key order, so on PostgreSQL none waits for another in a cycle."""
+    async with store.write() as session:
+        pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
+        stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
+
+    async def journey(index: int) -> None:
+        async with store.write() as session:
+            lead = await leads.create_lead(
+                session, pipeline_id=pipeline.id, title=f"lead {index}", value=100, actor=None
+            )
+        there, back = (stages[1], stages[2]) if index % 2 else (stages[2], stages[1])
+        for to_stage in (there, back, there, back):
+            async with store.write() as session:
+                await leads.move_lead(
+                    session, lead_id=lead.id, to_stage_id=to_stage, expected_version=None, actor=None
+                )
+
+    await asyncio.gather(*(journey(index) for index in range(16)))
+    totals = await _totals(store)
+    entries = sum(n for key, (n, _) in totals.items() if key[2] == flow_days.ENTRY)
+    assert entries == 16 * 5
+    _assert_same_totals(totals, await _rebuilt(store))

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import product
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import (
@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
     union_all,
 )
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -336,7 +337,22 @@ def _before(column: Any, end: datetime, now: datetime) -> ColumnElement[bool]:
     return bound
 
 
-def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
+class _Group(NamedTuple):
+    """One row of the flow statement (a plain tuple: a thousand are folded per call)."""
+
+    kind: str
+    stage_id: int
+    status: str
+    next_stage_id: int | None
+    next_status: str | None
+    n: int
+    advanced: int | None
+    lost_value: int
+    seconds_sum: float | None
+    days: int | None
+
+
+def _fold(stages: StageMap, t: _Group, flow: dict[int, dict[str, Any]]) -> None:
     """Add one aggregated group of stays to the stage they stood in: entries (``kind`` E, by stage and
     status, with how many advanced; from the daily totals, by where they went instead), entries of the
     daily totals that had not advanced by ``now`` after all (C), exits (X, by stage, status, next stage
@@ -345,8 +361,10 @@ def _fold(stages: StageMap, t: Any, flow: dict[int, dict[str, Any]]) -> None:
     """
     if not stages.stays(t.status, t.stage_id) or (t.kind == "E" and not t.n):
         return
-    empty = dict.fromkeys(_FLOW_COLUMNS, 0) | {"seconds_sum": 0.0, "to": Counter(), "days": Counter()}
-    values = flow.setdefault(t.stage_id, empty)
+    values = flow.get(t.stage_id)
+    if values is None:
+        empty = {"seconds_sum": 0.0, "to": Counter(), "days": Counter()}
+        values = flow[t.stage_id] = dict.fromkeys(_FLOW_COLUMNS, 0) | empty
     won = t.status == _OPEN and t.next_status == _WON
     went_forward = stages.moved(t.stage_id, t.next_stage_id) > 0 or won
     if t.kind == "E":
@@ -617,9 +635,9 @@ async def _flow(
         )
     flow: dict[int, dict[str, Any]] = {}
     # The losses lead: there is always one part of them, and their labels name the columns.
-    rows: Sequence[Any] = (await session.execute(union_all(*losses, *entries, *exits, *totals))).all()
-    for row in rows:
-        _fold(stages, row, flow)
+    result: Result[Any] = await session.execute(union_all(*losses, *entries, *exits, *totals))
+    for row in result:
+        _fold(stages, _Group._make(row), flow)
     return flow
 
 

@@ -305,6 +305,13 @@ async def remove_stage(
     now = utcnow()
     leads = list((await session.execute(select(Lead).where(Lead.stage_id == stage.id))).scalars())
     actor_id = actor.id if actor is not None else None
+    # The leads change first, so their rows are locked before the daily totals' (as every service
+    # does): concurrent moves of these leads then cannot deadlock with this transaction.
+    for lead in leads:
+        lead.stage_id = target.id
+        lead.stage_entered_at = now
+        lead.updated_at = now
+        lead.version += 1
     await append_history(
         session,
         [
@@ -321,11 +328,6 @@ async def remove_stage(
             for lead in leads
         ],
     )
-    for lead in leads:
-        lead.stage_id = target.id
-        lead.stage_entered_at = now
-        lead.updated_at = now
-        lead.version += 1
     stage.removed_at = now
     await session.flush()
     for lead in leads:
