@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from metrics_fixture import END, START, Fixture, load
-from pipegraph.db.models import Role, User
+from metrics_fixture import END, OPEN, START, WON, Fixture, T, load
+from pipegraph.db.models import Lead, Role, User
 from pipegraph.db.session import Store
 from pipegraph.errors import NotFoundError, PermissionDeniedError, ValidationError
 from pipegraph.services.goals import list_goals, set_goal
@@ -46,6 +46,32 @@ async def test_breakdown_by_source(store: Store) -> None:
     assert _core(rows["referral"]) == (3, 1, 800000, 1, 300000, 1, 500000)
     assert (rows["referral"].avg_won_deal_cents, rows["referral"].avg_sales_cycle_days) == (800000, 8.0)
     assert list(rows) == ["web", "referral"]  # most created first
+
+
+async def test_breakdown_counts_each_lead_once_per_figure(store: Store) -> None:
+    fixture = await load(store)
+    # J: created before the window, won in it. K: created in it, lost in it, reopened (still open,
+    # its last closed_at in the window). L: created in it, won after it.
+    leads = [("J", T(-40), WON, T(12), 900), ("K", T(5), OPEN, T(20), 70), ("L", T(3), WON, T(35), 5)]
+    async with store.write() as session:
+        session.add_all(
+            Lead(
+                pipeline_id=fixture.pipeline_id,
+                stage_id=fixture.stage_ids[0],
+                title=title,
+                source="event",
+                value_cents=value,
+                status=status,
+                created_at=created,
+                closed_at=closed,
+            )
+            for title, created, status, closed, value in leads
+        )
+    rows = await _breakdown(store, fixture, Dimension.SOURCE)
+    # Created: K and L; won: J alone (L closed after the window); open: K; lost: none.
+    assert _core(rows["event"]) == (2, 1, 900, 0, 0, 1, 70)
+    assert (rows["event"].win_rate, rows["event"].avg_sales_cycle_days) == (1.0, 52.0)
+    assert list(rows) == ["web", "referral", "event"]
 
 
 async def test_breakdown_by_owner(store: Store) -> None:

@@ -124,3 +124,33 @@ async def test_lead_value_index_only_on_postgresql_and_round_trip(database_url: 
         assert ("ix_leads_id_value" in await _lead_indexes(store)) == (not store.is_sqlite)
     finally:
         await store.dispose()
+
+
+async def _lead_index_columns(store: Store) -> dict[str, list[str]]:
+    async with store.engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: {
+                str(index["name"]): [str(name) for name in index["column_names"]]
+                for index in inspect(sync).get_indexes("leads")
+            }
+        )
+
+
+async def test_breakdown_indexes_round_trip(database_url: str) -> None:
+    dimensions = ["owner_id", "source", "qualification_score"]
+    expected = {
+        "ix_leads_pipeline_created_dimensions": ["pipeline_id", "created_at", *dimensions],
+        "ix_leads_pipeline_status_closed_dimensions": [
+            *("pipeline_id", "status", "closed_at", "created_at", "value_cents"),
+            *dimensions,
+        ],
+    }
+    store = Store.from_url(database_url)
+    try:
+        await migrate.upgrade(store.engine)
+        indexes = await _lead_index_columns(store)
+        assert {name: indexes.get(name) for name in expected} == expected
+        await migrate.downgrade(store.engine, "0008")
+        assert set(expected).isdisjoint(await _lead_index_columns(store))
+    finally:
+        await store.dispose()
