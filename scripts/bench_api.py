@@ -246,7 +246,14 @@ async def in_process(database_url: str, key: str, pipeline_id: int, profile_requ
     event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     apps = {
         "graphql": (
-            create_app(Settings(database_url=database_url, **UNTHROTTLED), store=store),
+            create_app(
+                Settings(
+                    database_url=database_url,
+                    cost_budget=UNTHROTTLED["cost_budget"],
+                    cost_restore_rate=UNTHROTTLED["cost_restore_rate"],
+                ),
+                store=store,
+            ),
             "POST",
             "/graphql",
         ),

@@ -111,8 +111,13 @@ async def test_bad_moves_change_nothing(
         lost = await leads.create_lead(session, pipeline_id=pipeline_id, title="Lost", actor=rep)
         await leads.close_lead(session, lead_id=lost.id, outcome="LOST", reason="price", actor=rep)
     before = await _snapshot(store)
-    arguments = {"lead_id": lead.id, "to_stage_id": stage_ids[1], "expected_version": 1, "actor": rep}
-    arguments |= {
+    arguments: dict[str, object] = {
+        "lead_id": lead.id,
+        "to_stage_id": stage_ids[1],
+        "expected_version": 1,
+        "actor": rep,
+    }
+    changes: dict[str, dict[str, object]] = {
         "stale_version": {"expected_version": 7},
         "other_pipeline_stage": {"to_stage_id": other_stage.id},
         "closed_lead": {"lead_id": lost.id, "expected_version": 2},
@@ -120,7 +125,8 @@ async def test_bad_moves_change_nothing(
         "unknown_stage": {"to_stage_id": 999_999},
         "unknown_lead": {"lead_id": 999_999},
         "other_reps_lead": {"actor": other_rep},
-    }[case]
+    }
+    arguments |= changes[case]
     with pytest.raises(error) as raised:
         async with store.write() as session:
             await leads.move_lead(session, **arguments)  # type: ignore[arg-type]
