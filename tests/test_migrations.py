@@ -140,8 +140,8 @@ async def test_breakdown_indexes_round_trip(database_url: str) -> None:
     dimensions = ["owner_id", "source", "qualification_score"]
     expected = {
         "ix_leads_pipeline_created_dimensions": ["pipeline_id", "created_at", *dimensions],
-        "ix_leads_pipeline_status_closed_dimensions": [
-            *("pipeline_id", "status", "closed_at", "created_at", "value_cents"),
+        "ix_leads_pipeline_status_closed": [
+            *("pipeline_id", "status", "closed_at", "created_at", "value_cents", "stage_id"),
             *dimensions,
         ],
     }
@@ -151,6 +151,10 @@ async def test_breakdown_indexes_round_trip(database_url: str) -> None:
         indexes = await _lead_index_columns(store)
         assert {name: indexes.get(name) for name in expected} == expected
         await migrate.downgrade(store.engine, "0008")
-        assert set(expected).isdisjoint(await _lead_index_columns(store))
+        indexes = await _lead_index_columns(store)
+        assert "ix_leads_pipeline_created_dimensions" not in indexes
+        assert indexes["ix_leads_pipeline_status_closed"] == [
+            *("pipeline_id", "status", "closed_at", "created_at", "value_cents")
+        ]
     finally:
         await store.dispose()

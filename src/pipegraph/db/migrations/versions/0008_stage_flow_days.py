@@ -1,5 +1,5 @@
-"""Daily flow totals, ``stage_flow_days``, backfilled from the stays; the index of leads by closing
-time also covers their stage, for the value lost per stage.
+"""Daily flow totals, ``stage_flow_days``, backfilled from the stays, and an index of the stays by
+their length in whole days, for the medians.
 
 Revision ID: 0008
 Revises: 0007
@@ -28,12 +28,7 @@ _WHOLE_DAYS = {
 }
 
 
-_LEADS_CLOSED = ["pipeline_id", "status", "closed_at", "created_at", "value_cents"]
-
-
 def upgrade() -> None:
-    op.drop_index("ix_leads_pipeline_status_closed", table_name="leads")
-    op.create_index("ix_leads_pipeline_status_closed", "leads", [*_LEADS_CLOSED, "stage_id"])
     dialect = op.get_bind().dialect.name
     op.create_index(
         "ix_stage_stays_pipeline_stage_days",
@@ -80,5 +75,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("stage_flow_days")
     op.drop_index("ix_stage_stays_pipeline_stage_days", table_name="stage_stays")
-    op.drop_index("ix_leads_pipeline_status_closed", table_name="leads")
-    op.create_index("ix_leads_pipeline_status_closed", "leads", _LEADS_CLOSED)
