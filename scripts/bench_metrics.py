@@ -12,10 +12,11 @@ months), runs ANALYZE, and then measures in a fresh subprocess, so its peak resi
   from the stays alone (``daily_totals=False``, how every window was read before the totals);
 - ``breakdown`` by source and the weekly ``time_series`` (fields a client selects separately).
 
-Each figure is the median of ``--repeat`` runs after one warm-up. Memory flat in the number of leads
+Each figure is the median of ``--repeat`` runs after one warm-up; the two ways of reading a window
+take turns, call by call. Memory flat in the number of leads
 shows no rows are pulled into Python: compare the two sizes' peak RSS.
 
-    python scripts/bench_metrics.py [--leads 1000000] [--small 100000] [--window-days 30 90]
+    python scripts/bench_metrics.py [--leads 1000000] [--small 100000] [--window-days 30 90 365]
         [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--no-postgres] [--no-sqlite]
         [--keep-data DIR]
 
@@ -60,13 +61,21 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 async def _timed(repeat: int, call: Callable[[], Awaitable[Any]]) -> float:
-    await call()  # warm-up: caches, prepared plans
-    times = []
+    return (await _alternated(repeat, call))[0]
+
+
+async def _alternated(repeat: int, *calls: Callable[[], Awaitable[Any]]) -> list[float]:
+    """The median time of each call, the calls taking turns, so a slow spell of a shared machine
+    falls on all of them alike."""
+    for call in calls:
+        await call()  # warm-up: caches, prepared plans
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeat):
-        start = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for call, taken in zip(calls, times, strict=True):
+            start = time.perf_counter()
+            await call()
+            taken.append(time.perf_counter() - start)
+    return [statistics.median(taken) for taken in times]
 
 
 async def measure(url: str, window_days: list[float], repeat: int) -> dict[str, Any]:
@@ -90,9 +99,9 @@ async def measure(url: str, window_days: list[float], repeat: int) -> dict[str, 
         result["stays_only_s"] = {}
         for days in window_days:
             start = ASKED_AT - timedelta(days=days)
-            for daily_totals, key in ((True, "metrics_s"), (False, "stays_only_s")):
 
-                async def metrics(start: datetime = start, daily_totals: bool = daily_totals) -> None:
+            def metrics(daily_totals: bool, start: datetime = start) -> Callable[[], Awaitable[Any]]:
+                async def call() -> None:
                     await pipeline_metrics(
                         session,
                         pipeline_id=pipeline_id,
@@ -102,7 +111,10 @@ async def measure(url: str, window_days: list[float], repeat: int) -> dict[str, 
                         daily_totals=daily_totals,
                     )
 
-                result[key][str(days)] = await _timed(repeat, metrics)
+                return call
+
+            timed = await _alternated(repeat, metrics(True), metrics(False))
+            result["metrics_s"][str(days)], result["stays_only_s"][str(days)] = timed
         start = NOW - timedelta(days=max(window_days))
 
         async def by_source() -> None:
@@ -293,9 +305,9 @@ def _arguments() -> argparse.Namespace:
         "--small", type=int, default=100_000, help="leads in the small run (memory reference)"
     )
     parser.add_argument(
-        "--window-days", type=float, nargs="+", default=[30, 90], help="window lengths, ending at now"
+        "--window-days", type=float, nargs="+", default=[30, 90, 365], help="window lengths, ending at now"
     )
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure (median reported)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per figure (median reported)")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="server for a scratch database")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
