@@ -24,7 +24,7 @@ from metrics_fixture import END, START, load
 from metrics_fixture import NOW as FIXTURE_NOW
 from pipegraph import demo
 from pipegraph.db import flow_days, migrate
-from pipegraph.db.models import Pipeline, StageFlowDay
+from pipegraph.db.models import Pipeline, StageFlowDay, whole_days_text
 from pipegraph.db.session import Store
 from pipegraph.services import leads, pipelines
 from pipegraph.services.metrics import pipeline_metrics
@@ -207,3 +207,18 @@ async def test_concurrent_moves_through_the_same_days_totals_neither_deadlock_no
     entries = sum(n for key, (n, _) in totals.items() if key[2] == flow_days.ENTRY)
     assert entries == 16 * 5
     _assert_same_totals(totals, await _rebuilt(store))
+
+
+async def test_whole_days_agree_between_python_and_each_backend(store: Store) -> None:
+    """Services bucket a stay's length in Python, rebuilds and queries in SQL: the same day, at the
+    edges of a day too."""
+    day = 86_400.0
+    lengths = [0.0, 0.5, day - 1e-6, day, math.nextafter(day, 0.0), math.nextafter(day, math.inf)]
+    lengths += [k * day + offset for k in (1, 6, 29, 365) for offset in (-1e-6, 0.0, 1e-6, 3_600.5)]
+    dialect = "sqlite" if store.is_sqlite else "postgresql"
+    value = ":length" if store.is_sqlite else "CAST(:length AS DOUBLE PRECISION)"
+    statement = text(f"SELECT {whole_days_text(dialect, value)}")
+    async with store.read() as session:
+        for length in lengths:
+            found = (await session.execute(statement, {"length": length})).scalar_one()
+            assert found == flow_days.whole_days(length), length
