@@ -13,7 +13,7 @@ stage's median, so finding it sorts one day's worth of lengths instead of half t
 
 Writers: ``pipegraph.db.stays.append_history`` applies the few rows a history row changes
 (``apply``); ``add_stays`` adds or removes the totals of whole leads' stays in SQL, and ``rebuild``
-recomputes a pipeline's. Rows whose count falls to zero stay; readers sum them.
+recomputes them all (after a bulk load). Rows whose count falls to zero stay; readers sum them.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Integer, bindparam, delete, literal_column, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Date, Integer, bindparam, delete, literal_column, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from pipegraph.db.models import StageFlowDay, whole_days_text
 
@@ -59,12 +58,15 @@ def _day_text(dialect: str, column: str) -> str:
     return f"CAST(timezone('UTC', {column}) AS DATE)"
 
 
-def _upsert() -> str:
-    columns = ", ".join(_KEY)
-    return (
-        f"ON CONFLICT ({columns}) DO UPDATE SET n = stage_flow_days.n + excluded.n, "
-        "seconds_sum = stage_flow_days.seconds_sum + excluded.seconds_sum"
-    )
+# Totals are added to the stored row of the same key, whether the rows come from stays or from Python.
+_ADD_TO_STORED = (
+    f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET n = stage_flow_days.n + excluded.n, "
+    "seconds_sum = stage_flow_days.seconds_sum + excluded.seconds_sum"
+)
+_INSERT_ROW = text(
+    f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
+    f"VALUES ({', '.join(f':{column}' for column in (*_KEY, 'n', 'seconds_sum'))}) {_ADD_TO_STORED}"
+).bindparams(bindparam("day", type_=Date))
 
 
 def _totals_sql(dialect: str, where: str) -> str:
@@ -87,7 +89,7 @@ def _totals_sql(dialect: str, where: str) -> str:
     # The outer WHERE settles SQLite's parsing ambiguity between a join's ON and the upsert's ON.
     return (
         f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
-        f"SELECT * FROM ({entries} UNION ALL {exits}) AS totals WHERE true {_upsert()}"
+        f"SELECT * FROM ({entries} UNION ALL {exits}) AS totals WHERE true {_ADD_TO_STORED}"
     )
 
 
@@ -96,28 +98,22 @@ def _dialect(executor: Executor) -> str:
     return bind.dialect.name
 
 
+def _totals(executor: Executor, where: str, expanding: str | None = None) -> TextClause:
+    statement = text(_totals_sql(_dialect(executor), where))
+    return statement.bindparams(bindparam(expanding, expanding=True)) if expanding else statement
+
+
 async def add_stays(executor: Executor, *, lead_ids: Collection[int], sign: int) -> None:
     """Add (``sign`` 1) or remove (-1) the totals of the stays of ``lead_ids`` as they are now."""
-    if not lead_ids:
-        return
-    statement = text(_totals_sql(_dialect(executor), "lead_id IN :lead_ids")).bindparams(
-        bindparam("lead_ids", expanding=True)
-    )
-    await executor.execute(statement, {"lead_ids": sorted(lead_ids), "sign": sign})
+    if lead_ids:
+        statement = _totals(executor, "lead_id IN :lead_ids", "lead_ids")
+        await executor.execute(statement, {"lead_ids": sorted(lead_ids), "sign": sign})
 
 
-async def rebuild(executor: Executor, *, pipeline_ids: Collection[int] | None = None) -> None:
-    """Recompute the totals of ``pipeline_ids`` (every pipeline when None) from their stays."""
-    if pipeline_ids is None:
-        await executor.execute(delete(StageFlowDay))
-        await executor.execute(text(_totals_sql(_dialect(executor), "true")), {"sign": 1})
-        return
-    ids = sorted(pipeline_ids)
-    await executor.execute(delete(StageFlowDay).where(StageFlowDay.pipeline_id.in_(ids)))
-    statement = text(_totals_sql(_dialect(executor), "pipeline_id IN :pipeline_ids")).bindparams(
-        bindparam("pipeline_ids", expanding=True)
-    )
-    await executor.execute(statement, {"pipeline_ids": ids, "sign": 1})
+async def rebuild(executor: Executor) -> None:
+    """Recompute every total from the stays."""
+    await executor.execute(delete(StageFlowDay))
+    await executor.execute(_totals(executor, "true"), {"sign": 1})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +166,7 @@ def changes(ended: Iterable[EndedStay], started: Iterable[StartedStay]) -> dict[
 
 
 async def apply(executor: Executor, totals: Mapping[Key, tuple[int, float]]) -> None:
-    """Add ``totals`` to the stored rows in one upsert.
+    """Add ``totals`` to the stored rows, in one statement.
 
     Rows go in key order: concurrent writers then lock shared rows (today's entries into a stage) in
     the same order and cannot deadlock on them.
@@ -181,14 +177,4 @@ async def apply(executor: Executor, totals: Mapping[Key, tuple[int, float]]) -> 
         dict(zip(_KEY, key, strict=True)) | {"n": n, "seconds_sum": seconds}
         for key, (n, seconds) in sorted(totals.items())
     ]
-    dialect = _dialect(executor)
-    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    statement = insert(StageFlowDay).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(_KEY),
-        set_={
-            "n": StageFlowDay.n + statement.excluded.n,
-            "seconds_sum": StageFlowDay.seconds_sum + statement.excluded.seconds_sum,
-        },
-    )
-    await executor.execute(statement)
+    await executor.execute(_INSERT_ROW, rows)

@@ -129,19 +129,8 @@ async def append_history(session: AsyncSession, rows: Sequence[StageHistory]) ->
         )
         .execution_options(synchronize_session=False)
     )
-    ended_stays = [
-        flow_days.EndedStay(
-            pipeline_id=e.pipeline_id,
-            stage_id=e.stage_id,
-            status=str(e.status),
-            entered_at=e.entered_at,
-            left_at=e.left_at,
-            next_stage_id=e.next_stage_id,
-            next_status=str(e.next_status),
-            duration_seconds=e.duration_seconds,
-        )
-        for e in ended.all()
-    ]
+    # The columns returned are the fields of ``EndedStay``, by name.
+    ended_stays = [flow_days.EndedStay(**row._mapping) for row in ended.all()]
     session.add_all(
         StageStay(
             history_id=row.id,
