@@ -9,12 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -28,6 +24,7 @@ from pipegraph.db import migrate
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 from pipegraph.services import api_keys, users
+from server_support import running_server
 
 ARTIFACTS_VARIABLE = "PIPEGRAPH_TEST_ARTIFACTS"
 CHROMIUM_ARGS = [
@@ -101,24 +98,6 @@ async def _seed(database_url: str) -> str:
     return key
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    give_up = time.monotonic() + 60
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            raise AssertionError(f"the server stopped before answering:\n{log.read_text()}")
-        with suppress(httpx.TransportError):
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"no answer from {base_url}/healthz within 60 s:\n{log.read_text()}")
-
-
 def seed_database(folder: Path) -> tuple[str, str]:
     """A seeded SQLite file in ``folder``: its URL and a key for its admin."""
     database_url = f"sqlite:///{folder / 'dashboard.sqlite3'}"
@@ -128,22 +107,5 @@ def seed_database(folder: Path) -> tuple[str, str]:
 @contextmanager
 def serve(folder: Path, database_url: str, key: str, *options: str) -> Iterator[Dashboard]:
     """``pipegraph serve [options]`` on loopback; its output goes to a log file in ``folder``."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
-    command = [sys.executable, "-m", "pipegraph.cli", "serve", "--port", str(port), "--database-url"]
-    log = folder / f"server-{port}.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*command, database_url, *options], cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(base_url, process, log)
-        yield Dashboard(base_url, key, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_server(database_url, folder, args=options) as server:
+        yield Dashboard(server.base_url, key, server.log_path)

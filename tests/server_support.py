@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,18 +90,27 @@ async def seed_database(database_url: str) -> Seed:
 
 @contextmanager
 def running_server(
-    database_url: str, log_dir: Path, *, args: Sequence[str] = (), name: str = "server"
+    database_url: str,
+    log_dir: Path,
+    *,
+    args: Sequence[str] = (),
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """``pipegraph serve`` on a free port, answering ``/healthz``; killed afterwards if still running."""
+    """``pipegraph serve`` on a free port, answering ``/healthz``; killed afterwards if still running.
+
+    Its environment is this process's without ``PIPEGRAPH_*`` settings, plus ``env``; its output goes to
+    ``log_dir/<name>.log`` (by default named after the port).
+    """
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
-    log_path = log_dir / f"{name}.log"
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")} | dict(env or {})
+    log_path = log_dir / f"{name or f'server-{port}'}.log"
     command = [sys.executable, "-m", "pipegraph.cli", "serve", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*command, "--database-url", database_url, *args],
             cwd=log_dir,
-            env=env,
+            env=server_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -28,7 +28,7 @@ from pipegraph.db.models import Pipeline, StageFlowDay, whole_days_text
 from pipegraph.db.session import Store
 from pipegraph.services import leads, pipelines
 from pipegraph.services.metrics import pipeline_metrics
-from test_stays import COMMANDS
+from test_stays import run_commands
 
 Key = tuple[Any, ...]
 
@@ -58,13 +58,7 @@ def _assert_same_totals(found: dict[Key, tuple[int, float]], expected: dict[Key,
 
 
 async def test_every_service_command_keeps_the_totals_equal_to_a_rebuild(store: Store) -> None:
-    async with store.write() as session:
-        pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
-        stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
-    ids: dict[str, int] = {}
-    for name, command in COMMANDS:
-        async with store.write() as session:
-            await command(session, ids, stages)
+    async for name in run_commands(store):
         written = await _totals(store)
         assert written, name
         _assert_same_totals(written, await _rebuilt(store))

@@ -13,11 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +28,7 @@ from hypothesis_graphql import Mode, from_schema
 from schemathesis.graphql import nodes
 
 from pipegraph.cli import main
+from server_support import running_server
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema.graphql"
 FUZZ_SETTINGS = settings(
@@ -63,12 +59,6 @@ class LiveServer:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cli(*argv: str) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -95,39 +85,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     key = (
         _cli("create-api-key", "--database-url", url, "--email", "fuzz@example.com").strip().splitlines()[-1]
     )
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
-    env["PIPEGRAPH_COST_BUDGET"] = "0"  # one key sends everything: the budget would only slow it down
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipegraph.cli", "serve", "--port", str(port), "--database-url", url],
-        cwd=directory,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _healthy(base):
-            assert process.poll() is None, f"server exited early:\n{process.communicate()[0]}"
-            assert time.monotonic() < deadline, "server did not answer /healthz within 60 s"
-            time.sleep(0.1)
-        yield LiveServer(f"{base}/graphql", key)
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+    # One key sends everything: the budget would only slow it down.
+    with running_server(url, directory, env={"PIPEGRAPH_COST_BUDGET": "0"}) as server:
+        yield LiveServer(server.graphql_url, key)
 
 
 def assert_handled(status: int, text: str, request: object) -> None:

@@ -4,7 +4,7 @@ the ones ``stays_sql`` derives from history."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -102,14 +102,22 @@ COMMANDS: list[tuple[str, Command]] = [
 ]
 
 
-async def test_every_service_command_keeps_stays_equal_to_the_history_derivation(store: Store) -> None:
+async def run_commands(store: Store, ids: dict[str, int] | None = None) -> AsyncIterator[str]:
+    """Create a pipeline, then run ``COMMANDS`` one transaction each, yielding each one's name after it
+    committed; ``ids`` receives the ids of the leads created, by name."""
     async with store.write() as session:
         pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
         stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
-    ids: dict[str, int] = {}
+    ids = {} if ids is None else ids
     for name, command in COMMANDS:
         async with store.write() as session:
             await command(session, ids, stages)
+        yield name
+
+
+async def test_every_service_command_keeps_stays_equal_to_the_history_derivation(store: Store) -> None:
+    ids: dict[str, int] = {}
+    async for name in run_commands(store, ids):
         written = await _written(store)
         assert written == await _derived(store), name
     current = [row for row in written if row[ALL_STAY_COLUMNS.index("left_at")] is None]
@@ -117,13 +125,8 @@ async def test_every_service_command_keeps_stays_equal_to_the_history_derivation
 
 
 async def test_migration_backfills_the_stays_the_services_wrote(store: Store) -> None:
-    async with store.write() as session:
-        pipeline = await pipelines.create_pipeline(session, name="Sales", template="GENERAL_B2B", actor=None)
-        stages = [s.id for s in await pipelines.current_stages(session, pipeline.id)]
-    ids: dict[str, int] = {}
-    for _, command in COMMANDS:
-        async with store.write() as session:
-            await command(session, ids, stages)
+    async for _ in run_commands(store):
+        pass
     written = await _written(store)
     await migrate.downgrade(store.engine, "0004")
     await migrate.upgrade(store.engine)
