@@ -43,6 +43,9 @@ _DEFINITION = "strawberry-definition"
 _BUILT_IN = {"String": GraphQLString, "ID": GraphQLID, "Boolean": GraphQLBoolean}
 _PASSTHROUGH = {"String": str, "ID": str, "Boolean": bool}
 _PLANS = "_pipegraph_field_plans"
+_SPLITS = "_pipegraph_splits"
+_SHAPES = "_pipegraph_shapes"
+_MEMOS = (_SPLITS, _SHAPES)
 
 
 class _Kind(enum.Enum):
@@ -123,7 +126,23 @@ class _Slow(Exception):
     """This field goes to the standard path."""
 
 
-class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
+class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """Each subscription event gets its own memo of collected subfields.
+
+    graphql-core copies the subscription's executor shallowly per event, so every event's subfields
+    (collected afresh, keyed by the identity of lists made for that event) would join one memo that
+    lives as long as the subscription: about 3 KB per event, held until the socket closes.
+    """
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        executor = super().build_per_event_executor(payload)
+        executor._relevant_sub_fields = {}
+        for memo in _MEMOS:
+            executor.__dict__.pop(memo, None)
+        return executor
+
+
+class FastFieldExecutionContext(PerEventExecutionContext):
     def execute_fields(
         self,
         parent_type: GraphQLObjectType,
@@ -179,7 +198,7 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
         """The fields with a plan, and the rest; worked out once per selection set and request, since
         every item of a list shares its selection set (graphql-core memoizes it)."""
         splits: dict[tuple[str, int], tuple[GroupedFieldSet, list[_Planned], GroupedFieldSet]]
-        splits = self.__dict__.setdefault("_pipegraph_splits", {})
+        splits = self.__dict__.setdefault(_SPLITS, {})
         key = (parent_type.name, id(grouped_field_set))
         cached = splits.get(key)
         if cached is not None:
@@ -259,7 +278,7 @@ class FastFieldExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def _shape(self, object_type: GraphQLObjectType, details: FieldDetailsList) -> _Shape | None:
         """The selection on ``object_type`` as a :class:`_Shape`, or None if some field needs more."""
         shapes: dict[tuple[str, int], tuple[FieldDetailsList, _Shape | None]]
-        shapes = self.__dict__.setdefault("_pipegraph_shapes", {})
+        shapes = self.__dict__.setdefault(_SHAPES, {})
         key = (object_type.name, id(details))
         cached = shapes.get(key)
         if cached is not None:

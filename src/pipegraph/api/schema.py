@@ -18,7 +18,7 @@ from strawberry.types.graphql import OperationType
 
 from pipegraph.api import types
 from pipegraph.api.errors import ErrorPresentation, is_presented, log_errors, present_errors
-from pipegraph.api.execution import FastFieldExecutionContext
+from pipegraph.api.execution import FastFieldExecutionContext, PerEventExecutionContext
 from pipegraph.api.forecast import ForecastQuery
 from pipegraph.api.forecast_jobs import (
     SimulationJobMutations,
@@ -110,7 +110,7 @@ def build_schema(
             scalar_map=SCALAR_MAP,
             batching_config={"max_operations": max_batch} if max_batch is not None else None,
         ),
-        execution_context_class=FastFieldExecutionContext if fast_execution else None,
+        execution_context_class=FastFieldExecutionContext if fast_execution else PerEventExecutionContext,
     )
     schema.hide_suggestions = not introspection
     return schema
