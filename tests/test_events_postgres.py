@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,67 +15,91 @@ import httpx
 import pytest
 import websockets
 
+from pipegraph.db import migrate
+from pipegraph.db.lead_events import LeadEvent, LeadEventKind, decode_event, encode_event
 from pipegraph.db.session import Store
-from pipegraph.services.events import LeadEvent, LeadEventKind
-from pipegraph.services.events_postgres import PostgresBroker, decode_event, encode_event
+from pipegraph.services import leads, pipelines
+from pipegraph.services.events import Feed
+from pipegraph.services.events_postgres import PostgresBroker
 from server_support import CREATE_LEAD, MOVE_LEAD, graphql, running_server, seed_database, stop
 
 pytestmark = pytest.mark.postgres
 
 
-def _event(lead_id: int, *, pipeline_id: int = 1, version: int = 1) -> LeadEvent:
-    occurred = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
-    return LeadEvent(LeadEventKind.MOVED, lead_id, pipeline_id, version, occurred, actor_id=7)
-
-
 def test_event_survives_the_notification_payload() -> None:
-    event = _event(42, version=3)
+    occurred = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+    event = LeadEvent(LeadEventKind.MOVED, 42, 1, 3, occurred, actor_id=7, position=9_000_000_000)
     payload = encode_event(event)
     assert decode_event(payload) == event
     assert len(payload.encode()) < 8000
 
 
 @pytest.fixture
-async def brokers(postgres_url: str) -> AsyncIterator[tuple[PostgresBroker, PostgresBroker]]:
-    """Two brokers on their own engines, as two server processes would have."""
-    stores = [Store.from_url(postgres_url), Store.from_url(postgres_url)]
+async def stores(postgres_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one migrated database, as two server processes would have."""
+    pair = (Store.from_url(postgres_url), Store.from_url(postgres_url))
+    await migrate.upgrade(pair[0].engine)
+    try:
+        yield pair
+    finally:
+        for store in pair:
+            await store.dispose()
+
+
+@pytest.fixture
+async def brokers(stores: tuple[Store, Store]) -> AsyncIterator[tuple[PostgresBroker, PostgresBroker]]:
     pair = (PostgresBroker(stores[0].engine), PostgresBroker(stores[1].engine))
     try:
         yield pair
     finally:
         for broker in pair:
             await broker.close()
-        for store in stores:
-            await store.dispose()
 
 
-async def _next(events: AsyncIterator[LeadEvent]) -> LeadEvent:
-    return await asyncio.wait_for(anext(events), timeout=10)
+async def _create_leads(
+    store: Store, broker: PostgresBroker, pipeline_id: int, count: int
+) -> list[LeadEvent]:
+    async with store.write() as session:
+        for n in range(count):
+            await leads.create_lead(session, pipeline_id=pipeline_id, title=f"Deal {n}", actor=None)
+        return await broker.log(session)
 
 
-async def test_subscriber_receives_events_published_by_another_broker(
-    brokers: tuple[PostgresBroker, PostgresBroker],
+async def _taken(feed: Feed) -> list[LeadEvent] | None:
+    return await asyncio.wait_for(feed.take(), timeout=10)
+
+
+async def test_a_feed_hears_events_written_through_another_process(
+    stores: tuple[Store, Store], brokers: tuple[PostgresBroker, PostgresBroker]
 ) -> None:
-    publisher, listener = brokers
-    events = listener.subscribe(pipeline_id=1)
-    first = asyncio.ensure_future(_next(events))
-    await listener.wait_listening()
+    writer, listener = brokers
+    async with stores[0].write() as session:
+        sales = (await pipelines.create_pipeline(session, name="Sales", template="CLASSIC", actor=None)).id
+        other = (await pipelines.create_pipeline(session, name="Other", template="CLASSIC", actor=None)).id
+    feed = listener.open_feed(sales)
+    await listener.wait_live()
+    assert await _taken(feed) is None  # listening began: read the log once
+    await _create_leads(stores[0], writer, other, 1)
+    written = await _create_leads(stores[0], writer, sales, 2)
     # Another pipeline's event is not delivered; both of this pipeline's arrive in commit order.
-    await publisher.publish([_event(10, pipeline_id=2), _event(11), _event(12)])
-    assert (await first).lead_id == 11
-    assert (await _next(events)).lead_id == 12
-    assert listener.subscriber_count(1) == 1
-    await events.aclose()
-    assert listener.subscriber_count(1) == 0
+    received = await _taken(feed) or []
+    if len(received) < 2:
+        received += await _taken(feed) or []
+    assert received == written
+    assert listener.subscriber_count(sales) == 1
+    listener.close_feed(feed)
+    assert listener.subscriber_count(sales) == 0
 
 
-async def test_listener_reconnects_after_its_connection_is_killed(
-    brokers: tuple[PostgresBroker, PostgresBroker], postgres_url: str
+async def test_after_the_listener_is_lost_every_feed_reads_the_log(
+    stores: tuple[Store, Store], brokers: tuple[PostgresBroker, PostgresBroker], postgres_url: str
 ) -> None:
-    publisher, listener = brokers
-    events = listener.subscribe(pipeline_id=1)
-    first = asyncio.ensure_future(_next(events))
-    await listener.wait_listening()
+    writer, listener = brokers
+    async with stores[0].write() as session:
+        sales = (await pipelines.create_pipeline(session, name="Sales", template="CLASSIC", actor=None)).id
+    feed = listener.open_feed(sales)
+    await listener.wait_live()
+    assert await _taken(feed) is None
     admin = await asyncpg.connect(postgres_url)
     try:
         killed = await admin.fetchval(
@@ -84,17 +107,17 @@ async def test_listener_reconnects_after_its_connection_is_killed(
             "WHERE application_name = 'pipegraph-listen' AND datname = current_database()"
         )
         assert killed == 1
-        # Until the listener is back, events are not replayed: publish once it listens again.
+        # Written while nobody listens: no notification reaches this process.
+        await _create_leads(stores[0], writer, sales, 3)
         deadline = asyncio.get_running_loop().time() + 10
         while not await _listener_count(admin):
             assert asyncio.get_running_loop().time() < deadline, "the listener did not reconnect"
             await asyncio.sleep(0.05)
     finally:
         await admin.close()
-    await listener.wait_listening()
-    await publisher.publish([_event(20)])
-    assert (await first).lead_id == 20
-    await events.aclose()
+    # Listening again: the feed says "read the log", where those three events are.
+    assert await _taken(feed) is None
+    listener.close_feed(feed)
 
 
 async def _listener_count(connection: asyncpg.Connection) -> int:
@@ -158,18 +181,3 @@ async def test_a_move_through_one_server_reaches_a_subscriber_of_another(
             await ws.send(json.dumps({"id": "1", "type": "complete"}))
         stop(first, signal.SIGTERM)
         stop(second, signal.SIGTERM)
-
-
-async def test_a_failed_notify_is_logged_not_raised(
-    postgres_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The write behind these events has committed: its mutation must still report success.
-    store = Store.from_url(postgres_url)
-    broker = PostgresBroker(store.engine, channel="")  # PostgreSQL rejects an empty channel name
-    try:
-        with caplog.at_level(logging.WARNING, logger="pipegraph.events"):
-            await broker.publish([_event(1), _event(2)])
-    finally:
-        await broker.close()
-        await store.dispose()
-    assert "lost 2 lead event(s): NOTIFY failed" in caplog.text

@@ -5,11 +5,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from pipegraph.db.lead_events import take_events
 from pipegraph.db.models import Lead, Role, Stage, StageHistory, User
 from pipegraph.db.session import Store
 from pipegraph.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from pipegraph.services import imports, leads, pipelines, queries, users
-from pipegraph.services.events import take_events
 from pipegraph.services.templates import TEMPLATES, StageSpec
 
 

@@ -7,7 +7,9 @@ The tree, drawn once::
     ├── NotFoundError               an id that names no row (code NOT_FOUND)
     ├── ValidationError             input that breaks a rule (code INVALID); ``field`` names the input
     ├── ConflictError               a stale ``expectedVersion`` or a duplicate name (code CONFLICT)
-    └── PermissionDeniedError       the acting user may not do this (code FORBIDDEN)
+    ├── PermissionDeniedError       the acting user may not do this (code FORBIDDEN)
+    └── StreamBrokenError           a subscription could not go on; ``position`` is where to resume
+                                    (code RESUME_FROM)
 
 Services raise the last four; the GraphQL layer turns them into ``userErrors`` so a client sees
 ``{field, message, code}`` and never a stack trace.
@@ -25,6 +27,10 @@ class PipegraphError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+    def details(self) -> dict[str, object]:
+        """What a client needs beyond the code and field to act on the error (its ``extensions``)."""
+        return {}
 
 
 class ConfigurationError(PipegraphError):
@@ -45,3 +51,20 @@ class ConflictError(PipegraphError):
 
 class PermissionDeniedError(PipegraphError):
     code = "FORBIDDEN"
+
+
+class StreamBrokenError(PipegraphError):
+    """The event stream broke after ``position`` (the database went away, the server is stopping):
+    subscribing again with ``after: position`` continues it without a gap."""
+
+    code = "RESUME_FROM"
+
+    def __init__(self, position: int, reason: str) -> None:
+        super().__init__(
+            f"the event stream broke after position {position} ({reason}); "
+            f'subscribe again with after: "{position}" to continue without a gap'
+        )
+        self.position = position
+
+    def details(self) -> dict[str, object]:
+        return {"position": str(self.position)}

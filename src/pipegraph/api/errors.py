@@ -129,6 +129,7 @@ def _present(error: GraphQLError, request_id: str | None, hide_suggestions: bool
             extensions={
                 "code": original.code,
                 "field": camel_path(original.field) if original.field else None,
+                **original.details(),
             },
         )
     if is_unexpected(error):

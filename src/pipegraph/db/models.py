@@ -260,6 +260,30 @@ class StageHistory(Base):
     )
 
 
+class LeadEventRow(Base):
+    """The log of lead events, written in the same transaction as the change: its id is the event's
+    position, which a subscriber resumes from. Within a pipeline, positions follow commit order
+    (SQLite has one writer at a time; on PostgreSQL writers of a pipeline take a lock before their
+    events get ids, held until they commit), so "everything after position p" has no holes."""
+
+    __tablename__ = "lead_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An id, not a reference: the log records who acted even after that user is gone.
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_lead_events_pipeline_id", "pipeline_id", "id"),
+        # Never reuse an id, even of rows deleted with their pipeline: positions only grow.
+        {"sqlite_autoincrement": True},
+    )
+
+
 def whole_days_text(dialect: str, seconds: str) -> str:
     """SQL for a length in seconds as whole days: the double division, then truncation (SQLite's CAST;
     it has no floor() without its math extension) or floor (PostgreSQL's CAST rounds). Python's

@@ -13,7 +13,7 @@ asyncio lock rather than spinning on the database lock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,19 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # before. The price: an I/O error on a mapped page is a signal rather than an error code.
 SQLITE_MMAP_SIZE = 1 << 34
 _IMMEDIATE = "pipegraph_sqlite_immediate"
+_AFTER_COMMIT = "pipegraph_after_commit"
+
+
+def call_after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the ``store.write()`` transaction of ``session`` has committed (never if it
+    rolls back). On SQLite it runs before the next writer of this process may start, so callbacks run
+    in commit order."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _run_after_commit(session: AsyncSession) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        callback()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -87,11 +100,15 @@ class Store:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         if self._write_lock is None:
-            async with self._write_sessions() as session, session.begin():
-                yield session
+            async with self._write_sessions() as session:
+                async with session.begin():
+                    yield session
+                _run_after_commit(session)
             return
-        async with self._write_lock, self._write_sessions() as session, session.begin():
-            yield session
+        async with self._write_lock, self._write_sessions() as session:
+            async with session.begin():
+                yield session
+            _run_after_commit(session)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

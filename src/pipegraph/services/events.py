@@ -1,109 +1,166 @@
-"""Lead events for subscriptions, published only after the write transaction commits.
+"""Lead events for subscribers: written to the log with the change, heard live once it commits.
 
-Services record events on the session (:func:`record_event`); whoever commits the transaction takes
-them with :func:`take_events` and hands them to a :class:`LeadEventBroker`. The broker is a protocol:
-:class:`InProcessBroker` serves one process (SQLite), ``events_postgres.PostgresBroker`` carries events
-between server processes through ``LISTEN/NOTIFY``; services and resolvers do not know which one runs.
+Services record events on the session (``record_event``). The command runner hands the session to a
+:class:`LeadEventBroker` before committing; the broker writes the events to the log
+(``pipegraph.db.lead_events``), which gives each its position, and arranges for them to reach this
+process's :class:`Feed`\\ s once the transaction commits: :class:`InProcessBroker` right after the
+commit (one process, SQLite); ``events_postgres.PostgresBroker`` through ``NOTIFY`` sent inside the
+transaction, so every process hears every committed event and none of a rolled-back one.
+
+A feed never drops an event silently. When its reader falls too far behind, or the live source may
+have missed events (PostgreSQL's listening connection was lost), the feed tells its reader to read
+the log from the last position it saw (:mod:`pipegraph.services.lead_event_stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections import deque
+from collections.abc import Iterable
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipegraph.db.models import Lead
-from pipegraph.db.types import utcnow
+from pipegraph.db.lead_events import LeadEvent, LeadEventKind, record_event, take_events, write_events
+from pipegraph.db.session import call_after_commit
 
-_SESSION_KEY = "pipegraph_lead_events"
-# Per subscriber: a consumer this far behind loses its oldest events rather than growing memory.
-SUBSCRIBER_BUFFER = 1000
-
-
-class LeadEventKind(enum.StrEnum):
-    CREATED = "CREATED"
-    UPDATED = "UPDATED"
-    MOVED = "MOVED"
-    CLOSED = "CLOSED"
-    REOPENED = "REOPENED"
+# Live events a feed holds for a reader that has not taken them yet; beyond this it reads the log.
+FEED_CAPACITY = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class LeadEvent:
-    kind: LeadEventKind
-    lead_id: int
-    pipeline_id: int
-    version: int
-    occurred_at: datetime
-    actor_id: int | None
+class Feed:
+    """One subscriber's live events of one pipeline: a bounded queue that, rather than drop an event,
+    tells its reader to catch up from the log."""
+
+    def __init__(self, pipeline_id: int, capacity: int = FEED_CAPACITY) -> None:
+        self.pipeline_id = pipeline_id
+        self._capacity = capacity
+        self._events: deque[LeadEvent] = deque()
+        self._behind = False
+        self._wakeup = asyncio.Event()
+
+    def offer(self, event: LeadEvent) -> None:
+        """Never blocks; a full feed falls behind instead of growing."""
+        if self._behind:
+            return
+        if len(self._events) >= self._capacity:
+            self.fall_behind()
+            return
+        self._events.append(event)
+        self._wakeup.set()
+
+    def fall_behind(self) -> None:
+        """Live events may be missing: the reader must read the log (what is queued is dropped, since
+        the log has it too)."""
+        self._behind = True
+        self._events.clear()
+        self._wakeup.set()
+
+    async def take(self) -> list[LeadEvent] | None:
+        """Every queued event (waiting for at least one), or None: read the log first. Taking the None
+        resets the feed, so live events offered from then on are kept again."""
+        while not self._events and not self._behind:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self._behind:
+            self._behind = False
+            return None
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    @property
+    def queued(self) -> int:
+        return len(self._events)
 
 
-def record_event(session: AsyncSession, kind: LeadEventKind, lead: Lead, actor_id: int | None) -> None:
-    event = LeadEvent(kind, lead.id, lead.pipeline_id, lead.version, utcnow(), actor_id)
-    session.info.setdefault(_SESSION_KEY, []).append(event)
+class Feeds:
+    """The open feeds of this process, by pipeline."""
 
+    def __init__(self, capacity: int = FEED_CAPACITY) -> None:
+        self._capacity = capacity
+        self._by_pipeline: dict[int, set[Feed]] = {}
 
-def take_events(session: AsyncSession) -> list[LeadEvent]:
-    events: list[LeadEvent] = session.info.pop(_SESSION_KEY, [])
-    return events
+    def open(self, pipeline_id: int) -> Feed:
+        feed = Feed(pipeline_id, self._capacity)
+        self._by_pipeline.setdefault(pipeline_id, set()).add(feed)
+        return feed
+
+    def close(self, feed: Feed) -> None:
+        feeds = self._by_pipeline.get(feed.pipeline_id, set())
+        feeds.discard(feed)
+        if not feeds:
+            self._by_pipeline.pop(feed.pipeline_id, None)
+
+    def deliver(self, events: Iterable[LeadEvent]) -> None:
+        for event in events:
+            for feed in self._by_pipeline.get(event.pipeline_id, ()):
+                feed.offer(event)
+
+    def all_fall_behind(self) -> None:
+        for feeds in self._by_pipeline.values():
+            for feed in feeds:
+                feed.fall_behind()
+
+    def count(self, pipeline_id: int) -> int:
+        return len(self._by_pipeline.get(pipeline_id, ()))
 
 
 class LeadEventBroker(Protocol):
-    async def publish(self, events: Sequence[LeadEvent]) -> None:
-        """Deliver committed events to current subscribers of their pipelines."""
+    async def log(self, session: AsyncSession) -> list[LeadEvent]:
+        """Write the session's recorded events to the log in its transaction (call it last, just before
+        the commit) and have them delivered once it commits; the events with their positions."""
 
-    def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
-        """Events of one pipeline from now on; closing the iterator ends the subscription."""
+    def open_feed(self, pipeline_id: int) -> Feed:
+        """A feed of the pipeline's events committed from now on; close it with :meth:`close_feed`."""
+
+    def close_feed(self, feed: Feed) -> None: ...
+
+    async def wait_live(self) -> None:
+        """Return once events committed from now on will reach open feeds."""
+
+    def subscriber_count(self, pipeline_id: int) -> int: ...
 
     async def close(self) -> None:
         """Release what the broker holds (connections, tasks); called once at shutdown."""
 
 
 class InProcessBroker:
-    """Fan-out to subscribers in this process (one server process, or tests)."""
+    """Delivery to feeds in this process (one server process on SQLite, or tests)."""
 
-    def __init__(self, buffer: int = SUBSCRIBER_BUFFER) -> None:
-        self._buffer = buffer
-        self._subscribers: dict[int, set[asyncio.Queue[LeadEvent]]] = {}
+    def __init__(self, capacity: int = FEED_CAPACITY) -> None:
+        self._feeds = Feeds(capacity)
 
-    async def publish(self, events: Sequence[LeadEvent]) -> None:
-        self.publish_nowait(events)
+    async def log(self, session: AsyncSession) -> list[LeadEvent]:
+        events = await write_events(session, take_events(session))
+        if events:
+            # Still inside the store's write lock: feeds hear transactions in commit order.
+            call_after_commit(session, lambda: self._feeds.deliver(events))
+        return events
 
-    def publish_nowait(self, events: Sequence[LeadEvent]) -> None:
-        """Never blocks: a full queue drops its oldest event."""
-        for event in events:
-            for queue in self._subscribers.get(event.pipeline_id, ()):
-                if queue.full():
-                    queue.get_nowait()
-                queue.put_nowait(event)
+    def open_feed(self, pipeline_id: int) -> Feed:
+        return self._feeds.open(pipeline_id)
 
-    async def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
-        queue = self.add_queue(pipeline_id)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self.remove_queue(pipeline_id, queue)
+    def close_feed(self, feed: Feed) -> None:
+        self._feeds.close(feed)
 
-    def add_queue(self, pipeline_id: int) -> asyncio.Queue[LeadEvent]:
-        """A queue that receives the pipeline's events from now on, until :meth:`remove_queue`."""
-        queue: asyncio.Queue[LeadEvent] = asyncio.Queue(self._buffer)
-        self._subscribers.setdefault(pipeline_id, set()).add(queue)
-        return queue
-
-    def remove_queue(self, pipeline_id: int, queue: asyncio.Queue[LeadEvent]) -> None:
-        subscribers = self._subscribers.get(pipeline_id, set())
-        subscribers.discard(queue)
-        if not subscribers:
-            self._subscribers.pop(pipeline_id, None)
+    async def wait_live(self) -> None:
+        """Always live: delivery needs nothing but this process."""
 
     def subscriber_count(self, pipeline_id: int) -> int:
-        return len(self._subscribers.get(pipeline_id, ()))
+        return self._feeds.count(pipeline_id)
 
     async def close(self) -> None:
         """Nothing to release: subscriptions end when their connections close."""
+
+
+__all__ = [
+    "FEED_CAPACITY",
+    "Feed",
+    "Feeds",
+    "InProcessBroker",
+    "LeadEvent",
+    "LeadEventBroker",
+    "LeadEventKind",
+    "record_event",
+]

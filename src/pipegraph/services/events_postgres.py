@@ -1,11 +1,11 @@
 """Lead events across server processes through PostgreSQL ``LISTEN/NOTIFY``: no other infrastructure.
 
-Publishing sends one ``pg_notify`` per event on a pooled connection, after the write has committed.
-Each process holds one dedicated asyncpg connection that ``LISTEN``s on the channel and fans every
-notification out to that process's subscribers, including those of events it published itself, so
-all processes see the same order. The connection is opened by the first subscriber and re-opened with
-backoff when it is lost; events committed while it is down are not replayed (a subscription is a live
-feed, and clients reload after a reconnect anyway).
+A write NOTIFYs its events inside its own transaction (``pipegraph.db.lead_events.write_events``), so
+PostgreSQL delivers them when, and only if, it commits, in commit order. Each process holds one
+dedicated asyncpg connection that ``LISTEN``s on the channel and hands what it hears to that process's
+feeds. The connection is opened by the first subscriber and re-opened with backoff when it is lost;
+once it listens again, every feed reads the log from its last position, so the events committed
+while nobody listened still arrive, in order.
 
 NOTIFY is scoped to one database, so two pipegraph databases on one server do not hear each other.
 """
@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncGenerator, Sequence
-from datetime import datetime
-from typing import Any
 
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from pipegraph.services.events import SUBSCRIBER_BUFFER, InProcessBroker, LeadEvent, LeadEventKind
+from pipegraph.db.lead_events import LeadEvent, decode_event, take_events, write_events
+from pipegraph.services.events import FEED_CAPACITY, Feed, Feeds
 
 logger = logging.getLogger("pipegraph.events")
 
@@ -33,35 +28,8 @@ CHANNEL = "pipegraph_lead_events"
 # The listening connection is pinged this often, so a silently dropped TCP connection is noticed.
 PING_INTERVAL_S = 10.0
 PING_TIMEOUT_S = 5.0
-RECONNECT_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
-_NOTIFY = text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload")
-
-
-def encode_event(event: LeadEvent) -> str:
-    """A few hundred bytes of JSON, far below NOTIFY's 8,000-byte payload limit."""
-    return json.dumps(
-        {
-            "kind": event.kind.value,
-            "leadId": event.lead_id,
-            "pipelineId": event.pipeline_id,
-            "version": event.version,
-            "occurredAt": event.occurred_at.isoformat(),
-            "actorId": event.actor_id,
-        },
-        separators=(",", ":"),
-    )
-
-
-def decode_event(payload: str) -> LeadEvent:
-    data: dict[str, Any] = json.loads(payload)
-    return LeadEvent(
-        kind=LeadEventKind(data["kind"]),
-        lead_id=int(data["leadId"]),
-        pipeline_id=int(data["pipelineId"]),
-        version=int(data["version"]),
-        occurred_at=datetime.fromisoformat(data["occurredAt"]),
-        actor_id=None if data["actorId"] is None else int(data["actorId"]),
-    )
+# Short: events committed meanwhile wait in the log for the listener to come back.
+RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 def asyncpg_dsn(engine: AsyncEngine) -> str:
@@ -70,42 +38,26 @@ def asyncpg_dsn(engine: AsyncEngine) -> str:
 
 
 class PostgresBroker:
-    """Publishes with NOTIFY on the store's engine; delivers what its LISTEN connection hears."""
+    """Writes events with NOTIFY on the store's engine; delivers what its LISTEN connection hears."""
 
-    def __init__(
-        self, engine: AsyncEngine, *, channel: str = CHANNEL, buffer: int = SUBSCRIBER_BUFFER
-    ) -> None:
-        self._engine = engine
+    def __init__(self, engine: AsyncEngine, *, channel: str = CHANNEL, capacity: int = FEED_CAPACITY) -> None:
         self._dsn = asyncpg_dsn(engine)
         self._channel = channel
-        self._local = InProcessBroker(buffer)
+        self._feeds = Feeds(capacity)
         self._listening = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def publish(self, events: Sequence[LeadEvent]) -> None:
-        """Never raises: the write has committed, and its caller must hear so even if NOTIFY fails."""
-        if not events:
-            return
-        try:
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    _NOTIFY, {"channel": self._channel, "payloads": [encode_event(e) for e in events]}
-                )
-        except (OSError, DBAPIError) as error:
-            logger.warning("lost %d lead event(s): NOTIFY failed: %s", len(events), error)
+    async def log(self, session: AsyncSession) -> list[LeadEvent]:
+        return await write_events(session, take_events(session), notify_channel=self._channel)
 
-    async def subscribe(self, pipeline_id: int) -> AsyncGenerator[LeadEvent, None]:
-        # Take a local queue first, then wait for LISTEN: nothing heard from then on is missed.
-        queue = self._local.add_queue(pipeline_id)
-        try:
-            await self.wait_listening()
-            while True:
-                yield await queue.get()
-        finally:
-            self._local.remove_queue(pipeline_id, queue)
+    def open_feed(self, pipeline_id: int) -> Feed:
+        return self._feeds.open(pipeline_id)
 
-    async def wait_listening(self) -> None:
+    def close_feed(self, feed: Feed) -> None:
+        self._feeds.close(feed)
+
+    async def wait_live(self) -> None:
         """Start the listening connection if needed and wait until it listens."""
         if self._closed:
             raise RuntimeError("the event broker is closed")
@@ -114,7 +66,7 @@ class PostgresBroker:
         await self._listening.wait()
 
     def subscriber_count(self, pipeline_id: int) -> int:
-        return self._local.subscriber_count(pipeline_id)
+        return self._feeds.count(pipeline_id)
 
     async def close(self) -> None:
         self._closed = True
@@ -131,7 +83,7 @@ class PostgresBroker:
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed notification on %s: %.200s", self._channel, payload)
             return
-        self._local.publish_nowait([event])
+        self._feeds.deliver([event])
 
     async def _listen_forever(self) -> None:
         failures = 0
@@ -143,6 +95,8 @@ class PostgresBroker:
                 try:
                     await connection.add_listener(self._channel, self._on_notification)
                     self._listening.set()
+                    # Whatever committed while nobody listened is in the log: every feed reads it.
+                    self._feeds.all_fall_behind()
                     failures = 0
                     logger.info("event listener: listening on %s", self._channel)
                     await self._watch(connection)

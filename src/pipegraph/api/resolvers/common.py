@@ -1,4 +1,4 @@
-"""Running a command: one write transaction, errors to ``userErrors``, events published after commit."""
+"""Running a command: one write transaction, errors to ``userErrors``, events logged with the change."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pipegraph.api.context import Info
 from pipegraph.api.errors import UserError
 from pipegraph.db import models
 from pipegraph.errors import PipegraphError
-from pipegraph.services.events import take_events
 from pipegraph.services.imports import ImportRejectedError
 
 T = TypeVar("T")
@@ -27,13 +26,12 @@ async def run_command(
         viewer = context.require_viewer()
         async with context.store.write() as session:
             result = await action(session, viewer)
-            events = take_events(session)
+            # Last, just before the commit: on PostgreSQL it holds the pipeline's event lock till then.
+            await context.broker.log(session)
     except ImportRejectedError as rejected:
         return None, [UserError.from_error(error) for error in rejected.errors]
     except PipegraphError as error:
         return None, [UserError.from_error(error)]
-    if events:
-        await context.broker.publish(events)
     return result, []
 
 

@@ -1,4 +1,10 @@
-"""``leadEvents``: changes to a pipeline's leads as they commit (graphql-transport-ws)."""
+"""``leadEvents``: changes to a pipeline's leads as they commit (graphql-transport-ws).
+
+Every event carries its ``position``. A client whose subscription ends for any reason (the server
+restarts and closes the socket with 1012, the network drops, an error with code ``RESUME_FROM``)
+subscribes again with ``after:`` the last position it received and gets every event since, in order,
+none twice.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ import strawberry
 from pipegraph.api import ids, types
 from pipegraph.api.context import Info
 from pipegraph.api.enums import LeadEventKind
-from pipegraph.errors import NotFoundError
+from pipegraph.errors import NotFoundError, StreamBrokenError, ValidationError
 from pipegraph.services import queries
+from pipegraph.services.lead_event_stream import lead_event_batches
 
 
 @strawberry.type
@@ -21,30 +28,59 @@ class LeadEvent:
     lead_id: strawberry.ID
     version: int = strawberry.field(description="The lead's version right after this change.")
     occurred_at: datetime
+    position: str = strawberry.field(
+        description="This event's place in the pipeline's stream; pass it as leadEvents(after:) to "
+        "continue from here."
+    )
     lead: types.Lead | None = strawberry.field(
         description="The lead as it is now (it may have changed since)."
     )
 
 
+def _position(after: str | None) -> int | None:
+    if after is None:
+        return None
+    if not after.isascii() or not after.isdigit() or len(after) > 19:
+        raise ValidationError("after must be a position received with an event", field="after")
+    return int(after)
+
+
 @strawberry.type
 class Subscription:
-    @strawberry.subscription
-    async def lead_events(self, info: Info, pipeline_id: strawberry.ID) -> AsyncGenerator[LeadEvent, None]:
+    @strawberry.subscription(
+        description="The pipeline's lead changes as they commit, in commit order. With after: the "
+        "changes since that position first (none lost, none twice), then live ones."
+    )
+    async def lead_events(
+        self, info: Info, pipeline_id: strawberry.ID, after: str | None = None
+    ) -> AsyncGenerator[LeadEvent, None]:
         context = info.context
         context.require_viewer()
         pk = ids.decode_as(pipeline_id, "Pipeline", field="pipeline_id")
+        start = _position(after)
         async with context.store.read() as session:
             if not await queries.pipelines_by_ids(session, [pk]):
                 raise NotFoundError(f"no pipeline with id {pipeline_id}", field="pipeline_id")
-        async with aclosing(context.broker.subscribe(pk)) as events:
-            async for event in events:
+        batches = lead_event_batches(context.store, context.broker, pipeline_id=pk, after=start)
+        delivered = start
+        async with aclosing(batches):
+            async for batch in batches:
                 # Read fresh, not through the connection-long loaders, whose caches would go stale.
-                async with context.store.read() as session:
-                    lead = (await queries.leads_by_ids(session, [event.lead_id])).get(event.lead_id)
-                yield LeadEvent(
-                    kind=LeadEventKind(event.kind.value),
-                    lead_id=strawberry.ID(ids.encode("Lead", event.lead_id)),
-                    version=event.version,
-                    occurred_at=event.occurred_at,
-                    lead=types.Lead.from_row(lead) if lead is not None else None,
-                )
+                try:
+                    async with context.store.read() as session:
+                        leads = await queries.leads_by_ids(session, list({e.lead_id for e in batch}))
+                except Exception as error:
+                    raise StreamBrokenError(
+                        delivered or batch[0].position - 1, "a lead could not be read"
+                    ) from error
+                for event in batch:
+                    lead = leads.get(event.lead_id)
+                    yield LeadEvent(
+                        kind=LeadEventKind(event.kind.value),
+                        lead_id=strawberry.ID(ids.encode("Lead", event.lead_id)),
+                        version=event.version,
+                        occurred_at=event.occurred_at,
+                        position=str(event.position),
+                        lead=types.Lead.from_row(lead) if lead is not None else None,
+                    )
+                    delivered = event.position
