@@ -51,6 +51,10 @@ class ServerProcess:
         return f"{self.base_url}/graphql"
 
     @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    @property
     def websocket_url(self) -> str:
         return "ws" + self.graphql_url.removeprefix("http")
 

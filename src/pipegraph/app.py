@@ -158,7 +158,12 @@ def create_app(
         settings.database_url, echo=settings.log_sql, pool_size=settings.pool_size
     )
     # Subscribers may sit on another process than the writer: PostgreSQL carries events between them.
-    broker = broker or (InProcessBroker() if store.is_sqlite else PostgresBroker(store.engine))
+    capacity = settings.event_feed_capacity
+    broker = broker or (
+        InProcessBroker(capacity)
+        if store.is_sqlite
+        else PostgresBroker(store.engine, capacity=capacity)
+    )
     limits = LimitPolicy.from_settings(settings)
     graphql = PipegraphGraphQL(
         build_schema(

@@ -101,6 +101,8 @@ class Settings:
     max_batch: int = 10
     max_body_bytes: int = 4 * 1024 * 1024  # room for a 10,000-row CSV import
     request_timeout: float = 30.0  # seconds
+    # Live events held per subscription before a slow one reads the log instead (nothing is dropped).
+    event_feed_capacity: int = 1000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
@@ -166,6 +168,7 @@ _INT_LIMITS = {
     "max_tokens": ("MAX_TOKENS", 1),
     "max_batch": ("MAX_BATCH", 1),
     "max_body_bytes": ("MAX_BODY_BYTES", 1),
+    "event_feed_capacity": ("EVENT_FEED_CAPACITY", 1),
 }
 
 

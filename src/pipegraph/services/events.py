@@ -15,6 +15,7 @@ the log from the last position it saw (:mod:`pipegraph.services.lead_event_strea
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pipegraph.db.lead_events import LeadEvent, LeadEventKind, record_event, take_events, write_events
 from pipegraph.db.session import call_after_commit
 
+logger = logging.getLogger("pipegraph.events")
 # Live events a feed holds for a reader that has not taken them yet; beyond this it reads the log.
 FEED_CAPACITY = 1000
 
@@ -44,6 +46,11 @@ class Feed:
         if self._behind:
             return
         if len(self._events) >= self._capacity:
+            logger.warning(
+                "a subscriber of pipeline %d is %d events behind; it reads the log until it catches up",
+                self.pipeline_id,
+                len(self._events) + 1,
+            )
             self.fall_behind()
             return
         self._events.append(event)

@@ -40,8 +40,8 @@ const CLOSE_MUTATION = `mutation Close($input: CloseLeadInput!) {
   closeLead(input: $input) { lead { ${CARD_FIELDS} } userErrors { field message code } }
 }`;
 
-const EVENTS_SUBSCRIPTION = `subscription BoardEvents($pipelineId: ID!) {
-  leadEvents(pipelineId: $pipelineId) { kind leadId version lead { ${CARD_FIELDS} } }
+const EVENTS_SUBSCRIPTION = `subscription BoardEvents($pipelineId: ID!, $after: String) {
+  leadEvents(pipelineId: $pipelineId, after: $after) { kind leadId version position lead { ${CARD_FIELDS} } }
 }`;
 
 const state = {
@@ -403,6 +403,7 @@ export async function showBoard(pipeline, users) {
   board().dataset.ready = "true";
   state.stopEvents = subscribe(EVENTS_SUBSCRIPTION, { pipelineId: pipeline.id }, {
     onData: applyEvent,
+    positionOf: (data) => data?.leadEvents?.position,
     onStatus: (status) => state.onLiveStatus(status),
     onError: (error) => announce(`Live updates: ${error.message}`),
   });

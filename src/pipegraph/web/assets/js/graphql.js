@@ -67,10 +67,14 @@ export function checkPayload(payload) {
 
 /**
  * Subscribe over graphql-transport-ws. `onData(data)` gets each result; `onStatus(state)` gets
- * "connecting", "live" or "offline". Reconnects with a growing delay. Returns a function that stops it.
+ * "connecting", "live" or "offline". Reconnects with a growing delay. With `positionOf(data)`, the
+ * position of each result is kept and a reconnection subscribes with `after` set to the last one, so
+ * nothing committed meanwhile is missed (also when the server ends the stream with RESUME_FROM).
+ * Returns a function that stops it.
  */
-export function subscribe(query, variables, { onData, onStatus = () => {}, onError = () => {} }) {
+export function subscribe(query, variables, { onData, onStatus = () => {}, onError = () => {}, positionOf = null }) {
   let socket = null;
+  let after = null;
   let stopped = false;
   let retryDelay = 500;
   let retryTimer = null;
@@ -90,7 +94,13 @@ export function subscribe(query, variables, { onData, onStatus = () => {}, onErr
       switch (message.type) {
         case "connection_ack":
           retryDelay = 500;
-          socket.send(JSON.stringify({ id, type: "subscribe", payload: { query, variables } }));
+          socket.send(
+            JSON.stringify({
+              id,
+              type: "subscribe",
+              payload: { query, variables: after === null ? variables : { ...variables, after } },
+            }),
+          );
           onStatus("live");
           break;
         case "ping":
@@ -98,11 +108,22 @@ export function subscribe(query, variables, { onData, onStatus = () => {}, onErr
           break;
         case "next":
           if (message.payload.errors?.length) onError(new GraphQLError(message.payload.errors[0].message, "ERROR"));
-          else onData(message.payload.data);
+          else {
+            if (positionOf) after = positionOf(message.payload.data) ?? after;
+            onData(message.payload.data);
+          }
           break;
-        case "error":
-          onError(new GraphQLError(message.payload?.[0]?.message ?? "subscription error", "ERROR"));
+        case "error": {
+          const first = message.payload?.[0];
+          if (positionOf && first?.extensions?.code === "RESUME_FROM") {
+            // The server could not go on: reconnect and continue from the position it names.
+            after = first.extensions.position ?? after;
+            socket.close(1000, "resume");
+            break;
+          }
+          onError(new GraphQLError(first?.message ?? "subscription error", first?.extensions?.code ?? "ERROR"));
           break;
+        }
         default:
           break;
       }
