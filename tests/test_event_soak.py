@@ -32,14 +32,15 @@ pytestmark = pytest.mark.slow
 
 WRITERS = 8
 CHANGES_PER_WRITER = 50
-# Each event's message is made a few kilobytes long (the lead twenty times over), so that the kernel's
-# and the server's send buffers fill after a few hundred events of a reader that stops reading.
+# Each event's message is made about 20 KB long (a long title, the lead forty times over), so that the
+# server's send buffers (the kernel lets one grow to 4 MB) fill long before the writers are done, for a
+# reader that stops reading.
 _LEAD = "{ title company contactName contactEmail source value stage { name } owner { name email } }"
 SUBSCRIBE = f"""
 subscription ($pipelineId: ID!, $after: String) {{
   leadEvents(pipelineId: $pipelineId, after: $after) {{
     kind leadId version position
-    {" ".join(f"copy{n}: lead {_LEAD}" for n in range(20))}
+    {" ".join(f"copy{n}: lead {_LEAD}" for n in range(40))}
   }}
 }}
 """
@@ -129,7 +130,7 @@ async def _write(
     rng = random.Random(seed)
     acknowledged = []
     for n in range(CHANGES_PER_WRITER):
-        data = await graphql(http, server, key, UPDATE, leadId=lead_id, title=f"Take {n}")
+        data = await graphql(http, server, key, UPDATE, leadId=lead_id, title=f"Take {n} ".ljust(300, "-"))
         assert data["updateLead"]["userErrors"] == []
         lead = data["updateLead"]["lead"]
         acknowledged.append((lead["id"], lead["version"]))
@@ -150,7 +151,12 @@ def _check(received: list[dict[str, Any]], ledger: set[Change]) -> None:
 
 async def test_every_acknowledged_change_reaches_every_subscriber(database_url: str, tmp_path: Path) -> None:
     seed = await seed_database(database_url)
-    env = {"PIPEGRAPH_EVENT_FEED_CAPACITY": "2", "PIPEGRAPH_COST_BUDGET": "0"}
+    env = {
+        "PIPEGRAPH_EVENT_FEED_CAPACITY": "2",
+        "PIPEGRAPH_COST_BUDGET": "0",
+        "PIPEGRAPH_MAX_ALIASES": "50",
+        "PIPEGRAPH_MAX_QUERY_COST": "100000",
+    }
     with running_server(database_url, tmp_path, env=env, name="soak") as server:
         subscribers = [Subscriber(server, seed.key, seed.pipeline_id) for _ in range(3)]
         fast, slow, resuming = subscribers
