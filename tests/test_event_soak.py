@@ -18,6 +18,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from websockets.client import ClientProtocol
@@ -26,6 +27,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from pipegraph.api import ids
 from server_support import CREATE_LEAD, ServerProcess, graphql, running_server, seed_database
 
 pytestmark = pytest.mark.slow
@@ -44,6 +46,8 @@ subscription ($pipelineId: ID!, $after: String) {{
   }}
 }}
 """
+# Room for the subscription's large selection; no throttling of the writers.
+LIMITS = {"PIPEGRAPH_COST_BUDGET": "0", "PIPEGRAPH_MAX_ALIASES": "50", "PIPEGRAPH_MAX_QUERY_COST": "100000"}
 UPDATE = """
 mutation ($leadId: ID!, $title: String!) {
   updateLead(input: {leadId: $leadId, title: $title}) { lead { id version } userErrors { code } }
@@ -151,12 +155,7 @@ def _check(received: list[dict[str, Any]], ledger: set[Change]) -> None:
 
 async def test_every_acknowledged_change_reaches_every_subscriber(database_url: str, tmp_path: Path) -> None:
     seed = await seed_database(database_url)
-    env = {
-        "PIPEGRAPH_EVENT_FEED_CAPACITY": "2",
-        "PIPEGRAPH_COST_BUDGET": "0",
-        "PIPEGRAPH_MAX_ALIASES": "50",
-        "PIPEGRAPH_MAX_QUERY_COST": "100000",
-    }
+    env = {**LIMITS, "PIPEGRAPH_EVENT_FEED_CAPACITY": "2"}
     with running_server(database_url, tmp_path, env=env, name="soak") as server:
         subscribers = [Subscriber(server, seed.key, seed.pipeline_id) for _ in range(3)]
         fast, slow, resuming = subscribers
@@ -199,3 +198,93 @@ async def test_every_acknowledged_change_reaches_every_subscriber(database_url: 
     assert "Traceback" not in output, output
     # The slow reader's feed overflowed, and it caught up from the log.
     assert "events behind; it reads the log" in output, output
+
+
+async def _write_through_failures(
+    http: httpx.AsyncClient, server: ServerProcess, key: str, lead_id: str, stop: asyncio.Event
+) -> list[Change]:
+    """Changes until ``stop``; those answered with anything but success are not acknowledged."""
+    acknowledged = []
+    n = 0
+    while not stop.is_set():
+        n += 1
+        variables = {"leadId": lead_id, "title": f"Take {n}"}
+        try:
+            response = await http.post(
+                server.graphql_url,
+                json={"query": UPDATE, "variables": variables},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            lead = response.json()["data"]["updateLead"]["lead"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            await asyncio.sleep(0.05)
+            continue
+        if lead is not None:
+            acknowledged.append((lead["id"], lead["version"]))
+    return acknowledged
+
+
+async def _follow(subscriber: Subscriber, wanted: set[Change]) -> int:
+    """Read until every wanted change has arrived, subscribing again from the last position whenever
+    the stream ends; how many times it had to."""
+    resumed = 0
+    while not wanted <= {(e["leadId"], e["version"]) for e in subscriber.received}:
+        try:
+            message = await subscriber._next()
+        except (AssertionError, OSError, TimeoutError):
+            message = {"type": "closed"}
+        if message["type"] == "next" and message["payload"].get("data") is not None:
+            subscriber.received.append(message["payload"]["data"]["leadEvents"])
+            continue
+        if message["type"] in ("next", "error"):  # the stream broke: it must say where
+            errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
+            assert errors[0].get("extensions", {}).get("code") == "RESUME_FROM", message
+        resumed += 1
+        await subscriber.close()
+        await subscriber.connect(after=subscriber.received[-1]["position"] if subscriber.received else "0")
+    return resumed
+
+
+@pytest.mark.postgres
+async def test_no_acknowledged_change_is_lost_across_lost_database_connections(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    seed = await seed_database(postgres_url)
+    with running_server(postgres_url, tmp_path, env=LIMITS, name="outage") as server:
+        subscribers = [Subscriber(server, seed.key, seed.pipeline_id) for _ in range(2)]
+        async with httpx.AsyncClient(timeout=30) as http:
+            created = [
+                await graphql(http, server, seed.key, CREATE_LEAD, pipelineId=seed.pipeline_id, title=f"D{n}")
+                for n in range(4)
+            ]
+            for subscriber in subscribers:
+                await subscriber.connect(after="0")
+            stop = asyncio.Event()
+            lead_ids = [c["createLead"]["lead"]["id"] for c in created]
+            writes = asyncio.gather(
+                *(_write_through_failures(http, server, seed.key, lead_id, stop) for lead_id in lead_ids)
+            )
+            admin = await asyncpg.connect(postgres_url)
+            try:
+                for _ in range(3):  # every connection of the server dropped, the listener's too
+                    await asyncio.sleep(1.0)
+                    await admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                await asyncio.sleep(1.0)
+                stop.set()
+                acknowledged = {change for changes in await writes for change in changes}
+                logged = {
+                    (ids.encode("Lead", row["lead_id"]), row["version"])
+                    for row in await admin.fetch("SELECT lead_id, version FROM lead_events")
+                }
+            finally:
+                await admin.close()
+        ledger = {(lead_id, 1) for lead_id in lead_ids} | acknowledged
+        assert len(acknowledged) > 20
+        assert ledger <= logged  # a change may commit and still lose its answer with its connection
+        for subscriber in subscribers:
+            await asyncio.wait_for(_follow(subscriber, logged), 60)
+            _check(subscriber.received, logged)
+            await subscriber.close()

@@ -160,9 +160,7 @@ def create_app(
     # Subscribers may sit on another process than the writer: PostgreSQL carries events between them.
     capacity = settings.event_feed_capacity
     broker = broker or (
-        InProcessBroker(capacity)
-        if store.is_sqlite
-        else PostgresBroker(store.engine, capacity=capacity)
+        InProcessBroker(capacity) if store.is_sqlite else PostgresBroker(store.engine, capacity=capacity)
     )
     limits = LimitPolicy.from_settings(settings)
     graphql = PipegraphGraphQL(

@@ -9,7 +9,13 @@ by the feed's capacity and one page, however far behind a reader is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import functools
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db import lead_events
 from pipegraph.db.lead_events import LeadEvent
@@ -19,6 +25,23 @@ from pipegraph.services.events import LeadEventBroker
 
 # Events read from the log at a time while catching up.
 CATCH_UP_PAGE = 500
+# A read that fails is tried again after these pauses (a connection lost with a database restart)
+# before the stream gives up and names the position to resume from.
+RETRY_DELAYS_S = (0.1, 0.3, 1.0, 2.0)
+T = TypeVar("T")
+
+
+async def read_retrying(store: Store, read: Callable[[AsyncSession], Awaitable[T]], *, position: int) -> T:
+    """``read`` in a session of its own, tried again on database errors; then ``StreamBrokenError``."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            async with store.read() as session:
+                return await read(session)
+        except (SQLAlchemyError, OSError) as error:
+            if delay is None:
+                raise StreamBrokenError(position, "the database could not be read") from error
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 async def lead_event_batches(
@@ -37,13 +60,10 @@ async def lead_event_batches(
         while True:
             batch = await feed.take()
             if batch is None:
-                try:
-                    async with store.read() as session:
-                        batch = await lead_events.events_after(
-                            session, pipeline_id=pipeline_id, after=position, limit=CATCH_UP_PAGE
-                        )
-                except Exception as error:
-                    raise StreamBrokenError(position, "the log could not be read") from error
+                read_page = functools.partial(
+                    lead_events.events_after, pipeline_id=pipeline_id, after=position, limit=CATCH_UP_PAGE
+                )
+                batch = await read_retrying(store, read_page, position=position)
                 if len(batch) == CATCH_UP_PAGE:
                     feed.fall_behind()  # more in the log than one page
             fresh = [event for event in batch if event.position > position]

@@ -8,18 +8,20 @@ none twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.api import ids, types
 from pipegraph.api.context import Info
 from pipegraph.api.enums import LeadEventKind
-from pipegraph.errors import NotFoundError, StreamBrokenError, ValidationError
+from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services import queries
-from pipegraph.services.lead_event_stream import lead_event_batches
+from pipegraph.services.lead_event_stream import lead_event_batches, read_retrying
 
 
 @strawberry.type
@@ -35,6 +37,10 @@ class LeadEvent:
     lead: types.Lead | None = strawberry.field(
         description="The lead as it is now (it may have changed since)."
     )
+
+
+async def _leads_of(session: AsyncSession, *, lead_ids: set[int]) -> dict[int, queries.LeadRow]:
+    return await queries.leads_by_ids(session, list(lead_ids))
 
 
 def _position(after: str | None) -> int | None:
@@ -66,13 +72,9 @@ class Subscription:
         async with aclosing(batches):
             async for batch in batches:
                 # Read fresh, not through the connection-long loaders, whose caches would go stale.
-                try:
-                    async with context.store.read() as session:
-                        leads = await queries.leads_by_ids(session, list({e.lead_id for e in batch}))
-                except Exception as error:
-                    raise StreamBrokenError(
-                        delivered or batch[0].position - 1, "a lead could not be read"
-                    ) from error
+                read_leads = functools.partial(_leads_of, lead_ids={e.lead_id for e in batch})
+                resume_at = batch[0].position - 1 if delivered is None else delivered
+                leads = await read_retrying(context.store, read_leads, position=resume_at)
                 for event in batch:
                     lead = leads.get(event.lead_id)
                     yield LeadEvent(
