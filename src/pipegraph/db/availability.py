@@ -14,12 +14,13 @@ draw the line in the same place. Unavailable means the server cannot talk to its
 Everything else (constraint violations, missing tables, syntax errors, programming errors) is not: it
 stays an internal error with a traceback in the log.
 
-When PostgreSQL ends a session that is idle in the pool, its FATAL message arrives while asyncpg expects
-nothing; asyncpg switches to consuming an error (protocol state 2) and the next statement on that
-connection fails with ``cannot switch to state N; another operation (2) is in progress`` before the
-socket is seen closed. SQLAlchemy only invalidates a connection it sees closed, so it would go back to the
-pool. :func:`invalidate_broken_connections` makes SQLAlchemy treat every error classified here as a
-disconnect: the connection is discarded, never reused, and a pre-ping failing so is retried on a fresh one.
+When PostgreSQL ends a session (a shutdown, ``pg_terminate_backend``) between two statements, its FATAL
+message arrives while asyncpg expects nothing: asyncpg switches to consuming an error (protocol state 2)
+and the next statement fails with ``cannot switch to state N; another operation (2) is in progress``.
+Nothing else is using the connection; the message only reads like it. It is classified here as
+unavailable. :func:`invalidate_broken_connections` also makes SQLAlchemy treat every error classified
+here as a disconnect, so no connection that failed so goes back to the pool whatever the driver says of
+its socket, and a pre-ping failing so is retried on a fresh connection.
 """
 
 from __future__ import annotations
