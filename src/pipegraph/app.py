@@ -7,7 +7,6 @@ settings from the environment. Migrations are the CLI's job, not the app's.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,14 +24,25 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from pipegraph.api.auth import Authenticator
 from pipegraph.api.context import Context
+from pipegraph.api.errors import database_unavailable, log_unavailable
+from pipegraph.api.failures import (
+    REQUEST_ID,
+    WS_TRY_AGAIN_LATER,
+    WS_UNAVAILABLE_REASON,
+    ClosableWebSocketAdapter,
+    ErrorsAsJSON,
+    request_id_of,
+)
 from pipegraph.api.http_limits import BodySizeLimit, error_response, http_error_code, within_time_limit
 from pipegraph.api.limits import LimitPolicy, QueryLimits
 from pipegraph.api.loaders import Loaders
 from pipegraph.api.schema import build_schema
+from pipegraph.db import availability
 from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
@@ -42,7 +52,8 @@ from pipegraph.web import dashboard_files
 
 logger = logging.getLogger("pipegraph.api")
 _VIEWER = "pipegraph.viewer"
-_REQUEST_ID = "pipegraph.request_id"
+# Per HTTP request: for each GraphQL result, whether the database being away left it without data.
+_UNAVAILABLE = "pipegraph.unavailable"
 
 
 def _unauthorized(request_id: str) -> JSONResponse:
@@ -57,6 +68,8 @@ def _unauthorized(request_id: str) -> JSONResponse:
 
 class PipegraphGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with authentication in front and a pipegraph ``Context`` per request."""
+
+    websocket_adapter_class = ClosableWebSocketAdapter
 
     def __init__(
         self,
@@ -76,8 +89,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         self.time_limit = time_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = uuid.uuid4().hex[:16]
-        scope[_REQUEST_ID] = request_id
+        request_id = request_id_of(scope)
         if scope["type"] == "http":
             request = Request(scope, receive)
             wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
@@ -90,7 +102,14 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         elif scope["type"] == "websocket":
             authorization = WebSocket(scope, receive, send).headers.get("authorization")
             if authorization is not None:
-                viewer = await self.authenticator.user_for(authorization)
+                try:
+                    viewer = await self.authenticator.user_for(authorization)
+                except Exception as error:
+                    if not availability.is_unavailable(error):
+                        raise
+                    log_unavailable(request_id, error, "websocket")
+                    await WebSocket(scope, receive, send).close(WS_TRY_AGAIN_LATER, WS_UNAVAILABLE_REASON)
+                    return
                 if viewer is None:
                     await WebSocket(scope, receive, send).close(code=4401, reason="Unauthorized")
                     return
@@ -116,9 +135,17 @@ class PipegraphGraphQL(GraphQL[Context, None]):
                 error.status_code,
                 error.reason,
                 code=http_error_code(error.status_code, error.reason),
-                request_id=scope.get(_REQUEST_ID),
+                request_id=scope.get(REQUEST_ID),
             )
+        outcomes = scope.get(_UNAVAILABLE)
+        if outcomes and all(outcomes):  # a batch only when the database left every operation empty
+            response.status_code = 503
+            response.headers["Retry-After"] = str(availability.RETRY_AFTER_S)
         await response(scope, receive, send)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        request.scope.setdefault(_UNAVAILABLE, []).append(database_unavailable(result))
+        return await super().process_result(request, result)
 
     def parse_json(self, data: str | bytes) -> Any:
         """A JSON object (a batch: an array of them), or a 400 saying what is wrong with the body."""
@@ -132,7 +159,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         return value
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        request_id: str = request.scope.get(_REQUEST_ID, "")
+        request_id: str = request.scope.get(REQUEST_ID, "")
         if isinstance(response, Response):
             response.headers["X-Request-Id"] = request_id
         return Context(
@@ -146,7 +173,15 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        if not await self.authenticator.authenticate_connection(context):
+        try:
+            authenticated = await self.authenticator.authenticate_connection(context)
+        except Exception as error:
+            if not availability.is_unavailable(error):
+                raise
+            log_unavailable(context.request_id, error, "connection_init")
+            await context.request.close(WS_TRY_AGAIN_LATER, WS_UNAVAILABLE_REASON)
+            return UnsetType()  # the acknowledgement goes nowhere: the socket is closed
+        if not authenticated:
             raise ConnectionRejectionError({"message": "authentication required"})
         return await super().on_ws_connect(context)
 
@@ -180,9 +215,16 @@ def create_app(
         try:
             async with store.read() as session:
                 await session.execute(text("SELECT 1"))
-        except Exception:
-            logger.exception("health check: the database is unreachable")
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        except Exception as error:
+            if availability.is_unavailable(error):
+                logger.warning("health check: database unreachable: %s", availability.describe(error))
+            else:
+                logger.exception("health check: the database is unreachable")
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"},
+                status_code=503,
+                headers={"Retry-After": str(availability.RETRY_AFTER_S)},
+            )
         return JSONResponse({"status": "ok", "database": "ok"})
 
     # Simulations run in worker processes (or on a dask cluster), never on the event loop.
@@ -205,7 +247,10 @@ def create_app(
             Mount("/", app=dashboard_files(), name="dashboard"),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(ErrorsAsJSON),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
     )
     app.state.store = store
     app.state.broker = broker

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipegraph.api.context import Context
+from pipegraph.db import availability
 from pipegraph.db.models import Role, User
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
@@ -77,9 +78,18 @@ class Authenticator:
         try:
             async with self._store.write() as session:
                 await api_keys.record_use(session, key, at=utcnow())
-        except SQLAlchemyError:
+        except (SQLAlchemyError, OSError) as error:
             # A usage timestamp is not worth failing the request for; the next interval tries again.
-            logger.warning("could not record the use of API key %s...", key[:12], exc_info=True)
+            unavailable = availability.is_unavailable(error)
+            if unavailable:
+                # Forget the attempt: the use is recorded once the database is back.
+                self._recorded.pop(key, None)
+            logger.warning(
+                "could not record the use of API key %s...: %s",
+                key[:12],
+                availability.describe(error) if unavailable else error,
+                exc_info=not unavailable,
+            )
 
     async def _local_admin(self) -> User:
         """The first active admin, or a new "Local admin <admin@localhost>" if there is none."""

@@ -3,8 +3,14 @@
 - In mutations, a :class:`~pipegraph.errors.PipegraphError` becomes a ``userError`` in the payload with
   ``field`` in the input's GraphQL names (``input.contactEmail``, ``input.csv[row 3].value``).
 - In queries, it becomes a GraphQL error with ``extensions: {code, field}``.
+- An error saying the database cannot be reached (:mod:`pipegraph.db.availability`) becomes
+  ``DATABASE_UNAVAILABLE`` with a ``requestId``, and one warning line in the log: no traceback, no
+  driver text on the wire.
 - Anything else is a bug: the client sees "Internal server error" and a ``requestId`` to quote, and the
   log gets the traceback under the same request id.
+
+Errors are presented once an operation ends and, on streaming transports (subscriptions over
+WebSocket), on every result as it is sent.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from collections.abc import Iterator
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.execution import StreamExecutionResult
 
+from pipegraph.db import availability
 from pipegraph.errors import PipegraphError
 
 logger = logging.getLogger("pipegraph.api")
@@ -104,6 +112,14 @@ class ErrorPresentation(SchemaExtension):
         request_id = _request_id(self.execution_context)
         result.errors = present_errors(errors, request_id, hide_suggestions=self.hide_suggestions)
 
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        """Each result of a stream is sent as soon as it is yielded, before ``on_operation`` ends."""
+        errors = getattr(result, "errors", None)
+        if isinstance(result, ExecutionResult) and errors:
+            request_id = _request_id(self.execution_context)
+            result.errors = present_errors(errors, request_id, hide_suggestions=self.hide_suggestions)
+        yield
+
 
 def is_presented(error: GraphQLError) -> bool:
     return (
@@ -133,11 +149,12 @@ def _present(error: GraphQLError, request_id: str | None, hide_suggestions: bool
             },
         )
     if is_unexpected(error):
+        unavailable = original is not None and availability.is_unavailable(original)
         return GraphQLError(
-            INTERNAL_MESSAGE,
+            availability.MESSAGE if unavailable else INTERNAL_MESSAGE,
             nodes=error.nodes,
             path=error.path,
-            extensions={"code": "INTERNAL", "requestId": request_id},
+            extensions={"code": availability.CODE if unavailable else "INTERNAL", "requestId": request_id},
         )
     if not (error.extensions or {}).get("code"):  # the client's own mistake, found by graphql-core
         message = _SUGGESTION.sub("", error.message) if hide_suggestions else error.message
@@ -152,13 +169,37 @@ def _present(error: GraphQLError, request_id: str | None, hide_suggestions: bool
     return error
 
 
+def database_unavailable(result: ExecutionResult) -> bool:
+    """Whether the database being away is why this result has no data at all (no root field has a
+    value): such an answer is a 503 over HTTP. A result with some data stays a 200 with its errors."""
+    errors = result.errors or []
+    data = result.data
+    return (data is None or all(value is None for value in data.values())) and any(
+        (error.extensions or {}).get("code") == availability.CODE for error in errors
+    )
+
+
+def log_unavailable(request_id: str | None, error: BaseException, where: str = "") -> None:
+    """One line, no traceback: the database being away is an outage to notice, not a bug to debug."""
+    logger.warning(
+        "request %s: database unavailable%s: %s",
+        request_id,
+        f" at {where}" if where else "",
+        availability.describe(error),
+    )
+
+
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:
-    """Unexpected errors with traceback and request id; the client's own mistakes at debug level."""
+    """Unexpected errors with traceback and request id; the database being away in one line; the
+    client's own mistakes at debug level."""
     request_id = _request_id(execution_context) if execution_context is not None else None
     for error in errors:
         if is_unexpected(error):
             original = error.original_error
             assert original is not None
+            if availability.is_unavailable(original):
+                log_unavailable(request_id, original, ".".join(map(str, error.path or ())))
+                continue
             logger.error(
                 "request %s: unexpected error at %s: %s",
                 request_id,

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from pipegraph.db.availability import invalidate_broken_connections
 from pipegraph.settings import normalise_database_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -70,10 +71,12 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 10)
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
-        return engine
-    return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+    else:
+        engine = create_async_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    invalidate_broken_connections(engine)
+    return engine
 
 
 class Store:
