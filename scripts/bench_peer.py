@@ -1,0 +1,895 @@
+"""pipegraph beside PostGraphile 5 on the same PostgreSQL data, alternated under wrk in one run.
+
+Prepares a PostgreSQL database (by default ``pipegraph_bench_peer`` on the local server, created if
+missing): pipegraph's migrations (``pipegraph db upgrade``), ``--leads`` synthetic leads
+(``pipegraph.demo.load_synthetic``, seed 7, half an activity per lead) and ``VACUUM ANALYZE``; a database
+already loaded with the same size and seed is reused (the load is recorded in its comment). Installs
+PostGraphile 5 and Node 22 from npm into ``--cache-dir`` once (Node 20 lacks ``Promise.withResolvers``,
+which PostGraphile 5 needs, so the npm ``node@22`` package supplies the runtime), writes a preset there
+(amber, the ``public`` schema, a pool of ``--pool-size`` connections) and starts both servers:
+
+- pipegraph: ``uvicorn pipegraph.app:app_from_env --factory`` (what ``pipegraph serve --workers`` runs in
+  each worker), one process, access log off, pool of ``--pool-size`` (plus as many in overflow), an
+  admin's API key on every request, the per-key budget too large to refuse (as ``bench_api.py``);
+- PostGraphile: ``postgraphile -C <preset>`` on Node 22, one process, ``GRAPHILE_ENV=production``, no
+  authentication.
+
+Queries (``--queries``, the GraphQL documents are ``DOCUMENTS`` below):
+
+- ``board``: the 50 newest open leads of a pipeline with title, value, stage name and owner name (the
+  requests take turns over every pipeline);
+- ``lead``: one lead by id, the same fields (turns over 100 leads spread over the table);
+- ``update``: a lead's title (pipegraph ``updateLead``, PostGraphile ``updateLeadByRowId``, a plain
+  UPDATE), each server over its own ``--update-leads`` leads and a new title on every request; those
+  leads' title, version and ``updated_at`` are put back afterwards.
+
+Before timing, the script sends every request body of each query to both servers and stops unless both
+answer the same rows (lead row ids, titles, values in cents, stage and owner names). Then, for each
+query and each ``--connections`` count: a warm-up of each server, and ``--rounds`` rounds of
+pipegraph then PostGraphile, each under wrk for ``--duration`` seconds. Prints, per run, requests/s,
+p50/p99 latency and CPU time per request of the server process and of the database's backends (from
+``/proc``), then the medians and the ratio pipegraph / PostGraphile of each round and of the medians.
+
+    python scripts/bench_peer.py [--duration 10] [--rounds 3] [--connections 8,32]
+                                 [--queries board,lead] [--leads 100000] [--json]
+
+Needs wrk (installed with apt-get when missing and run as root), npm, and a PostgreSQL server where it
+may create a database. ``dropdb pipegraph_bench_peer`` removes the data; ``rm -r`` the cache directory
+removes PostGraphile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from string import Template
+from typing import Any, NamedTuple
+
+import asyncpg
+import httpx
+
+from bench_api import UNTHROTTLED, free_port
+from pipegraph import demo
+from pipegraph.api import ids
+from pipegraph.db.session import Store
+from pipegraph.services.api_keys import create_api_key
+from pipegraph.services.users import get_user_by_email
+
+PAGE_SIZE = 50
+SEED = 7
+ACTIVITIES_PER_LEAD = 0.5  # as bench_api.py: 100,000 leads give 485,331 history rows
+LEADS_READ = 100  # distinct leads the ``lead`` query takes turns over
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/pipegraph_bench_peer"
+NPM_PACKAGES = ("postgraphile@5", "node@22")
+SERVERS = ("pipegraph", "postgraphile")
+QUERIES = ("board", "lead", "update")
+TITLE_COUNTER = "__N__"  # replaced by the request's number in wrk, so every update writes a new title
+
+# The same fields on both sides. pipegraph orders a page by created_at DESC, id DESC; PostGraphile's
+# amber preset names the primary key rowId, so its order needs ROW_ID_DESC to break ties the same way
+# (there are leads of one pipeline created in the same microsecond).
+DOCUMENTS: dict[str, dict[str, str]] = {
+    "board": {
+        "pipegraph": (
+            "query Board($pipelineId: ID!) { leads(pipelineId: $pipelineId, filter: {statuses: [OPEN]}, "
+            f"orderBy: {{field: CREATED_AT, direction: DESC}}, first: {PAGE_SIZE}) "
+            "{ nodes { id title value stage { name } owner { name } } } }"
+        ),
+        "postgraphile": (
+            'query Board($pipelineId: Int!) { allLeads(condition: {pipelineId: $pipelineId, status: "OPEN"}, '
+            f"orderBy: [CREATED_AT_DESC, ROW_ID_DESC], first: {PAGE_SIZE}) "
+            "{ nodes { rowId title valueCents stageByStageId { name } userByOwnerId { name } } } }"
+        ),
+    },
+    "lead": {
+        "pipegraph": (
+            "query Lead($id: ID!) { lead(id: $id) { id title value stage { name } owner { name } } }"
+        ),
+        "postgraphile": (
+            "query Lead($rowId: Int!) { leadByRowId(rowId: $rowId) "
+            "{ rowId title valueCents stageByStageId { name } userByOwnerId { name } } }"
+        ),
+    },
+    "update": {
+        "pipegraph": (
+            "mutation Update($id: ID!, $title: String!) { updateLead(input: {leadId: $id, title: $title}) "
+            "{ lead { id title value stage { name } owner { name } } userErrors { code message } } }"
+        ),
+        "postgraphile": (
+            "mutation Update($rowId: Int!, $title: String!) "
+            "{ updateLeadByRowId(input: {rowId: $rowId, leadPatch: {title: $title}}) "
+            "{ lead { rowId title valueCents stageByStageId { name } userByOwnerId { name } } } }"
+        ),
+    },
+}
+# Where each answer keeps its leads: a list of nodes, or one node.
+ANSWER_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
+    "board": {"pipegraph": ("leads", "nodes"), "postgraphile": ("allLeads", "nodes")},
+    "lead": {"pipegraph": ("lead",), "postgraphile": ("leadByRowId",)},
+    "update": {"pipegraph": ("updateLead", "lead"), "postgraphile": ("updateLeadByRowId", "lead")},
+}
+
+PRESET = """\
+// Written by pipegraph's scripts/bench_peer.py; rewritten on every run.
+import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
+import { makePgService } from "postgraphile/adaptors/pg";
+
+export default {
+  extends: [PostGraphileAmberPreset],
+  pgServices: [
+    makePgService({
+      connectionString: process.env.BENCH_PEER_DATABASE_URL,
+      schemas: ["public"],
+      poolConfig: { max: Number(process.env.BENCH_PEER_POOL_SIZE) },
+    }),
+  ],
+  grafserv: { host: "127.0.0.1", port: Number(process.env.BENCH_PEER_PORT), graphiql: false },
+  grafast: { explain: false },
+};
+"""
+WRK_SCRIPT = Template("""\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+$authorization
+local bodies = {}
+for line in io.lines("$bodies") do bodies[#bodies + 1] = line end
+local counted = $counted
+local sent = 0
+request = function()
+  sent = sent + 1
+  local body = bodies[(sent - 1) % #bodies + 1]
+  if counted then body = string.gsub(body, "$counter", tostring(sent)) end
+  return wrk.format(nil, nil, nil, body)
+end
+""")
+
+
+class Row(NamedTuple):
+    """A lead as both servers show it, their IDs decoded to the row's."""
+
+    id: int
+    title: str
+    value_cents: int
+    stage: str
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """What the requests refer to, chosen from the loaded data."""
+
+    key: str
+    pipelines: list[int]
+    read_leads: list[int]
+    update_leads: dict[str, list[int]]  # server → its own leads
+    check_lead: int  # the lead both servers update before timing
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    url: str
+    headers: dict[str, str]
+    pid: int
+
+
+@dataclass
+class Run:
+    query: str
+    connections: int
+    round: int
+    server: str
+    requests: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu_ms: float | None  # CPU time per request
+    postgres_cpu_ms: float | None
+
+
+# --- the database -------------------------------------------------------------------------------
+
+
+def _plain(url: str) -> str:
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+def _loaded_mark(leads: int) -> str:
+    return f"pipegraph bench_peer: {leads} leads, seed {SEED}, activities {ACTIVITIES_PER_LEAD}"
+
+
+async def _admin(url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(url.rpartition("/")[0] + "/postgres")
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _mark_and_pipelines(url: str) -> tuple[str | None, int] | None:
+    """The database's comment and its number of pipelines; None if it does not exist."""
+    try:
+        connection = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        return None
+    try:
+        mark = await connection.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
+        )
+        has_pipelines = await connection.fetchval("SELECT to_regclass('pipelines') IS NOT NULL")
+        pipelines = await connection.fetchval("SELECT count(*) FROM pipelines") if has_pipelines else 0
+        return mark, int(pipelines)
+    finally:
+        await connection.close()
+
+
+def prepare_database(url: str, leads: int, *, owned: bool) -> None:
+    """Create, migrate and load the database unless it already holds this data set. Only a database
+    the script owns (its default) is dropped and loaded again when it holds another."""
+    name = url.rpartition("/")[2]
+    state = asyncio.run(_mark_and_pipelines(url))
+    if state is not None and state[0] == _loaded_mark(leads):
+        print(f"database {name}: reusing {leads} leads loaded earlier")
+        migrate(url)
+        return
+    if state is not None and state[1] > 0:
+        if not owned:
+            raise SystemExit(
+                f"database {name} holds other data ({state[0] or 'no bench_peer mark'}); "
+                "pass an empty database or leave --database-url out"
+            )
+        asyncio.run(_admin(url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+        state = None
+    if state is None:
+        asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    migrate(url)
+    started = time.perf_counter()
+    summary = asyncio.run(_load(url, leads))
+    print(f"database {name}: loaded {summary} in {time.perf_counter() - started:.0f} s; VACUUM ANALYZE")
+    asyncio.run(_vacuum_and_mark(url, leads))
+
+
+def migrate(url: str) -> None:
+    command = [sys.executable, "-m", "pipegraph.cli", "db", "upgrade", "--database-url", url]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+async def _load(url: str, leads: int) -> str:
+    store = Store.from_url(url)
+    try:
+        summary = await demo.load_synthetic(
+            store, leads=leads, seed=SEED, activities_per_lead=ACTIVITIES_PER_LEAD
+        )
+        return summary.describe()
+    finally:
+        await store.dispose()
+
+
+async def _vacuum_and_mark(url: str, leads: int) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("VACUUM ANALYZE")
+        name = await connection.fetchval("SELECT current_database()")
+        # A comment cannot take a parameter; the mark is the script's own text.
+        await connection.execute(f"COMMENT ON DATABASE \"{name}\" IS '{_loaded_mark(leads)}'")
+    finally:
+        await connection.close()
+
+
+async def make_fixture(url: str, update_leads: int) -> Fixture:
+    """An admin's API key, and the pipelines and leads the requests name. The update sets are the
+    oldest leads (never on a board page); the leads read are spread over the rest."""
+    store = Store.from_url(url)
+    try:
+        async with store.write() as session:
+            admin = await get_user_by_email(session, "admin@example.com")
+            if admin is None:
+                raise SystemExit("no admin@example.com in the database: was it loaded by load_synthetic?")
+            _, key = await create_api_key(session, user_id=admin.id)
+    finally:
+        await store.dispose()
+    connection = await asyncpg.connect(url)
+    try:
+        pipelines = [row[0] for row in await connection.fetch("SELECT id FROM pipelines ORDER BY id")]
+        lead_ids = [row[0] for row in await connection.fetch("SELECT id FROM leads ORDER BY id")]
+    finally:
+        await connection.close()
+    reserved = 2 * update_leads + 1
+    if len(lead_ids) < reserved + LEADS_READ:
+        raise SystemExit(
+            f"--leads must be at least {reserved + LEADS_READ} with --update-leads {update_leads}"
+        )
+    rest = lead_ids[reserved:]
+    return Fixture(
+        key=key,
+        pipelines=pipelines,
+        read_leads=rest[:: len(rest) // LEADS_READ][:LEADS_READ],
+        update_leads={
+            "pipegraph": lead_ids[:update_leads],
+            "postgraphile": lead_ids[update_leads : 2 * update_leads],
+        },
+        check_lead=lead_ids[2 * update_leads],
+    )
+
+
+@contextmanager
+def restored_leads(url: str, lead_ids: Sequence[int]) -> Iterator[None]:
+    """Put back the title, version and updated_at of the leads the update runs change."""
+
+    async def snapshot() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(url)
+        try:
+            return list(
+                await connection.fetch(
+                    "SELECT id, title, version, updated_at FROM leads WHERE id = ANY($1::int[])",
+                    list(lead_ids),
+                )
+            )
+        finally:
+            await connection.close()
+
+    async def restore(rows: list[asyncpg.Record]) -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.executemany(
+                "UPDATE leads SET title = $2, version = $3, updated_at = $4 WHERE id = $1",
+                [tuple(row) for row in rows],
+            )
+        finally:
+            await connection.close()
+
+    rows = asyncio.run(snapshot())
+    try:
+        yield
+    finally:
+        asyncio.run(restore(rows))
+
+
+# --- the servers --------------------------------------------------------------------------------
+
+
+def install_postgraphile(cache: Path) -> tuple[Path, str]:
+    """npm-install PostGraphile 5 and Node 22 into the cache once; returns Node 22's binary and the
+    versions installed."""
+    node = cache / "node_modules" / ".bin" / "node"
+    cli = cache / "node_modules" / "postgraphile" / "dist" / "cli-run.js"
+    if not (node.exists() and cli.exists()):
+        if shutil.which("npm") is None:
+            raise SystemExit("bench_peer.py needs npm to install PostGraphile")
+        cache.mkdir(parents=True, exist_ok=True)
+        package = cache / "package.json"
+        if not package.exists():
+            package.write_text('{"private": true, "description": "PostGraphile for pipegraph bench_peer"}\n')
+        print(f"installing {' '.join(NPM_PACKAGES)} into {cache} ...")
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", *NPM_PACKAGES], cwd=cache, check=True)
+    # node@22 fetches its platform's binary in an install script; a blocked script leaves a stub.
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    if not version.startswith("v22."):
+        raise SystemExit(f"{node} is not Node 22 ({version or 'no version'}); remove {cache} and run again")
+    postgraphile = json.loads((cli.parents[1] / "package.json").read_text())["version"]
+    return node, f"PostGraphile {postgraphile} on Node {version[1:]}"
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], check: Callable[[], bool], log: Path, name: str
+) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def running(
+    command: Sequence[str | Path], env: Mapping[str, str], log: Path, cwd: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(part) for part in command], env=dict(env), cwd=cwd, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def pipegraph_server(url: str, fixture: Fixture, pool_size: int, logs: Path) -> Iterator[Server]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEGRAPH_")}
+    env |= {
+        "PIPEGRAPH_DATABASE_URL": url,
+        "PIPEGRAPH_POOL_SIZE": str(pool_size),
+        **{f"PIPEGRAPH_{name.upper()}": str(value) for name, value in UNTHROTTLED.items()},
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "pipegraph.app:app_from_env", "--factory", "--host", "127.0.0.1",
+        "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    log = logs / "pipegraph.log"
+    with running(command, env, log, logs) as process:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_ready(
+            process, lambda: httpx.get(f"{base}/healthz", timeout=1).is_success, log, "pipegraph"
+        )
+        yield Server("pipegraph", f"{base}/graphql", {"Authorization": f"Bearer {fixture.key}"}, process.pid)
+
+
+@contextmanager
+def postgraphile_server(url: str, node: Path, cache: Path, pool_size: int, logs: Path) -> Iterator[Server]:
+    port = free_port()
+    preset = cache / "bench_peer.config.mjs"
+    preset.write_text(PRESET)
+    env = {
+        **os.environ,
+        "BENCH_PEER_DATABASE_URL": url,
+        "BENCH_PEER_POOL_SIZE": str(pool_size),
+        "BENCH_PEER_PORT": str(port),
+        "GRAPHILE_ENV": "production",
+        "NODE_ENV": "production",
+    }
+    cli = cache / "node_modules" / "postgraphile" / "dist" / "cli-run.js"
+    log = logs / "postgraphile.log"
+    endpoint = f"http://127.0.0.1:{port}/graphql"
+    with running([node, cli, "-C", preset], env, log, cache) as process:
+
+        def ready() -> bool:
+            return httpx.post(endpoint, json={"query": "{ __typename }"}, timeout=1).is_success
+
+        _wait_until_ready(process, ready, log, "PostGraphile")
+        yield Server("postgraphile", endpoint, {}, process.pid)
+
+
+# --- requests and answers -----------------------------------------------------------------------
+
+
+def variables(query: str, server: str, fixture: Fixture, title: str) -> list[dict[str, Any]]:
+    """Every request's variables, in the order wrk sends them."""
+    pipegraph = server == "pipegraph"
+    if query == "board":
+        return [{"pipelineId": ids.encode("Pipeline", pk) if pipegraph else pk} for pk in fixture.pipelines]
+    if query == "lead":
+        return [{"id": ids.encode("Lead", pk)} if pipegraph else {"rowId": pk} for pk in fixture.read_leads]
+    return [
+        {"id": ids.encode("Lead", pk), "title": title} if pipegraph else {"rowId": pk, "title": title}
+        for pk in fixture.update_leads[server]
+    ]
+
+
+def body(query: str, server: str, values: Mapping[str, Any]) -> str:
+    return json.dumps({"query": DOCUMENTS[query][server], "variables": values}, separators=(",", ":"))
+
+
+def rows(query: str, server: str, answer: Mapping[str, Any]) -> list[Row]:
+    """The leads of an answer; raises on errors, a missing lead or pipegraph's userErrors."""
+    if answer.get("errors") or "data" not in answer:
+        raise RuntimeError(f"{server} answered {query} with errors: {json.dumps(answer)[:500]}")
+    found: Any = answer["data"]
+    for key in ANSWER_PATHS[query][server]:
+        if query == "update" and server == "pipegraph" and key == "lead" and found["userErrors"]:
+            raise RuntimeError(f"pipegraph refused the update: {found['userErrors']}")
+        found = found[key]
+    if found is None:
+        raise RuntimeError(f"{server} found no lead for {query}")
+    return [_row(server, node) for node in (found if isinstance(found, list) else [found])]
+
+
+def _row(server: str, node: Mapping[str, Any]) -> Row:
+    owner = node["owner" if server == "pipegraph" else "userByOwnerId"]
+    if server == "pipegraph":
+        pk = ids.decode_as(node["id"], "Lead", field="id")
+        cents = int(Decimal(node["value"]) * 100)
+        stage = node["stage"]["name"]
+    else:
+        pk, cents, stage = node["rowId"], int(node["valueCents"]), node["stageByStageId"]["name"]
+    return Row(pk, node["title"], cents, stage, owner["name"] if owner else None)
+
+
+def check_same_answers(servers: Mapping[str, Server], queries: Sequence[str], fixture: Fixture) -> None:
+    """Send every request body of the read queries to both servers, and one update of the same lead,
+    and stop unless they answer the same rows."""
+    with httpx.Client(timeout=30) as client:
+
+        def ask(server: Server, query: str, values: Mapping[str, Any]) -> list[Row]:
+            response = client.post(
+                server.url,
+                content=body(query, server.name, values),
+                headers={**server.headers, "Content-Type": "application/json"},
+            )
+            response.raise_for_status()
+            return rows(query, server.name, response.json())
+
+        for query in queries:
+            if query == "update":
+                requests = {
+                    name: [{"id": ids.encode("Lead", fixture.check_lead), "title": "bench-peer check"}]
+                    if name == "pipegraph"
+                    else [{"rowId": fixture.check_lead, "title": "bench-peer check"}]
+                    for name in SERVERS
+                }
+            else:
+                requests = {name: variables(query, name, fixture, "") for name in SERVERS}
+            answers = {name: [ask(servers[name], query, v) for v in requests[name]] for name in SERVERS}
+            if answers["pipegraph"] != answers["postgraphile"]:
+                first = next(
+                    (a, b)
+                    for a, b in zip(answers["pipegraph"], answers["postgraphile"], strict=True)
+                    if a != b
+                )
+                raise SystemExit(f"the servers answer {query} differently; first difference:\n{first}")
+            count, sent = sum(map(len, answers["pipegraph"])), len(requests["pipegraph"])
+            print(f"  {query}: both servers answer the same {count} rows over {sent} requests")
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process (all its threads), from /proc; None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+async def _backend_pids(url: str) -> list[int]:
+    connection = await asyncpg.connect(url)
+    try:
+        records = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [record[0] for record in records]
+    finally:
+        await connection.close()
+
+
+def backends_cpu(url: str) -> dict[int, float]:
+    """CPU seconds of each backend connected to the database (PostgreSQL on this machine)."""
+    times = {pid: cpu_seconds(pid) for pid in asyncio.run(_backend_pids(url))}
+    return {pid: seconds for pid, seconds in times.items() if seconds is not None}
+
+
+def _ms(raw: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", raw)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {raw!r}")
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+
+def parse_wrk(output: str) -> tuple[int, float, float, float, int]:
+    """Requests, requests/s, p50 and p99 in ms, and errors (non-2xx answers and socket errors)."""
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
+    requests = re.search(r"(\d+) requests in", output)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if requests is None or rate is None or set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors := re.search(r"Socket errors: (.*)", output):
+        errors += sum(int(count) for count in re.findall(r"\d+", socket_errors.group(1)))
+    return (
+        int(requests.group(1)),
+        float(rate.group(1)),
+        _ms(percentiles["50"]),
+        _ms(percentiles["99"]),
+        errors,
+    )
+
+
+class Bench:
+    """Both servers, the requests' fixture and a scratch directory; one wrk run at a time."""
+
+    def __init__(
+        self,
+        servers: Mapping[str, Server],
+        fixture: Fixture,
+        database_url: str,
+        threads: int,
+        directory: Path,
+    ) -> None:
+        self.servers = servers
+        self.fixture = fixture
+        self.database_url = database_url
+        self.threads = threads
+        self.directory = directory
+
+    def wrk(self, server: Server, bodies: Sequence[str], seconds: float, connections: int) -> str:
+        (self.directory / "bodies.jsonl").write_text("".join(f"{line}\n" for line in bodies))
+        script = self.directory / "bench.lua"
+        script.write_text(
+            WRK_SCRIPT.substitute(
+                authorization="".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in server.headers.items()),
+                bodies=self.directory / "bodies.jsonl",
+                counted="true" if any(TITLE_COUNTER in line for line in bodies) else "false",
+                counter=TITLE_COUNTER,
+            )
+        )
+        command = [
+            "wrk", "-t", str(self.threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+            "--latency", "-s", str(script), server.url,
+        ]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def measure(self, name: str, query: str, connections: int, seconds: float, label: str) -> Run:
+        """One wrk run, with the CPU time the server process and the database's backends spent on it."""
+        server = self.servers[name]
+        title = f"bench-peer {label} {TITLE_COUNTER}"
+        bodies = [body(query, name, values) for values in variables(query, name, self.fixture, title)]
+        server_before, backends_before = cpu_seconds(server.pid), backends_cpu(self.database_url)
+        output = self.wrk(server, bodies, seconds, connections)
+        server_after, backends_after = cpu_seconds(server.pid), backends_cpu(self.database_url)
+        requests, rate, p50, p99, errors = parse_wrk(output)
+        per_request = 1000 / max(requests, 1)
+        server_cpu = None
+        if server_after is not None and server_before is not None:
+            server_cpu = (server_after - server_before) * per_request
+        postgres_cpu = None
+        if backends_after:
+            spent = sum(seconds - backends_before.get(pid, 0.0) for pid, seconds in backends_after.items())
+            postgres_cpu = spent * per_request
+        if query == "update":
+            leads = self.fixture.update_leads[name]
+            errors += asyncio.run(_missing_writes(self.database_url, leads, label, requests))
+        round_number = int(label.partition("-")[0][1:]) if label.startswith("r") else 0
+        return Run(
+            query, connections, round_number, name, requests, rate, p50, p99, errors, server_cpu, postgres_cpu
+        )
+
+    def compare(
+        self, queries: Sequence[str], connections: Sequence[int], rounds: int, seconds: float, warmup: float
+    ) -> list[Run]:
+        """For each query and connection count: a warm-up of each server, then ``rounds`` rounds of
+        pipegraph then PostGraphile."""
+        runs: list[Run] = []
+        for query in queries:
+            for count in connections:
+                print(f"\n{query}, {count} connections")
+                if warmup > 0:
+                    for name in SERVERS:
+                        self.measure(name, query, count, warmup, f"warm-c{count}")
+                group = []
+                for round_number in range(1, rounds + 1):
+                    for name in SERVERS:
+                        run = self.measure(name, query, count, seconds, f"r{round_number}-c{count}")
+                        print_run(run)
+                        group.append(run)
+                print_summary(group)
+                runs.extend(group)
+        return runs
+
+
+async def _missing_writes(url: str, lead_ids: Sequence[int], label: str, requests: int) -> int:
+    """Leads of the set that the run should have written and did not: wrk sends to each lead of the
+    set in turn, so each was sent at least once if it completed as many requests as there are leads."""
+    connection = await asyncpg.connect(url)
+    try:
+        written = await connection.fetchval(
+            "SELECT count(*) FROM leads WHERE id = ANY($1::int[]) AND title LIKE $2",
+            list(lead_ids),
+            f"bench-peer {label} %",
+        )
+    finally:
+        await connection.close()
+    return max(0, min(requests, len(lead_ids)) - int(written))
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+HEADER = (
+    f"  {'round':<7}{'server':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+    f"{'CPU ms/req server':>19}{'postgres':>10}{'errors':>8}"
+)
+
+
+def print_run(run: Run) -> None:
+    if run.server == SERVERS[0] and run.round == 1:
+        print(HEADER)
+    print(
+        f"  {run.round:<7}{run.server:<14}{run.requests_per_second:>9.0f}{run.p50_ms:>9.1f}{run.p99_ms:>9.1f}"
+        f"{_cpu(run.server_cpu_ms):>19}{_cpu(run.postgres_cpu_ms):>10}{run.errors:>8}"
+    )
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def summarise(group: Sequence[Run]) -> dict[str, Any]:
+    """Medians per server and the ratio pipegraph / PostGraphile of each round and of the medians."""
+    by_server = {name: [run for run in group if run.server == name] for name in SERVERS}
+    medians = {
+        name: {
+            field: _median([getattr(run, field) for run in runs])
+            for field in ("requests_per_second", "p50_ms", "p99_ms", "server_cpu_ms", "postgres_cpu_ms")
+        }
+        for name, runs in by_server.items()
+    }
+    ratios = [
+        ours.requests_per_second / theirs.requests_per_second
+        for ours, theirs in zip(by_server["pipegraph"], by_server["postgraphile"], strict=True)
+    ]
+    ours_rate, theirs_rate = (medians[name]["requests_per_second"] for name in SERVERS)
+    return {
+        "medians": medians,
+        "round_ratios": [round(ratio, 3) for ratio in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+        "ratio_of_medians": round((ours_rate or 0.0) / (theirs_rate or 1.0), 3),
+        "errors": sum(run.errors for run in group),
+    }
+
+
+def print_summary(group: Sequence[Run]) -> None:
+    summary = summarise(group)
+    for name in SERVERS:
+        m = summary["medians"][name]
+        print(
+            f"  {'median':<7}{name:<14}{m['requests_per_second']:>9.0f}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}"
+            f"{_cpu(m['server_cpu_ms']):>19}{_cpu(m['postgres_cpu_ms']):>10}"
+        )
+    rounds = " ".join(f"{ratio:.2f}" for ratio in summary["round_ratios"])
+    print(
+        f"  ratio pipegraph / PostGraphile: rounds {rounds}; median {summary['median_ratio']:.2f} "
+        f"(of the medians {summary['ratio_of_medians']:.2f})"
+    )
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def _ensure_wrk() -> None:
+    if shutil.which("wrk") is not None:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get") is not None:
+        print("installing wrk with apt-get ...")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        return
+    raise SystemExit(
+        "bench_peer.py needs wrk: apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"
+    )
+
+
+def _csv(kind: Callable[[str], Any], choices: Sequence[str] = ()) -> Callable[[str], list[Any]]:
+    def parse(raw: str) -> list[Any]:
+        values = [kind(part.strip()) for part in raw.split(",") if part.strip()]
+        unknown = [value for value in values if choices and value not in choices]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {', '.join(choices) or 'numbers'}"
+            )
+        return values
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--database-url",
+        help=f"PostgreSQL database to load (created if missing) or reuse (default {DEFAULT_DATABASE_URL})",
+    )
+    parser.add_argument("--leads", type=int, default=100_000, help="synthetic leads (default 100000)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "pipegraph-bench-peer",
+        help="where PostGraphile and Node 22 are installed (default ~/.cache/pipegraph-bench-peer)",
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per server (default 2)")
+    parser.add_argument(
+        "--connections", type=_csv(int), default=[8, 32], help="wrk connection counts (default 8,32)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two servers (default 3)")
+    parser.add_argument(
+        "--queries",
+        type=_csv(str, QUERIES),
+        default=["board", "lead"],
+        help="board, lead and/or update (default board,lead)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=10,
+        help="database connections per server (default 10; pipegraph may open as many again in overflow)",
+    )
+    parser.add_argument(
+        "--update-leads", type=int, default=500, help="leads each server updates in turn (default 500)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the runs and summaries as JSON too")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.rounds < 1 or args.duration < 1:
+        raise SystemExit("--rounds and --duration must be at least 1")
+    # A SIGTERM unwinds like Ctrl-C, so both servers are stopped and the updated leads put back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _ensure_wrk()
+    url = _plain(args.database_url or DEFAULT_DATABASE_URL)
+    prepare_database(url, args.leads, owned=args.database_url is None)
+    node, versions = install_postgraphile(args.cache_dir)
+    fixture = asyncio.run(make_fixture(url, args.update_leads))
+    print(
+        f"leads={args.leads} duration={args.duration:g}s rounds={args.rounds} connections={args.connections} "
+        f"pool={args.pool_size} wrk threads={args.threads} cores={os.cpu_count()}; {versions}"
+    )
+    update_sets = [pk for name in SERVERS for pk in fixture.update_leads[name]] + [fixture.check_lead]
+    with ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_peer-")))
+        if "update" in args.queries:
+            stack.enter_context(restored_leads(url, update_sets))
+        servers = {
+            "pipegraph": stack.enter_context(pipegraph_server(url, fixture, args.pool_size, directory)),
+            "postgraphile": stack.enter_context(
+                postgraphile_server(url, node, args.cache_dir, args.pool_size, directory)
+            ),
+        }
+        print("checking that both servers answer the same rows:")
+        check_same_answers(servers, args.queries, fixture)
+        bench = Bench(servers, fixture, url, args.threads, directory)
+        runs = bench.compare(args.queries, args.connections, args.rounds, args.duration, args.warmup)
+    if args.json:
+        groups = sorted(
+            {(run.query, run.connections) for run in runs}, key=lambda g: (QUERIES.index(g[0]), g[1])
+        )
+        report = {
+            "setup": {
+                **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "versions": versions,
+            },
+            "runs": [asdict(run) for run in runs],
+            "summaries": [
+                {
+                    "query": query,
+                    "connections": count,
+                    **summarise([r for r in runs if (r.query, r.connections) == (query, count)]),
+                }
+                for query, count in groups
+            ],
+        }
+        print(json.dumps(report, indent=2))
+    return 1 if any(run.errors for run in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
