@@ -44,14 +44,11 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -63,19 +60,24 @@ from typing import Any, NamedTuple
 import asyncpg
 import httpx
 
-from bench_api import UNTHROTTLED, free_port
-from pipegraph import demo
+from peer_support import (
+    DEFAULT_DATABASE_URL,
+    Server,
+    backends_cpu,
+    cpu_seconds,
+    create_key,
+    ensure_wrk,
+    install_postgraphile,
+    parse_wrk,
+    pipegraph_server,
+    plain_url,
+    postgraphile_server,
+    prepare_database,
+)
 from pipegraph.api import ids
-from pipegraph.db.session import Store
-from pipegraph.services.api_keys import create_api_key
-from pipegraph.services.users import get_user_by_email
 
 PAGE_SIZE = 50
-SEED = 7
-ACTIVITIES_PER_LEAD = 0.5  # as bench_api.py: 100,000 leads give 485,331 history rows
 LEADS_READ = 100  # distinct leads the ``lead`` query takes turns over
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/pipegraph_bench_peer"
-NPM_PACKAGES = ("postgraphile@5", "node@22")
 SERVERS = ("pipegraph", "postgraphile")
 QUERIES = ("board", "lead", "update")
 TITLE_COUNTER = "__N__"  # replaced by the request's number in wrk, so every update writes a new title
@@ -124,24 +126,6 @@ ANSWER_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "update": {"pipegraph": ("updateLead", "lead"), "postgraphile": ("updateLeadByRowId", "lead")},
 }
 
-PRESET = """\
-// Written by pipegraph's scripts/bench_peer.py; rewritten on every run.
-import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
-import { makePgService } from "postgraphile/adaptors/pg";
-
-export default {
-  extends: [PostGraphileAmberPreset],
-  pgServices: [
-    makePgService({
-      connectionString: process.env.BENCH_PEER_DATABASE_URL,
-      schemas: ["public"],
-      poolConfig: { max: Number(process.env.BENCH_PEER_POOL_SIZE) },
-    }),
-  ],
-  grafserv: { host: "127.0.0.1", port: Number(process.env.BENCH_PEER_PORT), graphiql: false },
-  grafast: { explain: false },
-};
-"""
 WRK_SCRIPT = Template("""\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -180,14 +164,6 @@ class Fixture:
     check_lead: int  # the lead both servers update before timing
 
 
-@dataclass(frozen=True)
-class Server:
-    name: str
-    url: str
-    headers: dict[str, str]
-    pid: int
-
-
 @dataclass
 class Run:
     query: str
@@ -203,108 +179,13 @@ class Run:
     postgres_cpu_ms: float | None
 
 
-# --- the database -------------------------------------------------------------------------------
-
-
-def _plain(url: str) -> str:
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-
-
-def _loaded_mark(leads: int) -> str:
-    return f"pipegraph bench_peer: {leads} leads, seed {SEED}, activities {ACTIVITIES_PER_LEAD}"
-
-
-async def _admin(url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(url.rpartition("/")[0] + "/postgres")
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def _mark_and_pipelines(url: str) -> tuple[str | None, int] | None:
-    """The database's comment and its number of pipelines; None if it does not exist."""
-    try:
-        connection = await asyncpg.connect(url)
-    except asyncpg.InvalidCatalogNameError:
-        return None
-    try:
-        mark = await connection.fetchval(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
-        )
-        has_pipelines = await connection.fetchval("SELECT to_regclass('pipelines') IS NOT NULL")
-        pipelines = await connection.fetchval("SELECT count(*) FROM pipelines") if has_pipelines else 0
-        return mark, int(pipelines)
-    finally:
-        await connection.close()
-
-
-def prepare_database(url: str, leads: int, *, owned: bool) -> None:
-    """Create, migrate and load the database unless it already holds this data set. Only a database
-    the script owns (its default) is dropped and loaded again when it holds another."""
-    name = url.rpartition("/")[2]
-    state = asyncio.run(_mark_and_pipelines(url))
-    if state is not None and state[0] == _loaded_mark(leads):
-        print(f"database {name}: reusing {leads} leads loaded earlier")
-        migrate(url)
-        return
-    if state is not None and state[1] > 0:
-        if not owned:
-            raise SystemExit(
-                f"database {name} holds other data ({state[0] or 'no bench_peer mark'}); "
-                "pass an empty database or leave --database-url out"
-            )
-        asyncio.run(_admin(url, f'DROP DATABASE "{name}" WITH (FORCE)'))
-        state = None
-    if state is None:
-        asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
-    migrate(url)
-    started = time.perf_counter()
-    summary = asyncio.run(_load(url, leads))
-    print(f"database {name}: loaded {summary} in {time.perf_counter() - started:.0f} s; VACUUM ANALYZE")
-    asyncio.run(_vacuum_and_mark(url, leads))
-
-
-def migrate(url: str) -> None:
-    command = [sys.executable, "-m", "pipegraph.cli", "db", "upgrade", "--database-url", url]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-
-
-async def _load(url: str, leads: int) -> str:
-    store = Store.from_url(url)
-    try:
-        summary = await demo.load_synthetic(
-            store, leads=leads, seed=SEED, activities_per_lead=ACTIVITIES_PER_LEAD
-        )
-        return summary.describe()
-    finally:
-        await store.dispose()
-
-
-async def _vacuum_and_mark(url: str, leads: int) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute("VACUUM ANALYZE")
-        name = await connection.fetchval("SELECT current_database()")
-        # A comment cannot take a parameter; the mark is the script's own text.
-        await connection.execute(f"COMMENT ON DATABASE \"{name}\" IS '{_loaded_mark(leads)}'")
-    finally:
-        await connection.close()
+# --- the leads the requests name ----------------------------------------------------------------------------
 
 
 async def make_fixture(url: str, update_leads: int) -> Fixture:
     """An admin's API key, and the pipelines and leads the requests name. The update sets are the
     oldest leads (never on a board page); the leads read are spread over the rest."""
-    store = Store.from_url(url)
-    try:
-        async with store.write() as session:
-            admin = await get_user_by_email(session, "admin@example.com")
-            if admin is None:
-                raise SystemExit("no admin@example.com in the database: was it loaded by load_synthetic?")
-            _, key = await create_api_key(session, user_id=admin.id)
-    finally:
-        await store.dispose()
+    key = await create_key(url)
     connection = await asyncpg.connect(url)
     try:
         pipelines = [row[0] for row in await connection.fetch("SELECT id FROM pipelines ORDER BY id")]
@@ -360,113 +241,6 @@ def restored_leads(url: str, lead_ids: Sequence[int]) -> Iterator[None]:
         yield
     finally:
         asyncio.run(restore(rows))
-
-
-# --- the servers --------------------------------------------------------------------------------
-
-
-def install_postgraphile(cache: Path) -> tuple[Path, str]:
-    """npm-install PostGraphile 5 and Node 22 into the cache once; returns Node 22's binary and the
-    versions installed."""
-    node = cache / "node_modules" / ".bin" / "node"
-    cli = cache / "node_modules" / "postgraphile" / "dist" / "cli-run.js"
-    if not (node.exists() and cli.exists()):
-        if shutil.which("npm") is None:
-            raise SystemExit("bench_peer.py needs npm to install PostGraphile")
-        cache.mkdir(parents=True, exist_ok=True)
-        package = cache / "package.json"
-        if not package.exists():
-            package.write_text('{"private": true, "description": "PostGraphile for pipegraph bench_peer"}\n')
-        print(f"installing {' '.join(NPM_PACKAGES)} into {cache} ...")
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", *NPM_PACKAGES], cwd=cache, check=True)
-    # node@22 fetches its platform's binary in an install script; a blocked script leaves a stub.
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
-    if not version.startswith("v22."):
-        raise SystemExit(f"{node} is not Node 22 ({version or 'no version'}); remove {cache} and run again")
-    postgraphile = json.loads((cli.parents[1] / "package.json").read_text())["version"]
-    return node, f"PostGraphile {postgraphile} on Node {version[1:]}"
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes], check: Callable[[], bool], log: Path, name: str
-) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-
-
-@contextmanager
-def running(
-    command: Sequence[str | Path], env: Mapping[str, str], log: Path, cwd: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(part) for part in command], env=dict(env), cwd=cwd, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@contextmanager
-def pipegraph_server(url: str, fixture: Fixture, pool_size: int, logs: Path) -> Iterator[Server]:
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEGRAPH_")}
-    env |= {
-        "PIPEGRAPH_DATABASE_URL": url,
-        "PIPEGRAPH_POOL_SIZE": str(pool_size),
-        **{f"PIPEGRAPH_{name.upper()}": str(value) for name, value in UNTHROTTLED.items()},
-    }
-    command = [
-        sys.executable, "-m", "uvicorn", "pipegraph.app:app_from_env", "--factory", "--host", "127.0.0.1",
-        "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    log = logs / "pipegraph.log"
-    with running(command, env, log, logs) as process:
-        base = f"http://127.0.0.1:{port}"
-        _wait_until_ready(
-            process, lambda: httpx.get(f"{base}/healthz", timeout=1).is_success, log, "pipegraph"
-        )
-        yield Server("pipegraph", f"{base}/graphql", {"Authorization": f"Bearer {fixture.key}"}, process.pid)
-
-
-@contextmanager
-def postgraphile_server(url: str, node: Path, cache: Path, pool_size: int, logs: Path) -> Iterator[Server]:
-    port = free_port()
-    preset = cache / "bench_peer.config.mjs"
-    preset.write_text(PRESET)
-    env = {
-        **os.environ,
-        "BENCH_PEER_DATABASE_URL": url,
-        "BENCH_PEER_POOL_SIZE": str(pool_size),
-        "BENCH_PEER_PORT": str(port),
-        "GRAPHILE_ENV": "production",
-        "NODE_ENV": "production",
-    }
-    cli = cache / "node_modules" / "postgraphile" / "dist" / "cli-run.js"
-    log = logs / "postgraphile.log"
-    endpoint = f"http://127.0.0.1:{port}/graphql"
-    with running([node, cli, "-C", preset], env, log, cache) as process:
-
-        def ready() -> bool:
-            return httpx.post(endpoint, json={"query": "{ __typename }"}, timeout=1).is_success
-
-        _wait_until_ready(process, ready, log, "PostGraphile")
-        yield Server("postgraphile", endpoint, {}, process.pid)
 
 
 # --- requests and answers -----------------------------------------------------------------------
@@ -552,61 +326,6 @@ def check_same_answers(servers: Mapping[str, Server], queries: Sequence[str], fi
 
 # --- measuring ----------------------------------------------------------------------------------
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of a process (all its threads), from /proc; None if unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-async def _backend_pids(url: str) -> list[int]:
-    connection = await asyncpg.connect(url)
-    try:
-        records = await connection.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return [record[0] for record in records]
-    finally:
-        await connection.close()
-
-
-def backends_cpu(url: str) -> dict[int, float]:
-    """CPU seconds of each backend connected to the database (PostgreSQL on this machine)."""
-    times = {pid: cpu_seconds(pid) for pid in asyncio.run(_backend_pids(url))}
-    return {pid: seconds for pid, seconds in times.items() if seconds is not None}
-
-
-def _ms(raw: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", raw)
-    if match is None:
-        raise ValueError(f"unexpected wrk latency {raw!r}")
-    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
-
-
-def parse_wrk(output: str) -> tuple[int, float, float, float, int]:
-    """Requests, requests/s, p50 and p99 in ms, and errors (non-2xx answers and socket errors)."""
-    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
-    requests = re.search(r"(\d+) requests in", output)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if requests is None or rate is None or set(percentiles) != {"50", "99"}:
-        raise RuntimeError(f"unexpected wrk output:\n{output}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = int(non_2xx.group(1)) if non_2xx else 0
-    if socket_errors := re.search(r"Socket errors: (.*)", output):
-        errors += sum(int(count) for count in re.findall(r"\d+", socket_errors.group(1)))
-    return (
-        int(requests.group(1)),
-        float(rate.group(1)),
-        _ms(percentiles["50"]),
-        _ms(percentiles["99"]),
-        errors,
-    )
-
 
 class Bench:
     """Both servers, the requests' fixture and a scratch directory; one wrk run at a time."""
@@ -642,9 +361,10 @@ class Bench:
         ]  # fmt: skip
         return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
-    def measure(self, name: str, query: str, connections: int, seconds: float, label: str) -> Run:
+    def measure(self, name: str, query: str, connections: int, seconds: float, round_number: int) -> Run:
         """One wrk run, with the CPU time the server process and the database's backends spent on it."""
         server = self.servers[name]
+        label = f"r{round_number}-c{connections}"  # in the titles an update run writes
         title = f"bench-peer {label} {TITLE_COUNTER}"
         bodies = [body(query, name, values) for values in variables(query, name, self.fixture, title)]
         server_before, backends_before = cpu_seconds(server.pid), backends_cpu(self.database_url)
@@ -657,37 +377,35 @@ class Bench:
             server_cpu = (server_after - server_before) * per_request
         postgres_cpu = None
         if backends_after:
-            spent = sum(seconds - backends_before.get(pid, 0.0) for pid, seconds in backends_after.items())
+            spent = sum(after - backends_before.get(pid, 0.0) for pid, after in backends_after.items())
             postgres_cpu = spent * per_request
         if query == "update":
             leads = self.fixture.update_leads[name]
             errors += asyncio.run(_missing_writes(self.database_url, leads, label, requests))
-        round_number = int(label.partition("-")[0][1:]) if label.startswith("r") else 0
         return Run(
             query, connections, round_number, name, requests, rate, p50, p99, errors, server_cpu, postgres_cpu
         )
 
     def compare(
         self, queries: Sequence[str], connections: Sequence[int], rounds: int, seconds: float, warmup: float
-    ) -> list[Run]:
-        """For each query and connection count: a warm-up of each server, then ``rounds`` rounds of
-        pipegraph then PostGraphile."""
-        runs: list[Run] = []
+    ) -> list[list[Run]]:
+        """For each query and connection count: a warm-up of each server (round 0, not kept), then
+        ``rounds`` rounds of pipegraph then PostGraphile. Returns the runs of each query and count."""
+        groups: list[list[Run]] = []
         for query in queries:
             for count in connections:
                 print(f"\n{query}, {count} connections")
                 if warmup > 0:
                     for name in SERVERS:
-                        self.measure(name, query, count, warmup, f"warm-c{count}")
+                        self.measure(name, query, count, warmup, 0)
                 group = []
                 for round_number in range(1, rounds + 1):
                     for name in SERVERS:
-                        run = self.measure(name, query, count, seconds, f"r{round_number}-c{count}")
-                        print_run(run)
-                        group.append(run)
+                        group.append(self.measure(name, query, count, seconds, round_number))
+                        print_run(group[-1])
                 print_summary(group)
-                runs.extend(group)
-        return runs
+                groups.append(group)
+        return groups
 
 
 async def _missing_writes(url: str, lead_ids: Sequence[int], label: str, requests: int) -> int:
@@ -774,18 +492,6 @@ def print_summary(group: Sequence[Run]) -> None:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def _ensure_wrk() -> None:
-    if shutil.which("wrk") is not None:
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get") is not None:
-        print("installing wrk with apt-get ...")
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-        return
-    raise SystemExit(
-        "bench_peer.py needs wrk: apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"
-    )
-
-
 def _csv(kind: Callable[[str], Any], choices: Sequence[str] = ()) -> Callable[[str], list[Any]]:
     def parse(raw: str) -> list[Any]:
         values = [kind(part.strip()) for part in raw.split(",") if part.strip()]
@@ -844,14 +550,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--rounds and --duration must be at least 1")
     # A SIGTERM unwinds like Ctrl-C, so both servers are stopped and the updated leads put back.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _ensure_wrk()
-    url = _plain(args.database_url or DEFAULT_DATABASE_URL)
+    ensure_wrk()
+    url = plain_url(args.database_url or DEFAULT_DATABASE_URL)
     prepare_database(url, args.leads, owned=args.database_url is None)
     node, versions = install_postgraphile(args.cache_dir)
     fixture = asyncio.run(make_fixture(url, args.update_leads))
     print(
         f"leads={args.leads} duration={args.duration:g}s rounds={args.rounds} connections={args.connections} "
-        f"pool={args.pool_size} wrk threads={args.threads} cores={os.cpu_count()}; {versions}"
+        f"pool={args.pool_size} wrk threads={args.threads} cores={os.cpu_count()} "
+        f"load average {os.getloadavg()[0]:.1f}; {versions}"
     )
     update_sets = [pk for name in SERVERS for pk in fixture.update_leads[name]] + [fixture.check_lead]
     with ExitStack() as stack:
@@ -859,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         if "update" in args.queries:
             stack.enter_context(restored_leads(url, update_sets))
         servers = {
-            "pipegraph": stack.enter_context(pipegraph_server(url, fixture, args.pool_size, directory)),
+            "pipegraph": stack.enter_context(pipegraph_server(url, fixture.key, args.pool_size, directory)),
             "postgraphile": stack.enter_context(
                 postgraphile_server(url, node, args.cache_dir, args.pool_size, directory)
             ),
@@ -867,29 +574,24 @@ def main(argv: list[str] | None = None) -> int:
         print("checking that both servers answer the same rows:")
         check_same_answers(servers, args.queries, fixture)
         bench = Bench(servers, fixture, url, args.threads, directory)
-        runs = bench.compare(args.queries, args.connections, args.rounds, args.duration, args.warmup)
+        groups = bench.compare(args.queries, args.connections, args.rounds, args.duration, args.warmup)
     if args.json:
-        groups = sorted(
-            {(run.query, run.connections) for run in runs}, key=lambda g: (QUERIES.index(g[0]), g[1])
-        )
+        setup = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
         report = {
-            "setup": {
-                **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "versions": versions,
-            },
-            "runs": [asdict(run) for run in runs],
+            "setup": {**setup, "database_url": url, "versions": versions},
+            "runs": [asdict(run) for group in groups for run in group],
             "summaries": [
-                {
-                    "query": query,
-                    "connections": count,
-                    **summarise([r for r in runs if (r.query, r.connections) == (query, count)]),
-                }
-                for query, count in groups
+                {"query": group[0].query, "connections": group[0].connections, **summarise(group)}
+                for group in groups
             ],
         }
         print(json.dumps(report, indent=2))
-    return 1 if any(run.errors for run in runs) else 0
+    return 1 if any(run.errors for group in groups for run in group) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; the servers are stopped and the updated leads put back", file=sys.stderr)
+        sys.exit(130)
