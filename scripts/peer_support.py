@@ -335,7 +335,7 @@ def _ms(raw: str) -> float:
 
 def parse_wrk(output: str) -> tuple[int, float, float, float, int]:
     """Requests, requests/s, p50 and p99 in ms, and errors (non-2xx answers and socket errors)."""
-    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)\s*$", output, re.MULTILINE))
     requests = re.search(r"(\d+) requests in", output)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if requests is None or rate is None or set(percentiles) != {"50", "99"}:
