@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -64,15 +65,16 @@ from peer_support import (
     DEFAULT_DATABASE_URL,
     Server,
     backends_cpu,
+    both_servers,
     cpu_seconds,
     create_key,
     ensure_wrk,
     install_postgraphile,
+    logged_statements,
     parse_wrk,
-    pipegraph_server,
     plain_url,
-    postgraphile_server,
     prepare_database,
+    statement_log,
 )
 from pipegraph.api import ids
 
@@ -288,31 +290,38 @@ def _row(server: str, node: Mapping[str, Any]) -> Row:
     return Row(pk, node["title"], cents, stage, owner["name"] if owner else None)
 
 
+def one_request(query: str, server: str, fixture: Fixture, title: str) -> dict[str, Any]:
+    """The variables of a single request: the first of a read's turns, or an update of the lead kept
+    for checks (so the sets timed later stay untouched)."""
+    if query != "update":
+        return variables(query, server, fixture, title)[0]
+    if server == "pipegraph":
+        return {"id": ids.encode("Lead", fixture.check_lead), "title": title}
+    return {"rowId": fixture.check_lead, "title": title}
+
+
+def _post(client: httpx.Client, server: Server, query: str, values: Mapping[str, Any]) -> list[Row]:
+    response = client.post(
+        server.url,
+        content=body(query, server.name, values),
+        headers={**server.headers, "Content-Type": "application/json"},
+    )
+    response.raise_for_status()
+    return rows(query, server.name, response.json())
+
+
 def check_same_answers(servers: Mapping[str, Server], queries: Sequence[str], fixture: Fixture) -> None:
     """Send every request body of the read queries to both servers, and one update of the same lead,
     and stop unless they answer the same rows."""
     with httpx.Client(timeout=30) as client:
-
-        def ask(server: Server, query: str, values: Mapping[str, Any]) -> list[Row]:
-            response = client.post(
-                server.url,
-                content=body(query, server.name, values),
-                headers={**server.headers, "Content-Type": "application/json"},
-            )
-            response.raise_for_status()
-            return rows(query, server.name, response.json())
-
         for query in queries:
             if query == "update":
-                requests = {
-                    name: [{"id": ids.encode("Lead", fixture.check_lead), "title": "bench-peer check"}]
-                    if name == "pipegraph"
-                    else [{"rowId": fixture.check_lead, "title": "bench-peer check"}]
-                    for name in SERVERS
-                }
+                requests = {name: [one_request(query, name, fixture, "bench-peer check")] for name in SERVERS}
             else:
                 requests = {name: variables(query, name, fixture, "") for name in SERVERS}
-            answers = {name: [ask(servers[name], query, v) for v in requests[name]] for name in SERVERS}
+            answers = {
+                name: [_post(client, servers[name], query, v) for v in requests[name]] for name in SERVERS
+            }
             if answers["pipegraph"] != answers["postgraphile"]:
                 first = next(
                     (a, b)
@@ -322,6 +331,35 @@ def check_same_answers(servers: Mapping[str, Server], queries: Sequence[str], fi
                 raise SystemExit(f"the servers answer {query} differently; first difference:\n{first}")
             count, sent = sum(map(len, answers["pipegraph"])), len(requests["pipegraph"])
             print(f"  {query}: both servers answer the same {count} rows over {sent} requests")
+
+
+def count_statements(
+    servers: Mapping[str, Server], queries: Sequence[str], fixture: Fixture, log: Path, database: str
+) -> dict[str, dict[str, list[str]]]:
+    """The statements each server sends PostgreSQL for one request of each query, after two warm-up
+    requests (servers started while the database logs every statement)."""
+    counted: dict[str, dict[str, list[str]]] = {query: {} for query in queries}
+    with httpx.Client(timeout=30) as client:
+        for query in queries:
+            for name in SERVERS:
+                server = servers[name]
+                for number in range(2):  # warm-up
+                    _post(
+                        client, server, query, one_request(query, name, fixture, f"bench-peer count {number}")
+                    )
+                values = one_request(query, name, fixture, "bench-peer count 2")  # a new title: a real write
+                send = functools.partial(_post, client, server, query, values)
+                counted[query][name] = logged_statements(log, database, send)
+    return counted
+
+
+def print_statements(counted: Mapping[str, Mapping[str, list[str]]]) -> None:
+    print("statements per request (from the PostgreSQL log):")
+    for query, by_server in counted.items():
+        for name, statements in by_server.items():
+            print(f"  {query:<8}{name:<14}{len(statements):>3}")
+            for statement in statements:
+                print(f"      {statement[:150]}")
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -540,6 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update-leads", type=int, default=500, help="leads each server updates in turn (default 500)"
     )
+    parser.add_argument(
+        "--count-statements",
+        type=Path,
+        metavar="SERVER_LOG",
+        help="first count the statements each server sends per request, read from this PostgreSQL server "
+        "log while log_statement=all is set on the database alone (e.g. /var/log/postgresql/"
+        "postgresql-15-main.log)",
+    )
     parser.add_argument("--json", action="store_true", help="print the runs and summaries as JSON too")
     return parser
 
@@ -563,14 +609,16 @@ def main(argv: list[str] | None = None) -> int:
     update_sets = [pk for name in SERVERS for pk in fixture.update_leads[name]] + [fixture.check_lead]
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_peer-")))
+        server_settings = (args.cache_dir, args.pool_size, directory)
+        database = url.rpartition("/")[2]
         if "update" in args.queries:
             stack.enter_context(restored_leads(url, update_sets))
-        servers = {
-            "pipegraph": stack.enter_context(pipegraph_server(url, fixture.key, args.pool_size, directory)),
-            "postgraphile": stack.enter_context(
-                postgraphile_server(url, node, args.cache_dir, args.pool_size, directory)
-            ),
-        }
+        statements: dict[str, dict[str, list[str]]] = {}
+        if args.count_statements:
+            with statement_log(url), both_servers(url, fixture.key, node, *server_settings) as servers:
+                statements = count_statements(servers, args.queries, fixture, args.count_statements, database)
+            print_statements(statements)
+        servers = stack.enter_context(both_servers(url, fixture.key, node, *server_settings))
         print("checking that both servers answer the same rows:")
         check_same_answers(servers, args.queries, fixture)
         bench = Bench(servers, fixture, url, args.threads, directory)
@@ -579,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
         report = {
             "setup": {**setup, "database_url": url, "versions": versions},
+            "statements": statements,
             "runs": [asdict(run) for group in groups for run in group],
             "summaries": [
                 {"query": group[0].query, "connections": group[0].connections, **summarise(group)}

@@ -351,3 +351,42 @@ def parse_wrk(output: str) -> tuple[int, float, float, float, int]:
         _ms(percentiles["99"]),
         errors,
     )
+
+
+@contextmanager
+def statement_log(url: str) -> Iterator[None]:
+    """``log_statement = 'all'`` for the database's new sessions alone, reset on exit."""
+    name = url.rpartition("/")[2]
+    asyncio.run(_admin(url, f"ALTER DATABASE \"{name}\" SET log_statement = 'all'"))
+    try:
+        yield
+    finally:
+        asyncio.run(_admin(url, f'ALTER DATABASE "{name}" RESET log_statement'))
+
+
+def logged_statements(log: Path, database: str, send: Callable[[], object]) -> list[str]:
+    """The statements of this database that the server log gains while ``send`` runs (the log's line
+    prefix must name the database, as Debian's ``%m [%p] %q%u@%d`` does)."""
+    start = log.stat().st_size
+    send()
+    time.sleep(0.3)  # the backends write their lines after answering
+    with log.open(errors="replace") as lines:
+        lines.seek(start)
+        found = [
+            line
+            for line in lines
+            if f"@{database} " in line and re.search(r"LOG:\s+(statement|execute)", line)
+        ]
+    return [re.sub(r"^.*?LOG:\s+", "", line).strip() for line in found]
+
+
+@contextmanager
+def both_servers(
+    url: str, key: str, node: Path, cache: Path, pool_size: int, logs: Path
+) -> Iterator[dict[str, Server]]:
+    """pipegraph and PostGraphile on the database, by name."""
+    with (
+        pipegraph_server(url, key, pool_size, logs) as ours,
+        postgraphile_server(url, node, cache, pool_size, logs) as theirs,
+    ):
+        yield {ours.name: ours, theirs.name: theirs}
