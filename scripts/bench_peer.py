@@ -29,9 +29,13 @@ query and each ``--connections`` count: a warm-up of each server, and ``--rounds
 pipegraph then PostGraphile, each under wrk for ``--duration`` seconds. Prints, per run, requests/s,
 p50/p99 latency and CPU time per request of the server process and of the database's backends (from
 ``/proc``), then the medians and the ratio pipegraph / PostGraphile of each round and of the medians.
+``--count-statements SERVER_LOG`` first lists the statements each server sends PostgreSQL for one
+request of each query, read from the server's log while ``log_statement = all`` is set on the bench
+database alone (on servers of their own, so the timed ones log nothing).
 
     python scripts/bench_peer.py [--duration 10] [--rounds 3] [--connections 8,32]
-                                 [--queries board,lead] [--leads 100000] [--json]
+                                 [--queries board,lead,update] [--leads 100000] [--json]
+                                 [--count-statements /var/log/postgresql/postgresql-15-main.log]
 
 Needs wrk (installed with apt-get when missing and run as root), npm, and a PostgreSQL server where it
 may create a database. ``dropdb pipegraph_bench_peer`` removes the data; ``rm -r`` the cache directory
@@ -181,7 +185,7 @@ class Run:
     postgres_cpu_ms: float | None
 
 
-# --- the leads the requests name ----------------------------------------------------------------------------
+# --- the leads the requests name ------------------------------------------------------------------
 
 
 async def make_fixture(url: str, update_leads: int) -> Fixture:
@@ -245,7 +249,7 @@ def restored_leads(url: str, lead_ids: Sequence[int]) -> Iterator[None]:
         asyncio.run(restore(rows))
 
 
-# --- requests and answers -----------------------------------------------------------------------
+# --- requests and answers -------------------------------------------------------------------------
 
 
 def variables(query: str, server: str, fixture: Fixture, title: str) -> list[dict[str, Any]]:
@@ -362,7 +366,7 @@ def print_statements(counted: Mapping[str, Mapping[str, list[str]]]) -> None:
                 print(f"      {statement[:150]}")
 
 
-# --- measuring ----------------------------------------------------------------------------------
+# --- measuring ------------------------------------------------------------------------------------
 
 
 class Bench:
@@ -461,7 +465,7 @@ async def _missing_writes(url: str, lead_ids: Sequence[int], label: str, request
     return max(0, min(requests, len(lead_ids)) - int(written))
 
 
-# --- reporting ----------------------------------------------------------------------------------
+# --- reporting ------------------------------------------------------------------------------------
 
 
 def _cpu(value: float | None) -> str:
@@ -527,7 +531,7 @@ def print_summary(group: Sequence[Run]) -> None:
     )
 
 
-# --- main ---------------------------------------------------------------------------------------
+# --- main -----------------------------------------------------------------------------------------
 
 
 def _csv(kind: Callable[[str], Any], choices: Sequence[str] = ()) -> Callable[[str], list[Any]]:
