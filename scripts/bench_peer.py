@@ -183,6 +183,7 @@ class Run:
     errors: int
     server_cpu_ms: float | None  # CPU time per request
     postgres_cpu_ms: float | None
+    error_kinds: str = ""
 
 
 # --- the leads the requests name ------------------------------------------------------------------
@@ -412,8 +413,8 @@ class Bench:
         server_before, backends_before = cpu_seconds(server.pid), backends_cpu(self.database_url)
         output = self.wrk(server, bodies, seconds, connections)
         server_after, backends_after = cpu_seconds(server.pid), backends_cpu(self.database_url)
-        requests, rate, p50, p99, errors = parse_wrk(output)
-        per_request = 1000 / max(requests, 1)
+        result = parse_wrk(output)
+        per_request = 1000 / max(result.requests, 1)
         server_cpu = None
         if server_after is not None and server_before is not None:
             server_cpu = (server_after - server_before) * per_request
@@ -421,11 +422,24 @@ class Bench:
         if backends_after:
             spent = sum(after - backends_before.get(pid, 0.0) for pid, after in backends_after.items())
             postgres_cpu = spent * per_request
+        errors, kinds = result.errors, [result.error_kinds] if result.error_kinds else []
         if query == "update":
             leads = self.fixture.update_leads[name]
-            errors += asyncio.run(_missing_writes(self.database_url, leads, label, requests))
+            if missing := asyncio.run(_missing_writes(self.database_url, leads, label, result.requests)):
+                errors, kinds = errors + missing, [*kinds, f"{missing} leads of the set not written"]
         return Run(
-            query, connections, round_number, name, requests, rate, p50, p99, errors, server_cpu, postgres_cpu
+            query,
+            connections,
+            round_number,
+            name,
+            result.requests,
+            result.requests_per_second,
+            result.p50_ms,
+            result.p99_ms,
+            errors,
+            server_cpu,
+            postgres_cpu,
+            "; ".join(kinds),
         )
 
     def compare(
@@ -485,6 +499,8 @@ def print_run(run: Run) -> None:
         f"  {run.round:<7}{run.server:<14}{run.requests_per_second:>9.0f}{run.p50_ms:>9.1f}{run.p99_ms:>9.1f}"
         f"{_cpu(run.server_cpu_ms):>19}{_cpu(run.postgres_cpu_ms):>10}{run.errors:>8}"
     )
+    if run.error_kinds:
+        print(f"  {'':<7}{'':<14}errors: {run.error_kinds}")
 
 
 def _median(values: Sequence[float | None]) -> float | None:

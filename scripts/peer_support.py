@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import httpx
@@ -333,23 +334,30 @@ def _ms(raw: str) -> float:
     return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
 
 
-def parse_wrk(output: str) -> tuple[int, float, float, float, int]:
-    """Requests, requests/s, p50 and p99 in ms, and errors (non-2xx answers and socket errors)."""
+class WrkResult(NamedTuple):
+    requests: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers and socket errors (timeouts included)
+    error_kinds: str  # wrk's own words for them, "" when there are none
+
+
+def parse_wrk(output: str) -> WrkResult:
     percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)\s*$", output, re.MULTILINE))
     requests = re.search(r"(\d+) requests in", output)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if requests is None or rate is None or set(percentiles) != {"50", "99"}:
         raise RuntimeError(f"unexpected wrk output:\n{output}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = int(non_2xx.group(1)) if non_2xx else 0
-    if socket_errors := re.search(r"Socket errors: (.*)", output):
-        errors += sum(int(count) for count in re.findall(r"\d+", socket_errors.group(1)))
-    return (
+    kinds = re.findall(r"^\s*((?:Non-2xx or 3xx responses|Socket errors): .*?)\s*$", output, re.MULTILINE)
+    errors = sum(int(count) for kind in kinds for count in re.findall(r"\d+", kind.partition(":")[2]))
+    return WrkResult(
         int(requests.group(1)),
         float(rate.group(1)),
         _ms(percentiles["50"]),
         _ms(percentiles["99"]),
         errors,
+        "; ".join(kinds) if errors else "",
     )
 
 
