@@ -91,16 +91,15 @@ class PlannedReads:
 
     # -- introspection, for tests and operators --------------------------------------------------
 
-    def verdict(self, query: str, operation_name: str | None = None) -> str | None:
-        """None if the operation has been planned, else why it went the reference way (or
-        "not seen")."""
-        entry = self._cache.get((query, operation_name))
-        if entry is None:
-            return "not seen"
-        if isinstance(entry, str):
-            return entry
-        reasons = [plan for plan in entry.plans.values() if isinstance(plan, str)]
-        return reasons[0] if reasons and len(reasons) == len(entry.plans) else None
+    def explain(self, query: str, operation_name: str | None = None) -> str | None:
+        """None if the operation is planned (with its ``@include``/``@skip`` variables unset), else
+        why it goes the reference way. Runs nothing."""
+        try:
+            template = self._template(query, operation_name)
+            self._plan(template, VariableValues({}, {}))
+        except _Fallback as fallback:
+            return str(fallback)
+        return None
 
     # -- the request --------------------------------------------------------------------------------
 

@@ -230,8 +230,11 @@ class Builder:
             if isinstance(selected, Typename):
                 pieces.append((json.dumps(selected.name),))
             elif isinstance(selected, Column):
-                expr = self.dialect.value(selected.kind, scope.ref(alias, selected.column), type_name)
-                pieces.append(f"coalesce({expr}, 'null')" if selected.nullable else f"({expr})")
+                column = scope.ref(alias, selected.column)
+                expr = self.dialect.value(selected.kind, column, type_name)
+                if selected.nullable:  # (SQLite's printf reads NULL as 0)
+                    expr = f"CASE WHEN {column} IS NULL THEN 'null' ELSE {expr} END"
+                pieces.append(f"({expr})")
             else:
                 inner = scope.join(selected, alias)
                 value = self.object(scope, inner, selected.type_name, selected.fields)
