@@ -6,6 +6,9 @@ with uvicorn in two subprocesses, and loads each with wrk for the same duration 
 authenticate the same API key the same way (the app's cached ``Authenticator``) and return the same
 50 leads (checked) with stage and owner names.
 
+Also serves the app with compiled reads switched off (``PIPEGRAPH_COMPILED_READS=false``) and loads
+both with the page and with one lead by id (``lead(id:)``), for the compiled / reference ratio.
+
 Prints requests/s of both and their ratio, p50/p99 latency, SQL statements per request (counted
 in-process with a ``before_cursor_execute`` listener) and Python function calls per request (cProfile,
 in-process: a count that does not move with the machine's load). ``--profile`` adds where in-process time goes
@@ -62,6 +65,7 @@ GRAPHQL_QUERY = (
     f"query Page($pipelineId: ID!) {{ leads(pipelineId: $pipelineId, first: {PAGE_SIZE}) "
     "{ edges { node { id title value stage { name } owner { name } } } } }"
 )
+LEAD_QUERY = "query Lead($id: ID!) { lead(id: $id) { id title value stage { name } owner { name } } }"
 PLAIN_SQL = text(
     "SELECT l.id, l.title, l.value_cents, s.name AS stage_name, u.name AS owner_name "
     "FROM leads l JOIN stages s ON s.id = l.stage_id LEFT JOIN users u ON u.id = l.owner_id "
@@ -348,25 +352,40 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace) -> di
         raise RuntimeError("the two endpoints returned different pages; the comparison would be unfair")
     env = {
         "PIPEGRAPH_DATABASE_URL": database_url,
-        "PIPEGRAPH_POOL_SIZE": str(args.connections),
+        "PIPEGRAPH_POOL_SIZE": str(args.pool_size or args.connections),
         **{f"PIPEGRAPH_{name.upper()}": str(value) for name, value in UNTHROTTLED.items()},
     }
     body = json.dumps(
         {"query": GRAPHQL_QUERY, "variables": {"pipelineId": _global_id("Pipeline", pipeline_id)}}
     )
+    lead_id = graphql["payload"]["data"]["leads"]["edges"][0]["node"]["id"]
+    lead_body = json.dumps({"query": LEAD_QUERY, "variables": {"id": lead_id}})
     results: dict[str, Result] = {}
     with (
         serve("pipegraph.app:app_from_env", env, free_port()) as api_base,
+        serve("pipegraph.app:app_from_env", {**env, "PIPEGRAPH_COMPILED_READS": "false"}, free_port()) as ref,
         serve("bench_api:plain_app_from_env", env, free_port()) as plain_base,
     ):
+        # graphql: compiled reads (the default); reference: the same app with them switched off.
         targets = [
             Target("plain", f"{plain_base}/leads?pipeline={pipeline_id}", "GET", None),
             Target("graphql", f"{api_base}/graphql", "POST", body),
+            Target("reference", f"{ref}/graphql", "POST", body),
+            Target("lead", f"{api_base}/graphql", "POST", lead_body),
+            Target("lead-ref", f"{ref}/graphql", "POST", lead_body),
         ]
         for target in targets:  # warm-up
             run_wrk(target, key, args.warmup, args.connections, args.threads)
         for target in targets:
             results[target.name] = run_wrk(target, key, args.duration, args.connections, args.threads)
+    for name in ("reference", "lead", "lead-ref"):
+        result = results[name]
+        print(f"  {name:<10}{result.requests_per_second:>10.0f}{result.p50_ms:>10.1f}{result.p99_ms:>10.1f}")
+    print(
+        "  compiled / reference: board page "
+        f"{results['graphql'].requests_per_second / results['reference'].requests_per_second:.2f}, "
+        f"lead by id {results['lead'].requests_per_second / results['lead-ref'].requests_per_second:.2f}"
+    )
     ratio = results["graphql"].requests_per_second / results["plain"].requests_per_second
     print(f"  {'endpoint':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'SQL/req':>10}{'errors':>8}")
     for name in ("plain", "graphql"):
@@ -419,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per endpoint (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument(
+        "--pool-size", type=int, help="PIPEGRAPH_POOL_SIZE of the servers (default: --connections)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--postgres-url", help="also run on a fresh database of this PostgreSQL server")
     parser.add_argument("--profile", action="store_true", help="print where in-process time goes")

@@ -67,8 +67,12 @@ async def make_client(store: Store, **settings: Any) -> AsyncIterator[Client]:
         store=store,
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield Client(http=http, keys=keys, user_ids=user_ids)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield Client(http=http, keys=keys, user_ids=user_ids)
+    finally:  # the transport runs no lifespan: close the compiled reads' connections here
+        if app.state.plans is not None:
+            await app.state.plans.close()
 
 
 CREATE_PIPELINE = """

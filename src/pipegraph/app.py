@@ -41,6 +41,8 @@ from pipegraph.api.failures import (
 from pipegraph.api.http_limits import BodySizeLimit, error_response, http_error_code, within_time_limit
 from pipegraph.api.limits import LimitPolicy, QueryLimits
 from pipegraph.api.loaders import Loaders
+from pipegraph.api.plans import PlannedReads
+from pipegraph.api.plans.connections import reader_for
 from pipegraph.api.schema import build_schema
 from pipegraph.db import availability
 from pipegraph.db.session import Store
@@ -80,8 +82,10 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         authenticator: Authenticator,
         graphiql: bool,
         time_limit: float | None = None,
+        plans: PlannedReads | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
+        self.plans = plans
         self.store = store
         self.broker = broker
         self.authenticator = authenticator
@@ -128,6 +132,11 @@ class PipegraphGraphQL(GraphQL[Context, None]):
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Strawberry's HTTP handling, with its refusals in the GraphQL error shape."""
         request = Request(scope, receive)
+        if self.plans is not None:  # a plannable read is answered here, anything else by Strawberry
+            planned = await self.plans.serve(request, scope.get(_VIEWER), scope.get(_REQUEST_ID, ""))
+            if planned is not None:
+                await planned(scope, receive, send)
+                return
         try:
             response: Response = await self.run(request)
         except HTTPException as error:
@@ -198,17 +207,24 @@ def create_app(
         InProcessBroker(capacity) if store.is_sqlite else PostgresBroker(store.engine, capacity=capacity)
     )
     limits = LimitPolicy.from_settings(settings)
+    schema = build_schema(
+        introspection=settings.introspection,
+        extensions=[lambda: QueryLimits(limits)],
+        max_batch=settings.max_batch,
+    )
+    plans = (
+        PlannedReads(schema._schema, limits, reader_for(store.engine, pool_size=settings.pool_size))
+        if settings.compiled_reads
+        else None
+    )
     graphql = PipegraphGraphQL(
-        build_schema(
-            introspection=settings.introspection,
-            extensions=[lambda: QueryLimits(limits)],
-            max_batch=settings.max_batch,
-        ),
+        schema,
         store=store,
         broker=broker,
         authenticator=Authenticator(store, open_access=settings.open_access),
         graphiql=settings.graphiql,
         time_limit=settings.request_timeout,
+        plans=plans,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -236,6 +252,8 @@ def create_app(
             yield
         finally:
             simulations.close()
+            if plans is not None:
+                await plans.close()
             await broker.close()
             await store.dispose()
 
@@ -255,6 +273,8 @@ def create_app(
     app.state.store = store
     app.state.broker = broker
     app.state.simulations = simulations
+    app.state.limits = limits
+    app.state.plans = plans
     return app
 
 

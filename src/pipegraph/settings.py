@@ -86,6 +86,8 @@ class Settings:
     # Production mode hides the schema; --open turns it on unless set explicitly.
     introspection: bool = False
     log_sql: bool = False
+    # Plannable reads run as one compiled statement (``pipegraph.api.plans``); false: all by Strawberry.
+    compiled_reads: bool = True
     pool_size: int = 10
     # API processes serving this database (``serve --workers``); more than one needs PostgreSQL.
     workers: int = 1
@@ -140,6 +142,8 @@ class Settings:
             values["introspection"] = _parse_bool("PIPEGRAPH_INTROSPECTION", raw)
         if (raw := env.get("PIPEGRAPH_LOG_SQL")) is not None:
             values["log_sql"] = _parse_bool("PIPEGRAPH_LOG_SQL", raw)
+        if (raw := env.get("PIPEGRAPH_COMPILED_READS")) is not None:
+            values["compiled_reads"] = _parse_bool("PIPEGRAPH_COMPILED_READS", raw)
         if (raw := env.get("PIPEGRAPH_POOL_SIZE")) is not None:
             values["pool_size"] = _parse_int("PIPEGRAPH_POOL_SIZE", raw, minimum=1)
         if (raw := env.get("PIPEGRAPH_WORKERS")) is not None:
