@@ -324,8 +324,12 @@ def _dashboard_operations() -> dict[str, str]:
         constants = dict(re.findall(r"const (\w+) = `([^`]*)`;", source))
         constants.update(re.findall(r"const (\w+) = (\d+);", source))
         constants.update(re.findall(r'const (\w+) = "([^"]*)";', source))
+
+        def fill(match: re.Match[str], constants: dict[str, str] = constants) -> str:
+            return constants.get(match.group(1), match.group(0))
+
         for body in constants.values():
-            text = re.sub(r"\$\{(\w+)\}", lambda m, c=constants: str(c.get(m.group(1), m.group(0))), body)
+            text = re.sub(r"\$\{(\w+)\}", fill, body)
             match = re.match(r"\s*(query|mutation) (\w+)", text)
             if match and "${" not in text:
                 found[match.group(2)] = text
@@ -336,7 +340,7 @@ async def test_dashboard_and_readme_operations_are_answered_alike(pair: Pair) ->
     operations = _dashboard_operations()
     assert {"Start", "BoardPipeline", "BoardColumn", "BoardLead", "LeadPanel", "Metrics"} <= operations.keys()
     pipeline_id, lead_id = pair.ids["Pipeline"][0], pair.ids["Lead"][5]
-    reads = {
+    reads: dict[str, dict[str, Any]] = {
         "Start": {},
         "BoardPipeline": {"id": pipeline_id},
         "BoardColumn": {
@@ -459,7 +463,8 @@ async def test_a_planned_request_runs_one_statement_and_no_transaction(pair: Pai
 
     async def counting(statement: str, params: list[Any]) -> str:
         statements.append(statement)
-        return await original(statement, params)
+        text: str = await original(statement, params)
+        return text
 
     reader.fetch_text = counting
     event.listen(store.engine.sync_engine, "before_cursor_execute", record)

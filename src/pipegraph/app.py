@@ -133,7 +133,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         """Strawberry's HTTP handling, with its refusals in the GraphQL error shape."""
         request = Request(scope, receive)
         if self.plans is not None:  # a plannable read is answered here, anything else by Strawberry
-            planned = await self.plans.serve(request, scope.get(_VIEWER), scope.get(_REQUEST_ID, ""))
+            planned = await self.plans.serve(request, scope.get(_VIEWER), scope.get(REQUEST_ID, ""))
             if planned is not None:
                 await planned(scope, receive, send)
                 return
