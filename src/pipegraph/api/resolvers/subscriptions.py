@@ -15,6 +15,7 @@ from datetime import datetime
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from pipegraph.api import ids, types
 from pipegraph.api.context import Info
@@ -37,6 +38,16 @@ class LeadEvent:
     lead: types.Lead | None = strawberry.field(
         description="The lead as it is now (it may have changed since)."
     )
+
+
+def _selects(selections: list[Selection], name: str) -> bool:
+    """Whether ``name`` is selected here, directly or through a fragment."""
+    for selection in selections:
+        if isinstance(selection, SelectedField) and selection.name == name:
+            return True
+        if isinstance(selection, InlineFragment | FragmentSpread) and _selects(selection.selections, name):
+            return True
+    return False
 
 
 async def _leads_of(session: AsyncSession, *, lead_ids: set[int]) -> dict[int, queries.LeadRow]:
@@ -67,14 +78,18 @@ class Subscription:
         async with context.store.read() as session:
             if not await queries.pipelines_by_ids(session, [pk]):
                 raise NotFoundError(f"no pipeline with id {pipeline_id}", field="pipeline_id")
+        # Reading the leads is most of an event's cost: only for subscriptions that ask for them.
+        wants_lead = _selects(info.selected_fields[0].selections, "lead")
         batches = lead_event_batches(context.store, context.broker, pipeline_id=pk, after=start)
         delivered = start
         async with aclosing(batches):
             async for batch in batches:
                 # Read fresh, not through the connection-long loaders, whose caches would go stale.
-                read_leads = functools.partial(_leads_of, lead_ids={e.lead_id for e in batch})
-                resume_at = batch[0].position - 1 if delivered is None else delivered
-                leads = await read_retrying(context.store, read_leads, position=resume_at)
+                leads: dict[int, queries.LeadRow] = {}
+                if wants_lead:
+                    read_leads = functools.partial(_leads_of, lead_ids={e.lead_id for e in batch})
+                    resume_at = batch[0].position - 1 if delivered is None else delivered
+                    leads = await read_retrying(context.store, read_leads, position=resume_at)
                 for event in batch:
                     lead = leads.get(event.lead_id)
                     yield LeadEvent(
