@@ -558,12 +558,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{backend}, {args.workers} worker(s), {args.writers} writers, {args.warm_up:g} s warm-up + "
         f"{args.duration:g} s measured per run"
     )
-    with sigterm_unwinds(), tempfile.TemporaryDirectory() as directory:
-        if args.database_url:
-            with postgres_database(args.database_url, "pipegraph_bench_events") as url:
-                summaries = bench(url, args, Path(directory))
-        else:
-            summaries = bench(f"sqlite:///{Path(directory) / 'events.sqlite3'}", args, Path(directory))
+    try:
+        with sigterm_unwinds(), tempfile.TemporaryDirectory() as directory:
+            if args.database_url:
+                with postgres_database(args.database_url, "pipegraph_bench_events") as url:
+                    summaries = bench(url, args, Path(directory))
+            else:
+                summaries = bench(f"sqlite:///{Path(directory) / 'events.sqlite3'}", args, Path(directory))
+    except KeyboardInterrupt:
+        print("interrupted: the server is stopped and the database removed", file=sys.stderr)
+        return 130
     if args.json:
         figures = {"backend": backend, "workers": args.workers, "writers": args.writers, "runs": summaries}
         print(json.dumps(figures, indent=2))
