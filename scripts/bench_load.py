@@ -121,8 +121,18 @@ async def seed(database_url: str, leads: int, connections: int) -> Setup:
         await store.dispose()
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running ``pipegraph serve``: its port and the process started (with workers, their parent)."""
+
+    port: int
+    pid: int
+
+
 @contextmanager
-def serve(database_url: str, workers: int, pool_size: int, log: Path) -> Iterator[int]:
+def serve(database_url: str, workers: int, pool_size: int, log: Path) -> Iterator[Server]:
+    """``pipegraph serve --workers N`` with the per-key budget off, until every worker has started;
+    stopped with SIGTERM (killed after 30 s) on the way out, whatever the way out is."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
     env["PIPEGRAPH_POOL_SIZE"] = str(pool_size)
@@ -140,7 +150,7 @@ def serve(database_url: str, workers: int, pool_size: int, log: Path) -> Iterato
                 raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.2)
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).raise_for_status()
-        yield port
+        yield Server(port, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -331,8 +341,8 @@ def phase(args: argparse.Namespace, workers: int, log_dir: Path) -> dict[str, An
     with postgres_database(args.postgres_url, args.database_prefix) as url:
         setup = asyncio.run(seed(url, args.leads, args.connections))
         run = f"load-{uuid.uuid4().hex[:8]}"
-        with serve(url, workers, args.pool_size, log_dir / f"server-{workers}.log") as port:
-            tally = asyncio.run(load(port, setup, run, args.duration, args.connections))
+        with serve(url, workers, args.pool_size, log_dir / f"server-{workers}.log") as server:
+            tally = asyncio.run(load(server.port, setup, run, args.duration, args.connections))
         summary = summarise(tally, args.duration)
         summary["verification"] = asyncio.run(verify(url, run, tally))
     summary["workers"] = workers
