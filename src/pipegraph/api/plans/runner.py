@@ -44,6 +44,7 @@ from pipegraph.api.limits import LimitPolicy
 from pipegraph.api.plans import sql
 from pipegraph.api.plans.connections import Reader
 from pipegraph.api.plans.planner import Connection, OperationPlan, Planner, RootField, Unplannable
+from pipegraph.db import availability
 from pipegraph.db.models import User
 from pipegraph.db.types import utcnow
 from pipegraph.services import queries
@@ -341,10 +342,14 @@ class PlannedReads:
                 raise _Fallback("throttled")
         try:
             text = await self.reader.fetch_text(statement, params)
-        except Exception:
+        except Exception as error:
             if throttle is not None:
                 throttle.settle(client, requested, 0)
-            logger.exception("a planned read failed; answering it the reference way")
+            if availability.is_unavailable(error):
+                # An outage, not a bug: one line; the reference path answers with its 503.
+                logger.warning("a planned read failed: %s", availability.describe(error))
+            else:
+                logger.exception("a planned read failed; answering it the reference way")
             raise _Fallback("database error") from None
         data = splice(text)
         actual = cost.actual(json.loads(data))
