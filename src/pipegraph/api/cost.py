@@ -112,6 +112,23 @@ class CostNode:
         items = _flatten(value) if self.nested_list else value
         return self.extra + sum(self._one(item) for item in items)
 
+    def counted(self, values: int) -> int | None:
+        """The actual cost from how many values the field held (a list's or a connection's items, 1
+        or 0 for an object), as :meth:`actual` counts it; None when that needs the values themselves
+        (a list below an item, an object's absence to tell from its presence below a connection)."""
+        if self.connection:
+            total = self.extra + CONNECTION_COST
+            for child in self.children:  # edges or nodes: the items; pageInfo: always there
+                if child.fixed is None or child.nested_list or child.connection:
+                    return None
+                total += child.extra + child.fixed * (values if child.is_list else 1)
+            return total
+        if self.fixed is None or self.nested_list:
+            return None
+        if self.is_list:
+            return self.extra + self.fixed * values
+        return self.extra + self.fixed if values else 0
+
     def _one(self, value: Any) -> int:
         if not isinstance(value, dict):
             return 0

@@ -21,6 +21,9 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
+    VariableNode,
+    Visitor,
+    visit,
 )
 from graphql.execution.collect_fields import (
     FieldDetails,
@@ -83,6 +86,7 @@ class RootField:
     definition: GraphQLField
     node: FieldNode
     selection: Connection | tuple[Selected, ...]
+    variables: tuple[str, ...]  # the variables its arguments read: all its arguments depend on
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,7 @@ class Planner:
             else:
                 type_name = "Pipeline" if name.startswith("pipeline") else "Lead"
                 selection = self._object(type_name, details)
-            roots.append(RootField(key, name, definition, node, selection))
+            roots.append(RootField(key, name, definition, node, selection, _variables_of(node)))
         return OperationPlan(tuple(roots))
 
     def _single_field(self, details: list[FieldDetails]) -> str:
@@ -264,3 +268,16 @@ class Planner:
             else:
                 raise Unplannable(f"LeadConnection.{name}")
         return Connection(key, tuple(parts))
+
+
+def _variables_of(node: FieldNode) -> tuple[str, ...]:
+    names: list[str] = []
+
+    class Variables(Visitor):
+        def enter_variable(self, variable: VariableNode, *_: Any) -> None:
+            if variable.name.value not in names:
+                names.append(variable.name.value)
+
+    for argument in node.arguments or ():
+        visit(argument, Variables())
+    return tuple(names)

@@ -10,12 +10,14 @@ key (the reference path refuses it with the same figures), a database error.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import logging
 import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from graphql import (
@@ -40,6 +42,7 @@ from strawberry.types.arguments import convert_arguments
 
 from pipegraph.api import ids
 from pipegraph.api.auth import bearer_key
+from pipegraph.api.cost import CostPlan
 from pipegraph.api.limits import LimitPolicy
 from pipegraph.api.plans import sql
 from pipegraph.api.plans.connections import Reader
@@ -51,8 +54,9 @@ from pipegraph.services import queries
 
 logger = logging.getLogger("pipegraph.api.plans")
 CACHE_SIZE = 1024
+BINDS_PER_TEMPLATE = 256  # arguments bound per template, by the values of the variables they read
+_ABSENT = object()
 _MARKER = re.compile("\x01(.)([^\x02]*)\x02")
-_NOT_ASCII = re.compile("[^\x00-\x7e]")
 _URLSAFE = str.maketrans("+/", "-_")
 
 
@@ -70,6 +74,7 @@ class _Template:
     directive_variables: tuple[str, ...]
     plans: dict[tuple[Any, ...], OperationPlan | str] = field(default_factory=dict)
     statements: dict[tuple[Any, ...], tuple[str, list[str]]] = field(default_factory=dict)
+    binds: OrderedDict[tuple[Any, ...], tuple[Any, dict[str, Any]] | str] = field(default_factory=OrderedDict)
 
 
 class PlannedReads:
@@ -148,10 +153,12 @@ class PlannedReads:
         if isinstance(coerced, list):
             raise _Fallback("variables refused")
         plan = self._plan(template, coerced)
-        shape, values = self._bind(plan, coerced)
+        shape, values = self._bind(template, plan, coerced)
         statement, names = self._statement(template, plan, shape)
         params = [values[name] for name in names]
-        return await self._run(query, operation_name, template, variables, viewer, request, statement, params)
+        return await self._run(
+            query, operation_name, template, plan, variables, viewer, request, statement, params
+        )
 
     def _template(self, query: str, operation_name: str | None) -> _Template:
         key = (query, operation_name)
@@ -198,19 +205,43 @@ class PlannedReads:
 
     # -- arguments, as the resolvers read them --------------------------------------------------------
 
-    def _bind(self, plan: OperationPlan, variables: VariableValues) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _bind(
+        self, template: _Template, plan: OperationPlan, variables: VariableValues
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         shapes: list[Any] = []
         values: dict[str, Any] = {}
         for index, root in enumerate(plan.roots):
-            try:
-                shape, own = self._bind_root(root, self._arguments(root, variables))
-            except _Fallback:
-                raise
-            except Exception as error:  # the resolver would refuse these arguments: it says how
-                raise _Fallback(f"arguments refused ({type(error).__name__})") from None
+            shape, own = self._bound(template, root, variables)
             shapes.append(shape)
             values.update((f"{index}.{name}", value) for name, value in own.items())
         return tuple(shapes), values
+
+    def _bound(
+        self, template: _Template, root: RootField, variables: VariableValues
+    ) -> tuple[Any, dict[str, Any]]:
+        """A root's shape and parameters, kept per value of the variables its arguments read (building
+        Strawberry's input objects is most of a board page's Python time)."""
+        try:
+            key = (id(root), *(_frozen(variables.coerced.get(name, _ABSENT)) for name in root.variables))
+        except TypeError:  # an unhashable value: bound afresh
+            key = None
+        bound = template.binds.get(key) if key is not None else None
+        if bound is None:
+            try:
+                bound = self._bind_root(root, self._arguments(root, variables))
+            except _Fallback as fallback:
+                bound = str(fallback)
+            except Exception as error:  # the resolver would refuse these arguments: it says how
+                bound = f"arguments refused ({type(error).__name__})"
+            if key is not None:
+                template.binds[key] = bound
+                if len(template.binds) > BINDS_PER_TEMPLATE:
+                    template.binds.popitem(last=False)
+        elif key is not None:
+            template.binds.move_to_end(key)
+        if isinstance(bound, str):
+            raise _Fallback(bound)
+        return bound
 
     def _arguments(self, root: RootField, variables: VariableValues) -> dict[str, Any]:
         """The resolver's keyword arguments (Python names, input objects built), as Strawberry makes them."""
@@ -261,8 +292,6 @@ class PlannedReads:
                 raise _Fallback("a cursor the statement cannot bind")
             values[f"{side}_value"], values[f"{side}_id"] = value, lead_id
         values = {name: self._param(value) for name, value in values.items()}
-        values["size"] = size
-        values["limit"] = size + 1 if size else 0
         shape = sql.LeadsShape(
             names=names,
             order=order.field.value,
@@ -270,6 +299,7 @@ class PlannedReads:
             backwards=backwards,
             after=args.get("after") is not None,
             before=args.get("before") is not None,
+            size=size,
         )
         return shape, values
 
@@ -321,6 +351,7 @@ class PlannedReads:
         query: str,
         operation_name: str | None,
         template: _Template,
+        plan: OperationPlan,
         variables: dict[str, Any] | None,
         viewer: User,
         request: Request,
@@ -351,13 +382,42 @@ class PlannedReads:
             else:
                 logger.exception("a planned read failed; answering it the reference way")
             raise _Fallback("database error") from None
+        text, _, counts = text.rpartition(sql.COUNTS)
         data = splice(text)
-        actual = cost.actual(json.loads(data))
+        actual = _actual_cost(cost, plan, counts, data)
         extension: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": actual}
         if throttle is not None:
             extension["throttleStatus"] = throttle.settle(client, requested, actual).as_extension()
         tail = json.dumps({"cost": extension}, separators=(",", ":"))
-        return b'{"data":' + data.encode() + b',"extensions":' + tail.encode() + b"}"
+        return b'{"data":' + data + b',"extensions":' + tail.encode() + b"}"
+
+
+def _actual_cost(cost: CostPlan, plan: OperationPlan, counts: str, data: bytes) -> int:
+    """``cost.actual`` of the data, from the statement's counts where they decide it."""
+    nodes = {node.key: node for node in cost.roots}
+    if len(nodes) == len(cost.roots) == len(plan.roots):
+        total = 0
+        for root, count in zip(plan.roots, counts.split(","), strict=True):
+            node = nodes.get(root.key)
+            value = node.counted(int(count)) if node is not None else None
+            if value is None:
+                break
+            total += value
+        else:
+            return total
+    return cost.actual(json.loads(data))
+
+
+def _frozen(value: Any) -> Any:
+    """A coerced variable's value as a key: equal only when it binds the same (``1.0`` and ``1.00``
+    are equal Decimals, and ``True == 1``, so scalars go by type and ``repr``)."""
+    if isinstance(value, dict):
+        return ("{", *((name, _frozen(item)) for name, item in value.items()))
+    if isinstance(value, list):
+        return ("[", *(_frozen(item) for item in value))
+    if value is None or value is _ABSENT:
+        return value
+    return (type(value), repr(value))
 
 
 def _cursor_value_fits(kind: str, value: Any) -> bool:
@@ -393,15 +453,20 @@ def _replace(match: re.Match[str]) -> str:
     return base64.b64encode(payload.encode()).decode().translate(_URLSAFE)
 
 
-def _escape(match: re.Match[str]) -> str:
-    return json.dumps(match.group(0))[1:-1]
+def _json_escapes(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeEncodeError)
+    return encode_basestring_ascii(error.object[error.start : error.end])[1:-1], error.end
 
 
-def splice(text: str) -> str:
+_ESCAPES = "pipegraph.plans.json_escapes"
+codecs.register_error(_ESCAPES, _json_escapes)
+
+
+def splice(text: str) -> bytes:
     """The statement's JSON as Python's ``json.dumps`` writes it: markers replaced, every character
-    outside printable ASCII escaped."""
+    outside printable ASCII escaped (by the ASCII codec's error handler, a run of them at a time)."""
     if "\x01" in text:
         text = _MARKER.sub(_replace, text)
-    if not text.isascii() or "\x7f" in text:
-        text = _NOT_ASCII.sub(_escape, text)
-    return text
+    if "\x7f" in text:  # ASCII, but escaped by json.dumps; raw, it can only be inside a string
+        text = text.replace("\x7f", "\\u007f")
+    return text.encode("ascii", _ESCAPES)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pipegraph.api.plans.planner import Column, Connection, Relation, Selected, Typename
 
 MARK, END = "\x01", "\x02"
+COUNTS = "\x03"  # after the data: how many values each root field held
 # What a leads listing orders by: the column and how its value is formatted in a cursor.
 ORDER_COLUMNS = {
     "CREATED_AT": ("created_at", "datetime"),
@@ -248,7 +249,13 @@ class Builder:
 
 @dataclass(frozen=True, slots=True)
 class LeadsShape:
-    """What decides a listing's statement: the parameter names given, the order and the direction."""
+    """What decides a listing's statement: the parameter names given, the order and the direction,
+    and the page size.
+
+    The size is written into the statement, not bound: with ``LIMIT $n`` PostgreSQL's generic plan
+    assumes a tenth of the table, finds it dearer than a custom plan, and so plans the statement
+    again on every run (three times the CPU of the run itself, for the board page).
+    """
 
     names: frozenset[str]
     order: str
@@ -256,6 +263,7 @@ class LeadsShape:
     backwards: bool
     after: bool
     before: bool
+    size: int
 
 
 def lead_conditions(
@@ -299,7 +307,12 @@ def lead_conditions(
 
 
 def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
-    """A page of leads (one row more than asked, to know whether more follow), then its JSON."""
+    """A page of leads (one row more than asked, to know whether more follow), then its JSON (``v``)
+    and how many leads it holds (``k``).
+
+    Only what is selected is computed: the count of the page's rows for ``pageInfo``, its first and
+    last cursors for ``startCursor``/``endCursor``.
+    """
     dialect, param = builder.dialect, builder.params
     scope = Scope(paged=True)
     column, kind = ORDER_COLUMNS[shape.order]
@@ -313,8 +326,10 @@ def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
             (f']{END}"',),
         ]
     )
-    size = param("size", "bigint")
-    aggregates = ["max(m.n) AS n"]
+    size = str(shape.size)
+    info_names = {name for kind_, _, sub in plan.parts if kind_ == "pageInfo" for name, _ in sub}
+    counted = bool(info_names & {"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"})
+    aggregates = ["max(m.n) AS n"] if counted else []
     for part_kind, _, sub in plan.parts:
         if part_kind == "nodes":
             node = builder.object(scope, "l", "Lead", sub)
@@ -331,21 +346,27 @@ def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
                     pieces.append(('"LeadEdge"',))
             pieces.append(("}" if sub else "{}",))
             aggregates.append(f"{_paged_list(dialect, concat(pieces), size, shape)} AS edges")
-    aggregates.append(f"max(CASE WHEN m.rn = 1 THEN {payload} END) AS nearest")
-    aggregates.append(f"max(CASE WHEN m.rn = {dialect.least('m.n', size)} THEN {payload} END) AS farthest")
+    if info_names & {"startCursor", "endCursor"}:
+        aggregates.append(f"max(CASE WHEN m.rn = 1 THEN {payload} END) AS nearest")
+        farthest = dialect.least("m.n", size)
+        aggregates.append(f"max(CASE WHEN m.rn = {farthest} THEN {payload} END) AS farthest")
+    aggregates.append(f"count(CASE WHEN m.rn <= {size} THEN 1 END) AS k")
 
     filters, cursors = lead_conditions(shape, dialect, param)
     direction = "DESC" if shape.descending != shape.backwards else "ASC"
     where = f" WHERE {' AND '.join(filters + cursors)}" if filters or cursors else ""
     selected = ", ".join(f"{expr} AS c{index}" for index, expr in enumerate(scope.columns))
+    limit = shape.size + 1 if shape.size else 0
     page = (
         f"SELECT {selected} FROM leads l {' '.join(scope.joins)}{where} "
-        f"ORDER BY l.{column} {direction}, l.id {direction} LIMIT {param('limit', 'bigint')}"
+        f"ORDER BY l.{column} {direction}, l.id {direction} LIMIT {limit}"
     )
-    output = "DESC" if shape.backwards else "ASC"
+    count = ", count(*) OVER () AS n" if counted else ""
+    # PostgreSQL's aggregates sort their rows themselves; SQLite's take them in the subquery's order.
+    output = f" ORDER BY rn {'DESC' if shape.backwards else 'ASC'}" if dialect.name == "sqlite" else ""
     ranked = (
         f"SELECT pg.*, row_number() OVER (ORDER BY pg.{sort[2:]} {direction}, "
-        f"pg.{lead_id[2:]} {direction}) AS rn, count(*) OVER () AS n FROM ({page}) pg ORDER BY rn {output}"
+        f"pg.{lead_id[2:]} {direction}) AS rn{count} FROM ({page}) pg{output}"
     )
     more = f"CASE WHEN coalesce(a.n, 0) > {size} THEN 'true' ELSE 'false' END"
     first, last = ("a.farthest", "a.nearest") if shape.backwards else ("a.nearest", "a.farthest")
@@ -374,7 +395,7 @@ def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
             info.append(("}" if sub else "{}",))
             pieces.append(f"({concat(info)})")
     pieces.append(("}" if plan.parts else "{}",))
-    return f"(SELECT {concat(pieces)} FROM (SELECT {', '.join(aggregates)} FROM ({ranked}) m) a)"
+    return f"SELECT {concat(pieces)} AS v, a.k AS k FROM (SELECT {', '.join(aggregates)} FROM ({ranked}) m) a"
 
 
 def _paged_list(dialect: Dialect, item: str, size: str, shape: LeadsShape) -> str:
@@ -384,12 +405,17 @@ def _paged_list(dialect: Dialect, item: str, size: str, shape: LeadsShape) -> st
 
 
 def one(builder: Builder, table: str, type_name: str, fields: tuple[Selected, ...], pk: str) -> str:
+    """The object's JSON or null (``v``), and whether it was found (``k``, 1 or 0)."""
     scope = Scope()
     value = builder.object(scope, "r", type_name, fields)
-    return f"coalesce((SELECT {value} FROM {table} r {' '.join(scope.joins)} WHERE r.id = {pk}), 'null')"
+    return (
+        f"SELECT coalesce(max({value}), 'null') AS v, count(*) AS k "
+        f"FROM {table} r {' '.join(scope.joins)} WHERE r.id = {pk}"
+    )
 
 
 def pipelines(builder: Builder, fields: tuple[Selected, ...], include_archived: bool) -> str:
+    """The list's JSON (``v``) and length (``k``)."""
     scope = Scope()
     value = builder.object(scope, "r", "Pipeline", fields)
     where = "" if include_archived else f" WHERE {builder.dialect.is_false('r.archived')}"
@@ -397,14 +423,22 @@ def pipelines(builder: Builder, fields: tuple[Selected, ...], include_archived: 
         f"SELECT {value} AS x, row_number() OVER (ORDER BY r.name, r.id) AS o FROM pipelines r "
         f"{' '.join(scope.joins)}{where} ORDER BY o"
     )
-    return f"(SELECT '[' || coalesce({builder.dialect.aggregate('q.x', 'q.o')}, '') || ']' FROM ({listed}) q)"
+    aggregate = builder.dialect.aggregate("q.x", "q.o")
+    return f"SELECT '[' || coalesce({aggregate}, '') || ']' AS v, count(*) AS k FROM ({listed}) q"
 
 
 def statement(roots: list[tuple[str, str]]) -> str:
-    """The data object: each root field's key and SQL value."""
+    """The data object, from each root field's key and one-row subquery (its JSON ``v`` and count
+    ``k``), then ``COUNTS`` and the counts, comma-separated: what the actual cost needs, without
+    reading the JSON back."""
     pieces: list[str | tuple[str]] = []
-    for index, (key, value) in enumerate(roots):
+    for index, (key, _) in enumerate(roots):
         pieces.append(_open(index, key))
-        pieces.append(f"({value})")
-    pieces.append(("}",))
-    return f"SELECT {concat(pieces)}"
+        pieces.append(f"r{index}.v")
+    pieces.append(("}" + COUNTS,))
+    for index in range(len(roots)):
+        if index:
+            pieces.append((",",))
+        pieces.append(f"CAST(r{index}.k AS TEXT)")
+    joined = " CROSS JOIN ".join(f"({value}) r{index}" for index, (_, value) in enumerate(roots))
+    return f"SELECT {concat(pieces)} FROM {joined}"
