@@ -29,7 +29,7 @@ PostgreSQL), so they share its cores.
 
     python scripts/bench_events.py [--duration 15] [--warm-up 2] [--writers 8] [--subscribers 1,4,16]
                                    [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
-                                   [--workers 1] [--json]
+                                   [--workers 1] [--lead] [--json]
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ MEMORY_SAMPLE_S = 0.5
 FELL_BEHIND = "events behind; it reads the log"
 
 SUBSCRIBE = "subscription ($p: ID!) { leadEvents(pipelineId: $p) { kind leadId version position } }"
+# With --lead: each event's lead too, read by the server for every batch it delivers.
+SUBSCRIBE_LEAD = (
+    "subscription ($p: ID!) { leadEvents(pipelineId: $p) "
+    "{ kind leadId version position lead { title version stage { name } } } }"
+)
 CREATE = (
     "mutation ($p: ID!, $t: String!) { createLead(input: {pipelineId: $p, title: $t}) "
     "{ lead { id version } userErrors { code message } } }"
@@ -253,7 +258,7 @@ class Subscriber:
     )
     websocket: ClientConnection | None = None
 
-    async def open(self, websocket_url: str, setup: Setup) -> None:
+    async def open(self, websocket_url: str, setup: Setup, query: str = SUBSCRIBE) -> None:
         self.websocket = await connect(
             websocket_url, subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None
         )
@@ -265,7 +270,7 @@ class Subscriber:
             {
                 "id": "1",
                 "type": "subscribe",
-                "payload": {"query": SUBSCRIBE, "variables": {"p": setup.pipeline_id}},
+                "payload": {"query": query, "variables": {"p": setup.pipeline_id}},
             }
         )
 
@@ -323,7 +328,8 @@ async def observe(
     samples: list[tuple[int, int]] = []
     try:
         for subscriber in subscribers:
-            await subscriber.open(f"ws://127.0.0.1:{server.port}/graphql", setup)
+            query = SUBSCRIBE_LEAD if args.lead else SUBSCRIBE
+            await subscriber.open(f"ws://127.0.0.1:{server.port}/graphql", setup, query)
             listening.append(asyncio.create_task(subscriber.listen()))
         await writers[0].create()
         async with asyncio.timeout(LIVE_TIMEOUT_S):
@@ -548,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pool-size", type=int, default=8, help="PIPEGRAPH_POOL_SIZE per server process (default 8)"
     )
+    parser.add_argument(
+        "--lead",
+        action="store_true",
+        help="subscribers select each event's lead (title, version, stage name) too",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     if args.workers > 1 and not args.database_url:
@@ -556,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = "PostgreSQL" if args.database_url else "SQLite"
     print(
         f"{backend}, {args.workers} worker(s), {args.writers} writers, {args.warm_up:g} s warm-up + "
-        f"{args.duration:g} s measured per run"
+        f"{args.duration:g} s measured per run" + (", subscribers select lead" if args.lead else "")
     )
     try:
         with sigterm_unwinds(), tempfile.TemporaryDirectory() as directory:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.testclient import TestClient
 
 from pipegraph.api import ids
 from pipegraph.db import migrate
@@ -90,6 +91,20 @@ async def seed_database(database_url: str) -> Seed:
     finally:
         await store.dispose()
     return Seed(key, ids.encode("Pipeline", pipeline.id), stage_ids)
+
+
+def create_lead_in_app(client: TestClient, seed: Seed, title: str) -> str:
+    """A new lead in the seeded pipeline, created through an in-process app; its global id."""
+    created = client.post(
+        "/graphql",
+        json={
+            "query": "mutation($i: CreateLeadInput!) { createLead(input: $i) { lead { id } } }",
+            "variables": {"i": {"pipelineId": seed.pipeline_id, "title": title}},
+        },
+        headers={"Authorization": f"Bearer {seed.key}"},
+    ).json()
+    lead_id: str = created["data"]["createLead"]["lead"]["id"]
+    return lead_id
 
 
 @contextmanager

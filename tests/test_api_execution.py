@@ -14,6 +14,7 @@ from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 from pipegraph.services import users
 from pipegraph.services.events import InProcessBroker
+from pipegraph.services.lead_snapshots import LeadSnapshots
 
 QUERY = """
 query($skipOwner: Boolean!) {
@@ -44,7 +45,12 @@ async def _run(store: Store, viewer_id: int, fast: bool, skip_owner: bool) -> An
     async with store.read() as session:
         viewer = await users.get_user(session, viewer_id)
     context = Context(
-        store=store, broker=InProcessBroker(), loaders=Loaders(store), request_id="test", viewer=viewer
+        store=store,
+        broker=InProcessBroker(),
+        lead_snapshots=LeadSnapshots(),
+        loaders=Loaders(store),
+        request_id="test",
+        viewer=viewer,
     )
     result = await build_schema(fast_execution=fast).execute(
         QUERY, variable_values={"skipOwner": skip_owner}, context_value=context

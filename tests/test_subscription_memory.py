@@ -11,14 +11,13 @@ from starlette.testclient import TestClient
 
 from pipegraph.app import create_app
 from pipegraph.settings import Settings
-from server_support import seed_database
+from server_support import create_lead_in_app, seed_database
 
 SUBSCRIBE = """
 subscription($pipelineId: ID!) {
   leadEvents(pipelineId: $pipelineId) { kind version lead { title stage { name } owner { name } } }
 }
 """
-CREATE = "mutation($i: CreateLeadInput!) { createLead(input: $i) { lead { id } } }"
 UPDATE = "mutation($i: UpdateLeadInput!) { updateLead(input: $i) { userErrors { code } } }"
 
 
@@ -45,12 +44,7 @@ def test_delivered_events_leave_nothing_behind(tmp_path: Path) -> None:
                 "payload": {"query": SUBSCRIBE, "variables": {"pipelineId": seed.pipeline_id}},
             }
         )
-        created = client.post(
-            "/graphql",
-            json={"query": CREATE, "variables": {"i": {"pipelineId": seed.pipeline_id, "title": "Deal"}}},
-            headers=headers,
-        ).json()
-        lead_id = created["data"]["createLead"]["lead"]["id"]
+        lead_id = create_lead_in_app(client, seed, "Deal")
         assert ws.receive_json()["type"] == "next"
 
         def deliver(count: int) -> None:

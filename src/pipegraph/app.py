@@ -48,6 +48,7 @@ from pipegraph.db import availability
 from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
+from pipegraph.services.lead_snapshots import LeadSnapshots
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
 from pipegraph.web import dashboard_files
@@ -79,6 +80,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         *,
         store: Store,
         broker: LeadEventBroker,
+        lead_snapshots: LeadSnapshots,
         authenticator: Authenticator,
         graphiql: bool,
         time_limit: float | None = None,
@@ -88,6 +90,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         self.plans = plans
         self.store = store
         self.broker = broker
+        self.lead_snapshots = lead_snapshots
         self.authenticator = authenticator
         self.graphiql = graphiql
         self.time_limit = time_limit
@@ -174,6 +177,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         return Context(
             store=self.store,
             broker=self.broker,
+            lead_snapshots=self.lead_snapshots,
             loaders=Loaders(self.store),
             request_id=request_id,
             viewer=request.scope.get(_VIEWER),
@@ -221,6 +225,7 @@ def create_app(
         schema,
         store=store,
         broker=broker,
+        lead_snapshots=LeadSnapshots(capacity),
         authenticator=Authenticator(store, open_access=settings.open_access),
         graphiql=settings.graphiql,
         time_limit=settings.request_timeout,
@@ -272,6 +277,7 @@ def create_app(
     )
     app.state.store = store
     app.state.broker = broker
+    app.state.lead_snapshots = graphql.lead_snapshots
     app.state.simulations = simulations
     app.state.limits = limits
     app.state.plans = plans

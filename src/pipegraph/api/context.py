@@ -1,4 +1,5 @@
-"""What every resolver can reach: the store, the event broker, this request's loaders and viewer."""
+"""What every resolver can reach: the store, the event broker, the shared lead reads of subscriptions,
+this request's loaders and viewer."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from pipegraph.db.models import User
 from pipegraph.db.session import Store
 from pipegraph.errors import PermissionDeniedError
 from pipegraph.services.events import LeadEventBroker
+from pipegraph.services.lead_snapshots import LeadSnapshots
 
 
 @dataclass
 class Context:
     store: Store
     broker: LeadEventBroker
+    # Shared by the process's subscriptions: each event's lead is read once.
+    lead_snapshots: LeadSnapshots
     loaders: Loaders
     request_id: str
     # None only on a WebSocket before ``connection_init`` has authenticated it.

@@ -20,6 +20,7 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 from pipegraph.api import ids, types
 from pipegraph.api.context import Info
 from pipegraph.api.enums import LeadEventKind
+from pipegraph.db.session import Store
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services import queries
 from pipegraph.services.lead_event_stream import lead_event_batches, read_retrying
@@ -36,7 +37,8 @@ class LeadEvent:
         "continue from here."
     )
     lead: types.Lead | None = strawberry.field(
-        description="The lead as it is now (it may have changed since)."
+        description="The lead as read once this change had committed: at this event's version or a "
+        "later one (it may have changed since)."
     )
 
 
@@ -52,6 +54,11 @@ def _selects(selections: list[Selection], name: str) -> bool:
 
 async def _leads_of(session: AsyncSession, *, lead_ids: set[int]) -> dict[int, queries.LeadRow]:
     return await queries.leads_by_ids(session, list(lead_ids))
+
+
+async def _read_leads(store: Store, lead_ids: set[int], *, position: int) -> dict[int, queries.LeadRow]:
+    read = functools.partial(_leads_of, lead_ids=lead_ids)
+    return await read_retrying(store, read, position=position)
 
 
 def _position(after: str | None) -> int | None:
@@ -82,22 +89,25 @@ class Subscription:
         wants_lead = _selects(info.selected_fields[0].selections, "lead")
         batches = lead_event_batches(context.store, context.broker, pipeline_id=pk, after=start)
         delivered = start
-        async with aclosing(batches):
-            async for batch in batches:
-                # Read fresh, not through the connection-long loaders, whose caches would go stale.
-                leads: dict[int, queries.LeadRow] = {}
-                if wants_lead:
-                    read_leads = functools.partial(_leads_of, lead_ids={e.lead_id for e in batch})
-                    resume_at = batch[0].position - 1 if delivered is None else delivered
-                    leads = await read_retrying(context.store, read_leads, position=resume_at)
-                for event in batch:
-                    lead = leads.get(event.lead_id)
-                    yield LeadEvent(
-                        kind=LeadEventKind(event.kind.value),
-                        lead_id=strawberry.ID(ids.encode("Lead", event.lead_id)),
-                        version=event.version,
-                        occurred_at=event.occurred_at,
-                        position=str(event.position),
-                        lead=types.Lead.from_row(lead) if lead is not None else None,
-                    )
-                    delivered = event.position
+        with context.lead_snapshots.reader(pk) as snapshots:
+            async with aclosing(batches):
+                async for batch in batches:
+                    # Read fresh (not through the connection-long loaders, whose caches would go
+                    # stale), once per batch for all of this process's subscribers of the pipeline.
+                    leads: dict[int, queries.LeadRow | None] = {}
+                    if wants_lead:
+                        resume_at = batch[0].position - 1 if delivered is None else delivered
+                        read = functools.partial(_read_leads, context.store, position=resume_at)
+                        leads = await snapshots.leads(batch, read)
+                    for event in batch:
+                        lead = leads.get(event.position)
+                        yield LeadEvent(
+                            kind=LeadEventKind(event.kind.value),
+                            lead_id=strawberry.ID(ids.encode("Lead", event.lead_id)),
+                            version=event.version,
+                            occurred_at=event.occurred_at,
+                            position=str(event.position),
+                            lead=types.Lead.from_row(lead) if lead is not None else None,
+                        )
+                        delivered = event.position
+                    snapshots.passed(batch[-1].position)
