@@ -13,6 +13,7 @@ asyncio lock rather than spinning on the database lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -102,13 +103,7 @@ class Store:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        if self._write_lock is None:
-            async with self._write_sessions() as session:
-                async with session.begin():
-                    yield session
-                _run_after_commit(session)
-            return
-        async with self._write_lock, self._write_sessions() as session:
+        async with self._write_lock or contextlib.nullcontext(), self._write_sessions() as session:
             async with session.begin():
                 yield session
             _run_after_commit(session)

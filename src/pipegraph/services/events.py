@@ -132,11 +132,24 @@ class LeadEventBroker(Protocol):
         """Release what the broker holds (connections, tasks); called once at shutdown."""
 
 
-class InProcessBroker:
-    """Delivery to feeds in this process (one server process on SQLite, or tests)."""
+class FeedsOfThisProcess:
+    """What both brokers do alike: hand out and count this process's feeds."""
 
     def __init__(self, capacity: int = FEED_CAPACITY) -> None:
         self._feeds = Feeds(capacity)
+
+    def open_feed(self, pipeline_id: int) -> Feed:
+        return self._feeds.open(pipeline_id)
+
+    def close_feed(self, feed: Feed) -> None:
+        self._feeds.close(feed)
+
+    def subscriber_count(self, pipeline_id: int) -> int:
+        return self._feeds.count(pipeline_id)
+
+
+class InProcessBroker(FeedsOfThisProcess):
+    """Delivery to feeds in this process (one server process on SQLite, or tests)."""
 
     async def log(self, session: AsyncSession) -> list[LeadEvent]:
         events = await write_events(session, take_events(session))
@@ -145,17 +158,8 @@ class InProcessBroker:
             call_after_commit(session, lambda: self._feeds.deliver(events))
         return events
 
-    def open_feed(self, pipeline_id: int) -> Feed:
-        return self._feeds.open(pipeline_id)
-
-    def close_feed(self, feed: Feed) -> None:
-        self._feeds.close(feed)
-
     async def wait_live(self) -> None:
         """Always live: delivery needs nothing but this process."""
-
-    def subscriber_count(self, pipeline_id: int) -> int:
-        return self._feeds.count(pipeline_id)
 
     async def close(self) -> None:
         """Nothing to release: subscriptions end when their connections close."""
@@ -165,6 +169,7 @@ __all__ = [
     "FEED_CAPACITY",
     "Feed",
     "Feeds",
+    "FeedsOfThisProcess",
     "InProcessBroker",
     "LeadEvent",
     "LeadEventBroker",

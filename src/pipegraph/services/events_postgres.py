@@ -20,7 +20,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pipegraph.db.lead_events import LeadEvent, decode_event, take_events, write_events
-from pipegraph.services.events import FEED_CAPACITY, Feed, Feeds
+from pipegraph.services.events import FEED_CAPACITY, FeedsOfThisProcess
 
 logger = logging.getLogger("pipegraph.events")
 
@@ -37,25 +37,19 @@ def asyncpg_dsn(engine: AsyncEngine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class PostgresBroker:
+class PostgresBroker(FeedsOfThisProcess):
     """Writes events with NOTIFY on the store's engine; delivers what its LISTEN connection hears."""
 
     def __init__(self, engine: AsyncEngine, *, channel: str = CHANNEL, capacity: int = FEED_CAPACITY) -> None:
+        super().__init__(capacity)
         self._dsn = asyncpg_dsn(engine)
         self._channel = channel
-        self._feeds = Feeds(capacity)
         self._listening = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
     async def log(self, session: AsyncSession) -> list[LeadEvent]:
         return await write_events(session, take_events(session), notify_channel=self._channel)
-
-    def open_feed(self, pipeline_id: int) -> Feed:
-        return self._feeds.open(pipeline_id)
-
-    def close_feed(self, feed: Feed) -> None:
-        self._feeds.close(feed)
 
     async def wait_live(self) -> None:
         """Start the listening connection if needed and wait until it listens."""
@@ -64,9 +58,6 @@ class PostgresBroker:
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._listen_forever(), name="pipegraph-listen")
         await self._listening.wait()
-
-    def subscriber_count(self, pipeline_id: int) -> int:
-        return self._feeds.count(pipeline_id)
 
     async def close(self) -> None:
         self._closed = True

@@ -14,7 +14,6 @@ from contextlib import aclosing
 from datetime import datetime
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from pipegraph.api import ids, types
@@ -52,13 +51,10 @@ def _selects(selections: list[Selection], name: str) -> bool:
     return False
 
 
-async def _leads_of(session: AsyncSession, *, lead_ids: set[int]) -> dict[int, queries.LeadRow]:
-    return await queries.leads_by_ids(session, list(lead_ids))
-
-
 async def _read_leads(store: Store, lead_ids: set[int], *, position: int) -> dict[int, queries.LeadRow]:
-    read = functools.partial(_leads_of, lead_ids=lead_ids)
-    return await read_retrying(store, read, position=position)
+    return await read_retrying(
+        store, lambda session: queries.leads_by_ids(session, list(lead_ids)), position=position
+    )
 
 
 def _position(after: str | None) -> int | None:
