@@ -3,8 +3,9 @@
 Fields are collected by graphql-core's own ``collect_fields``/``collect_subfields`` (fragments,
 aliases, merging of same-named fields, ``@include``/``@skip``), so a plan's keys come in the order
 and shape the executor gives them. Only the fields listed here are plannable; a field missing from
-these tables (one with a resolver of its own: ``daysInStage``, ``stages``, ``history``...) makes the
-whole operation go the reference way.
+these tables (one with a resolver of its own: ``stages``, ``history``...) makes the whole operation go
+the reference way. ``daysInStage`` and ``isStalled`` are computed by the statement from the request's
+clock reading, as their resolvers compute them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ class Column:
 
 
 @dataclass(frozen=True, slots=True)
+class Computed:
+    """A field computed from the row and the request's clock: ``days_in_stage`` or ``is_stalled``."""
+
+    key: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
 class Typename:
     key: str
     name: str
@@ -68,7 +77,7 @@ class Relation:
     fields: tuple[Selected, ...]
 
 
-Selected = Column | Typename | Relation
+Selected = Column | Computed | Typename | Relation
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,8 @@ _RELATIONS: dict[str, dict[str, tuple[str, str, str, bool]]] = {
     "User": {},
     "Pipeline": {},
 }
+# Fields computed from a row and the clock, per type: name -> kind.
+_COMPUTED: dict[str, dict[str, str]] = {"Lead": {"daysInStage": "days_in_stage", "isStalled": "is_stalled"}}
 TABLES = {"Lead": "leads", "Stage": "stages", "User": "users", "Pipeline": "pipelines"}
 _ROOTS = {"leads", "lead", "node", "pipeline", "pipelines"}
 
@@ -233,6 +244,8 @@ class Planner:
             elif name in scalars:
                 kind, column, nullable = scalars[name]
                 selected.append(Column(key, kind, column, nullable))
+            elif name in _COMPUTED.get(type_name, {}):
+                selected.append(Computed(key, _COMPUTED[type_name][name]))
             elif name in relations:
                 table, target, foreign_key, nullable = relations[name]
                 fields = self._object(target, sub)

@@ -155,6 +155,8 @@ class PlannedReads:
         plan = self._plan(template, coerced)
         shape, values = self._bind(template, plan, coerced)
         statement, names = self._statement(template, plan, shape)
+        if sql.NOW in names:  # read per request, never kept with the bound arguments
+            values[sql.NOW] = self._param(utcnow())
         params = [values[name] for name in names]
         return await self._run(
             query, operation_name, template, plan, variables, viewer, request, statement, params
@@ -277,11 +279,11 @@ class PlannedReads:
         first, last = args.get("first"), args.get("last")
         size, backwards = queries.page_size(first, last)
         values = queries._filter_params(service_filter, dialect=self.dialect.name, now=utcnow())
-        if "now" in values:
-            raise _Fallback("stalledOnly")  # the reference reads its own clock
+        names = frozenset(values)  # with "now" for stalledOnly: its value is the request's clock
+        values.pop("now", None)
         if pipeline_id is not None:
             values["pipeline_id"] = pipeline_id
-        names = frozenset(values)
+            names |= {"pipeline_id"}
         _, kind = sql.ORDER_COLUMNS[order.field.value]
         for side in ("after", "before"):
             cursor = args.get(side)
@@ -330,7 +332,7 @@ class PlannedReads:
             def named(name: str, cast: str, prefix: str = f"{index}.") -> str:
                 return params(prefix + name, cast)
 
-            builder = sql.Builder(self.dialect, named)
+            builder = sql.Builder(self.dialect, named, lambda: params(sql.NOW, "timestamptz"))
             if root.name == "leads":
                 assert isinstance(root.selection, Connection)
                 value = sql.connection(builder, root.selection, root_shape)

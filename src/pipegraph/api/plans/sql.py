@@ -9,7 +9,8 @@ sent as it is. What SQL cannot write byte for byte like Python is left as a mark
 - ``F``: a float, formatted by ``repr`` (``1.0``, not ``1``).
 
 Characters outside printable ASCII in strings are escaped by the runner too (``ensure_ascii``).
-Every value is a numbered parameter, so the statement of one shape is prepared once.
+Every value is a numbered parameter, so the statement of one shape is prepared once. The request's
+clock reading (``now``, for ``daysInStage``, ``isStalled`` and ``stalledOnly``) is one of them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipegraph.api.plans.planner import Column, Connection, Relation, Selected, Typename
+from pipegraph.api.plans.planner import Column, Computed, Connection, Relation, Selected, Typename
 
 MARK, END = "\x01", "\x02"
 COUNTS = "\x03"  # after the data: how many values each root field held
+NOW = "now"  # the parameter holding the request's clock reading
 # What a leads listing orders by: the column and how its value is formatted in a cursor.
 ORDER_COLUMNS = {
     "CREATED_AT": ("created_at", "datetime"),
@@ -56,6 +58,9 @@ class Dialect:
     def value(self, kind: str, expr: str, type_name: str) -> str:
         raise NotImplementedError
 
+    def float_text(self, expr: str) -> str:
+        raise NotImplementedError
+
     def aggregate(self, expr: str, order: str) -> str:
         raise NotImplementedError
 
@@ -66,6 +71,15 @@ class Dialect:
         raise NotImplementedError
 
     def is_false(self, expr: str) -> str:
+        raise NotImplementedError
+
+    def days_since(self, entered: str, now: str) -> str:
+        """Fractional days from ``entered`` to ``now`` as a float, rounded as Python rounds
+        ``(now - entered).total_seconds() / 86400``: exact microseconds, then two divisions."""
+        raise NotImplementedError
+
+    def stalled_too_long(self, entered: str, target_days: str, now: str) -> str:
+        """``services.queries``' stalled condition (false where the stage has no target)."""
         raise NotImplementedError
 
 
@@ -91,13 +105,16 @@ class PostgresDialect(Dialect):
                 """|| '+00:00"'"""
             )
         if kind == "float":
-            return f"'{MARK}F' || ({expr})::text || '{END}'"
+            return f"'{MARK}F' || {self.float_text(expr)} || '{END}'"
         if kind == "gid":
             encoded = f"encode(convert_to('{type_name}:' || {expr}, 'UTF8'), 'base64')"
             return f"""'"' || translate({encoded}, '+/', '-_') || '"'"""
         if kind == "is_set":
             return f"({expr} IS NOT NULL)::text"
         raise ValueError(kind)
+
+    def float_text(self, expr: str) -> str:
+        return f"({expr})::text"  # the shortest text that reads back as the same float
 
     def aggregate(self, expr: str, order: str) -> str:
         return f"string_agg({expr}, ',' ORDER BY {order})"
@@ -110,6 +127,13 @@ class PostgresDialect(Dialect):
 
     def is_false(self, expr: str) -> str:
         return f"{expr} IS false"
+
+    def days_since(self, entered: str, now: str) -> str:
+        # The epoch of an interval is an exact numeric; its cast to float8 rounds once, as Python's does.
+        return f"(extract(epoch from ({now} - {entered}))::float8 / 86400)"
+
+    def stalled_too_long(self, entered: str, target_days: str, now: str) -> str:
+        return f"{entered} < {now} - make_interval(0, 0, 0, {target_days})"
 
 
 class SqliteDialect(Dialect):
@@ -136,12 +160,15 @@ class SqliteDialect(Dialect):
                 """|| '+00:00"'"""
             )
         if kind == "float":
-            return f"'{MARK}F' || printf('%!.17g', {expr}) || '{END}'"
+            return f"'{MARK}F' || {self.float_text(expr)} || '{END}'"
         if kind == "gid":
             return f"""'"{MARK}I{type_name}:' || {expr} || '{END}"'"""
         if kind == "is_set":
             return f"CASE WHEN {expr} IS NULL THEN 'false' ELSE 'true' END"
         raise ValueError(kind)
+
+    def float_text(self, expr: str) -> str:
+        return f"printf('%!.17g', {expr})"  # enough digits to read back as the same float
 
     def aggregate(self, expr: str, order: str) -> str:
         # SQLite before 3.44 has no ORDER BY in aggregates: rows come in the subquery's order.
@@ -155,6 +182,21 @@ class SqliteDialect(Dialect):
 
     def is_false(self, expr: str) -> str:
         return f"{expr} IS 0"
+
+    def days_since(self, entered: str, now: str) -> str:
+        # Whole microseconds on both sides (the text's seconds, then its six fractional digits).
+        return f"(({_microseconds(now)} - {_microseconds(entered)}) / 1000000.0 / 86400.0)"
+
+    def stalled_too_long(self, entered: str, target_days: str, now: str) -> str:
+        return f"julianday({now}) - julianday({entered}) > {target_days}"
+
+
+def _microseconds(text: str) -> str:
+    """Microseconds since the epoch of SQLite's stored ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return (
+        f"(CAST(strftime('%s', substr({text}, 1, 19)) AS INTEGER) * 1000000 "
+        f"+ CAST(substr({text}, 21, 6) AS INTEGER))"
+    )
 
 
 DIALECTS: dict[str, Dialect] = {"postgresql": PostgresDialect(), "sqlite": SqliteDialect()}
@@ -219,10 +261,28 @@ def concat(pieces: list[str | tuple[str]]) -> str:
     return " || ".join(out) if out else "''"
 
 
+_STAGE = Relation("", "stage", "stages", "Stage", "stage_id", False, ())
+
+
 class Builder:
-    def __init__(self, dialect: Dialect, params: Callable[[str, str], str]) -> None:
+    """Writes a root field's SQL: ``params`` names its own parameters, ``now`` the request's clock."""
+
+    def __init__(self, dialect: Dialect, params: Callable[[str, str], str], now: Callable[[], str]) -> None:
         self.dialect = dialect
         self.params = params
+        self.now = now
+
+    def computed(self, scope: Scope, alias: str, kind: str) -> str:
+        """A lead's ``daysInStage`` (a float) or ``isStalled`` as its resolver computes it."""
+        days = self.dialect.days_since(scope.ref(alias, "stage_entered_at"), self.now())
+        if kind == "days_in_stage":
+            return f"'{MARK}F' || {self.dialect.float_text(days)} || '{END}'"
+        target = scope.ref(scope.join(_STAGE, alias), "target_days")
+        status = scope.ref(alias, "status")
+        return (
+            f"CASE WHEN {status} = 'OPEN' AND {target} IS NOT NULL AND {days} > {target} "
+            "THEN 'true' ELSE 'false' END"
+        )
 
     def object(self, scope: Scope, alias: str, type_name: str, fields: tuple[Selected, ...]) -> str:
         pieces: list[str | tuple[str]] = []
@@ -230,6 +290,8 @@ class Builder:
             pieces.append(_open(index, selected.key))
             if isinstance(selected, Typename):
                 pieces.append((json.dumps(selected.name),))
+            elif isinstance(selected, Computed):
+                pieces.append(f"({self.computed(scope, alias, selected.kind)})")
             elif isinstance(selected, Column):
                 column = scope.ref(alias, selected.column)
                 expr = self.dialect.value(selected.kind, column, type_name)
@@ -266,11 +328,9 @@ class LeadsShape:
     size: int
 
 
-def lead_conditions(
-    shape: LeadsShape, dialect: Dialect, param: Callable[[str, str], str]
-) -> tuple[list[str], list[str]]:
+def lead_conditions(shape: LeadsShape, builder: Builder) -> tuple[list[str], list[str]]:
     """The filter's conditions (as ``services.queries._conditions`` has them) and the cursor's."""
-    names = shape.names
+    dialect, param, names = builder.dialect, builder.params, shape.names
     filters: list[str] = []
     for name, expr, cast in (
         ("stage_ids", "l.stage_id", "bigint[]"),
@@ -288,6 +348,10 @@ def lead_conditions(
         filters.append(f"l.created_at >= {param('created_after', 'timestamptz')}")
     if "created_before" in names:
         filters.append(f"l.created_at < {param('created_before', 'timestamptz')}")
+    if "now" in names:  # stalledOnly: the stage's target read beside the lead, as a join would
+        target = "(SELECT s.target_days FROM stages s WHERE s.id = l.stage_id)"
+        filters.append("l.status = 'OPEN'")
+        filters.append(dialect.stalled_too_long("l.stage_entered_at", target, builder.now()))
     if "search" in names:
         pattern = param("search", "text")
         searched = ("l.title", "l.company", "l.contact_name", "l.contact_email")
@@ -313,7 +377,7 @@ def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
     Only what is selected is computed: the count of the page's rows for ``pageInfo``, its first and
     last cursors for ``startCursor``/``endCursor``.
     """
-    dialect, param = builder.dialect, builder.params
+    dialect = builder.dialect
     scope = Scope(paged=True)
     column, kind = ORDER_COLUMNS[shape.order]
     sort, lead_id = scope.ref("l", column), scope.ref("l", "id")
@@ -352,7 +416,7 @@ def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
         aggregates.append(f"max(CASE WHEN m.rn = {farthest} THEN {payload} END) AS farthest")
     aggregates.append(f"count(CASE WHEN m.rn <= {size} THEN 1 END) AS k")
 
-    filters, cursors = lead_conditions(shape, dialect, param)
+    filters, cursors = lead_conditions(shape, builder)
     direction = "DESC" if shape.descending != shape.backwards else "ASC"
     where = f" WHERE {' AND '.join(filters + cursors)}" if filters or cursors else ""
     selected = ", ".join(f"{expr} AS c{index}" for index, expr in enumerate(scope.columns))
