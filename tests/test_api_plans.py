@@ -304,6 +304,9 @@ BAD = [
     ("{ pipelines { name stages { name } } }", None),
     ("{ viewer { name } leads(first: 1) { totalCount } }", None),
     ("{ leads(first: 1) { edges { node { title } } }", None),  # a syntax error
+    ('{ leads(filter: {search: "nul \\u0000"}) { totalCount } }', None),
+    ("query($s: String) { leads(filter: {search: $s}) { totalCount } }", {"s": "\x00"}),
+    ("query($s: String) { leads(filter: {search: $s}) { totalCount } }", {"s": "long" * 100}),
     ("query A { pipelines { name } } query B { pipelines { id } }", None),
     ('mutation { createUser(input: {name: "x", email: "x@y.z"}) { userErrors { code } } }', None),
 ]

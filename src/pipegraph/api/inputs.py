@@ -35,7 +35,10 @@ class LeadFilter:
     stalled_only: bool = strawberry.field(
         default=False, description="Open leads past their stage's target days."
     )
-    search: str | None = strawberry.field(default=None, description="Text in title, company or contact.")
+    search: str | None = strawberry.field(
+        default=None,
+        description="Text in title, company, contact name or email, case-insensitive; at most 200 characters.",
+    )
 
     def to_service(self) -> queries.LeadFilter:
         return queries.LeadFilter(

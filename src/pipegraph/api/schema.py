@@ -32,6 +32,7 @@ from pipegraph.api.resolvers.queries import CoreQuery
 from pipegraph.api.resolvers.subscriptions import Subscription
 from pipegraph.api.resolvers.users import UserMutations
 from pipegraph.api.scalars import SCALAR_MAP
+from pipegraph.api.text_inputs import RefuseNul
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery)
@@ -96,6 +97,7 @@ def build_schema(
         # Factories: a fresh extension per request; both caches are shared module-level LRUs.
         lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+        RefuseNul,
         *extensions,
     ]
     if not introspection:

@@ -138,6 +138,10 @@ def decode_cursor(cursor: str, order: LeadOrder, *, field: str) -> tuple[Any, in
 # new values: building a forty-column select and working out its cache key cost as much as running it.
 
 
+# Longer texts are refused: a search is a few words, and SQLite gives up on very long LIKE patterns.
+MAX_SEARCH_LENGTH = 200
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -166,6 +170,10 @@ def _filter_params(lead_filter: LeadFilter, *, dialect: str, now: datetime) -> d
         # SQLite stores UTC as naive text; julianday() gives fractional days on both sides.
         naive_now = now.astimezone(UTC).replace(tzinfo=None)
         params["now"] = naive_now.isoformat(sep=" ") if dialect == "sqlite" else now
+    if f.search is not None and len(f.search) > MAX_SEARCH_LENGTH:
+        raise ValidationError(
+            f"must be at most {MAX_SEARCH_LENGTH} characters, got {len(f.search)}", field="filter.search"
+        )
     if f.search and f.search.strip():
         params["search"] = f"%{_escape_like(f.search.strip().lower())}%"
     return params
