@@ -1,5 +1,6 @@
 """Shared fixtures: a fresh, migrated database per test, on SQLite always and on PostgreSQL when
-``PIPEGRAPH_TEST_POSTGRES_URL`` names a server (under ``CI=true`` it must)."""
+``PIPEGRAPH_TEST_POSTGRES_URL`` names a server (under ``CI=true`` it must) or, without it, on a
+throwaway cluster the session starts when PostgreSQL's server binaries are installed."""
 
 from __future__ import annotations
 
@@ -12,17 +13,32 @@ import pytest
 
 from pipegraph.db import migrate
 from pipegraph.db.session import Store
+from postgres_cluster import ThrowawayCluster, server_binaries
 
 POSTGRES_URL_VARIABLE = "PIPEGRAPH_TEST_POSTGRES_URL"
+_cluster: list[ThrowawayCluster] = []  # started on first use, stopped when the session ends
 
 
 def _postgres_admin_url() -> str | None:
     url = os.environ.get(POSTGRES_URL_VARIABLE)
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {POSTGRES_URL_VARIABLE} is not set: PostgreSQL tests must run in CI")
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_VARIABLE}=postgresql://user@host:port/db")
-    return url
+    if url:
+        return url
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {POSTGRES_URL_VARIABLE} is not set: PostgreSQL tests must run in CI")
+    if not _cluster:
+        binaries = server_binaries()
+        if binaries is None:
+            pytest.skip(
+                f"PostgreSQL tests need {POSTGRES_URL_VARIABLE}=postgresql://user@host:port/db, or "
+                "PostgreSQL's server binaries (initdb, pg_ctl) to start a throwaway cluster"
+            )
+        _cluster.append(ThrowawayCluster.start(binaries))
+    return _cluster[0].url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    while _cluster:
+        _cluster.pop().stop()
 
 
 @pytest.fixture
