@@ -150,3 +150,20 @@ async def test_bad_window_names_the_argument(client: Client, fixture: Fixture) -
     )
     [error] = response.json()["errors"]
     assert error["extensions"] == {"code": "INVALID", "field": "to"}
+
+
+async def test_owner_breakdown_keys_are_user_ids(client: Client, fixture: Fixture) -> None:
+    query = """
+    query($id: ID!) {
+      pipelineMetrics(pipelineId: $id, from: "2024-01-01T00:00:00Z", to: "2024-02-01T00:00:00Z",
+                      now: "2024-02-10T00:00:00Z") { breakdown(by: OWNER) { key label } }
+    }
+    """
+    rows = (await client.run(query, {"id": _pipeline_id(fixture)}))["pipelineMetrics"]["breakdown"]
+    owned = [row for row in rows if row["key"] is not None]
+    assert owned
+    for row in owned:
+        node = await client.run(
+            "query($id: ID!) { node(id: $id) { ... on User { name } } }", {"id": row["key"]}
+        )
+        assert node["node"] == {"name": row["label"]}

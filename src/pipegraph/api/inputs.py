@@ -37,7 +37,8 @@ class LeadFilter:
     )
     search: str | None = strawberry.field(
         default=None,
-        description="Text in title, company, contact name or email, case-insensitive; at most 200 characters.",
+        description="Text in title, company, contact name or email, case-insensitive; "
+        "at most 200 characters.",
     )
 
     def to_service(self) -> queries.LeadFilter:

@@ -181,7 +181,10 @@ class Bottleneck:
 
 @strawberry.type
 class MetricsBreakdown:
-    key: str | None
+    key: str | None = strawberry.field(
+        description="What the row groups by: the owner's User ID (usable with node(id:); null for leads "
+        "without an owner), the source as written, or the qualification score."
+    )
     label: str
     created: int
     won_count: int
@@ -193,6 +196,12 @@ class MetricsBreakdown:
     avg_sales_cycle_days: float | None
     open_count: int
     open_value: Money
+
+
+def _breakdown_key(by: patterns.Dimension, key: str | None) -> str | None:
+    if by is patterns.Dimension.OWNER and key is not None:
+        return ids.encode("User", int(key))
+    return key
 
 
 @strawberry.type
@@ -228,7 +237,7 @@ class PipelineMetrics:
             )
         return [
             MetricsBreakdown(
-                key=r.key,
+                key=_breakdown_key(by, r.key),
                 label=r.label,
                 created=r.created,
                 won_count=r.won_count,
