@@ -35,3 +35,19 @@ def test_schema_has_the_relay_node_interface_and_every_mutation() -> None:
         "importLeads",
     ):
         assert f"  {mutation}(input: " in printed, mutation
+
+
+def test_user_error_codes_are_an_enum_covering_what_services_raise() -> None:
+    from pipegraph.api.errors import UserError, UserErrorCode
+    from pipegraph.errors import (
+        ConflictError,
+        NotFoundError,
+        PermissionDeniedError,
+        PipegraphError,
+        ValidationError,
+    )
+
+    for error_type in (ValidationError, NotFoundError, ConflictError, PermissionDeniedError):
+        error = error_type("no", field="title")
+        assert UserError.from_error(error).code is UserErrorCode[error.code]
+    assert UserError.from_error(PipegraphError("odd")).code is UserErrorCode.ERROR

@@ -15,6 +15,7 @@ WebSocket), on every result as it is sent.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from collections.abc import Iterator
@@ -50,15 +51,27 @@ def input_field(error: PipegraphError) -> str | None:
     return f"input.{camel_path(error.field)}"
 
 
-@strawberry.type
+@strawberry.enum(description="Why a change was refused, for clients to act on without reading the message.")
+class UserErrorCode(enum.Enum):
+    INVALID = strawberry.enum_value("INVALID", description="The input breaks a rule; `field` names it.")
+    NOT_FOUND = strawberry.enum_value("NOT_FOUND", description="An ID names nothing this key may see.")
+    CONFLICT = strawberry.enum_value(
+        "CONFLICT", description="A newer change came first (a stale expectedVersion) or a name is taken."
+    )
+    FORBIDDEN = strawberry.enum_value("FORBIDDEN", description="The key's user may not make this change.")
+    ERROR = strawberry.enum_value("ERROR", description="Refused for another reason; the message says why.")
+
+
+@strawberry.type(description="A change refused: which input, why, and a code to switch on.")
 class UserError:
     field: str | None = strawberry.field(description="Path of the input field at fault, e.g. input.title.")
-    message: str
-    code: str = strawberry.field(description="INVALID, NOT_FOUND, CONFLICT or FORBIDDEN.")
+    message: str = strawberry.field(description="What is wrong, for people.")
+    code: UserErrorCode = strawberry.field(description="What is wrong, for programs.")
 
     @classmethod
     def from_error(cls, error: PipegraphError) -> UserError:
-        return cls(field=input_field(error), message=error.message, code=error.code)
+        code = UserErrorCode.__members__.get(error.code, UserErrorCode.ERROR)
+        return cls(field=input_field(error), message=error.message, code=code)
 
 
 def _request_id(execution_context: ExecutionContext) -> str | None:
