@@ -17,6 +17,7 @@ from pipesim.distributions import (
     Gamma,
     LogNormal,
     Triangular,
+    Weibull,
 )
 from pipesim.errors import EngineError, MissingExtraError, ModelError, PipesimError, QuestionError
 from pipesim.questions import compare, forecast, leads_needed, sensitivity, simulate
@@ -48,6 +49,7 @@ __all__ = [
     "Stage",
     "Summary",
     "Triangular",
+    "Weibull",
     "compare",
     "forecast",
     "from_mapping",

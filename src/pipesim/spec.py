@@ -28,6 +28,7 @@ from pipesim.distributions import (
     Gamma,
     LogNormal,
     Triangular,
+    Weibull,
 )
 from pipesim.errors import Issue, ModelError
 
@@ -243,7 +244,7 @@ def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Model:
         raise ModelError(exc.issues, source=source) from None
 
 
-_DISTRIBUTIONS = ("fixed", "exponential", "gamma", "lognormal", "triangular", "empirical")
+_DISTRIBUTIONS = ("fixed", "exponential", "gamma", "weibull", "lognormal", "triangular", "empirical")
 _TOP_KEYS = {"name", "currency", "horizon_days", "arrivals", "deal_size", "reps", "stages", "open_leads"}
 
 
@@ -327,6 +328,10 @@ class _Reader:
             return None if mean is None else Exponential(mean)
         if kind == "gamma":
             return self.gamma(value, path)
+        if kind == "weibull":
+            self.unknown_keys(value, {"dist", "shape", "scale"}, path)
+            shape, scale = self.number(value, "shape", path), self.number(value, "scale", path)
+            return None if shape is None or scale is None else Weibull(shape, scale)
         if kind == "lognormal":
             self.unknown_keys(value, {"dist", "mean", "sd"}, path)
             mean, sd = self.number(value, "mean", path), self.number(value, "sd", path, strict=False)

@@ -4,8 +4,18 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from pipesim.distributions import Empirical, Exponential, Fixed, Gamma, LogNormal, Triangular
+from pipesim.distributions import (
+    Empirical,
+    Exponential,
+    Fixed,
+    Gamma,
+    LogNormal,
+    Triangular,
+    Weibull,
+    _Inversion,
+)
 
 N = 200_000
 
@@ -15,6 +25,7 @@ N = 200_000
     [
         Exponential(4.0),
         Gamma(2.5, 3.0),
+        Weibull(0.7, 10.0),
         LogNormal(25_000, 10_000),
         Triangular(2, 5, 14),
         Empirical((1, 2, 2, 9)),
@@ -29,7 +40,9 @@ def test_sample_mean_matches_the_exact_mean(distribution: Exponential) -> None:
 
 
 @pytest.mark.parametrize(
-    "distribution", [Gamma(2.5, 3.0), LogNormal(10, 4), Triangular(2, 5, 14)], ids=lambda d: type(d).__name__
+    "distribution",
+    [Gamma(2.5, 3.0), Weibull(0.7, 10.0), Weibull(2.0, 5.0), LogNormal(10, 4), Triangular(2, 5, 14)],
+    ids=lambda d: type(d).__name__,
 )
 def test_remaining_time_is_the_tail_beyond_the_age(distribution: Gamma) -> None:
     age = distribution.mean
@@ -48,3 +61,16 @@ def test_remaining_time_special_cases() -> None:
     assert np.array_equal(Fixed(10).remaining(u, 40), np.zeros(3))
     assert set(Empirical((2, 5, 9)).remaining(u, 4).tolist()) <= {1.0, 5.0}
     assert np.array_equal(Triangular(1, 2, 3).remaining(u, 7), np.zeros(3))
+
+
+def test_weibull_agrees_with_scipy() -> None:
+    weibull, reference = Weibull(0.7, 10.0), stats.weibull_min(0.7, scale=10.0)
+    x = np.array([0.0, 0.5, 3.0, 10.0, 80.0])
+    u = np.array([0.0, 0.1, 0.5, 0.99])
+    assert weibull.mean == pytest.approx(reference.mean(), rel=1e-12)
+    assert weibull.variance == pytest.approx(reference.var(), rel=1e-12)
+    assert np.allclose(weibull.cdf(x), reference.cdf(x), rtol=1e-12)
+    assert np.allclose(weibull.ppf(u), reference.ppf(u), rtol=1e-12)
+    # The closed-form conditional draw equals the generic inversion shared by the other families.
+    assert np.allclose(weibull.remaining(u, 6.0), _Inversion.remaining(weibull, u, 6.0), rtol=1e-9)
+    assert weibull.scaled(2.0) == Weibull(0.7, 20.0)

@@ -15,7 +15,7 @@ VALID = {
     "deal_size": 1000,
     "arrivals": {"kind": "batch", "count": 10},
     "stages": [
-        {"name": "a", "conversion": 0.5},
+        {"name": "a", "conversion": 0.5, "time_in_stage": {"dist": "weibull", "shape": 0.8, "scale": 3}},
         {
             "name": "b",
             "conversion": {"alpha": 2, "beta": 3},
@@ -57,7 +57,7 @@ def test_bad_value_is_reported_with_its_key_path() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     data = with_changes(horizon_days=-5, arrivals={"kind": "weekly"}, colour="red")
-    data["stages"][0]["time_in_stage"] = {"dist": "weibull"}  # type: ignore[index]
+    data["stages"][0]["time_in_stage"] = {"dist": "pareto"}  # type: ignore[index]
     with pytest.raises(ModelError) as caught:
         from_mapping(data, source="plan.toml")
     paths = {issue.path for issue in caught.value.issues}
@@ -73,6 +73,7 @@ def test_every_problem_is_reported_at_once() -> None:
         ({"deal_size": {"dist": "triangular", "low": 5, "mode": 1, "high": 9}}, "deal_size"),
         ({"deal_size": {"dist": "empirical", "samples": [1, "x"]}}, "deal_size.samples[1]"),
         ({"stages": []}, "stages"),
+        ({"deal_size": {"dist": "weibull", "shape": 2}}, "deal_size.scale"),
     ],
 )
 def test_invalid_parts_name_their_path(change: dict[str, object], path: str) -> None:
