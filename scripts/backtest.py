@@ -13,7 +13,13 @@ fresh SQLite file, calibrates there (``as_of`` = cut-off), and asks two question
   answer's leads are then played out by the true process (a batch at the cut-off, on top of the
   actual open leads): did they reach the goal? The naive answer is pipesim's reverse funnel.
 
-    python scripts/backtest.py [--backtests 200] [--seed 1] [--workers 2] [--trials 2000]
+    python scripts/backtest.py [--backtests 200] [--seed 1] [--workers 2] [--trials 2000] [--truths all]
+
+``--truths`` picks the truths played out (comma-separated, or ``all``): ``exponential`` is the model's
+own assumption; the others each break one of them — ``weibull`` and ``lognormal`` times in stage (same
+means), ``sources`` (four sources whose conversions differ), ``reps`` (reps of different strength),
+``seasonal`` (a weekday profile and a growing trend) — and ``mixed`` breaks them all at once. Every
+truth replays the same drawn pipelines, so the rows differ only by the truth.
 
 Every backtest has its own seed stream, so the figures are the same on any number of workers.
 """
@@ -26,7 +32,7 @@ import math
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,13 +42,36 @@ import pipesim
 from pipegraph.db import migrate
 from pipegraph.db.session import Store
 from pipegraph.services.calibration import CalibrationReport, calibrate
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, play_out, write_history
+from pipegraph.services.calibration_synthetic import (
+    TruePipeline,
+    TrueSource,
+    generate,
+    play_out,
+    write_history,
+)
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 CUT_OFF_DAYS = 240.0
 HORIZON_DAYS = 90.0
 CONFIDENCE = 0.9
 GOAL_STRETCH = 1.5  # the leads-needed goal: P50 of the open leads alone, times this
+
+
+SOURCES = (
+    TrueSource("cold outreach", 0.4, 0.6),
+    TrueSource("website", 0.3, 1.0),
+    TrueSource("event", 0.2, 1.25),
+    TrueSource("referral", 0.1, 1.5),
+)
+TRUTHS: dict[str, dict[str, object]] = {
+    "exponential": {},
+    "weibull": {"duration": "weibull", "duration_shape": 0.7},
+    "lognormal": {"duration": "lognormal", "duration_shape": 0.9},
+    "sources": {"sources": SOURCES},
+    "reps": {"rep_strengths": (0.5, 0.8, 1.1, 1.4)},
+    "seasonal": {"weekday_profile": (1.3, 1.2, 1.1, 1.0, 0.9, 0.3, 0.2), "trend_per_year": 0.5},
+}
+TRUTHS["mixed"] = {key: value for changes in TRUTHS.values() for key, value in changes.items()}
 
 
 @dataclass(frozen=True)
@@ -90,7 +119,7 @@ def _batch_revenue(truth: TruePipeline, rng: np.random.Generator, leads: int) ->
     return batch.revenue_between(CUT_OFF_DAYS, CUT_OFF_DAYS + HORIZON_DAYS)
 
 
-async def _one(index: int, seed: int, trials: int, directory: str) -> Outcome:
+async def _one(index: int, seed: int, trials: int, directory: str, kind: str) -> Outcome:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     draft = _truth(rng)
     truth = TruePipeline(
@@ -100,8 +129,9 @@ async def _one(index: int, seed: int, trials: int, directory: str) -> Outcome:
         deal_mean=draft.deal_mean,
         deal_sd=draft.deal_mean * float(rng.uniform(0.3, 1.0)),
     )
+    truth = replace(truth, **TRUTHS[kind])  # type: ignore[arg-type]
     lives = generate(truth, rng, CUT_OFF_DAYS + HORIZON_DAYS)
-    store = Store.from_url(f"sqlite:///{Path(directory) / f'backtest_{index}.sqlite3'}")
+    store = Store.from_url(f"sqlite:///{Path(directory) / f'backtest_{kind}_{index}.sqlite3'}")
     try:
         await migrate.upgrade(store.engine)
         pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=CUT_OFF_DAYS)
@@ -142,57 +172,80 @@ async def _one(index: int, seed: int, trials: int, directory: str) -> Outcome:
     )
 
 
-def run_one(index: int, seed: int, trials: int, directory: str) -> Outcome:
-    return asyncio.run(_one(index, seed, trials, directory))
+def run_one(index: int, seed: int, trials: int, directory: str, kind: str) -> Outcome:
+    return asyncio.run(_one(index, seed, trials, directory, kind))
+
+
+def _share(hits: np.ndarray) -> str:
+    p, n = float(np.mean(hits)), len(hits)
+    return f"{p:.1%} ± {math.sqrt(p * (1 - p) / n):.1%}"
+
+
+def _row(kind: str, outcomes: list[Outcome]) -> str:
+    realised = np.array([o.realised for o in outcomes])
+    inside = np.array([o.p10 <= o.realised <= o.p90 for o in outcomes])
+    below = np.array([o.realised < o.p10 for o in outcomes])
+    above = ~inside & ~below
+    ape = np.abs(np.array([o.p50 for o in outcomes]) - realised) / realised
+    naive_ape = np.abs(np.array([o.naive for o in outcomes]) - realised) / realised
+    reached = np.array([o.leads_reached for o in outcomes])
+    naive_reached = np.array([o.naive_reached for o in outcomes])
+    leads = np.median([o.leads for o in outcomes])
+    naive_leads = np.median([o.naive_leads for o in outcomes])
+    return (
+        f"| {kind} | {_share(inside)} | {np.mean(below):.1%} / {np.mean(above):.1%} "
+        f"| {np.mean(ape):.1%} | {np.mean(naive_ape):.1%} | {_share(reached)} | {_share(naive_reached)} "
+        f"| {leads:.0f} / {naive_leads:.0f} |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backtests", type=int, default=200, help="number of backtests (default 200)")
+    parser.add_argument("--backtests", type=int, default=200, help="backtests per truth (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="master seed (default 1)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument(
         "--trials", type=int, default=2000, help="Monte Carlo trials per question (default 2000)"
     )
+    parser.add_argument(
+        "--truths",
+        default="exponential",
+        help=f"comma-separated truths, or 'all' (default exponential); one of {', '.join(TRUTHS)}",
+    )
     args = parser.parse_args()
+    kinds = list(TRUTHS) if args.truths == "all" else [kind.strip() for kind in args.truths.split(",")]
+    unknown = [kind for kind in kinds if kind not in TRUTHS]
+    if unknown:
+        parser.error(f"--truths: unknown {', '.join(unknown)}; choose from {', '.join(TRUTHS)} or all")
 
     started = time.perf_counter()
+    results: dict[str, list[Outcome]] = {}
     with tempfile.TemporaryDirectory() as directory, ProcessPoolExecutor(args.workers) as pool:
-        futures = [
-            pool.submit(run_one, index, args.seed, args.trials, directory) for index in range(args.backtests)
-        ]
-        outcomes = [future.result() for future in futures]
+        futures = {
+            kind: [
+                pool.submit(run_one, index, args.seed, args.trials, directory, kind)
+                for index in range(args.backtests)
+            ]
+            for kind in kinds
+        }
+        for kind, pending in futures.items():
+            results[kind] = [future.result() for future in pending]
     elapsed = time.perf_counter() - started
 
-    n = len(outcomes)
-    realised = np.array([o.realised for o in outcomes])
-    inside = np.array([o.p10 <= o.realised <= o.p90 for o in outcomes])
-    below = np.array([o.realised < o.p10 for o in outcomes])
-    ape = np.abs(np.array([o.p50 for o in outcomes]) - realised) / realised
-    naive_ape = np.abs(np.array([o.naive for o in outcomes]) - realised) / realised
-    reached = np.array([o.leads_reached for o in outcomes])
-    naive_reached = np.array([o.naive_reached for o in outcomes])
-    leads = np.array([o.leads for o in outcomes])
-    naive_leads = np.array([o.naive_leads for o in outcomes])
-
-    def share(hits: np.ndarray) -> str:
-        p = float(np.mean(hits))
-        return f"{p:.1%} ± {math.sqrt(p * (1 - p) / n):.1%}"
-
-    print(f"{n} backtests, seed {args.seed}, {args.trials} trials, {args.workers} workers: {elapsed:.0f} s")
+    print(
+        f"{args.backtests} backtests per truth, seed {args.seed}, {args.trials} trials, "
+        f"{args.workers} workers: {elapsed:.0f} s"
+    )
     print(f"cut-off after {CUT_OFF_DAYS:g} days of history, horizon {HORIZON_DAYS:g} days")
     print()
-    print("| | calibrated simulation | naive (weighted pipeline / reverse funnel) |")
-    print("|---|---|---|")
-    print(f"| P10–P90 contains realised revenue (nominal 80%) | {share(inside)} | no interval |")
-    print(f"| realised below P10 / above P90 | {np.mean(below):.1%} / {np.mean(~inside & ~below):.1%} | |")
     print(
-        f"| MAPE of the point forecast (P50; naive: its figure) | {np.mean(ape):.1%} "
-        f"| {np.mean(naive_ape):.1%} |"
+        "| truth | P10–P90 contains realised (nominal 80%) | below P10 / above P90 | MAPE of P50 "
+        "| MAPE weighted pipeline | leads needed at 90%: goal reached | reverse funnel: reached "
+        "| leads asked, median (model / funnel) |"
     )
-    print(f"| median APE | {np.median(ape):.1%} | {np.median(naive_ape):.1%} |")
-    print(f"| leads needed at 90%: goal reached | {share(reached)} | {share(naive_reached)} |")
-    print(f"| leads asked for, median | {np.median(leads):.0f} | {np.median(naive_leads):.0f} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, outcomes in results.items():
+        print(_row(kind, outcomes))
 
 
 if __name__ == "__main__":

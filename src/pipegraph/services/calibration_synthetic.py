@@ -6,6 +6,12 @@ i a lead stays an exponential time with mean ``mean_days[i]``, then advances wit
 process calibration assumes, so a calibrated model should recover the parameters within their standard
 errors, and a forecast made at a cut-off should cover what the generator did next.
 
+Truths that are *not* the model's own, for judging a forecast on what real pipelines do, change one
+part each (and can be combined): times in stage Weibull or log-normal with the same means
+(``duration``, ``duration_shape``); leads from ``sources`` whose conversions differ; reps of different
+``rep_strengths``; arrivals with a ``weekday_profile`` and a ``trend_per_year``. A source's or a rep's
+factor multiplies every stage's conversion (capped below 1).
+
 Used by the calibration tests and ``scripts/backtest.py``. Times are days from ``origin``.
 """
 
@@ -17,12 +23,21 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.session import Store
 
 Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TrueSource:
+    """A lead source: its ``share`` of arrivals and the factor on every stage's conversion."""
+
+    name: str
+    share: float
+    conversion_factor: float
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,12 @@ class TruePipeline:
     deal_sd: float
     reps: int = 4
     rep_capacity: int = 30
+    duration: str = "exponential"  # or "weibull" (shape k) or "lognormal" (sigma of the log)
+    duration_shape: float = 1.0
+    sources: tuple[TrueSource, ...] = ()
+    rep_strengths: tuple[float, ...] = ()  # factor on conversion per rep; empty: all alike
+    weekday_profile: tuple[float, ...] = ()  # 7 relative arrival rates, Monday first; empty: flat
+    trend_per_year: float = 0.0  # arrival rate grows by this share per 365 days
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -56,6 +77,8 @@ class Trajectories:
     closed: Floats  # when it was won or lost
     last_stage: NDArray[np.int64]
     won: NDArray[np.bool_]
+    source: NDArray[np.int64]  # index into ``TruePipeline.sources`` (0 when there are none)
+    owner: NDArray[np.int64]  # rep index
 
     def revenue_between(self, start: float, end: float) -> float:
         """Value of the wins in ``(start, end]``."""
@@ -72,6 +95,36 @@ def _deal_sizes(truth: TruePipeline, rng: np.random.Generator, n: int) -> Floats
     return np.round(rng.lognormal(mu, math.sqrt(sigma2), n), 2)
 
 
+def _stage_days(truth: TruePipeline, rng: np.random.Generator, mean: float, n: int) -> Floats:
+    """Times in a stage with the given mean, in the truth's family."""
+    if truth.duration == "exponential":
+        return rng.exponential(mean, n)
+    if truth.duration == "weibull":
+        k = truth.duration_shape
+        return rng.weibull(k, n) * (mean / math.gamma(1 + 1 / k))
+    if truth.duration == "lognormal":
+        sigma = truth.duration_shape
+        return rng.lognormal(math.log(mean) - sigma * sigma / 2, sigma, n)
+    raise ValueError(f"unknown duration family {truth.duration!r}")
+
+
+def _conversion_factors(
+    truth: TruePipeline, rng: np.random.Generator, n: int
+) -> tuple[Floats, NDArray[np.int64], NDArray[np.int64]]:
+    """Each lead's factor on conversion, its source and its rep."""
+    factor = np.ones(n)
+    source = np.zeros(n, dtype=np.int64)
+    if truth.sources:
+        shares = np.array([s.share for s in truth.sources])
+        source = rng.choice(len(shares), size=n, p=shares / shares.sum())
+        factor *= np.array([s.conversion_factor for s in truth.sources])[source]
+    owner = np.zeros(n, dtype=np.int64)
+    if truth.rep_strengths:  # only then: the other truths keep the random stream they always had
+        owner = rng.integers(0, len(truth.rep_strengths), n)
+        factor *= np.array(truth.rep_strengths)[owner]
+    return factor, source, owner
+
+
 def play_out(truth: TruePipeline, rng: np.random.Generator, created: Floats) -> Trajectories:
     """Play out leads created at the given days."""
     n, stages = len(created), len(truth.conversions)
@@ -81,23 +134,40 @@ def play_out(truth: TruePipeline, rng: np.random.Generator, created: Floats) -> 
     won = np.zeros(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
     clock = created.copy()
+    factor, source, owner = _conversion_factors(truth, rng, n)
     for index in range(stages):
         enter[alive, index] = clock[alive]
         last_stage[alive] = index
-        clock = clock + rng.exponential(truth.mean_days[index], n)
-        advance = rng.random(n) < truth.conversions[index]
+        clock = clock + _stage_days(truth, rng, truth.mean_days[index], n)
+        advance = rng.random(n) < np.minimum(truth.conversions[index] * factor, 0.98)
         lost = alive & ~advance
         closed[lost] = clock[lost]
         alive &= advance
     closed[alive] = clock[alive]
     won[alive] = True
-    return Trajectories(created, _deal_sizes(truth, rng, n), enter, closed, last_stage, won)
+    return Trajectories(created, _deal_sizes(truth, rng, n), enter, closed, last_stage, won, source, owner)
+
+
+def _arrival_days(truth: TruePipeline, rng: np.random.Generator, days: float) -> Floats:
+    """Poisson arrivals over ``[0, days)`` at the truth's rate, shaped by weekday and trend (thinning)."""
+    profile = np.array(truth.weekday_profile or (1.0,) * 7)
+    profile = profile / profile.mean()
+    growth = max(1.0, 1.0 + truth.trend_per_year * days / 365)
+    peak = truth.arrivals_per_day * profile.max() * growth
+    candidates = np.sort(rng.uniform(0.0, days, rng.poisson(peak * days)))
+    # Day 0 is the origin's weekday, Monday for the backtest's origin.
+    rate = truth.arrivals_per_day * profile[np.floor(candidates).astype(np.int64) % 7]
+    rate = rate * np.maximum(1.0 + truth.trend_per_year * candidates / 365, 0.0)
+    kept: Floats = candidates[rng.random(len(candidates)) < rate / peak]
+    return kept
 
 
 def generate(truth: TruePipeline, rng: np.random.Generator, days: float) -> Trajectories:
     """Poisson arrivals over ``[0, days)``, each played out to its end (possibly after ``days``)."""
-    count = rng.poisson(truth.arrivals_per_day * days)
-    return play_out(truth, rng, np.sort(rng.uniform(0.0, days, count)))
+    if not truth.weekday_profile and truth.trend_per_year == 0.0:
+        count = rng.poisson(truth.arrivals_per_day * days)
+        return play_out(truth, rng, np.sort(rng.uniform(0.0, days, count)))
+    return play_out(truth, rng, _arrival_days(truth, rng, days))
 
 
 def _at(origin: datetime, day: float) -> datetime:
@@ -124,6 +194,12 @@ async def write_history(
             for index in range(truth.reps)
         )  # fmt: skip
         await session.flush()
+        rep_ids = list(
+            (
+                await session.execute(select(User.id).where(User.email.like(f"%@{name.lower()}.example")))
+            ).scalars()
+        )
+        rep_ids.sort()
         stages = [
             Stage(pipeline_id=pipeline.id, name=stage_name, position=position)
             for position, stage_name in enumerate(truth.stage_names)
@@ -145,6 +221,8 @@ async def write_history(
                     "pipeline_id": pipeline.id,
                     "stage_id": stage_ids[stage],
                     "title": f"Lead {index}",
+                    "source": truth.sources[lives.source[index]].name if truth.sources else "",
+                    "owner_id": rep_ids[lives.owner[index] % len(rep_ids)] if truth.rep_strengths else None,
                     "value_cents": round(float(lives.value[index]) * 100),
                     "status": status,
                     "created_at": _at(origin, lives.created[index]),
