@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -43,6 +44,9 @@ query($input: ForecastInput!) {
       openLeads openCohorts notes
       stages {
         stageId name conversion advances losses stillOpen exits meanDaysInStage naiveMeanDays timeSource
+        timeFamily
+        timeFamilyFits { family aic meanDays parameters { name value standardError } }
+        survival { days survival standardError atRisk }
       }
       dealSize { wins mean source }
       arrivals { created windowDays ratePerDay source }
@@ -145,6 +149,17 @@ async def test_forecast_matches_the_exact_mean_of_the_calibrated_model(
     calibration = data["calibration"]
     assert [s["name"] for s in calibration["stages"]] == list(TRUTH.stage_names)
     assert all(s["timeSource"] == "HISTORY" for s in calibration["stages"])
+    for stage in calibration["stages"]:
+        # Exponential truth: no other family has considerably more support.
+        assert stage["timeFamily"] == "EXPONENTIAL"
+        fits = stage["timeFamilyFits"]
+        assert sorted(f["family"] for f in fits) == ["EXPONENTIAL", "GAMMA", "LOGNORMAL", "WEIBULL"]
+        assert [f["aic"] for f in fits] == sorted(f["aic"] for f in fits)
+        assert all(p["standardError"] > 0 for f in fits for p in f["parameters"])
+        curve = stage["survival"]
+        assert 2 <= len(curve) <= 40
+        assert [p["days"] for p in curve] == sorted(p["days"] for p in curve)
+        assert all(1 >= a["survival"] >= b["survival"] >= 0 for a, b in itertools.pairwise(curve))
     assert calibration["openLeads"] == sum(s["stillOpen"] for s in calibration["stages"])
     assert calibration["dealSize"]["source"] == "HISTORY"
     assert calibration["arrivals"]["windowDays"] == 90.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -23,7 +24,8 @@ from pipegraph.services.calibration import (
     pipeline_id_for_name,
 )
 from pipegraph.services.calibration_synthetic import TruePipeline, generate, play_out, write_history
-from pipesim import BetaProbability, Exponential, LogNormal, forecast, from_toml
+from pipegraph.services.forecasting.durations import MAX_STAYS
+from pipesim import BetaProbability, Exponential, LogNormal, Weibull, forecast, from_toml
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 Z = 4.0  # tolerance in standard errors; seeds are fixed, so this only guards against a wrong estimator
@@ -149,6 +151,29 @@ async def test_calibration_recovers_known_parameters(store: Store) -> None:
     assert isinstance(model.deal_size, LogNormal)
     assert model.arrivals.rate_per_day == arrivals.rate_per_day
     assert model.reps is None
+
+
+async def test_times_in_stage_take_the_family_the_history_shows(store: Store) -> None:
+    """Weibull stays (shape 0.7: the longer a lead waits, the less likely it moves) are fitted as a
+    Weibull, with the shape recovered within its standard error; the exponential path stays available."""
+    truth = replace(TRUTH, duration="weibull", duration_shape=0.7)
+    rng = np.random.default_rng(7)
+    days = 180.0
+    lives = generate(truth, rng, days)
+    pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=days)
+    result = await _calibrate(store, pipeline_id, ORIGIN + timedelta(days=days))
+    for fit, stage in zip(result.report.stages, result.model.stages, strict=True):
+        assert fit.family_fits is not None
+        assert fit.time_family == "weibull"
+        assert isinstance(stage.time_in_stage, Weibull)
+        best = fit.family_fits.best
+        assert fit.family_fits.exits + fit.family_fits.running == min(
+            MAX_STAYS, fit.exits + fit.still_open + fit.moved_back
+        )
+        assert abs(best.parameters["shape"] - 0.7) < Z * best.standard_errors["shape"]
+    exponential = await _calibrate(store, pipeline_id, ORIGIN + timedelta(days=days), time_families=False)
+    assert all(isinstance(stage.time_in_stage, Exponential) for stage in exponential.model.stages)
+    assert all(fit.family_fits is None for fit in exponential.report.stages)
 
 
 async def test_censored_fit_is_unbiased_where_the_naive_mean_is_biased_low(store: Store) -> None:

@@ -9,6 +9,7 @@ Bad input is a GraphQL error with ``extensions: {code, field}``, the field named
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import strawberry
@@ -18,10 +19,16 @@ from pipegraph.api.context import Info
 from pipegraph.api.scalars import Money
 from pipegraph.errors import PipegraphError
 from pipegraph.services import calibration_questions as questions
-from pipegraph.services.calibration import CalibrationReport, Source
+from pipegraph.services.calibration import CalibrationReport, Source, StageFit
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.services.validation import to_cents
+from pipesim.fitting import Family, FamilyFit
 
+strawberry.enum(
+    Family,
+    name="TimeFamily",
+    description="A family of distributions for the time a lead spends in a stage.",
+)
 strawberry.enum(
     Source,
     name="CalibrationSource",
@@ -55,6 +62,47 @@ def goal_cents(goal: Money | None) -> int | None:
 # --- calibration report -----------------------------------------------------------------------------
 
 
+@strawberry.type(description="One parameter of a fitted family, with its standard error.")
+class FittedParameter:
+    name: str = strawberry.field(description="As the family names it: mean; shape, scale; mu, sigma.")
+    value: float = strawberry.field(description="Maximum-likelihood estimate.")
+    standard_error: float | None = strawberry.field(
+        description="From the observed information; null where it could not be computed."
+    )
+
+
+@strawberry.type(description="One family fitted to a stage's latest stays, running stays right-censored.")
+class TimeFamilyFit:
+    family: Family = strawberry.field(description="The family fitted.")
+    aic: float = strawberry.field(description="Akaike information criterion: lower fits better.")
+    mean_days: float = strawberry.field(description="Mean time in stage of the fitted distribution.")
+    parameters: list[FittedParameter] = strawberry.field(description="The fitted parameters.")
+
+    @classmethod
+    def from_fit(cls, fit: FamilyFit) -> TimeFamilyFit:
+        return cls(
+            family=fit.family,
+            aic=fit.aic,
+            mean_days=fit.distribution.mean,
+            parameters=[
+                FittedParameter(
+                    name=name,
+                    value=value,
+                    standard_error=None if math.isnan(error := fit.standard_errors[name]) else error,
+                )
+                for name, value in fit.parameters.items()
+            ],
+        )
+
+
+@strawberry.type(description="A point of a Kaplan–Meier curve: the share of stays lasting longer.")
+class SurvivalPoint:
+    days: float = strawberry.field(description="Days in the stage.")
+    survival: float = strawberry.field(description="Share of stays that lasted longer than `days`.")
+    standard_error: float = strawberry.field(description="Greenwood standard error of `survival`.")
+    at_risk: int = strawberry.field(description="Stays that had lasted at least `days`.")
+
+
 @strawberry.type
 class StageCalibration:
     stage_id: strawberry.ID
@@ -69,13 +117,51 @@ class StageCalibration:
     still_open: int = strawberry.field(description="Stays still running: censored.")
     exits: int
     mean_days_in_stage: float = strawberry.field(
-        description="Exponential fit with right-censoring: exposure days ÷ exits."
+        description="Mean of the model's time in stage (the exponential's is exposure days ÷ exits)."
     )
     mean_days_se: float | None
     naive_mean_days: float | None = strawberry.field(
         description="Mean of completed stays only, biased low; shown for comparison."
     )
     time_source: Source
+    time_family: Family = strawberry.field(
+        description="Family of the model's time in stage: the exponential unless the latest stays show "
+        "another with an AIC lower by 4 or more."
+    )
+    time_family_fits: list[TimeFamilyFit] = strawberry.field(
+        description="Every family fitted to the latest stays, best AIC first; empty with too few exits."
+    )
+    survival: list[SurvivalPoint] = strawberry.field(
+        description="Kaplan–Meier curve of the latest stays (at most 40 points), to set beside the fit."
+    )
+
+    @classmethod
+    def from_fit(cls, s: StageFit) -> StageCalibration:
+        return cls(
+            stage_id=strawberry.ID(ids.encode("Stage", s.stage_id)),
+            name=s.name,
+            conversion=s.conversion.mean,
+            conversion_sd=s.conversion_sd,
+            conversion_source=s.conversion_source,
+            advances=s.advances,
+            passed_through=s.passed_through,
+            losses=s.losses,
+            moved_back=s.moved_back,
+            still_open=s.still_open,
+            exits=s.exits,
+            mean_days_in_stage=s.mean_days,
+            mean_days_se=s.mean_days_se,
+            naive_mean_days=s.naive_mean_days,
+            time_source=s.time_source,
+            time_family=Family(s.time_family),
+            time_family_fits=[TimeFamilyFit.from_fit(f) for f in s.family_fits.fits] if s.family_fits else [],
+            survival=[
+                SurvivalPoint(
+                    days=p.days, survival=p.survival, standard_error=p.standard_error, at_risk=p.at_risk
+                )
+                for p in s.survival
+            ],
+        )
 
 
 @strawberry.type
@@ -119,26 +205,7 @@ class Calibration:
         return cls(
             as_of=r.as_of.isoformat(),
             currency=r.currency,
-            stages=[
-                StageCalibration(
-                    stage_id=strawberry.ID(ids.encode("Stage", s.stage_id)),
-                    name=s.name,
-                    conversion=s.conversion.mean,
-                    conversion_sd=s.conversion_sd,
-                    conversion_source=s.conversion_source,
-                    advances=s.advances,
-                    passed_through=s.passed_through,
-                    losses=s.losses,
-                    moved_back=s.moved_back,
-                    still_open=s.still_open,
-                    exits=s.exits,
-                    mean_days_in_stage=s.mean_days,
-                    mean_days_se=s.mean_days_se,
-                    naive_mean_days=s.naive_mean_days,
-                    time_source=s.time_source,
-                )
-                for s in r.stages
-            ],
+            stages=[StageCalibration.from_fit(s) for s in r.stages],
             deal_size=DealSizeCalibration(
                 wins=r.deal_size.wins,
                 mean=money(r.deal_size.mean),

@@ -18,7 +18,11 @@ Parameters, each with the count of history behind it in the :class:`CalibrationR
 
 - Conversion of stage i: ``Beta(1 + advances, 1 + losses)``, the posterior of a uniform prior. Leads
   still in the stage are neither. With no history it is the prior itself (mean 1/2, wide).
-- Time in stage: exponential, fitted with right-censoring. Advances and losses are competing exits with
+- Time in stage: exponential, fitted with right-censoring; where the stage's latest stays show another
+  family (Weibull, log-normal, gamma) with an AIC lower by at least ``AIC_MARGIN`` (the exponential
+  is nested in two of them, so a bare AIC win is often chance), that family instead
+  (``forecasting/durations.py``).
+  For the exponential: advances and losses are competing exits with
   constant hazards, so the maximum-likelihood mean is ``exposure / exits`` where exposure sums the days
   of every stay, completed or still running. A naive mean of completed stays only (also reported) is
   biased low, because the long stays are the ones still running. With constant hazards the time to an
@@ -43,7 +47,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,9 +59,13 @@ from sqlalchemy.orm import aliased
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
+from pipegraph.services.forecasting.durations import fit_stage_durations, stay_samples, survival_curves
 from pipegraph.services.metrics_sql import at, days_between
 from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps
 from pipesim import Stage as SimStage
+from pipesim.distributions import Distribution
+from pipesim.fitting import DurationFit, Family
+from pipesim.survival import SurvivalPoint
 
 MIN_EXITS = 5  # exits a stage needs before its time in stage is fitted rather than taken from the prior
 MIN_WINS = 5  # wins needed to fit the deal size
@@ -68,6 +76,7 @@ PRIOR_CONVERSION = (1.0, 1.0)  # Beta prior of every conversion: uniform
 MAX_DEAL_SAMPLE = 20_000  # latest wins used for the deal size
 DEFAULT_WINDOW_DAYS = 90.0  # arrival-rate window
 VALUE_BAND_RATIO = 2.0  # open-lead cohorts: values within a band differ by at most this factor
+AIC_MARGIN = 4.0  # another family replaces the exponential only with considerably more support
 MIN_STAGE_DAYS = 1.0 / 24  # an exponential needs a positive mean; an hour is "instant" for a pipeline
 _WON_POSITION = 1_000_000  # target position of a win: beyond every stage
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
@@ -94,10 +103,14 @@ class StageFit:
     conversion: BetaProbability
     conversion_sd: float  # posterior standard deviation
     conversion_source: Source
-    mean_days: float  # time in stage used by the model (exponential mean)
+    mean_days: float  # mean time in stage of the model's distribution
     mean_days_se: float | None  # asymptotic standard error of the fitted mean; None for the prior
     naive_mean_days: float | None  # mean of completed stays only, biased low; for comparison
     time_source: Source
+    time_in_stage: Distribution = field(default_factory=lambda: Exponential(PRIOR_STAGE_DAYS))
+    time_family: str = "exponential"
+    family_fits: DurationFit | None = None  # every family's fit on the latest stays, best first
+    survival: tuple[SurvivalPoint, ...] = ()  # Kaplan–Meier of the latest stays (thinned)
 
 
 @dataclass(frozen=True)
@@ -415,6 +428,26 @@ def _fit_stage(row: Any, tally: _Tally) -> StageFit:
         mean_days_se=mean_se,
         naive_mean_days=naive,
         time_source=time_source,
+        time_in_stage=Exponential(mean),
+    )
+
+
+def _with_family(fit: StageFit, families: DurationFit | None) -> StageFit:
+    """The stage's time in the family with the lowest AIC, when it is not the exponential."""
+    if families is None or fit.time_source is Source.PRIOR:
+        return fit
+    best = families.best
+    exponential = next(f for f in families.fits if f.family is Family.EXPONENTIAL)
+    if best.family is Family.EXPONENTIAL or best.aic > exponential.aic - AIC_MARGIN:
+        # The exponential from every stay's days beats the one from the latest stays.
+        return replace(fit, family_fits=families)
+    return replace(
+        fit,
+        time_in_stage=best.distribution,
+        time_family=best.family.value,
+        mean_days=max(best.distribution.mean, MIN_STAGE_DAYS),
+        mean_days_se=best.mean_se,
+        family_fits=families,
     )
 
 
@@ -449,6 +482,7 @@ async def calibrate(
     as_of: datetime | None = None,
     window_days: float = DEFAULT_WINDOW_DAYS,
     with_capacity: bool = False,
+    time_families: bool = True,
 ) -> Calibration:
     """The calibrated model of a pipeline over ``horizon_days`` from ``as_of``, and what stands behind it."""
     if not (horizon_days > 0 and math.isfinite(horizon_days)):
@@ -470,6 +504,14 @@ async def calibrate(
 
     tallies = _tally(stage_rows, await _stay_outcomes(session, dialect, pipeline_id, as_of))
     fits = tuple(_fit_stage(row, tallies[row.id]) for row in stage_rows)
+    if time_families:
+        history = _history(pipeline_id, as_of)
+        samples = await stay_samples(session, dialect, history, as_of, [row.id for row in stage_rows])
+        families, curves = fit_stage_durations(samples), survival_curves(samples)
+        fits = tuple(
+            replace(_with_family(fit, families.get(fit.stage_id)), survival=curves.get(fit.stage_id, ()))
+            for fit in fits
+        )
     won = await _won_values(session, pipeline_id, as_of)
     deal = _fit_deal_size(won, None if len(won) >= MIN_WINS else await _mean_lead_value(session, pipeline_id))
     arrivals = await _arrivals(session, pipeline_id, as_of, window_days)
@@ -498,7 +540,7 @@ async def calibrate(
 
     model = Model(
         stages=tuple(
-            SimStage(name=fit.name, conversion=fit.conversion, time_in_stage=Exponential(fit.mean_days))
+            SimStage(name=fit.name, conversion=fit.conversion, time_in_stage=fit.time_in_stage)
             for fit in fits
         ),
         deal_size=LogNormal(deal.mean, deal.sd),
@@ -532,7 +574,8 @@ def describe(report: CalibrationReport) -> list[str]:
         lines.append(
             f"{fit.name}: conversion {fit.conversion.mean:.3f} ± {fit.conversion_sd:.3f} "
             f"[{fit.conversion_source}: {fit.advances} advanced ({fit.passed_through} skipped through), "
-            f"{fit.losses} lost]; {fit.mean_days:.1f} days in stage [{fit.time_source}: {fit.exits} exits, "
+            f"{fit.losses} lost]; {fit.mean_days:.1f} days in stage, {fit.time_family} "
+            f"[{fit.time_source}: {fit.exits} exits, "
             f"{fit.still_open} still there, {fit.moved_back} moved back, {fit.exposure_days:.0f} days]"
         )
     deal, arrivals, reps = report.deal_size, report.arrivals, report.reps

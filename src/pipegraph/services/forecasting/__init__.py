@@ -1,0 +1,1 @@
+"""Forecast models fitted from a pipeline's history: the statistics behind calibration."""
