@@ -168,10 +168,14 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
     won_later &= lives.closed <= CUT_OFF_DAYS + HORIZON_DAYS
     from_open = float(lives.value[won_later].sum())
 
+    batch_seed = int(rng.integers(2**63))
+
     def judge(model: pipesim.Model) -> tuple[Judged, int]:
         forecast = pipesim.forecast(model, trials, seed + index)
         answer = pipesim.leads_needed(model.with_new_leads(0), goal, CONFIDENCE, trials, seed + index)
-        reached = from_open + _batch_revenue(truth, rng, answer.leads) >= goal
+        # The same true play-out for both models: their answers are compared on equal terms.
+        batch = _batch_revenue(truth, np.random.default_rng(batch_seed), answer.leads)
+        reached = from_open + batch >= goal
         revenue = forecast.revenue
         return Judged(revenue.p10, revenue.p50, revenue.p90, answer.leads, reached), answer.naive
 
@@ -182,7 +186,8 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
         naive=_naive_forecast(old.report, old.model),
         goal=goal,
         naive_leads=naive_leads,
-        naive_reached=from_open + _batch_revenue(truth, rng, naive_leads) >= goal,
+        naive_reached=from_open + _batch_revenue(truth, np.random.default_rng(batch_seed), naive_leads)
+        >= goal,
         new=judged_new,
         old=judged_old,
     )
