@@ -505,8 +505,8 @@ async def calibrate(
     tallies = _tally(stage_rows, await _stay_outcomes(session, dialect, pipeline_id, as_of))
     fits = tuple(_fit_stage(row, tallies[row.id]) for row in stage_rows)
     if time_families:
-        history = _history(pipeline_id, as_of)
-        samples = await stay_samples(session, dialect, history, as_of, [row.id for row in stage_rows])
+        positions = {row.id: row.position for row in stage_rows}
+        samples = await stay_samples(session, pipeline_id, as_of, positions)
         families, curves = fit_stage_durations(samples), survival_curves(samples)
         fits = tuple(
             replace(_with_family(fit, families.get(fit.stage_id)), survival=curves.get(fit.stage_id, ()))

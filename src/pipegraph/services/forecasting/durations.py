@@ -2,8 +2,8 @@
 
 Calibration's exponential comes from two sums (days in the stage, exits), so it costs nothing at any
 history size; but real stays rarely have a constant hazard — a lead that has waited long is less likely
-to move soon. This module reads each stage's latest ``MAX_STAYS`` stays (their lengths, and whether
-each ended or is still running at ``as_of``), fits every family with right-censoring
+to move soon. This module reads each stage's latest ``MAX_STAYS`` stays from ``stage_stays`` (their
+lengths, and whether each ended or is still running at ``as_of``), fits every family with right-censoring
 (:mod:`pipesim.fitting`) and keeps the one with the lowest AIC.
 
 A stay that ended moving backwards counts as running until then (censored), as in calibration. Advances
@@ -14,23 +14,24 @@ Fewer than ``MIN_EXITS`` exits in the sample keeps the exponential.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Integer, and_, case, func, literal, or_, select
+from sqlalchemy import CompoundSelect, bindparam, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from pipegraph.db.models import LeadStatus, Stage
-from pipegraph.services.metrics_sql import at, days_between
+from pipegraph.db.models import LeadStatus, Stage, StageStay
+from pipegraph.db.types import UTCDateTime
 from pipesim.fitting import DurationFit, fit_durations
 from pipesim.survival import SurvivalPoint, kaplan_meier
 
 MAX_STAYS = 1_000  # latest stays per stage read for the family fit: bounded memory and fit time
 MIN_EXITS = 30  # exits a stage's sample needs before a family other than the exponential is fitted
+FITS_PER_DAY = 96.0  # stay lengths are fitted to the quarter hour (see ``_rounded``)
 CURVE_POINTS = 40  # Kaplan–Meier points kept per stage: enough to draw, few enough to send
 
 
@@ -41,47 +42,78 @@ class StaySample:
 
 
 async def stay_samples(
-    session: AsyncSession, dialect: str, history: Any, as_of: datetime, stage_ids: list[int]
+    session: AsyncSession, pipeline_id: int, as_of: datetime, stages: dict[int, int]
 ) -> dict[int, StaySample]:
-    """Per stage, the lengths of its latest ``MAX_STAYS`` stays; ``history`` is calibration's CTE."""
-    stage, other = aliased(Stage), aliased(Stage)
-    ended = or_(
-        history.c.next_status.in_([LeadStatus.WON.value, LeadStatus.LOST.value]),
-        and_(history.c.next_status == LeadStatus.OPEN.value, other.position > stage.position),
-    )
-    latest = func.row_number().over(partition_by=history.c.stage_id, order_by=history.c.changed_at.desc())
-    stays = (
-        select(
-            history.c.stage_id,
-            case((and_(history.c.next_at.is_not(None), ended), literal(1)), else_=literal(0)).label("ended"),
-            days_between(dialect, history.c.changed_at, func.coalesce(history.c.next_at, at(as_of))).label(
-                "days"
-            ),
-            latest.label("latest"),
+    """Per stage (``stages``: id → position), the lengths of its latest ``MAX_STAYS`` open stays that
+    started by ``as_of``. Each stage's rows are one backward range of the stays' entry index."""
+    parameters: dict[str, object] = {"pipeline_id": pipeline_id, "as_of": as_of}
+    parameters.update({f"stage_{index}": stage_id for index, stage_id in enumerate(stages)})
+    samples: dict[int, StaySample] = {stage_id: StaySample([], []) for stage_id in stages}
+    if not stages:
+        return samples
+    for row in (await session.execute(_samples_statement(len(stages)), parameters)).all():
+        ended = row.left_at is not None and row.left_at <= as_of
+        end = row.left_at if ended else as_of
+        days = max((end - row.entered_at).total_seconds() / 86_400, 0.0)
+        exited = ended and (
+            row.next_status in (LeadStatus.WON, LeadStatus.LOST)
+            or (row.next_position is not None and row.next_position > stages[row.stage_id])
         )
-        .select_from(history)
-        .join(stage, stage.id == history.c.stage_id)
-        .outerjoin(other, other.id == history.c.next_stage_id)
-        .where(history.c.status == LeadStatus.OPEN.value, history.c.stage_id.in_(stage_ids))
-        .subquery("stays")
-    )
-    statement = select(stays.c.stage_id, stays.c.ended.cast(Integer), stays.c.days).where(
-        stays.c.latest <= MAX_STAYS
-    )
-    samples: dict[int, StaySample] = defaultdict(lambda: StaySample([], []))
-    for stage_id, was_exit, days in (await session.execute(statement)).all():
-        sample = samples[stage_id]
-        (sample.exits if was_exit else sample.running).append(max(float(days), 0.0))
-    return dict(samples)
+        sample = samples[row.stage_id]
+        (sample.exits if exited else sample.running).append(days)
+    return samples
+
+
+@functools.lru_cache(maxsize=32)
+def _samples_statement(stage_count: int) -> CompoundSelect[Any]:
+    """The latest stays of ``stage_count`` stages, built once per count (bound: pipeline, as_of, stages)."""
+    following = aliased(Stage)
+    parts = [
+        select(
+            StageStay.stage_id,
+            StageStay.entered_at,
+            StageStay.left_at,
+            StageStay.next_status,
+            following.position.label("next_position"),
+        )
+        .outerjoin(following, following.id == StageStay.next_stage_id)
+        .where(
+            StageStay.pipeline_id == bindparam("pipeline_id"),
+            StageStay.stage_id == bindparam(f"stage_{index}"),
+            StageStay.status == LeadStatus.OPEN,
+            StageStay.entered_at <= bindparam("as_of", type_=UTCDateTime()),
+        )
+        .order_by(StageStay.entered_at.desc())
+        .limit(MAX_STAYS)
+        .subquery()
+        .select()
+        for index in range(stage_count)
+    ]
+    return union_all(*parts)
 
 
 def fit_stage_durations(samples: dict[int, StaySample]) -> dict[int, DurationFit]:
     """Every family fitted per stage that has enough exits, best first."""
     return {
-        stage_id: fit_durations(np.array(sample.exits), np.array(sample.running))
+        stage_id: _fit_cached(_rounded(sample.exits), _rounded(sample.running))
         for stage_id, sample in samples.items()
         if len(sample.exits) >= MIN_EXITS
     }
+
+
+def _rounded(days: list[float]) -> bytes:
+    """Lengths to the quarter hour, as bytes: running stays grow with the clock, so unrounded samples
+    would never repeat; rounded, the forecast, leads-needed and what-if questions of the same quarter
+    hour share one fit. A quarter hour moves no fit by more than a rounding error."""
+    return np.round(np.asarray(days, dtype=np.float64) * FITS_PER_DAY).tobytes()
+
+
+@functools.lru_cache(maxsize=256)
+def _fit_cached(exits: bytes, running: bytes) -> DurationFit:
+    return fit_durations(
+        np.frombuffer(exits, dtype=np.float64) / FITS_PER_DAY,
+        np.frombuffer(running, dtype=np.float64) / FITS_PER_DAY,
+    )
 
 
 def survival_curves(samples: dict[int, StaySample]) -> dict[int, tuple[SurvivalPoint, ...]]:
