@@ -11,6 +11,7 @@ import pytest
 import standardwebhooks
 from sqlalchemy import func, select
 
+from pipegraph.cli import main
 from pipegraph.db.models import WebhookDelivery, WebhookEvent
 from pipegraph.db.session import Store
 from pipegraph.errors import ValidationError
@@ -134,3 +135,28 @@ def test_default_retries_span_about_a_day() -> None:
     rng = random.Random(1)
     total = sum(policy.backoff(attempt, rng) for attempt in range(1, policy.max_attempts))
     assert 16 * 3600 < total < 30 * 3600
+
+
+def test_cli_adds_lists_disables_and_removes_endpoints(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"PIPEGRAPH_DATABASE_URL": sqlite_url}
+    assert main(["db", "upgrade"], environ=env) == 0
+    assert main(["webhooks", "add", "--url", "http://127.0.0.1:9/hook"], environ=env) == 2
+    assert "url: " in capsys.readouterr().err
+    allowed = env | {"PIPEGRAPH_WEBHOOKS_ALLOW_PRIVATE": "true"}
+    assert (
+        main(["webhooks", "add", "--url", "http://127.0.0.1:9/hook", "--event", "lead.won"], environ=allowed)
+        == 0
+    )
+    added = capsys.readouterr().out
+    assert "added endpoint 1" in added
+    assert "whsec_" in added
+    assert main(["webhooks", "disable", "1"], environ=env) == 0
+    assert main(["webhooks", "list"], environ=env) == 0
+    assert "DISABLED (disabled by the command line" in capsys.readouterr().out
+    assert main(["webhooks", "enable", "1"], environ=env) == 0
+    assert main(["webhooks", "deliveries", "1"], environ=env) == 0
+    assert main(["webhooks", "remove", "1"], environ=env) == 0
+    assert main(["webhooks", "deliveries", "1"], environ=env) == 2
+    assert "endpoint: no webhook endpoint with id 1" in capsys.readouterr().err

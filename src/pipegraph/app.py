@@ -86,6 +86,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         graphiql: bool,
         time_limit: float | None = None,
         plans: PlannedReads | None = None,
+        allow_private_webhooks: bool = False,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.plans = plans
@@ -95,6 +96,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         self.authenticator = authenticator
         self.graphiql = graphiql
         self.time_limit = time_limit
+        self.allow_private_webhooks = allow_private_webhooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -184,6 +186,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             viewer=request.scope.get(_VIEWER),
             request=request,
             response=response,
+            allow_private_webhooks=self.allow_private_webhooks,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -231,6 +234,7 @@ def create_app(
         graphiql=settings.graphiql,
         time_limit=settings.request_timeout,
         plans=plans,
+        allow_private_webhooks=settings.webhooks_allow_private,
     )
 
     async def healthz(_: Request) -> JSONResponse:

@@ -121,8 +121,12 @@ class Store:
                 outboxed = await write_outbox(session)
             _run_after_commit(session)
             if outboxed:
-                for listener in self.outbox_listeners:
-                    listener()
+                self.wake_outbox()
+
+    def wake_outbox(self) -> None:
+        """Tell this process's dispatcher that deliveries are due now."""
+        for listener in self.outbox_listeners:
+            listener()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

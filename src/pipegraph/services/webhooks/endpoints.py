@@ -12,7 +12,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db import webhook_outbox
-from pipegraph.db.models import Role, User, WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
+from pipegraph.db.models import (
+    Role,
+    User,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.global_ids import encode
@@ -107,7 +114,7 @@ async def update_endpoint(
 ) -> WebhookEndpoint:
     """Change what is given; enabling clears the reason it was disabled (pending deliveries resume)."""
     require_role(actor, Role.ADMIN, "managing webhooks")
-    endpoint = await get_endpoint(session, endpoint_id)
+    endpoint = await get_endpoint(session, endpoint_id, field="endpoint_id")
     if url is not None:
         endpoint.url = await _checked_url(url, allow_private)
     if events is not None:
@@ -126,7 +133,7 @@ async def update_endpoint(
 async def delete_endpoint(session: AsyncSession, *, endpoint_id: int, actor: User | None) -> None:
     """Remove the endpoint and its delivery log (pending deliveries are dropped with it)."""
     require_role(actor, Role.ADMIN, "managing webhooks")
-    endpoint = await get_endpoint(session, endpoint_id)
+    endpoint = await get_endpoint(session, endpoint_id, field="endpoint_id")
     await session.delete(endpoint)
     await session.flush()
 
@@ -138,15 +145,19 @@ async def list_endpoints(session: AsyncSession, *, actor: User | None) -> list[W
 
 async def deliveries(
     session: AsyncSession, *, endpoint_id: int, limit: int = 50, status: str | None = None
-) -> list[WebhookDelivery]:
-    """The endpoint's deliveries, newest first (at most ``MAX_LOG``)."""
+) -> list[tuple[WebhookDelivery, str]]:
+    """The endpoint's deliveries with their event types, newest first (at most ``MAX_LOG``)."""
     if not 1 <= limit <= MAX_LOG:
         raise ValidationError(f"between 1 and {MAX_LOG}", field="first")
-    statement = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+    statement = (
+        select(WebhookDelivery, WebhookEvent.type)
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.endpoint_id == endpoint_id)
+    )
     if status is not None:
         statement = statement.where(WebhookDelivery.status == status)
     statement = statement.order_by(WebhookDelivery.id.desc()).limit(limit)
-    return list((await session.scalars(statement)).all())
+    return [(delivery, event_type) for delivery, event_type in await session.execute(statement)]
 
 
 async def delivery_counts(session: AsyncSession, *, endpoint_id: int) -> dict[str, int]:
@@ -178,8 +189,8 @@ async def redeliver(session: AsyncSession, *, delivery_id: int, actor: User | No
 async def ping(session: AsyncSession, *, endpoint_id: int, actor: User | None) -> None:
     """Queue a ``webhook.ping`` to this endpoint alone (sent even if it wants no other event)."""
     require_role(actor, Role.ADMIN, "managing webhooks")
-    endpoint = await get_endpoint(session, endpoint_id)
+    endpoint = await get_endpoint(session, endpoint_id, field="endpoint_id")
     if not endpoint.enabled:
-        raise ValidationError("the endpoint is disabled; enable it first", field="id")
+        raise ValidationError("the endpoint is disabled; enable it first", field="endpoint_id")
     data = {"endpointId": encode("WebhookEndpoint", endpoint.id), "sentAt": utcnow().isoformat()}
     webhook_outbox.record(session, PING, data, endpoint_id=endpoint.id)
