@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -138,3 +139,14 @@ async def lead_versions(database_url: str) -> set[tuple[str, int]]:
             return {(ids.encode("Lead", lead_id), version) for lead_id, version in rows}
     finally:
         await store.dispose()
+
+
+def wait_all_delivered(database_url: str, expected: int, timeout: float = 30) -> dict[str, int]:
+    """Poll until ``expected`` deliveries are recorded DELIVERED (the receiver may have them a moment
+    before the sender has written so); the outbox counts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = asyncio.run(outbox_counts(database_url))
+        if counts["delivered"] >= expected or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
