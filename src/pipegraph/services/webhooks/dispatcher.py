@@ -1,12 +1,13 @@
 """The dispatcher: every API process runs one; together they send each delivery at least once.
 
-A round claims a batch of due deliveries in one statement (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so
-two processes never claim the same row; SQLite: inside the store's single writer), sends them
-concurrently, and records the outcomes. Only the oldest pending delivery of a lead to an endpoint is
-ever due, so a lead's events arrive in order. A claim counts an attempt and lasts ``lease`` seconds:
-a process killed mid-send leaves claims that run out, and another (or the restarted) process sends
-them again — with the same ``webhook-id``, so receivers de-duplicate. An outcome is recorded only by
-the process holding that attempt's claim.
+A round records the outcomes of the previous batch and claims the next batch of due deliveries in one
+transaction (the claim is one statement; PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two processes
+never claim the same row; SQLite: inside the store's single writer), then sends them concurrently.
+Only the oldest pending delivery of a lead to an endpoint is ever due, so a lead's events arrive in
+order. A claim counts an attempt and lasts ``lease`` seconds: a process killed mid-send leaves claims
+that run out, and another (or the restarted) process sends them again — with the same
+``webhook-id``, so receivers de-duplicate. An outcome is recorded only by the process holding that
+attempt's claim.
 
 A failure (no answer, a timeout, a non-2xx status) is tried again after an exponential, jittered
 backoff; after ``max_attempts`` the delivery is FAILED and its endpoint disabled with the reason.
@@ -233,6 +234,8 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
+        # Outcomes sent but not yet written: recorded with the next claim, or at shutdown.
+        self._unrecorded: list[Outcome] = []
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -250,6 +253,7 @@ class Dispatcher:
         await asyncio.gather(self._task, return_exceptions=True)
         try:
             async with self.store.write() as session:
+                await record(session, self._unrecorded, worker=self.worker, policy=self.policy, rng=self._rng)
                 await release(session, worker=self.worker)
         except (SQLAlchemyError, OSError):
             logger.warning("webhooks: could not release claims at shutdown; they run out by themselves")
@@ -270,15 +274,19 @@ class Dispatcher:
                     await self._idle()
 
     async def round(self, client: httpx.AsyncClient) -> int:
-        """Claim, send and record one batch; how many were sent."""
+        """Record the last batch's outcomes and claim the next batch in one transaction (one turn of
+        SQLite's writer lock, not two: a lead's next event is due as soon as its last is recorded),
+        then send; how many were sent."""
         async with self.store.write() as session:
+            await record(session, self._unrecorded, worker=self.worker, policy=self.policy, rng=self._rng)
             claimed = await claim(session, worker=self.worker, lease=self.policy.lease)
+        self._unrecorded = []
         if not claimed:
             return 0
         allow = self.policy.allow_private
-        outcomes = await asyncio.gather(*(send(client, c, allow_private=allow) for c in claimed))
-        async with self.store.write() as session:
-            await record(session, list(outcomes), worker=self.worker, policy=self.policy, rng=self._rng)
+        self._unrecorded = list(
+            await asyncio.gather(*(send(client, c, allow_private=allow) for c in claimed))
+        )
         return len(claimed)
 
     async def _idle(self) -> None:
