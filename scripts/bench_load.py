@@ -39,7 +39,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -130,11 +130,13 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, workers: int, pool_size: int, log: Path) -> Iterator[Server]:
+def serve(
+    database_url: str, workers: int, pool_size: int, log: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
     """``pipegraph serve --workers N`` with the per-key budget off, until every worker has started;
     stopped with SIGTERM (killed after 30 s) on the way out, whatever the way out is."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")} | dict(extra_env or {})
     env["PIPEGRAPH_POOL_SIZE"] = str(pool_size)
     # Throughput is measured here, not the per-key budget: 32 clients at full speed would be throttled.
     env["PIPEGRAPH_COST_BUDGET"] = "0"

@@ -50,6 +50,7 @@ from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
 from pipegraph.services.simulation_pool import SimulationPool
+from pipegraph.services.webhooks.dispatcher import Dispatcher, DispatchPolicy
 from pipegraph.settings import Settings
 from pipegraph.web import dashboard_files
 
@@ -85,6 +86,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         graphiql: bool,
         time_limit: float | None = None,
         plans: PlannedReads | None = None,
+        allow_private_webhooks: bool = False,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.plans = plans
@@ -94,6 +96,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         self.authenticator = authenticator
         self.graphiql = graphiql
         self.time_limit = time_limit
+        self.allow_private_webhooks = allow_private_webhooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -183,6 +186,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             viewer=request.scope.get(_VIEWER),
             request=request,
             response=response,
+            allow_private_webhooks=self.allow_private_webhooks,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -230,6 +234,7 @@ def create_app(
         graphiql=settings.graphiql,
         time_limit=settings.request_timeout,
         plans=plans,
+        allow_private_webhooks=settings.webhooks_allow_private,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -251,11 +256,17 @@ def create_app(
     # Simulations run in worker processes (or on a dask cluster), never on the event loop.
     simulations = SimulationPool(workers=settings.simulation_workers, scheduler=settings.dask_scheduler)
 
+    dispatcher = Dispatcher(store, dispatch_policy(settings)) if settings.webhook_dispatch else None
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if dispatcher is not None:
+            dispatcher.start()
         try:
             yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             simulations.close()
             if plans is not None:
                 await plans.close()
@@ -281,7 +292,20 @@ def create_app(
     app.state.simulations = simulations
     app.state.limits = limits
     app.state.plans = plans
+    app.state.webhooks = dispatcher
     return app
+
+
+def dispatch_policy(settings: Settings) -> DispatchPolicy:
+    return DispatchPolicy(
+        retry_base=settings.webhook_retry_base,
+        max_attempts=settings.webhook_max_attempts,
+        lease=settings.webhook_lease,
+        poll_interval=settings.webhook_poll_interval,
+        connect_timeout=settings.webhook_connect_timeout,
+        read_timeout=settings.webhook_read_timeout,
+        allow_private=settings.webhooks_allow_private,
+    )
 
 
 def _is_streaming(scope: Scope) -> bool:

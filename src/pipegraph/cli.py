@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
+from pipegraph import cli_webhooks
 from pipegraph.db import migrate
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--horizon-days", type=_positive, default=90, help="forecast horizon in days (default 90)"
     )
     export_model.set_defaults(handler=_export_model)
+    cli_webhooks.register(commands, database, _run_with_settings)
     return parser
 
 
@@ -229,6 +231,11 @@ def _with_store(settings: Settings, work: Callable[[Store], Coroutine[Any, Any, 
             await store.dispose()
 
     return asyncio.run(run())
+
+
+def _run_with_settings(args: argparse.Namespace, environ: Mapping[str, str], work: cli_webhooks.Work) -> int:
+    settings = _settings(args, environ)
+    return _with_store(settings, lambda store: work(store, settings))
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

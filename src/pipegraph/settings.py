@@ -105,6 +105,20 @@ class Settings:
     request_timeout: float = 30.0  # seconds
     # Live events held per subscription before a slow one reads the log instead (nothing is dropped).
     event_feed_capacity: int = 1000
+    # Webhooks (docs/webhooks.md): private targets (loopback, LAN) are refused unless allowed.
+    webhooks_allow_private: bool = False
+    # Whether this process sends webhooks (every API process does by default; they share the work).
+    webhook_dispatch: bool = True
+    # A failed delivery is tried again after about base * 2^(attempt-1) seconds (jittered), up to the
+    # maximum attempts; 5 s and 15 attempts spread the retries over about 23 hours.
+    webhook_retry_base: float = 5.0
+    webhook_max_attempts: int = 15
+    # How long a claimed delivery stays with its process; a crashed one's claims run out after this.
+    webhook_lease: float = 60.0
+    # How often a dispatcher looks for work written by other processes (its own wake it at once).
+    webhook_poll_interval: float = 1.0
+    webhook_connect_timeout: float = 5.0
+    webhook_read_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
@@ -183,6 +197,30 @@ def _limits_from_env(env: Mapping[str, str]) -> dict[str, object]:
             values[name] = _parse_int(f"PIPEGRAPH_{suffix}", raw, minimum=minimum)
     if (raw := env.get("PIPEGRAPH_REQUEST_TIMEOUT")) is not None:
         values["request_timeout"] = _parse_seconds("PIPEGRAPH_REQUEST_TIMEOUT", raw)
+    values.update(_webhooks_from_env(env))
+    return values
+
+
+_WEBHOOK_SECONDS = {
+    "webhook_retry_base": "WEBHOOK_RETRY_BASE",
+    "webhook_lease": "WEBHOOK_LEASE",
+    "webhook_poll_interval": "WEBHOOK_POLL_INTERVAL",
+    "webhook_connect_timeout": "WEBHOOK_CONNECT_TIMEOUT",
+    "webhook_read_timeout": "WEBHOOK_READ_TIMEOUT",
+}
+
+
+def _webhooks_from_env(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    if (raw := env.get("PIPEGRAPH_WEBHOOKS_ALLOW_PRIVATE")) is not None:
+        values["webhooks_allow_private"] = _parse_bool("PIPEGRAPH_WEBHOOKS_ALLOW_PRIVATE", raw)
+    if (raw := env.get("PIPEGRAPH_WEBHOOK_DISPATCH")) is not None:
+        values["webhook_dispatch"] = _parse_bool("PIPEGRAPH_WEBHOOK_DISPATCH", raw)
+    if (raw := env.get("PIPEGRAPH_WEBHOOK_MAX_ATTEMPTS")) is not None:
+        values["webhook_max_attempts"] = _parse_int("PIPEGRAPH_WEBHOOK_MAX_ATTEMPTS", raw, minimum=1)
+    for name, suffix in _WEBHOOK_SECONDS.items():
+        if (raw := env.get(f"PIPEGRAPH_{suffix}")) is not None:
+            values[name] = _parse_seconds(f"PIPEGRAPH_{suffix}", raw)
     return values
 
 

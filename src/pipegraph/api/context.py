@@ -30,6 +30,8 @@ class Context:
     response: Any = None
     # Set by Strawberry from the graphql-transport-ws ``connection_init`` payload.
     connection_params: dict[str, Any] | None = field(default=None)
+    # Whether webhook endpoints may be on loopback or private addresses (a setting).
+    allow_private_webhooks: bool = False
 
     def require_viewer(self) -> User:
         if self.viewer is None:

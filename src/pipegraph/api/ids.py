@@ -7,10 +7,9 @@ import binascii
 from collections.abc import Sequence
 
 from pipegraph.errors import NotFoundError, ValidationError
+from pipegraph.global_ids import encode
 
-
-def encode(type_name: str, pk: int) -> str:
-    return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode()
+__all__ = ["decode", "decode_as", "decode_many", "decode_optional", "encode"]
 
 
 def decode(global_id: str, *, field: str) -> tuple[str, int]:

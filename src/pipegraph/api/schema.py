@@ -33,15 +33,17 @@ from pipegraph.api.resolvers.subscriptions import Subscription
 from pipegraph.api.resolvers.users import UserMutations
 from pipegraph.api.scalars import SCALAR_MAP
 from pipegraph.api.text_inputs import RefuseNul
+from pipegraph.api.webhooks import WebhookMutations, WebhookQuery
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery)
+QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery, WebhookQuery)
 MUTATION_TYPES: tuple[type, ...] = (
     PipelineMutations,
     LeadMutations,
     UserMutations,
     MetricsMutations,
     SimulationJobMutations,
+    WebhookMutations,
 )
 SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful

@@ -447,3 +447,77 @@ class SimulationJob(Base):
         Index("ix_simulation_jobs_pipeline_created", "pipeline_id", "created_at"),
         CheckConstraint("trials_done >= 0 AND trials_done <= trials", name="trials_done_range"),
     )
+
+
+class WebhookEndpoint(Base):
+    """A receiver of webhooks: its URL, the event types it wants (comma-separated), and the secret that
+    signs each request (kept to sign with; shown to its creator once)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(300), default="")
+    events: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Why the endpoint was turned off: by whom, or the failures that made the dispatcher give up.
+    disabled_reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEvent(Base):
+    """The outbox: one row per event, written in the transaction of the change it reports, holding the
+    exact JSON body sent. Its id is the ``webhook-id`` receivers de-duplicate on."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(40))
+    # An id, not a reference: the event outlives the lead.
+    lead_id: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class WebhookDeliveryStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: retried until the receiver answers 2xx or the attempts run out. A
+    dispatcher owns it while ``claimed_until`` lies ahead; a crashed one's claim simply runs out."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("webhook_events.id", ondelete="CASCADE")
+    )
+    # Copied from the event: a lead's deliveries to an endpoint go one at a time, oldest first.
+    lead_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=WebhookDeliveryStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    # Never more of a response body than this short excerpt.
+    response_excerpt: Mapped[str] = mapped_column(String(300), default="")
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_lead", "endpoint_id", "lead_id", "id"),
+        {"sqlite_autoincrement": True},
+    )

@@ -1,7 +1,8 @@
 """Engine and sessions: one ``Store`` per application, built from settings (no module globals).
 
 ``store.read()`` gives a session for queries; ``store.write()`` gives a session inside a transaction
-that commits on success and rolls back on any exception, so a failed mutation leaves nothing behind.
+that commits on success and rolls back on any exception, so a failed mutation leaves nothing behind;
+just before committing it writes the webhook events recorded on the session (the outbox).
 
 SQLite needs care to let concurrent requests write without "database is locked": the connection
 runs in WAL mode with a busy timeout, pysqlite's own transaction handling is switched off so we
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from pipegraph.db.availability import invalidate_broken_connections
+from pipegraph.db.webhook_outbox import write_outbox
 from pipegraph.settings import normalise_database_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -98,6 +100,8 @@ class Store:
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False, autoflush=False)
         # SQLite admits one writer at a time anyway; queueing here keeps waiting cheap and fair.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # Called after a commit that queued webhook deliveries (the dispatcher wakes at once).
+        self.outbox_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def from_url(cls, database_url: str, *, echo: bool = False, pool_size: int = 10) -> Store:
@@ -113,7 +117,16 @@ class Store:
         async with self._write_lock or contextlib.nullcontext(), self._write_sessions() as session:
             async with session.begin():
                 yield session
+                # Last, so the outbox holds every event the transaction recorded.
+                outboxed = await write_outbox(session)
             _run_after_commit(session)
+            if outboxed:
+                self.wake_outbox()
+
+    def wake_outbox(self) -> None:
+        """Tell this process's dispatcher that deliveries are due now."""
+        for listener in self.outbox_listeners:
+            listener()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

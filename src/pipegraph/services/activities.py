@@ -13,6 +13,7 @@ from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.leads import get_lead
 from pipegraph.services.permissions import require_lead_change
 from pipegraph.services.validation import clean_text
+from pipegraph.services.webhooks.events import record_activity_logged
 
 
 def _kind(kind: ActivityKind | str) -> ActivityKind:
@@ -56,6 +57,7 @@ async def log_activity(
     )
     session.add(activity)
     await session.flush()
+    record_activity_logged(session, activity)
     return activity
 
 

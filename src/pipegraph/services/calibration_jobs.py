@@ -38,6 +38,7 @@ from pipegraph.services.calibration_questions import (
     check_sizes,
 )
 from pipegraph.services.simulation_pool import CancellableExecutor, SimulationPool
+from pipegraph.services.webhooks.events import record_simulation_finished
 
 logger = logging.getLogger("pipegraph.jobs")
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes (and cancellation checks)
@@ -116,6 +117,7 @@ async def cancel_job(session: AsyncSession, job_id: int) -> SimulationJob:
     now = utcnow()
     job.status, job.finished_at, job.updated_at = JobStatus.CANCELLED, now, now
     await session.flush()
+    record_simulation_finished(session, job)
     return job
 
 
@@ -161,6 +163,8 @@ async def _write(store: Store, job_id: int, **values: Any) -> JobStatus | None:
             for name, value in values.items():
                 setattr(job, name, value)
             job.updated_at = utcnow()
+            if job.status in FINISHED:
+                record_simulation_finished(session, job)
         return job.status
 
 

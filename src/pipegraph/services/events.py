@@ -22,12 +22,22 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipegraph.db.lead_events import LeadEvent, LeadEventKind, record_event, take_events, write_events
+from pipegraph.db import lead_events
+from pipegraph.db.lead_events import LeadEvent, LeadEventKind, take_events, write_events
+from pipegraph.db.models import Lead
 from pipegraph.db.session import call_after_commit
+from pipegraph.services.webhooks.events import record_lead_event
 
 logger = logging.getLogger("pipegraph.events")
 # Live events a feed holds for a reader that has not taken them yet; beyond this it reads the log.
 FEED_CAPACITY = 1000
+
+
+def record_event(session: AsyncSession, kind: LeadEventKind, lead: Lead, actor_id: int | None) -> None:
+    """Record a lead event on the session: for subscribers (the lead event log) and for webhooks (the
+    outbox); both are written with the transaction, if it commits."""
+    lead_events.record_event(session, kind, lead, actor_id)
+    record_lead_event(session, kind, lead, actor_id)
 
 
 class Feed:

@@ -21,6 +21,7 @@ from pipegraph.db.models import Lead, Role, Stage, User
 from pipegraph.errors import NotFoundError, PipegraphError, ValidationError
 from pipegraph.services.leads import create_lead
 from pipegraph.services.permissions import require_role
+from pipegraph.services.webhooks.events import record_import_finished
 
 MAX_ROWS = 10_000
 TEXT_COLUMNS = ("title", "company", "contact_name", "contact_email", "contact_phone", "source", "value")
@@ -130,4 +131,6 @@ async def import_leads(
             errors.append(error)
     if errors:
         raise ImportRejectedError(errors)
+    actor_id = actor.id if actor is not None else None
+    record_import_finished(session, pipeline_id=pipeline_id, leads=leads, actor_id=actor_id)
     return leads
