@@ -45,10 +45,12 @@ from pipegraph.api.plans import PlannedReads
 from pipegraph.api.plans.connections import reader_for
 from pipegraph.api.schema import build_schema
 from pipegraph.db import availability
+from pipegraph.db.direct import DirectConnections
 from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
+from pipegraph.services.lead_writes import LeadWrites
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
 from pipegraph.web import dashboard_files
@@ -85,9 +87,11 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         graphiql: bool,
         time_limit: float | None = None,
         plans: PlannedReads | None = None,
+        lead_writes: LeadWrites | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.plans = plans
+        self.lead_writes = lead_writes
         self.store = store
         self.broker = broker
         self.lead_snapshots = lead_snapshots
@@ -180,6 +184,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             lead_snapshots=self.lead_snapshots,
             loaders=Loaders(self.store),
             request_id=request_id,
+            lead_writes=self.lead_writes,
             viewer=request.scope.get(_VIEWER),
             request=request,
             response=response,
@@ -221,6 +226,13 @@ def create_app(
         if settings.compiled_reads
         else None
     )
+    lead_writes = (
+        LeadWrites(
+            DirectConnections.for_engine(store.engine, size=settings.pool_size), channel=broker.channel
+        )
+        if settings.direct_writes and isinstance(broker, PostgresBroker)
+        else None
+    )
     graphql = PipegraphGraphQL(
         schema,
         store=store,
@@ -230,6 +242,7 @@ def create_app(
         graphiql=settings.graphiql,
         time_limit=settings.request_timeout,
         plans=plans,
+        lead_writes=lead_writes,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -259,6 +272,8 @@ def create_app(
             simulations.close()
             if plans is not None:
                 await plans.close()
+            if lead_writes is not None:
+                await lead_writes.close()
             await broker.close()
             await store.dispose()
 

@@ -13,6 +13,7 @@ from pipegraph.api.errors import UserError
 from pipegraph.db import models
 from pipegraph.errors import PipegraphError
 from pipegraph.services.imports import ImportRejectedError
+from pipegraph.services.lead_writes import LeadWrites, Written
 
 T = TypeVar("T")
 
@@ -33,6 +34,25 @@ async def run_command(
     except PipegraphError as error:
         return None, [UserError.from_error(error)]
     return result, []
+
+
+async def run_direct(
+    info: Info, attempt: Callable[[LeadWrites, models.User], Awaitable[Written | None]]
+) -> types.Lead | None:
+    """The lead a direct change wrote (``pipegraph.services.lead_writes``), or None: the general path
+    must answer (no direct path, no viewer, an input or a rule refusing the change, a change in between),
+    and then it reports any error itself."""
+    context = info.context
+    if context.lead_writes is None or context.viewer is None:
+        return None
+    try:
+        written = await attempt(context.lead_writes, context.viewer)
+    except PipegraphError:
+        return None
+    if written is None:
+        return None
+    owner = types.User.from_model(written.owner) if written.owner is not None else None
+    return types.Lead.from_model(written.lead, types.Stage.from_model(written.stage), owner)
 
 
 async def lead_view(session: AsyncSession, lead: models.Lead) -> types.Lead:
