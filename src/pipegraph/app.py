@@ -296,6 +296,7 @@ def create_app(
     app.state.simulations = simulations
     app.state.limits = limits
     app.state.plans = plans
+    app.state.lead_writes = lead_writes
     return app
 
 
