@@ -195,8 +195,8 @@ async def _apply(
         # The throttle's figures follow the wall clock, not the change.
         answer.pop("extensions", None)
         answers.append((response.status_code, answer))
-        payload = next(iter(answer["data"].values()))
-        if payload["lead"] is not None and not payload["userErrors"]:
+        payload = next(iter((answer.get("data") or {"none": None}).values()))
+        if payload is not None and payload["lead"] is not None and not payload["userErrors"]:
             versions[values["leadId"]] = payload["lead"]["version"]
     return answers
 
@@ -226,10 +226,10 @@ async def test_direct_and_general_paths_write_the_same(
     for table in (*WRITTEN, *OTHERS):
         assert direct_rows[table] == general_rows[table], table
     # The corpus exercised both outcomes.
-    succeeded = sum(
-        1 for _, answer in direct_answers if not next(iter(answer["data"].values()))["userErrors"]
-    )
-    assert 100 < succeeded < len(direct_answers)
+    payloads = [next(iter(answer["data"].values())) for _, answer in direct_answers if answer.get("data")]
+    succeeded = sum(1 for payload in payloads if not payload["userErrors"])
+    assert len(payloads) < len(direct_answers)  # some omitted the required expectedVersion
+    assert 80 < succeeded < len(payloads)
     assert len(direct_rows["stage_history"]) > 60
     # Every change that succeeded was written by the direct path (the general one made none).
     assert sum(1 for statement in sent_directly if statement.lstrip().startswith("WITH lead AS")) == succeeded

@@ -18,7 +18,7 @@ from pipegraph.api.inputs import (
     ReopenLeadInput,
     UpdateLeadInput,
 )
-from pipegraph.api.resolvers.common import lead_view, run_command, run_direct
+from pipegraph.api.resolvers.common import current_on_conflict, lead_view, run_command, run_direct
 from pipegraph.db import models
 from pipegraph.services import activities, imports, lead_rules, leads
 from pipegraph.services.lead_writes import LeadWrites, Written
@@ -27,7 +27,10 @@ from pipegraph.services.unset import UNSET, Unset
 
 @strawberry.type
 class LeadPayload:
-    lead: types.Lead | None = None
+    lead: types.Lead | None = strawberry.field(
+        default=None,
+        description="The lead as changed; on CONFLICT, the lead as it is now (its version to retry from).",
+    )
     user_errors: list[UserError]
 
 
@@ -124,6 +127,7 @@ class LeadMutations:
         if (written := await run_direct(info, direct)) is not None:
             return LeadPayload(lead=written, user_errors=[])
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation(description="Move an open lead to another stage (a won lead into post-sale stages).")
@@ -150,6 +154,7 @@ class LeadMutations:
             return await lead_view(session, lead)
 
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation
@@ -180,6 +185,7 @@ class LeadMutations:
             return await lead_view(session, lead)
 
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation
@@ -206,6 +212,7 @@ class LeadMutations:
             return await lead_view(session, lead)
 
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation
