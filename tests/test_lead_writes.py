@@ -15,11 +15,12 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.api import ids
@@ -27,8 +28,6 @@ from pipegraph.db import migrate
 from pipegraph.db.direct import DirectConnections
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
-
-pytestmark = pytest.mark.postgres
 
 LEAD_FIELDS = """id title company contactName contactEmail contactPhone source value status lostReason
   expectedCloseDate budget authority need timeline qualificationScore createdAt updatedAt closedAt
@@ -63,6 +62,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
         if name.startswith("pipegraph") and callable(getattr(module, "utcnow", None)):
             monkeypatch.setattr(module, "utcnow", frozen)
     return frozen
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """Two empty databases on one backend: one for each path."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'direct.sqlite3'}", f"sqlite:///{tmp_path / 'general.sqlite3'}"
+    first: str = request.getfixturevalue("postgres_url")
+    return first, request.getfixturevalue("second_postgres_url")
 
 
 @pytest.fixture
@@ -107,6 +115,20 @@ def sent_directly(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
+@pytest.fixture
+def statements() -> list[str]:
+    return []
+
+
+def listen_statements(store: Store, statements: list[str]) -> None:
+    """Note every statement SQLAlchemy sends from now on."""
+
+    def note(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", note)
+
+
 @asynccontextmanager
 async def _client(url: str, *, direct: bool) -> AsyncIterator[tuple[Client, Store]]:
     store = Store.from_url(url)
@@ -118,18 +140,15 @@ async def _client(url: str, *, direct: bool) -> AsyncIterator[tuple[Client, Stor
         await store.dispose()
 
 
-async def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    connection = await asyncpg.connect(url)
-    try:
-        tables: dict[str, list[tuple[Any, ...]]] = {}
+async def _rows(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    async with store.read() as session:
         for table in WRITTEN:
-            rows = [tuple(row) for row in await connection.fetch(f"SELECT * FROM {table}")]
+            rows = [tuple(row) for row in await session.execute(text(f"SELECT * FROM {table}"))]
             tables[table] = sorted(rows, key=lambda row: [repr(value) for value in row])
         for table in OTHERS:
-            tables[table] = [(await connection.fetchval(f"SELECT count(*) FROM {table}"),)]
-        return tables
-    finally:
-        await connection.close()
+            tables[table] = [((await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one(),)]
+    return tables
 
 
 Change = tuple[str, Role, dict[str, Any]]
@@ -202,12 +221,12 @@ async def _apply(
 
 
 async def test_direct_and_general_paths_write_the_same(
-    postgres_url: str, second_postgres_url: str, clock: Clock, sent_directly: list[str]
+    two_databases: tuple[str, str], clock: Clock, sent_directly: list[str], statements: list[str]
 ) -> None:
     results = []
-    for url, direct in ((postgres_url, True), (second_postgres_url, False)):
+    for url, direct in zip(two_databases, (True, False), strict=True):
         clock.now = datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
-        async with _client(url, direct=direct) as (client, _store):
+        async with _client(url, direct=direct) as (client, store):
             pipeline = await create_pipeline(client, template="GENERAL_B2B")
             stages = [stage["id"] for stage in pipeline["stages"]]
             leads = [
@@ -218,8 +237,10 @@ async def test_direct_and_general_paths_write_the_same(
                 "rep": ids.encode("User", client.user_ids[Role.REP]),
                 "manager": ids.encode("User", client.user_ids[Role.MANAGER]),
             }
+            if direct:
+                listen_statements(store, statements)
             answers = await _apply(client, clock, _changes(13, leads, stages, 400), owners)
-        results.append((answers, await _rows(url)))
+            results.append((answers, await _rows(store)))
     (direct_answers, direct_rows), (general_answers, general_rows) = results
     for step, (mine, reference) in enumerate(zip(direct_answers, general_answers, strict=True)):
         assert mine == reference, f"change {step}"
@@ -232,9 +253,17 @@ async def test_direct_and_general_paths_write_the_same(
     assert 80 < succeeded < len(payloads)
     assert len(direct_rows["stage_history"]) > 60
     # Every change that succeeded was written by the direct path (the general one made none).
-    assert sum(1 for statement in sent_directly if statement.lstrip().startswith("WITH lead AS")) == succeeded
+    if two_databases[0].startswith("sqlite"):
+        direct_updates = [s for s in statements if s.startswith("UPDATE leads SET") and "WHERE leads.id" in s]
+        general_updates = [
+            s for s in statements if s.startswith("UPDATE leads SET") and "WHERE leads.id" not in s
+        ]
+        assert (len(direct_updates), general_updates) == (succeeded, [])
+    else:
+        assert sum(1 for s in sent_directly if s.lstrip().startswith("WITH lead AS")) == succeeded
 
 
+@pytest.mark.postgres
 async def test_a_change_costs_two_statements_on_the_direct_connections(
     postgres_url: str, sent_directly: list[str]
 ) -> None:
@@ -267,3 +296,25 @@ async def test_a_change_costs_two_statements_on_the_direct_connections(
             if counted:
                 assert len(sent_directly) == 2, (kind, sent_directly)
                 assert [s for s in general if "api_keys" not in s] == [], (kind, general)
+
+
+async def test_on_sqlite_a_change_is_a_few_statements_in_one_transaction(
+    sqlite_url: str, tmp_path: Path, statements: list[str]
+) -> None:
+    counts = {}
+    for url, direct in ((sqlite_url, True), (f"sqlite:///{tmp_path / 'general.sqlite3'}", False)):
+        async with _client(url, direct=direct) as (client, store):
+            pipeline = await create_pipeline(client)
+            stages = [stage["id"] for stage in pipeline["stages"]]
+            lead = await create_lead(client, pipeline["id"])
+            listen_statements(store, statements)
+            statements.clear()
+            variables = {"i": {"leadId": lead["id"], "toStageId": stages[1], "expectedVersion": 1}}
+            data = await client.run(MUTATIONS["move"], variables)
+            assert data["moveLead"]["userErrors"] == []
+            counts[direct] = [s for s in statements if "api_keys" not in s]
+    # BEGIN IMMEDIATE, the read, the lead, its history row, the stay ended and the one started, the
+    # daily totals (one batch), the event.
+    assert len(counts[True]) == 8, counts[True]
+    assert counts[True][0] == "BEGIN IMMEDIATE"
+    assert len(counts[False]) > len(counts[True])

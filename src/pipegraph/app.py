@@ -51,6 +51,8 @@ from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
 from pipegraph.services.lead_writes import LeadWrites
+from pipegraph.services.lead_writes_postgres import PostgresBackend
+from pipegraph.services.lead_writes_sqlite import SqliteBackend
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
 from pipegraph.web import dashboard_files
@@ -204,6 +206,16 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         return await super().on_ws_connect(context)
 
 
+def lead_writes_for(store: Store, broker: LeadEventBroker, *, pool_size: int) -> LeadWrites | None:
+    """Lead changes in few statements: on PostgreSQL when events go out by NOTIFY, on SQLite always."""
+    if store.is_sqlite:
+        return LeadWrites(SqliteBackend(store, broker))
+    if isinstance(broker, PostgresBroker):
+        connections = DirectConnections.for_engine(store.engine, size=pool_size)
+        return LeadWrites(PostgresBackend(connections, channel=broker.channel))
+    return None
+
+
 def create_app(
     settings: Settings, *, store: Store | None = None, broker: LeadEventBroker | None = None
 ) -> Starlette:
@@ -227,11 +239,7 @@ def create_app(
         else None
     )
     lead_writes = (
-        LeadWrites(
-            DirectConnections.for_engine(store.engine, size=settings.pool_size), channel=broker.channel
-        )
-        if settings.direct_writes and isinstance(broker, PostgresBroker)
-        else None
+        lead_writes_for(store, broker, pool_size=settings.pool_size) if settings.direct_writes else None
     )
     graphql = PipegraphGraphQL(
         schema,
