@@ -83,7 +83,8 @@ CREATE = (
     "{ lead { id version } userErrors { code message } } }"
 )
 UPDATE = (
-    "mutation ($l: ID!, $t: String!) { updateLead(input: {leadId: $l, title: $t}) "
+    "mutation ($l: ID!, $t: String!, $v: Int!) "
+    "{ updateLead(input: {leadId: $l, title: $t, expectedVersion: $v}) "
     "{ lead { id version } userErrors { code message } } }"
 )
 MOVE = (
@@ -214,7 +215,7 @@ class Writer:
         while self.lead is not None and time.perf_counter() < until:
             lead_id, version = self.lead
             if version % 2:
-                self.lead = await self._change(UPDATE, {"l": lead_id, "t": f"Take {version}"})
+                self.lead = await self._change(UPDATE, {"l": lead_id, "t": f"Take {version}", "v": version})
             else:
                 self.stage = (self.stage + 1) % len(self.setup.stage_ids)
                 variables = {"l": lead_id, "s": self.setup.stage_ids[self.stage], "v": version}

@@ -73,6 +73,8 @@ async def make_client(store: Store, **settings: Any) -> AsyncIterator[Client]:
     finally:  # the transport runs no lifespan: close the compiled reads' connections here
         if app.state.plans is not None:
             await app.state.plans.close()
+        if app.state.lead_writes is not None:
+            await app.state.lead_writes.close()
 
 
 CREATE_PIPELINE = """

@@ -61,7 +61,9 @@ async def test_create_move_close_and_read_back(client: Client) -> None:
     assert moved["moveLead"]["userErrors"] == []
     assert moved["moveLead"]["lead"]["version"] == 2
     closed = await client.run(
-        CLOSE, {"input": {"leadId": lead["id"], "outcome": "WON", "value": "1500"}}, role=Role.MANAGER
+        CLOSE,
+        {"input": {"leadId": lead["id"], "outcome": "WON", "value": "1500", "expectedVersion": 2}},
+        role=Role.MANAGER,
     )
     assert closed["closeLead"]["lead"]["status"] == "WON"
     assert closed["closeLead"]["lead"]["value"] == "1500.00"
@@ -95,7 +97,9 @@ async def test_bad_moves_are_user_errors_and_change_nothing(
     other = await create_pipeline(client, name="Other", template="REAL_ESTATE")
     lead = await create_lead(client, pipeline["id"])
     lost = await create_lead(client, pipeline["id"])
-    await client.run(CLOSE, {"input": {"leadId": lost["id"], "outcome": "LOST", "reason": "price"}})
+    await client.run(
+        CLOSE, {"input": {"leadId": lost["id"], "outcome": "LOST", "reason": "price", "expectedVersion": 1}}
+    )
     before = [await _lead(client, lead["id"]), await _lead(client, lost["id"])]
     unknown = "TGVhZDo5OTk5OTk="  # Lead:999999
     move: dict[str, Any] = {
@@ -113,11 +117,19 @@ async def test_bad_moves_are_user_errors_and_change_nothing(
     }[case]
     data = await client.run(MOVE, {"input": move}, role=Role.VIEWER if case == "viewer" else Role.ADMIN)
     payload = data["moveLead"]
-    assert payload["lead"] is None
     [error] = payload["userErrors"]
     assert (error["field"], error["code"]) == (field, code)
     if case == "stale":
         assert "version 1" in error["message"]
+        # The lead as it is now, to retry from without reading it again.
+        assert payload["lead"] == {
+            "id": lead["id"],
+            "version": 1,
+            "stage": lead["stage"],
+            "status": "OPEN",
+        }
+    else:
+        assert payload["lead"] is None
     assert [await _lead(client, lead["id"]), await _lead(client, lost["id"])] == before
 
 
@@ -180,12 +192,14 @@ async def test_update_reopen_and_activities(client: Client) -> None:
         "budget": True,
     }
     await client.run(
-        CLOSE, {"input": {"leadId": lead["id"], "outcome": "LOST", "reason": "timing"}}, role=Role.REP
+        CLOSE,
+        {"input": {"leadId": lead["id"], "outcome": "LOST", "reason": "timing", "expectedVersion": 2}},
+        role=Role.REP,
     )
     reopened = await client.run(
         """mutation($input: ReopenLeadInput!) { reopenLead(input: $input) {
              lead { status version lostReason closedAt } userErrors { field code } } }""",
-        {"input": {"leadId": lead["id"]}},
+        {"input": {"leadId": lead["id"], "expectedVersion": 3}},
         role=Role.REP,
     )
     assert reopened["reopenLead"]["lead"] == {

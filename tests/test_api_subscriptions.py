@@ -60,14 +60,14 @@ def test_lead_events_arrive_after_commit_over_graphql_transport_ws(tmp_path: Pat
             client,
             key,
             "mutation($i: CloseLeadInput!) { closeLead(input: $i) { userErrors { code } } }",
-            {"i": {"leadId": lead_id, "outcome": "WON", "value": "-1"}},
+            {"i": {"leadId": lead_id, "outcome": "WON", "value": "-1", "expectedVersion": 1}},
         )
         assert failed["closeLead"]["userErrors"] == [{"code": "INVALID"}]
         _post(
             client,
             key,
             "mutation($i: CloseLeadInput!) { closeLead(input: $i) { userErrors { code } } }",
-            {"i": {"leadId": lead_id, "outcome": "LOST", "reason": "budget"}},
+            {"i": {"leadId": lead_id, "outcome": "LOST", "reason": "budget", "expectedVersion": 1}},
         )
         first = ws.receive_json()
         second = ws.receive_json()

@@ -49,8 +49,10 @@ subscription ($pipelineId: ID!, $after: String) {{
 # Room for the subscription's large selection; no throttling of the writers.
 LIMITS = {"PIPEGRAPH_COST_BUDGET": "0", "PIPEGRAPH_MAX_ALIASES": "50", "PIPEGRAPH_MAX_QUERY_COST": "100000"}
 UPDATE = """
-mutation ($leadId: ID!, $title: String!) {
-  updateLead(input: {leadId: $leadId, title: $title}) { lead { id version } userErrors { code } }
+mutation ($leadId: ID!, $title: String!, $version: Int!) {
+  updateLead(input: {leadId: $leadId, title: $title, expectedVersion: $version}) {
+    lead { id version } userErrors { code }
+  }
 }"""
 
 Change = tuple[str, int]  # lead id, version
@@ -133,10 +135,13 @@ async def _write(
 ) -> list[Change]:
     rng = random.Random(seed)
     acknowledged = []
+    version = 1
     for n in range(CHANGES_PER_WRITER):
-        data = await graphql(http, server, key, UPDATE, leadId=lead_id, title=f"Take {n} ".ljust(300, "-"))
+        title = f"Take {n} ".ljust(300, "-")
+        data = await graphql(http, server, key, UPDATE, leadId=lead_id, title=title, version=version)
         assert data["updateLead"]["userErrors"] == []
         lead = data["updateLead"]["lead"]
+        version = lead["version"]
         acknowledged.append((lead["id"], lead["version"]))
         await asyncio.sleep(rng.random() / 100)
     return acknowledged
@@ -205,21 +210,26 @@ async def _write_through_failures(
 ) -> list[Change]:
     """Changes until ``stop``; those answered with anything but success are not acknowledged."""
     acknowledged = []
-    n = 0
+    n, version = 0, 1
     while not stop.is_set():
         n += 1
-        variables = {"leadId": lead_id, "title": f"Take {n}"}
+        variables = {"leadId": lead_id, "title": f"Take {n}", "version": version}
         try:
             response = await http.post(
                 server.graphql_url,
                 json={"query": UPDATE, "variables": variables},
                 headers={"Authorization": f"Bearer {key}"},
             )
-            lead = response.json()["data"]["updateLead"]["lead"]
+            payload = response.json()["data"]["updateLead"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             await asyncio.sleep(0.05)
             continue
-        if lead is not None:
+        lead = payload["lead"]
+        if lead is None:
+            continue
+        # A change whose answer was lost leaves the version unknown: the CONFLICT's lead tells it.
+        version = lead["version"]
+        if not payload["userErrors"]:
             acknowledged.append((lead["id"], lead["version"]))
     return acknowledged
 

@@ -58,7 +58,9 @@ def test_subscribers_of_a_pipeline_read_each_batch_of_leads_once(database_url: s
         lead_id = create_lead_in_app(client, seed, "Deal")
         for version in range(1, UPDATES + 2):
             if version > 1:  # each change is its own batch: every subscriber has the last one
-                variables = {"i": {"leadId": lead_id, "title": f"Deal {version}"}}
+                variables = {
+                    "i": {"leadId": lead_id, "title": f"Deal {version}", "expectedVersion": version - 1}
+                }
                 client.post("/graphql", json={"query": UPDATE, "variables": variables}, headers=headers)
             for ws in watching:
                 message = ws.receive_json()

@@ -47,9 +47,12 @@ def test_delivered_events_leave_nothing_behind(tmp_path: Path) -> None:
         lead_id = create_lead_in_app(client, seed, "Deal")
         assert ws.receive_json()["type"] == "next"
 
+        versions = [1]  # the lead's version: every change names it
+
         def deliver(count: int) -> None:
             for n in range(count):
-                variables = {"i": {"leadId": lead_id, "title": f"Deal {n}"}}
+                variables = {"i": {"leadId": lead_id, "title": f"Deal {n}", "expectedVersion": versions[0]}}
+                versions[0] += 1
                 client.post("/graphql", json={"query": UPDATE, "variables": variables}, headers=headers)
                 message = ws.receive_json()
                 assert message["type"] == "next", message

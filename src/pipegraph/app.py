@@ -45,10 +45,14 @@ from pipegraph.api.plans import PlannedReads
 from pipegraph.api.plans.connections import reader_for
 from pipegraph.api.schema import build_schema
 from pipegraph.db import availability
+from pipegraph.db.direct import DirectConnections
 from pipegraph.db.session import Store
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
+from pipegraph.services.lead_writes import LeadWrites
+from pipegraph.services.lead_writes_postgres import PostgresBackend
+from pipegraph.services.lead_writes_sqlite import SqliteBackend
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.services.webhooks.dispatcher import Dispatcher, DispatchPolicy
 from pipegraph.settings import Settings
@@ -87,9 +91,11 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         time_limit: float | None = None,
         plans: PlannedReads | None = None,
         allow_private_webhooks: bool = False,
+        lead_writes: LeadWrites | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.plans = plans
+        self.lead_writes = lead_writes
         self.store = store
         self.broker = broker
         self.lead_snapshots = lead_snapshots
@@ -183,6 +189,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             lead_snapshots=self.lead_snapshots,
             loaders=Loaders(self.store),
             request_id=request_id,
+            lead_writes=self.lead_writes,
             viewer=request.scope.get(_VIEWER),
             request=request,
             response=response,
@@ -201,6 +208,16 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         if not authenticated:
             raise ConnectionRejectionError({"message": "authentication required"})
         return await super().on_ws_connect(context)
+
+
+def lead_writes_for(store: Store, broker: LeadEventBroker, *, pool_size: int) -> LeadWrites | None:
+    """Lead changes in few statements: on PostgreSQL when events go out by NOTIFY, on SQLite always."""
+    if store.is_sqlite:
+        return LeadWrites(SqliteBackend(store, broker))
+    if isinstance(broker, PostgresBroker):
+        connections = DirectConnections.for_engine(store.engine, size=pool_size)
+        return LeadWrites(PostgresBackend(connections, channel=broker.channel))
+    return None
 
 
 def create_app(
@@ -225,6 +242,9 @@ def create_app(
         if settings.compiled_reads
         else None
     )
+    lead_writes = (
+        lead_writes_for(store, broker, pool_size=settings.pool_size) if settings.direct_writes else None
+    )
     graphql = PipegraphGraphQL(
         schema,
         store=store,
@@ -235,6 +255,7 @@ def create_app(
         time_limit=settings.request_timeout,
         plans=plans,
         allow_private_webhooks=settings.webhooks_allow_private,
+        lead_writes=lead_writes,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -270,6 +291,8 @@ def create_app(
             simulations.close()
             if plans is not None:
                 await plans.close()
+            if lead_writes is not None:
+                await lead_writes.close()
             await broker.close()
             await store.dispose()
 
@@ -293,6 +316,7 @@ def create_app(
     app.state.limits = limits
     app.state.plans = plans
     app.state.webhooks = dispatcher
+    app.state.lead_writes = lead_writes
     return app
 
 

@@ -88,6 +88,9 @@ class Settings:
     log_sql: bool = False
     # Plannable reads run as one compiled statement (``pipegraph.api.plans``); false: all by Strawberry.
     compiled_reads: bool = True
+    # On PostgreSQL, moves, closes, reopens and detail changes run in two round trips
+    # (``pipegraph.services.lead_writes``); false: all through the general path.
+    direct_writes: bool = True
     pool_size: int = 10
     # API processes serving this database (``serve --workers``); more than one needs PostgreSQL.
     workers: int = 1
@@ -158,6 +161,8 @@ class Settings:
             values["log_sql"] = _parse_bool("PIPEGRAPH_LOG_SQL", raw)
         if (raw := env.get("PIPEGRAPH_COMPILED_READS")) is not None:
             values["compiled_reads"] = _parse_bool("PIPEGRAPH_COMPILED_READS", raw)
+        if (raw := env.get("PIPEGRAPH_DIRECT_WRITES")) is not None:
+            values["direct_writes"] = _parse_bool("PIPEGRAPH_DIRECT_WRITES", raw)
         if (raw := env.get("PIPEGRAPH_POOL_SIZE")) is not None:
             values["pool_size"] = _parse_int("PIPEGRAPH_POOL_SIZE", raw, minimum=1)
         if (raw := env.get("PIPEGRAPH_WORKERS")) is not None:

@@ -14,6 +14,7 @@ from pipegraph.db.session import Store
 from pipegraph.errors import PermissionDeniedError
 from pipegraph.services.events import LeadEventBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
+from pipegraph.services.lead_writes import LeadWrites
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Context:
     lead_snapshots: LeadSnapshots
     loaders: Loaders
     request_id: str
+    # The two-round-trip lead changes (PostgreSQL); None: every change takes the general path.
+    lead_writes: LeadWrites | None = None
     # None only on a WebSocket before ``connection_init`` has authenticated it.
     viewer: User | None = None
     request: Any = None

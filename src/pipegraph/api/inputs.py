@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import strawberry
 
@@ -150,10 +151,18 @@ class CreateLeadInput:
     timeline: bool = False
 
 
+# Every change to a lead names the version it was made from, so none silently overwrites a newer one.
+def _expected_version() -> Any:
+    return strawberry.field(
+        description="The lead's version you read; if it has changed since, the change is refused with "
+        "CONFLICT and the payload's lead is the lead as it is now."
+    )
+
+
 @strawberry.input
 class UpdateLeadInput:
     lead_id: strawberry.ID
-    expected_version: int | None = None
+    expected_version: int = _expected_version()
     title: str | None = None
     owner_id: strawberry.ID | None = strawberry.field(default=strawberry.UNSET, description="null unassigns.")
     company: str | None = None
@@ -175,7 +184,7 @@ class UpdateLeadInput:
 class MoveLeadInput:
     lead_id: strawberry.ID
     to_stage_id: strawberry.ID
-    expected_version: int = strawberry.field(description="The version you read; a newer one is a CONFLICT.")
+    expected_version: int = _expected_version()
 
 
 @strawberry.input
@@ -184,14 +193,14 @@ class CloseLeadInput:
     outcome: CloseOutcome
     reason: str = ""
     value: Money | None = strawberry.field(default=None, description="The final value, if it changed.")
-    expected_version: int | None = None
+    expected_version: int = _expected_version()
 
 
 @strawberry.input
 class ReopenLeadInput:
     lead_id: strawberry.ID
     stage_id: strawberry.ID | None = strawberry.field(default=None, description="Default: where it closed.")
-    expected_version: int | None = None
+    expected_version: int = _expected_version()
 
 
 @strawberry.input

@@ -55,7 +55,10 @@ class RefuseNul(SchemaExtension):
             if (path := nul_path(value, f"${name}")) is not None:
                 raise GraphQLError(f"{path} {MESSAGE}", extensions={"code": "INVALID", "field": path})
         document = context.graphql_document
-        if document is not None:
+        # A literal holds a NUL only through the character itself or a \u escape: most documents
+        # need no walk.
+        query = context.query or ""
+        if document is not None and (NUL in query or "\\u" in query):
             literals = _Literals()
             visit(document, literals)
             if literals.found:

@@ -59,13 +59,13 @@ def _day_text(dialect: str, column: str) -> str:
 
 
 # Totals are added to the stored row of the same key, whether the rows come from stays or from Python.
-_ADD_TO_STORED = (
+ADD_TO_STORED = (
     f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET n = stage_flow_days.n + excluded.n, "
     "seconds_sum = stage_flow_days.seconds_sum + excluded.seconds_sum"
 )
 _INSERT_ROW = text(
     f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
-    f"VALUES ({', '.join(f':{column}' for column in (*_KEY, 'n', 'seconds_sum'))}) {_ADD_TO_STORED}"
+    f"VALUES ({', '.join(f':{column}' for column in (*_KEY, 'n', 'seconds_sum'))}) {ADD_TO_STORED}"
 ).bindparams(bindparam("day", type_=Date))
 
 
@@ -89,7 +89,7 @@ def _totals_sql(dialect: str, where: str) -> str:
     # The outer WHERE settles SQLite's parsing ambiguity between a join's ON and the upsert's ON.
     return (
         f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
-        f"SELECT * FROM ({entries} UNION ALL {exits}) AS totals WHERE true {_ADD_TO_STORED}"
+        f"SELECT * FROM ({entries} UNION ALL {exits}) AS totals WHERE true {ADD_TO_STORED}"
     )
 
 

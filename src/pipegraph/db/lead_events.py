@@ -117,8 +117,12 @@ WITH locked AS MATERIALIZED (
 )
 SELECT {returned} FROM written ORDER BY id
 """
-# The payload as encode_event writes it, the time in UTC without an offset (decode_event adds it).
-_NOTIFY_EACH = """id, pg_notify(:channel, CAST(json_build_object(
+
+
+def notify_each(channel: str) -> str:
+    """The select list that NOTIFYs each written event on ``channel`` (a parameter) and returns its id:
+    the payload as encode_event writes it, the time in UTC without an offset (decode_event adds it)."""
+    return f"""id, pg_notify({channel}, CAST(json_build_object(
     'kind', kind, 'leadId', lead_id, 'pipelineId', pipeline_id, 'version', version,
     'occurredAt', timezone('UTC', occurred_at), 'actorId', actor_id, 'position', id) AS text))"""
 
@@ -134,7 +138,7 @@ async def write_events(
         return []
     if session.get_bind().dialect.name == "postgresql":
         statement = _POSTGRES_WRITE.format(
-            lock_space=LOCK_SPACE, returned=_NOTIFY_EACH if notify_channel else "id"
+            lock_space=LOCK_SPACE, returned=notify_each(":channel") if notify_channel else "id"
         )
         parameters: dict[str, Any] = {
             "pipeline_ids": [e.pipeline_id for e in events],

@@ -48,6 +48,10 @@ class PostgresBroker(FeedsOfThisProcess):
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def channel(self) -> str:
+        return self._channel
+
     async def log(self, session: AsyncSession) -> list[LeadEvent]:
         return await write_events(session, take_events(session), notify_channel=self._channel)
 

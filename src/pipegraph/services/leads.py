@@ -20,17 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.stays import append_history
 from pipegraph.db.types import utcnow
-from pipegraph.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from pipegraph.errors import NotFoundError, ValidationError
+from pipegraph.services import lead_rules as rules
 from pipegraph.services.events import LeadEventKind, record_event
-from pipegraph.services.permissions import has_role, require_lead_change, require_role
+from pipegraph.services.lead_rules import OwnerFacts, StageFacts, qualification_score
+from pipegraph.services.permissions import require_lead_change, require_role
 from pipegraph.services.unset import UNSET, Unset
 from pipegraph.services.validation import clean_email, clean_text, to_cents
-
-BANT_POINTS = 25
-
-
-def qualification_score(*, budget: bool, authority: bool, need: bool, timeline: bool) -> int:
-    return BANT_POINTS * sum((budget, authority, need, timeline))
 
 
 async def get_lead(
@@ -44,32 +40,22 @@ async def get_lead(
 
 async def _stage(session: AsyncSession, stage_id: int, *, pipeline_id: int, field: str) -> Stage:
     stage = await session.get(Stage, stage_id)
-    if stage is None or stage.removed_at is not None:
-        raise NotFoundError(f"no stage with id {stage_id}", field=field)
-    if stage.pipeline_id != pipeline_id:
-        raise ValidationError(f"stage {stage_id} belongs to another pipeline", field=field)
+    rules.check_stage(rules.stage_facts(stage), stage_id, pipeline_id=pipeline_id, field=field)
+    assert stage is not None
     return stage
 
 
-def _check_version(lead: Lead, expected_version: int | None) -> None:
-    if expected_version is not None and expected_version != lead.version:
-        raise ConflictError(
-            f"lead {lead.id} is at version {lead.version}, not {expected_version}; "
-            "reload it and apply the change again",
-            field="expected_version",
-        )
+def _facts(stage: Stage) -> StageFacts:
+    facts = rules.stage_facts(stage)
+    assert facts is not None
+    return facts
 
 
 async def _check_owner(session: AsyncSession, owner_id: int | None, actor: User | None) -> None:
     if owner_id is None:
         return
     owner = await session.get(User, owner_id)
-    if owner is None:
-        raise NotFoundError(f"no user with id {owner_id}", field="owner_id")
-    if not owner.active:
-        raise ValidationError(f"user {owner_id} is inactive and cannot own leads", field="owner_id")
-    if actor is not None and owner_id != actor.id and not has_role(actor, Role.MANAGER):
-        raise PermissionDeniedError("a REP may assign leads only to themselves", field="owner_id")
+    rules.check_owner(None if owner is None else OwnerFacts(owner.id, owner.active), owner_id, actor)
 
 
 def _history(
@@ -196,35 +182,48 @@ async def update_lead(
 ) -> Lead:
     """Change a lead's details (not its stage or status). ``None``/``UNSET`` leave a field as it is,
     except ``owner_id=None`` and ``expected_close_date=None``, which clear them."""
+    change = rules.DetailChange(
+        title=title,
+        owner_id=owner_id,
+        company=company,
+        contact_name=contact_name,
+        contact_email=contact_email,
+        contact_phone=contact_phone,
+        source=source,
+        value=value,
+        expected_close_date=expected_close_date,
+        budget=budget,
+        authority=authority,
+        need=need,
+        timeline=timeline,
+    )
+    return await apply_details(
+        session, lead_id=lead_id, expected_version=expected_version, change=change, actor=actor
+    )
+
+
+async def apply_details(
+    session: AsyncSession,
+    *,
+    lead_id: int,
+    expected_version: int | None,
+    change: rules.DetailChange,
+    actor: User | None,
+    at: datetime | None = None,
+) -> Lead:
+    """:func:`update_lead` with its fields as one :class:`~pipegraph.services.lead_rules.DetailChange`."""
     lead = await get_lead(session, lead_id, lock=True)
     require_lead_change(actor, lead)
-    _check_version(lead, expected_version)
-    if title is not None:
-        lead.title = clean_text(title, field="title", max_length=300, required=True)
-    if not isinstance(owner_id, Unset):
-        await _check_owner(session, owner_id, actor)
-        lead.owner_id = owner_id
-    if company is not None:
-        lead.company = clean_text(company, field="company", max_length=300)
-    if contact_name is not None:
-        lead.contact_name = clean_text(contact_name, field="contact_name", max_length=200)
-    if contact_email is not None:
-        lead.contact_email = clean_email(contact_email, field="contact_email")
-    if contact_phone is not None:
-        lead.contact_phone = clean_text(contact_phone, field="contact_phone", max_length=64)
-    if source is not None:
-        lead.source = clean_text(source, field="source", max_length=100)
-    if value is not None:
-        lead.value_cents = to_cents(value, field="value")
-    if not isinstance(expected_close_date, Unset):
-        lead.expected_close_date = expected_close_date
-    for name, flag in (("budget", budget), ("authority", authority), ("need", need), ("timeline", timeline)):
-        if flag is not None:
-            setattr(lead, name, flag)
-    lead.qualification_score = qualification_score(
+    rules.check_version(lead, expected_version)
+    values = rules.cleaned_details(change)
+    if not isinstance(change.owner_id, Unset):
+        await _check_owner(session, change.owner_id, actor)
+    for name, value in values.items():
+        setattr(lead, name, value)
+    lead.qualification_score = rules.qualification_score(
         budget=lead.budget, authority=lead.authority, need=lead.need, timeline=lead.timeline
     )
-    lead.updated_at = utcnow()
+    lead.updated_at = at or utcnow()
     lead.version += 1
     await session.flush()
     record_event(session, LeadEventKind.UPDATED, lead, _actor_id(actor))
@@ -243,21 +242,8 @@ async def move_lead(
     lead = await get_lead(session, lead_id, lock=True)
     require_lead_change(actor, lead)
     target = await _stage(session, to_stage_id, pipeline_id=lead.pipeline_id, field="to_stage_id")
-    _check_version(lead, expected_version)
-    if lead.status == LeadStatus.LOST:
-        raise ValidationError(
-            f"lead {lead.id} is closed as lost; reopen it before moving it", field="lead_id"
-        )
-    if lead.status == LeadStatus.WON and not target.is_post_sale:
-        raise ValidationError(
-            f"lead {lead.id} is won; it can move only into post-sale stages", field="to_stage_id"
-        )
-    if lead.status == LeadStatus.OPEN and target.is_post_sale:
-        raise ValidationError(
-            f"{target.name!r} is a post-sale stage; only won leads enter it", field="to_stage_id"
-        )
-    if target.id == lead.stage_id:
-        raise ValidationError(f"lead {lead.id} is already in {target.name!r}", field="to_stage_id")
+    rules.check_version(lead, expected_version)
+    rules.check_move(lead, _facts(target))
     now = at or utcnow()
     from_stage_id = lead.stage_id
     lead.stage_id = target.id
@@ -282,24 +268,16 @@ async def close_lead(
     at: datetime | None = None,
 ) -> Lead:
     """Close an open lead as WON or LOST, optionally with its final value."""
-    try:
-        status = LeadStatus(outcome)
-    except ValueError:
-        status = LeadStatus.OPEN
-    if status == LeadStatus.OPEN:
-        raise ValidationError(f"outcome must be WON or LOST, got {outcome!r}", field="outcome")
+    status = rules.close_outcome(outcome)
     lead = await get_lead(session, lead_id, lock=True)
     require_lead_change(actor, lead)
-    _check_version(lead, expected_version)
-    if lead.status != LeadStatus.OPEN:
-        raise ValidationError(f"lead {lead.id} is already closed as {lead.status.value}", field="lead_id")
+    rules.check_version(lead, expected_version)
+    rules.check_close(lead)
     if value is not None:
         lead.value_cents = to_cents(value, field="value")
     now = at or utcnow()
     lead.status = status
-    lead.lost_reason = (
-        clean_text(reason, field="reason", max_length=2000) if status == LeadStatus.LOST else ""
-    )
+    lead.lost_reason = rules.lost_reason(status, reason)
     lead.closed_at = now
     lead.updated_at = now
     lead.version += 1
@@ -324,16 +302,11 @@ async def reopen_lead(
     """
     lead = await get_lead(session, lead_id, lock=True)
     require_lead_change(actor, lead)
-    _check_version(lead, expected_version)
-    if lead.status == LeadStatus.OPEN:
-        raise ValidationError(f"lead {lead.id} is open already", field="lead_id")
+    rules.check_version(lead, expected_version)
+    rules.check_reopen(lead)
     from_stage_id, from_status = lead.stage_id, lead.status
     target = await _stage(session, stage_id or lead.stage_id, pipeline_id=lead.pipeline_id, field="stage_id")
-    if target.is_post_sale:
-        raise ValidationError(
-            f"{target.name!r} is a post-sale stage; name a stage before the sale to reopen into",
-            field="stage_id",
-        )
+    rules.check_reopen_target(_facts(target))
     now = at or utcnow()
     if target.id != lead.stage_id:
         lead.stage_id = target.id

@@ -1,19 +1,17 @@
 """Where planned reads run: one statement, outside any transaction.
 
-On PostgreSQL a small pool of plain asyncpg connections of its own (up to the app's pool size, opened
-on first use): asyncpg prepares each statement once per connection and then runs it in one round
-trip, in autocommit, where SQLAlchemy's pool would ping the connection on checkout and its session
-would wrap the statement in BEGIN and COMMIT. On SQLite, a connection from the engine's pool, used
-without the explicit BEGIN its sessions emit (the statement alone reads one snapshot).
+On PostgreSQL a small pool of plain asyncpg connections of its own (:mod:`pipegraph.db.direct`, up to
+the app's pool size): one round trip per statement, in autocommit. On SQLite, a connection from the
+engine's pool, used without the explicit BEGIN its sessions emit (the statement alone reads one snapshot).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipegraph.db.direct import DirectConnections
 
 
 class Reader(Protocol):
@@ -27,36 +25,20 @@ class Reader(Protocol):
 class PostgresReader:
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, size: int) -> None:
-        self._url = url
-        self._idle: list[asyncpg.Connection] = []
-        self._slots = asyncio.Semaphore(size)
-        self._closed = False
+    def __init__(self, connections: DirectConnections) -> None:
+        self._connections = connections
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine, *, size: int) -> PostgresReader:
-        url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(url, size=size)
+        return cls(DirectConnections.for_engine(engine, size=size))
 
     async def fetch_text(self, statement: str, params: list[Any]) -> str:
-        async with self._slots:
-            connection = self._idle.pop() if self._idle else await asyncpg.connect(self._url)
-            healthy = False
-            try:
-                text: str = await connection.fetchval(statement, *params)
-                healthy = True
-                return text
-            finally:
-                if healthy and not self._closed:
-                    self._idle.append(connection)
-                else:  # an error or a cancellation may leave the connection mid-statement
-                    connection.terminate()
+        async with self._connections.connection() as connection:
+            text: str = await connection.fetchval(statement, *params)
+            return text
 
     async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.close()
+        await self._connections.close()
 
 
 class SqliteReader:

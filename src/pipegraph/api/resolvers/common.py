@@ -7,12 +7,13 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipegraph.api import types
+from pipegraph.api import ids, types
 from pipegraph.api.context import Info
-from pipegraph.api.errors import UserError
+from pipegraph.api.errors import UserError, UserErrorCode
 from pipegraph.db import models
 from pipegraph.errors import PipegraphError
 from pipegraph.services.imports import ImportRejectedError
+from pipegraph.services.lead_writes import LeadWrites, Written
 
 T = TypeVar("T")
 
@@ -33,6 +34,39 @@ async def run_command(
     except PipegraphError as error:
         return None, [UserError.from_error(error)]
     return result, []
+
+
+async def run_direct(
+    info: Info, attempt: Callable[[LeadWrites, models.User], Awaitable[Written | None]]
+) -> types.Lead | None:
+    """The lead a direct change wrote (``pipegraph.services.lead_writes``), or None: the general path
+    must answer (no direct path, no viewer, an input or a rule refusing the change, a change in between),
+    and then it reports any error itself."""
+    context = info.context
+    if context.lead_writes is None or context.viewer is None:
+        return None
+    try:
+        written = await attempt(context.lead_writes, context.viewer)
+    except PipegraphError:
+        return None
+    if written is None:
+        return None
+    owner = types.User.from_model(written.owner) if written.owner is not None else None
+    return types.Lead.from_model(written.lead, types.Stage.from_model(written.stage), owner)
+
+
+async def current_on_conflict(info: Info, errors: list[UserError], lead_id: str) -> types.Lead | None:
+    """On CONFLICT, the lead as it is now (with the version to retry from), so a client can reconcile
+    without reading it again; None otherwise."""
+    if not any(error.code == UserErrorCode.CONFLICT for error in errors):
+        return None
+    try:
+        pk = ids.decode_as(lead_id, "Lead", field="lead_id")
+    except PipegraphError:
+        return None
+    async with info.context.store.read() as session:
+        lead = await session.get(models.Lead, pk)
+        return None if lead is None else await lead_view(session, lead)
 
 
 async def lead_view(session: AsyncSession, lead: models.Lead) -> types.Lead:

@@ -18,15 +18,19 @@ from pipegraph.api.inputs import (
     ReopenLeadInput,
     UpdateLeadInput,
 )
-from pipegraph.api.resolvers.common import lead_view, run_command
+from pipegraph.api.resolvers.common import current_on_conflict, lead_view, run_command, run_direct
 from pipegraph.db import models
-from pipegraph.services import activities, imports, leads
+from pipegraph.services import activities, imports, lead_rules, leads
+from pipegraph.services.lead_writes import LeadWrites, Written
 from pipegraph.services.unset import UNSET, Unset
 
 
 @strawberry.type
 class LeadPayload:
-    lead: types.Lead | None = None
+    lead: types.Lead | None = strawberry.field(
+        default=None,
+        description="The lead as changed; on CONFLICT, the lead as it is now (its version to retry from).",
+    )
     user_errors: list[UserError]
 
 
@@ -83,11 +87,8 @@ class LeadMutations:
         description="Change a lead's details; stage and status change through other mutations."
     )
     async def update_lead(self, info: Info, input: UpdateLeadInput) -> LeadPayload:
-        async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
-            lead = await leads.update_lead(
-                session,
-                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
-                expected_version=input.expected_version,
+        def change() -> lead_rules.DetailChange:
+            return lead_rules.DetailChange(
                 title=input.title,
                 owner_id=_owner(input.owner_id),
                 company=input.company,
@@ -103,15 +104,45 @@ class LeadMutations:
                 authority=input.authority,
                 need=input.need,
                 timeline=input.timeline,
+            )
+
+        def lead_id() -> int:
+            return ids.decode_as(input.lead_id, "Lead", field="lead_id")
+
+        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+            return await writes.update(
+                lead_id=lead_id(), expected_version=input.expected_version, change=change(), actor=viewer
+            )
+
+        async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
+            lead = await leads.apply_details(
+                session,
+                lead_id=lead_id(),
+                expected_version=input.expected_version,
+                change=change(),
                 actor=viewer,
             )
             return await lead_view(session, lead)
 
+        if (written := await run_direct(info, direct)) is not None:
+            return LeadPayload(lead=written, user_errors=[])
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation(description="Move an open lead to another stage (a won lead into post-sale stages).")
     async def move_lead(self, info: Info, input: MoveLeadInput) -> LeadPayload:
+        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+            return await writes.move(
+                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+                to_stage_id=ids.decode_as(input.to_stage_id, "Stage", field="to_stage_id"),
+                expected_version=input.expected_version,
+                actor=viewer,
+            )
+
+        if (written := await run_direct(info, direct)) is not None:
+            return LeadPayload(lead=written, user_errors=[])
+
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
             lead = await leads.move_lead(
                 session,
@@ -123,10 +154,24 @@ class LeadMutations:
             return await lead_view(session, lead)
 
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation
     async def close_lead(self, info: Info, input: CloseLeadInput) -> LeadPayload:
+        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+            return await writes.close_lead(
+                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+                outcome=input.outcome.value,
+                reason=input.reason,
+                value=input.value,
+                expected_version=input.expected_version,
+                actor=viewer,
+            )
+
+        if (written := await run_direct(info, direct)) is not None:
+            return LeadPayload(lead=written, user_errors=[])
+
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
             lead = await leads.close_lead(
                 session,
@@ -140,10 +185,22 @@ class LeadMutations:
             return await lead_view(session, lead)
 
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation
     async def reopen_lead(self, info: Info, input: ReopenLeadInput) -> LeadPayload:
+        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+            return await writes.reopen(
+                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+                stage_id=ids.decode_optional(input.stage_id, "Stage", field="stage_id"),
+                expected_version=input.expected_version,
+                actor=viewer,
+            )
+
+        if (written := await run_direct(info, direct)) is not None:
+            return LeadPayload(lead=written, user_errors=[])
+
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
             lead = await leads.reopen_lead(
                 session,
@@ -155,6 +212,7 @@ class LeadMutations:
             return await lead_view(session, lead)
 
         lead, errors = await run_command(info, action)
+        lead = lead or await current_on_conflict(info, errors, input.lead_id)
         return LeadPayload(lead=lead, user_errors=errors)
 
     @strawberry.mutation
