@@ -231,14 +231,16 @@ def parse_row(
     prefix = f"csv[row {number}]."
     errors: list[PipegraphError] = []
     text: dict[str, str] = {}
-    for name in ("title", "company", "contact_name", "contact_phone", "source"):
-        required = name == "title"
-        cleaned = _check(
-            errors, prefix, clean_text, cells.get(name, ""), field=name,
-            max_length=_MAX_LENGTH[name], required=required,
-        )  # fmt: skip
+    for name in ("title", "company", "contact_name", "contact_email", "contact_phone", "source"):
+        raw = cells.get(name, "")
+        if name == "contact_email":
+            cleaned = _check(errors, prefix, clean_email, raw, field=name)
+        else:
+            limit = _MAX_LENGTH[name]
+            cleaned = _check(
+                errors, prefix, clean_text, raw, field=name, max_length=limit, required=name == "title"
+            )
         text[name] = cleaned or ""
-    email = _check(errors, prefix, clean_email, cells.get("contact_email", ""), field="contact_email")
     value_cents = _check(errors, prefix, to_cents, cells.get("value", "").strip() or "0", field="value")
     stage_id = target.first_stage_id
     if stage_name := cells.get("stage", "").strip():
@@ -286,7 +288,7 @@ def parse_row(
         title=text["title"],
         company=text["company"],
         contact_name=text["contact_name"],
-        contact_email=email,
+        contact_email=text["contact_email"],
         contact_phone=text["contact_phone"],
         source=text["source"],
         value_cents=value_cents,
