@@ -15,6 +15,7 @@ expected_close_date, budget, authority, need, timeline (true/false, yes/no, 1/0)
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -37,7 +38,10 @@ _FALSE = frozenset({"false", "no", "n", "0", ""})
 # Text limits as ``create_lead`` applies them.
 _MAX_LENGTH = {"title": 300, "company": 300, "contact_name": 200, "contact_phone": 64, "source": 100}
 # Besides ISO 8601: the formats CRM exports use. Slashes are month first (US), dots day first.
-_DATE_FORMATS = ("%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%m/%d/%Y %H:%M", "%d.%m.%Y %H:%M")
+_NUMERIC_DATE = re.compile(r"(\d{1,2})([/.])(\d{1,2})\2(\d{4})(?: (\d{1,2}):(\d{2}))?")
+_YEAR_FIRST_SLASHES = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
+# Amounts most files hold, read without Decimal; anything else goes through ``to_cents``.
+_PLAIN_AMOUNT = re.compile(r"(\d{1,15})(?:\.(\d{1,2}))?")
 # Problems listed at most; the last entry then gives the total.
 MAX_PROBLEMS = 100
 
@@ -198,20 +202,18 @@ def _header(raw: list[str], header_map: Mapping[str, str]) -> list[str]:
 
 def parse_date(raw: str) -> date:
     """A date from ISO 8601 (a time part is dropped) or a CRM export format; ``ValueError`` otherwise."""
+    if match := _NUMERIC_DATE.fullmatch(raw):
+        first, sep, second, year, hour, minute = match.groups()
+        if hour is not None and not (int(hour) < 24 and int(minute) < 60):
+            raise ValueError(raw)
+        month, day = (first, second) if sep == "/" else (second, first)
+        return date(int(year), int(month), int(day))
+    if match := _YEAR_FIRST_SLASHES.fullmatch(raw):
+        return date(*(int(part) for part in match.groups()))
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        pass
-    try:
         return datetime.fromisoformat(raw).date()
-    except ValueError:
-        pass
-    for form in _DATE_FORMATS:
-        try:
-            return datetime.strptime(raw, form).date()
-        except ValueError:
-            continue
-    raise ValueError(raw)
 
 
 def _check(errors: list[PipegraphError], prefix: str, check: Any, *args: Any, **kwargs: Any) -> Any:
@@ -233,15 +235,20 @@ def parse_row(
     text: dict[str, str] = {}
     for name in ("title", "company", "contact_name", "contact_email", "contact_phone", "source"):
         raw = cells.get(name, "")
+        cleaned = raw.strip()
         if name == "contact_email":
-            cleaned = _check(errors, prefix, clean_email, raw, field=name)
-        else:
-            limit = _MAX_LENGTH[name]
-            cleaned = _check(
-                errors, prefix, clean_text, raw, field=name, max_length=limit, required=name == "title"
-            )
+            if cleaned:
+                cleaned = _check(errors, prefix, clean_email, raw, field=name)
+        elif len(cleaned) > _MAX_LENGTH[name] or (not cleaned and name == "title"):
+            limit, required = _MAX_LENGTH[name], name == "title"
+            cleaned = _check(errors, prefix, clean_text, raw, field=name, max_length=limit, required=required)
         text[name] = cleaned or ""
-    value_cents = _check(errors, prefix, to_cents, cells.get("value", "").strip() or "0", field="value")
+    amount = cells.get("value", "").strip() or "0"
+    if plain := _PLAIN_AMOUNT.fullmatch(amount):
+        whole, fraction = plain.groups()
+        value_cents = int(whole) * 100 + (int(fraction.ljust(2, "0")) if fraction else 0)
+    else:
+        value_cents = _check(errors, prefix, to_cents, amount, field="value")
     stage_id = target.first_stage_id
     if stage_name := cells.get("stage", "").strip():
         found = target.stages.get(stage_name.lower())

@@ -187,8 +187,12 @@ def _apply_statements(dialect: str, rows: str) -> list[str]:
                to_status, changed_at, actor_id)
         SELECT lead_id, {pipeline}, NULL, stage_id, NULL, '{_OPEN}', {at}, {actor}
         FROM {rows} ORDER BY row_no""",
-        f"INSERT INTO stage_stays ({', '.join(stays.ALL_STAY_COLUMNS)})"
-        + stays.stays_sql(dialect, where=f"WHERE h.{new_leads}"),
+        # A new lead's one history row opens its one stay, still running: what ``stays_sql`` derives
+        # for it, without the window over every row.
+        f"""INSERT INTO stage_stays ({", ".join(stays.ALL_STAY_COLUMNS)})
+        SELECT h.id, h.lead_id, h.pipeline_id, h.to_stage_id, h.to_status, h.changed_at,
+               NULL, NULL, NULL, NULL
+        FROM stage_history h WHERE h.{new_leads}""",
         flow_days.totals_sql(dialect, new_leads),
     ]
     if dialect == "postgresql":
