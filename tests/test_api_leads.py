@@ -254,3 +254,29 @@ async def test_import_leads_all_or_nothing(client: Client) -> None:
         {"title": "A", "value": "10.00", "stage": {"name": "Proposal"}},
         {"title": "B", "value": "2.50", "stage": {"name": "Lead Generation"}},
     ]
+
+
+async def test_import_leads_reports_all_four_problems_of_a_row_and_reads_a_header_map(client: Client) -> None:
+    pipeline = await create_pipeline(client)
+    query = """mutation($input: ImportLeadsInput!) { importLeads(input: $input) {
+                 importedCount leads { title value stage { name } expectedCloseDate }
+                 userErrors { field code } } }"""
+    bad = {"pipelineId": pipeline["id"], "csv": "title,value,stage,budget\n,-1,Nowhere,perhaps\n"}
+    data = await client.run(query, {"input": bad})
+    assert [(e["field"], e["code"]) for e in data["importLeads"]["userErrors"]] == [
+        ("input.csv[row 1].title", "INVALID"),
+        ("input.csv[row 1].value", "INVALID"),
+        ("input.csv[row 1].stage", "NOT_FOUND"),
+        ("input.csv[row 1].budget", "INVALID"),
+    ]
+    mapped = {
+        "pipelineId": pipeline["id"],
+        "csv": "Deal Name,Amount,Deal Stage,Close\nAcme,12.5,proposal,03/15/2027\n",
+        "map": "Deal Name=title,Amount=value,Deal Stage=stage,Close=expected_close_date",
+    }
+    data = await client.run(query, {"input": mapped})
+    assert data["importLeads"]["leads"] == [
+        {"title": "Acme", "value": "12.50", "stage": {"name": "Proposal"}, "expectedCloseDate": "2027-03-15"}
+    ]
+    refused = await client.run(query, {"input": {**mapped, "map": "Deal Name=nonsense"}})
+    assert refused["importLeads"]["userErrors"] == [{"field": "input.map", "code": "INVALID"}]

@@ -224,6 +224,37 @@ async def test_reorder_stages_needs_every_stage_once(store: Store) -> None:
             await pipelines.reorder_stages(session, pipeline_id=pipeline_id, stage_ids=stage_ids, actor=rep)
 
 
+async def test_import_reports_every_problem_of_a_row(store: Store) -> None:
+    pipeline_id, _, _ = await _setup(store)
+    with pytest.raises(imports.ImportRejectedError) as raised:
+        async with store.write() as session:
+            await imports.import_leads(
+                session,
+                pipeline_id=pipeline_id,
+                csv_text="title,value,stage,budget\n,-1,Nowhere,perhaps\n",
+                actor=None,
+            )
+    assert [e.field for e in raised.value.errors] == [
+        "csv[row 1].title",
+        "csv[row 1].value",
+        "csv[row 1].stage",
+        "csv[row 1].budget",
+    ]
+
+
+async def test_import_lists_the_first_problems_and_counts_them_all(store: Store) -> None:
+    pipeline_id, _, _ = await _setup(store)
+    bad = "title,value\n" + ",-1\n" * 80
+    with pytest.raises(imports.ImportRejectedError) as raised:
+        async with store.write() as session:
+            await imports.import_leads(session, pipeline_id=pipeline_id, csv_text=bad, actor=None)
+    errors = raised.value.errors
+    assert raised.value.total == 160
+    assert len(errors) == 101
+    assert (errors[-1].field, errors[-1].message) == ("csv", "160 problems in all; the first 100 are listed")
+    assert errors[99].field == "csv[row 50].value"
+
+
 async def test_import_is_all_or_nothing_with_every_row_error(store: Store) -> None:
     pipeline_id, _, rep = await _setup(store)
     good = (

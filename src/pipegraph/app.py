@@ -28,6 +28,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from pipegraph.api.auth import Authenticator
+from pipegraph.api.bulk_http import BulkEndpoints
 from pipegraph.api.context import Context
 from pipegraph.api.errors import database_unavailable, log_unavailable
 from pipegraph.api.failures import (
@@ -47,6 +48,7 @@ from pipegraph.api.schema import build_schema
 from pipegraph.db import availability
 from pipegraph.db.direct import DirectConnections
 from pipegraph.db.session import Store
+from pipegraph.services import import_jobs
 from pipegraph.services.events import InProcessBroker, LeadEventBroker
 from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
@@ -278,11 +280,23 @@ def create_app(
     simulations = SimulationPool(workers=settings.simulation_workers, scheduler=settings.dask_scheduler)
 
     dispatcher = Dispatcher(store, dispatch_policy(settings)) if settings.webhook_dispatch else None
+    imports = import_jobs.ImportJobs(store)
+    bulk = BulkEndpoints(store, graphql.authenticator, imports)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if dispatcher is not None:
             dispatcher.start()
+        try:
+            # Jobs a stopped server left running never committed: say so before taking requests.
+            interrupted = await import_jobs.fail_interrupted(store)
+        except Exception as error:
+            if not availability.is_unavailable(error):
+                raise
+            logger.warning("could not mark interrupted imports: %s", availability.describe(error))
+        else:
+            if interrupted:
+                logger.warning("%d import job(s) interrupted by a stop marked FAILED", interrupted)
         try:
             yield
         finally:
@@ -301,12 +315,14 @@ def create_app(
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz, methods=["GET"]),
+            *bulk.routes(),
             Mount("/", app=dashboard_files(), name="dashboard"),
         ],
         lifespan=lifespan,
         middleware=[
             Middleware(ErrorsAsJSON),
-            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            # Uploads stream to disk as they come, so their size is not limited.
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=("/imports",)),
         ],
     )
     app.state.store = store
@@ -317,6 +333,7 @@ def create_app(
     app.state.plans = plans
     app.state.webhooks = dispatcher
     app.state.lead_writes = lead_writes
+    app.state.imports = imports
     return app
 
 

@@ -184,6 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_model.set_defaults(handler=_export_model)
     cli_webhooks.register(commands, database, _run_with_settings)
+
+    import_leads = commands.add_parser(
+        "import",
+        parents=[database],
+        help="import leads from a CSV file into a pipeline: every row or none, every problem reported",
+    )
+    import_leads.add_argument("file", help="the CSV file (UTF-8), read as it streams; - for stdin")
+    import_leads.add_argument("--pipeline", required=True, help="name of the pipeline")
+    import_leads.add_argument(
+        "--map",
+        default="",
+        metavar="HEADER=column,...",
+        help='rename the file\'s columns to lead columns, e.g. "Deal Name=title,Amount=value"',
+    )
+    import_leads.set_defaults(handler=_import_leads)
+
+    export_leads = commands.add_parser(
+        "export-leads",
+        parents=[database],
+        help="write a pipeline's leads as CSV, in the columns import reads",
+    )
+    export_leads.add_argument("--pipeline", required=True, help="name of the pipeline")
+    export_leads.add_argument("--output", default="-", help="file to write (default: stdout)")
+    export_leads.set_defaults(handler=_export_leads)
     return parser
 
 
@@ -386,6 +410,54 @@ def _export_model(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             sys.stdout.write(
                 await export_model(session, pipeline_name=args.pipeline, horizon_days=args.horizon_days)
             )
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _import_leads(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services.calibration import pipeline_id_for_name
+    from pipegraph.services.import_rows import ImportRejectedError, parse_header_map
+    from pipegraph.services.imports_bulk import import_leads_bulk
+
+    header_map = parse_header_map(args.map)
+
+    async def work(store: Store) -> int:
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            async with store.write() as session:
+                pipeline_id = await pipeline_id_for_name(session, args.pipeline)
+                outcome = await import_leads_bulk(
+                    session, pipeline_id=pipeline_id, lines=source, actor=None, header_map=header_map
+                )
+        except ImportRejectedError as rejected:
+            for error in rejected.errors:
+                print(f"{error.field}: {error.message}", file=sys.stderr)
+            print(f"pipegraph: error: {rejected.message}", file=sys.stderr)
+            return 1
+        finally:
+            if source is not sys.stdin:
+                source.close()
+        print(f"imported {outcome.rows} lead(s) into {args.pipeline!r}")
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _export_leads(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services.calibration import pipeline_id_for_name
+    from pipegraph.services.exports import lead_csv
+
+    async def work(store: Store) -> int:
+        async with store.read() as session:
+            pipeline_id = await pipeline_id_for_name(session, args.pipeline)
+        target = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            async for chunk in lead_csv(store, pipeline_id=pipeline_id):
+                target.write(chunk)
+        finally:
+            if target is not sys.stdout:
+                target.close()
         return 0
 
     return _with_store(_settings(args, environ), work)

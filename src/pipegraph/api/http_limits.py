@@ -55,12 +55,13 @@ class BodySizeLimit:
     """Refuse request bodies over ``max_bytes`` with 413, by their Content-Length or, when it is absent
     or lies, by counting the bytes as they arrive (a chunked upload is never read past the limit)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

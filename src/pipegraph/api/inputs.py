@@ -243,5 +243,11 @@ class ImportLeadsInput:
     csv: str = strawberry.field(
         description="CSV text with a header row: title (required), company, contact_name, contact_email, "
         "contact_phone, source, value, stage (name), owner_email, expected_close_date, budget, authority, "
-        "need, timeline. Rows are numbered from 1 after the header in errors."
+        "need, timeline. Rows are numbered from 1 after the header in errors. Dates: ISO 8601, "
+        "MM/DD/YYYY or DD.MM.YYYY; stage names in any case; owners by email."
+    )
+    map: str | None = strawberry.field(
+        default=None,
+        description="Header names of another CRM's file mapped to lead columns: "
+        '"Deal Name=title,Amount=value". Files of more than 10,000 rows go to POST /imports (see the README), which runs them as jobs.",
     )

@@ -69,7 +69,7 @@ _INSERT_ROW = text(
 ).bindparams(bindparam("day", type_=Date))
 
 
-def _totals_sql(dialect: str, where: str) -> str:
+def totals_sql(dialect: str, where: str) -> str:
     """INSERT of the totals of the stays ``where`` selects, times ``:sign``, added to existing rows."""
     entered, left = _day_text(dialect, "entered_at"), _day_text(dialect, "left_at")
     days = whole_days_text(dialect, "duration_seconds")
@@ -99,7 +99,7 @@ def _dialect(executor: Executor) -> str:
 
 
 def _totals(executor: Executor, where: str, expanding: str | None = None) -> TextClause:
-    statement = text(_totals_sql(_dialect(executor), where))
+    statement = text(totals_sql(_dialect(executor), where))
     return statement.bindparams(bindparam(expanding, expanding=True)) if expanding else statement
 
 

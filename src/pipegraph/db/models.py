@@ -521,3 +521,25 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_lead", "endpoint_id", "lead_id", "id"),
         {"sqlite_autoincrement": True},
     )
+class ImportJob(Base):
+    """A CSV import run in the background. The outcome is written in the import's own transaction, so
+    a job reads SUCCEEDED exactly when its leads are there; one left RUNNING by a server that died is
+    marked FAILED when a server starts (``pipegraph.services.import_jobs.fail_interrupted``)."""
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "import_job_status"), default=JobStatus.QUEUED)
+    header_map: Mapped[str] = mapped_column(Text, default="{}")  # JSON: file header → lead column
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    rows_loaded: Mapped[int] = mapped_column(Integer, default=0)
+    imported_count: Mapped[int] = mapped_column(Integer, default=0)
+    problem_count: Mapped[int] = mapped_column(Integer, default=0)
+    problems: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{field, message, code}], capped
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_import_jobs_pipeline_created", "pipeline_id", "created_at"),)

@@ -21,6 +21,7 @@ from pipegraph.api.inputs import (
 from pipegraph.api.resolvers.common import current_on_conflict, lead_view, run_command, run_direct
 from pipegraph.db import models
 from pipegraph.services import activities, imports, lead_rules, leads
+from pipegraph.services.import_rows import parse_header_map
 from pipegraph.services.lead_writes import LeadWrites, Written
 from pipegraph.services.unset import UNSET, Unset
 
@@ -255,6 +256,7 @@ class LeadMutations:
                 pipeline_id=ids.decode_as(input.pipeline_id, "Pipeline", field="pipeline_id"),
                 csv_text=input.csv,
                 actor=viewer,
+                header_map=parse_header_map(input.map or ""),
             )
             return [await lead_view(session, lead) for lead in created]
 

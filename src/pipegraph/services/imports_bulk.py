@@ -1,0 +1,236 @@
+"""CSV import in bulk: rows streamed into a staging table, then applied in a few set-based statements.
+
+The rows are read once, as they stream (``pipegraph.services.import_rows``, the same checks as the
+row-by-row path in ``pipegraph.services.imports``). While no row has failed, each batch of good rows
+goes to a temporary staging table — PostgreSQL ``COPY`` (asyncpg ``copy_records_to_table``), SQLite a
+batched ``executemany``; once a row fails, loading stops and the rest are only checked, so every
+problem is still reported. Then, in the caller's transaction, the staged rows become leads, their
+creation history, their stays and daily totals and their CREATED events, each in one
+``INSERT … SELECT``. Nothing is written unless every row passed, and memory stays flat: one batch
+and at most ``MAX_PROBLEMS`` problems are held, never the file.
+
+The result equals the row-by-row path's, table by table (``tests/test_imports_bulk.py`` proves it):
+the leads get ids in row order (PostgreSQL draws them from the leads' sequence after ordering by
+row; SQLite, with one writer at a time, counts on from the largest id), and the stays and totals are
+those the history delimits, as ``pipegraph.db.stays.derive_stays`` computes them. The events are
+logged with their positions but not NOTIFYed one by one: subscribers resuming from a position read
+them from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from pipegraph.db import flow_days, stays
+from pipegraph.db.lead_events import LOCK_SPACE, LeadEventKind
+from pipegraph.db.models import LeadStatus, Role, User
+from pipegraph.db.types import UTCDateTime, utcnow
+from pipegraph.errors import ValidationError
+from pipegraph.services.import_rows import LeadRow, Problems, load_target, read_rows
+from pipegraph.services.leads import qualification_score
+from pipegraph.services.permissions import require_role
+
+BATCH_ROWS = 5_000
+STAGING = "import_staging"
+# Staged columns, in COPY order; ``lead_id`` is drawn on SQLite as rows are staged, on PostgreSQL after.
+_STAGED = (
+    "row_no",
+    "stage_id",
+    "owner_id",
+    "title",
+    "company",
+    "contact_name",
+    "contact_email",
+    "contact_phone",
+    "source",
+    "value_cents",
+    "expected_close_date",
+    "budget",
+    "authority",
+    "need",
+    "timeline",
+    "qualification_score",
+)
+_STAGING_TYPES = (
+    "integer", "integer", "integer", "text", "text", "text", "text", "text", "text", "bigint", "date",
+    "boolean", "boolean", "boolean", "boolean", "integer",
+)  # fmt: skip
+
+Progress = Callable[[int, int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    rows: int
+    first_lead_id: int | None
+    last_lead_id: int | None
+
+
+async def import_leads_bulk(
+    session: AsyncSession,
+    *,
+    pipeline_id: int,
+    lines: Iterable[str],
+    actor: User | None,
+    header_map: Mapping[str, str] | None = None,
+    at: datetime | None = None,
+    progress: Progress | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> BulkOutcome:
+    """Import every row of the CSV ``lines`` (read once, as they come) or none.
+
+    ``progress(rows_read, rows_loaded)`` is awaited after every batch; an exception it raises (a
+    cancelled job) ends the import, and the caller's rollback leaves nothing behind.
+    """
+    require_role(actor, Role.REP, "importing leads")
+    target = await load_target(session, pipeline_id=pipeline_id, actor=actor)
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    await _create_staging(connection, dialect)
+    next_id = 1
+    if dialect == "sqlite":
+        found = await connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM leads")
+        next_id = int(found.scalar_one()) + 1
+    problems = Problems()
+    batch: list[tuple[Any, ...]] = []
+    read = loaded = 0
+    for row, row_errors in read_rows(lines, target, header_map):
+        read += 1
+        problems.add(row_errors)
+        if row is None or problems.total:
+            batch.clear()
+            continue
+        batch.append(_record(row, dialect, next_id + loaded + len(batch)))
+        if len(batch) >= batch_rows:
+            loaded += await _stage(connection, dialect, batch)
+            batch.clear()
+            if progress is not None:
+                await progress(read, loaded)
+    if not read:
+        raise ValidationError("the CSV has no data rows", field="csv")
+    if problems.total:
+        raise problems.rejection()
+    loaded += await _stage(connection, dialect, batch)
+    if progress is not None:
+        await progress(read, loaded)
+    first, last = await _apply(connection, dialect, pipeline_id=pipeline_id, actor=actor, at=at or utcnow())
+    if dialect == "sqlite":
+        await connection.exec_driver_sql(f"DROP TABLE {STAGING}")
+    return BulkOutcome(rows=loaded, first_lead_id=first, last_lead_id=last)
+
+
+def _record(row: LeadRow, dialect: str, lead_id: int) -> tuple[Any, ...]:
+    score = qualification_score(
+        budget=row.budget, authority=row.authority, need=row.need, timeline=row.timeline
+    )
+    close = row.expected_close_date
+    values = (
+        row.number, row.stage_id, row.owner_id, row.title, row.company, row.contact_name,
+        row.contact_email, row.contact_phone, row.source, row.value_cents,
+        close if dialect == "postgresql" or close is None else close.isoformat(),
+        row.budget, row.authority, row.need, row.timeline, score,
+    )  # fmt: skip
+    return values if dialect == "postgresql" else (*values, lead_id)
+
+
+async def _create_staging(connection: AsyncConnection, dialect: str) -> None:
+    columns = ", ".join(f"{name} {kind}" for name, kind in zip(_STAGED, _STAGING_TYPES, strict=True))
+    if dialect == "postgresql":
+        # Dropped with the transaction, committed or not: a killed import leaves no staging behind.
+        await connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} ({columns}) ON COMMIT DROP")
+    else:
+        await connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{STAGING}")
+        await connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} ({columns}, lead_id integer)")
+
+
+async def _stage(connection: AsyncConnection, dialect: str, batch: list[tuple[Any, ...]]) -> int:
+    if not batch:
+        return 0
+    if dialect == "postgresql":
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(STAGING, records=batch, columns=list(_STAGED))
+    else:
+        marks = ", ".join("?" for _ in range(len(_STAGED) + 1))
+        await connection.exec_driver_sql(f"INSERT INTO {STAGING} VALUES ({marks})", batch)
+    return len(batch)
+
+
+_LEAD_COLUMNS = (
+    "id, pipeline_id, stage_id, owner_id, title, company, contact_name, contact_email, contact_phone, "
+    "source, value_cents, status, lost_reason, expected_close_date, budget, authority, need, timeline, "
+    "qualification_score, created_at, updated_at, closed_at, stage_entered_at, version"
+)
+_OPEN, _CREATED = LeadStatus.OPEN.value, LeadEventKind.CREATED.value
+
+
+def _apply_statements(dialect: str, rows: str) -> list[str]:
+    """Leads, history, stays, totals and events of the staged rows ``rows`` (a table with lead ids)."""
+    new_leads = f"lead_id IN (SELECT lead_id FROM {rows})"
+    # PostgreSQL would read an untyped parameter in a SELECT list as text.
+    at = "CAST(:at AS TIMESTAMPTZ)" if dialect == "postgresql" else ":at"
+    pipeline, actor = "CAST(:pipeline_id AS INTEGER)", "CAST(:actor_id AS INTEGER)"
+    statements = [
+        f"""INSERT INTO leads ({_LEAD_COLUMNS})
+        SELECT lead_id, {pipeline}, stage_id, owner_id, title, company, contact_name,
+               contact_email, contact_phone, source, value_cents, '{_OPEN}', '', expected_close_date,
+               budget, authority, need, timeline, qualification_score, {at}, {at}, NULL, {at}, 1
+        FROM {rows} ORDER BY row_no""",
+        # History ids follow row order, as one create_lead per row gives them.
+        f"""INSERT INTO stage_history (lead_id, pipeline_id, from_stage_id, to_stage_id, from_status,
+               to_status, changed_at, actor_id)
+        SELECT lead_id, {pipeline}, NULL, stage_id, NULL, '{_OPEN}', {at}, {actor}
+        FROM {rows} ORDER BY row_no""",
+        # A new lead's one history row opens its one stay, still running: what ``stays_sql`` derives
+        # for it, without the window over every row.
+        f"""INSERT INTO stage_stays ({", ".join(stays.ALL_STAY_COLUMNS)})
+        SELECT h.id, h.lead_id, h.pipeline_id, h.to_stage_id, h.to_status, h.changed_at,
+               NULL, NULL, NULL, NULL
+        FROM stage_history h WHERE h.{new_leads}""",
+        flow_days.totals_sql(dialect, new_leads),
+    ]
+    if dialect == "postgresql":
+        # Event positions follow commit order within a pipeline (see pipegraph.db.lead_events).
+        statements.append(f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, :pipeline_id)")
+    statements.append(
+        f"""INSERT INTO lead_events (pipeline_id, lead_id, kind, version, occurred_at, actor_id)
+        SELECT {pipeline}, lead_id, '{_CREATED}', 1, {at}, {actor}
+        FROM {rows} ORDER BY row_no"""
+    )
+    return statements
+
+
+async def _apply(
+    connection: AsyncConnection, dialect: str, *, pipeline_id: int, actor: User | None, at: datetime
+) -> tuple[int | None, int | None]:
+    rows = STAGING
+    if dialect == "postgresql":
+        rows = "import_rows"
+        # Ids drawn after the sort (PostgreSQL evaluates volatile output columns after ORDER BY).
+        await connection.exec_driver_sql(
+            f"CREATE TEMP TABLE {rows} ON COMMIT DROP AS "
+            f"SELECT s.*, nextval(pg_get_serial_sequence('leads', 'id')) AS lead_id "
+            f"FROM {STAGING} s ORDER BY s.row_no"
+        )
+        await connection.exec_driver_sql(f"ANALYZE {rows}")
+    parameters = {
+        "pipeline_id": pipeline_id,
+        "at": at,
+        "actor_id": actor.id if actor is not None else None,
+        "sign": 1,
+    }
+    for statement in _apply_statements(dialect, rows):
+        clause = text(statement)
+        if ":at" in statement:
+            clause = clause.bindparams(bindparam("at", type_=UTCDateTime()))
+        used = {key: value for key, value in parameters.items() if f":{key}" in statement}
+        await connection.execute(clause, used)
+    span = await connection.execute(text(f"SELECT min(lead_id), max(lead_id) FROM {rows}"))
+    first, last = span.one()
+    return first, last
