@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -56,7 +56,7 @@ from pipegraph.services.events_postgres import PostgresBroker
 from pipegraph.services.lead_snapshots import LeadSnapshots
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
-from pipegraph.web import dashboard_files
+from pipegraph.web import dashboard_files, local_graphiql
 
 logger = logging.getLogger("pipegraph.api")
 _VIEWER = "pipegraph.viewer"
@@ -101,6 +101,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         plans: PlannedReads | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
+        self.graphiql_page = local_graphiql(self.graphql_ide_html) if graphiql else ""
         self.plans = plans
         self.store = store
         self.broker = broker
@@ -182,6 +183,9 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         elif (refused := scope.get(_REQUEST_ERRORS)) and all(refused):
             response.status_code = 400
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self.graphiql_page)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> Any:
         request.scope.setdefault(_UNAVAILABLE, []).append(database_unavailable(result))
