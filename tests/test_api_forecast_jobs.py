@@ -181,7 +181,7 @@ def test_bad_job_input_and_viewers_are_refused(sqlite_url: str) -> None:
             ({"trials": 10**9}, Role.ADMIN, ("input.trials", "INVALID")),
             ({"kind": "LEADS_NEEDED"}, Role.ADMIN, ("input.goal", "INVALID")),
             ({"pipelineId": ids.encode("Pipeline", 99)}, Role.ADMIN, ("input.pipelineId", "NOT_FOUND")),
-            ({}, Role.VIEWER, (None, "FORBIDDEN")),
+            ({}, Role.VIEWER, ("input", "FORBIDDEN")),
         ]
         for overrides, role, expected in cases:
             variables = {"input": {"pipelineId": pipeline_id, "trials": 1000, **overrides}}

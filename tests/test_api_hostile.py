@@ -194,7 +194,8 @@ async def test_get_mutations_are_refused(client: Client) -> None:
         params={"query": 'mutation { createPipeline(input: {name: "x"}) { pipeline { id } } }'},
         headers=auth(client),
     )
-    error = only_error(response, 400)
+    error = only_error(response, 405)
+    assert response.headers["allow"] == "POST"
     assert error["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
     assert error["message"] == "mutations are not allowed when using GET"
     assert (await client.run("{ pipelines { id } }"))["pipelines"] == []
@@ -208,9 +209,21 @@ async def test_get_queries_still_work(client: Client) -> None:
     assert response.json()["data"] == {"viewer": {"name": "Admin"}}
 
 
-async def test_other_methods_are_refused(client: Client) -> None:
-    response = await client.http.put("/graphql", json={"query": "{ viewer { name } }"}, headers=auth(client))
-    assert response.status_code == 405
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_other_methods_are_refused_naming_the_allowed_ones(client: Client, method: str) -> None:
+    response = await client.http.request(
+        method, "/graphql", json={"query": "{ viewer { name } }"}, headers=auth(client)
+    )
+    error = only_error(response, 405)
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    assert error["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_head_is_answered_as_get(client: Client) -> None:
+    response = await client.http.head(
+        "/graphql", params={"query": "{ viewer { name } }"}, headers=auth(client)
+    )
+    assert response.status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ async def test_create_move_close_and_read_back(client: Client) -> None:
         ("closed", "input.leadId", "INVALID"),
         ("unknown_lead", "input.leadId", "NOT_FOUND"),
         ("malformed_id", "input.toStageId", "INVALID"),
-        ("viewer", None, "FORBIDDEN"),
+        ("viewer", "input.leadId", "FORBIDDEN"),
     ],
 )
 async def test_bad_moves_are_user_errors_and_change_nothing(
@@ -159,13 +159,16 @@ async def test_rep_changes_only_own_leads(client: Client) -> None:
     managers = await create_lead(client, pipeline["id"], role=Role.MANAGER)
     move = {"leadId": managers["id"], "toStageId": pipeline["stages"][1]["id"], "expectedVersion": 1}
     denied = await client.run(MOVE, {"input": move}, role=Role.REP)
-    assert [e["code"] for e in denied["moveLead"]["userErrors"]] == ["FORBIDDEN"]
+    [error] = denied["moveLead"]["userErrors"]
+    assert (error["code"], error["field"]) == ("FORBIDDEN", "input.leadId")
+    # The message names no database id: the client knows the lead only by its global ID.
+    assert error["message"] == "this lead belongs to another user; a REP may change only their own leads"
     allowed = await client.run(MOVE, {"input": move}, role=Role.MANAGER)
     assert allowed["moveLead"]["userErrors"] == []
     viewer = await client.run(
         CREATE_LEAD, {"input": {"pipelineId": pipeline["id"], "title": "x"}}, role=Role.VIEWER
     )
-    assert [e["code"] for e in viewer["createLead"]["userErrors"]] == ["FORBIDDEN"]
+    assert [(e["code"], e["field"]) for e in viewer["createLead"]["userErrors"]] == [("FORBIDDEN", "input")]
 
 
 async def test_update_reopen_and_activities(client: Client) -> None:

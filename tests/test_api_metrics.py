@@ -122,7 +122,7 @@ async def test_manager_sets_goal_and_metrics_use_it(client: Client, fixture: Fix
 @pytest.mark.parametrize(
     ("role", "change", "field", "code"),
     [
-        (Role.REP, {}, None, "FORBIDDEN"),
+        (Role.REP, {}, "input", "FORBIDDEN"),
         (Role.MANAGER, {"periodEnd": "2023-12-01"}, "input.periodEnd", "INVALID"),
         (Role.MANAGER, {"amount": "-1"}, "input.amount", "INVALID"),
         (Role.ADMIN, {"pipelineId": ids.encode("Pipeline", 999)}, "input.pipelineId", "NOT_FOUND"),

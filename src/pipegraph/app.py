@@ -11,22 +11,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UnsetType
 
+from pipegraph.api import media_types
 from pipegraph.api.auth import Authenticator
 from pipegraph.api.bulk_http import BulkEndpoints
 from pipegraph.api.context import Context
@@ -58,12 +63,21 @@ from pipegraph.services.lead_writes_sqlite import SqliteBackend
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.services.webhooks.dispatcher import Dispatcher, DispatchPolicy
 from pipegraph.settings import Settings
-from pipegraph.web import dashboard_files
+from pipegraph.web import dashboard_files, local_graphiql
 
 logger = logging.getLogger("pipegraph.api")
 _VIEWER = "pipegraph.viewer"
 # Per HTTP request: for each GraphQL result, whether the database being away left it without data.
 _UNAVAILABLE = "pipegraph.unavailable"
+# Per HTTP request: the negotiated media type, and for each result whether it was a request error.
+_MEDIA_TYPE = "pipegraph.media_type"
+_REQUEST_ERRORS = "pipegraph.request_errors"
+_METHODS = ("GET", "HEAD", "POST")
+_GET_REFUSALS = ("mutations are not allowed when using GET", "subscriptions are not allowed when using GET")
+STREAMING_REQUIRED = (
+    "subscriptions need a streaming transport: a WebSocket at /graphql (graphql-transport-ws), "
+    "or Accept: multipart/mixed"
+)
 
 
 def _unauthorized(request_id: str) -> JSONResponse:
@@ -96,6 +110,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         lead_writes: LeadWrites | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
+        self.graphiql_page = local_graphiql(self.graphql_ide_html) if graphiql else ""
         self.plans = plans
         self.lead_writes = lead_writes
         self.store = store
@@ -109,6 +124,14 @@ class PipegraphGraphQL(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
         if scope["type"] == "http":
+            media_type = media_types.negotiate(Headers(scope=scope).get("accept"))
+            scope[_MEDIA_TYPE] = media_type
+            send = media_types.answering_as(media_type, send)
+            if scope["method"] not in _METHODS:
+                await _refused_method(scope, receive, send, request_id, allow=", ".join(_METHODS))
+                return
+            if scope["method"] == "HEAD":  # a GET without its body (the server drops it for HEAD)
+                scope = {**scope, "method": "GET"}
             request = Request(scope, receive)
             wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
             if not (wants_ide and self.graphiql):
@@ -154,21 +177,69 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         try:
             response: Response = await self.run(request)
         except HTTPException as error:
+            if error.reason in _GET_REFUSALS:  # the spec's answer: 405, and the method that would do
+                await _refused_method(scope, receive, send, scope.get(REQUEST_ID, ""), "POST", error.reason)
+                return
+            code = "STREAMING_REQUIRED" if error.reason == STREAMING_REQUIRED else None
             response = error_response(
                 error.status_code,
                 error.reason,
-                code=http_error_code(error.status_code, error.reason),
+                code=code or http_error_code(error.status_code, error.reason),
                 request_id=scope.get(REQUEST_ID),
             )
         outcomes = scope.get(_UNAVAILABLE)
         if outcomes and all(outcomes):  # a batch only when the database left every operation empty
             response.status_code = 503
             response.headers["Retry-After"] = str(availability.RETRY_AFTER_S)
+        elif (refused := scope.get(_REQUEST_ERRORS)) and all(refused):
+            response.status_code = 400
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self.graphiql_page)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> Any:
         request.scope.setdefault(_UNAVAILABLE, []).append(database_unavailable(result))
-        return await super().process_result(request, result)
+        processed = await super().process_result(request, result)
+        # Under graphql-response+json an operation that never ran is a 4xx without `data`.
+        refused = (
+            request.scope.get(_MEDIA_TYPE) == media_types.GRAPHQL_RESPONSE_JSON
+            and media_types.is_request_error(result)
+            and not _is_streaming(request.scope)
+        )
+        request.scope.setdefault(_REQUEST_ERRORS, []).append(refused)
+        return media_types.without_data(processed) if refused else processed
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's, except that a subscription without a streaming transport is refused with a
+        code (it would otherwise run as a query and fail on its own root field)."""
+        allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as error:
+            raise HTTPException(400, error.as_http_error_reason()) from error
+        except InvalidOperationTypeError as error:
+            if error.operation_type is OperationType.SUBSCRIPTION and request_adapter.method == "POST":
+                raise HTTPException(400, STREAMING_REQUIRED) from error
+            raise HTTPException(400, error.as_http_error_reason(request_adapter.method)) from error
+        except MissingQueryError as error:
+            raise HTTPException(400, "No GraphQL query found in the request") from error
 
     def parse_json(self, data: str | bytes) -> Any:
         """A JSON object (a batch: an array of them), or a 400 saying what is wrong with the body."""
@@ -312,7 +383,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql),  # every method: the view answers 405 with the ones it takes
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz, methods=["GET"]),
             *bulk.routes(),
@@ -347,6 +418,19 @@ def dispatch_policy(settings: Settings) -> DispatchPolicy:
         read_timeout=settings.webhook_read_timeout,
         allow_private=settings.webhooks_allow_private,
     )
+
+
+async def _refused_method(
+    scope: Scope, receive: Receive, send: Send, request_id: str, allow: str, message: str | None = None
+) -> None:
+    response = error_response(
+        405,
+        message or f"{scope['method']} is not supported here; use {allow}",
+        code="OPERATION_NOT_ALLOWED" if message else "METHOD_NOT_ALLOWED",
+        request_id=request_id,
+        headers={"Allow": allow},
+    )
+    await response(scope, receive, send)
 
 
 def _is_streaming(scope: Scope) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import StreamExecutionResult
 
@@ -46,6 +47,8 @@ def camel_path(field: str) -> str:
 def input_field(error: PipegraphError) -> str | None:
     if error.field is None:
         return None
+    if error.field == "":  # the whole input (a role that may not make this change at all)
+        return "input"
     if error.field.startswith("csv["):
         return f"input.{error.field}"
     return f"input.{camel_path(error.field)}"
@@ -82,7 +85,9 @@ def is_unexpected(error: GraphQLError) -> bool:
     """Errors raised by resolver code that are not pipegraph's own (syntax and validation errors have no
     original error and are the client's to see)."""
     original = error.original_error
-    return original is not None and not isinstance(original, PipegraphError | GraphQLError)
+    return original is not None and not isinstance(
+        original, PipegraphError | GraphQLError | InvalidOperationTypeError
+    )
 
 
 # Codes for the client's own mistakes found before execution, by the start of graphql-core's and
@@ -160,6 +165,14 @@ def _present(error: GraphQLError, request_id: str | None, hide_suggestions: bool
                 "field": camel_path(original.field) if original.field else None,
                 **original.details(),
             },
+        )
+    if isinstance(original, InvalidOperationTypeError):  # a query over the legacy graphql-ws protocol
+        return GraphQLError(
+            f"{original.operation_type.value} operations are not served over this transport: "
+            "send queries and mutations over HTTP, or use graphql-transport-ws",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "OPERATION_NOT_ALLOWED"},
         )
     if is_unexpected(error):
         unavailable = original is not None and availability.is_unavailable(original)

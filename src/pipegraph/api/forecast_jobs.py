@@ -25,6 +25,7 @@ from pipegraph.api.errors import UserError
 from pipegraph.api.forecast import goal_cents, simulation_pool
 from pipegraph.api.resolvers.common import run_command
 from pipegraph.api.scalars import Money
+from pipegraph.api.types import Node
 from pipegraph.db import models
 from pipegraph.db.models import JobStatus, Role
 from pipegraph.errors import NotFoundError, PermissionDeniedError, PipegraphError
@@ -34,9 +35,8 @@ strawberry.enum(JobStatus, name="SimulationJobStatus")
 strawberry.enum(jobs.JobKind, name="SimulationKind")
 
 
-@strawberry.type
-class SimulationJob:
-    id: strawberry.ID
+@strawberry.type(description="A forecast or leads-needed simulation run in the background.")
+class SimulationJob(Node):
     pipeline_id: strawberry.ID
     kind: jobs.JobKind
     status: JobStatus
@@ -102,7 +102,7 @@ class SimulationJobMutations:
     async def start_simulation(self, info: Info, input: StartSimulationInput) -> SimulationJobPayload:
         async def action(session: AsyncSession, viewer: models.User) -> models.SimulationJob:
             if viewer.role is Role.VIEWER:
-                raise PermissionDeniedError("viewers may not start simulations")
+                raise PermissionDeniedError("viewers may not start simulations", field="")
             parameters = jobs.JobParameters(
                 horizon_days=input.horizon_days,
                 trials=input.trials,
@@ -129,7 +129,7 @@ class SimulationJobMutations:
     async def cancel_simulation(self, info: Info, id: strawberry.ID) -> SimulationJobPayload:
         async def action(session: AsyncSession, viewer: models.User) -> models.SimulationJob:
             if viewer.role is Role.VIEWER:
-                raise PermissionDeniedError("viewers may not cancel simulations")
+                raise PermissionDeniedError("viewers may not cancel simulations", field="")
             return await jobs.cancel_job(session, _job_id(id, "id"))
 
         job, errors = await run_command(info, action)

@@ -19,6 +19,7 @@ from pipegraph.api.context import Info
 from pipegraph.api.errors import UserError
 from pipegraph.api.resolvers.common import run_command
 from pipegraph.api.scalars import Money
+from pipegraph.api.types import Node
 from pipegraph.db import models
 from pipegraph.errors import PipegraphError
 from pipegraph.services import goals
@@ -316,9 +317,8 @@ class PipelineMetrics:
         )
 
 
-@strawberry.type
-class Goal:
-    id: strawberry.ID
+@strawberry.type(description="A revenue goal of a pipeline for a period.")
+class Goal(Node):
     pipeline_id: strawberry.ID
     period_start: date
     period_end: date

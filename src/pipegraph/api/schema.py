@@ -5,7 +5,8 @@ To add fields to Query or Mutation, add the class holding them to ``QUERY_TYPES`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import strawberry
@@ -49,6 +50,18 @@ SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
 # of documents, so both are cached by document text.
 DOCUMENT_CACHE_SIZE = 1024
+
+
+class _ParserCache(ParserCache):
+    """Strawberry's cache, leaving a document that does not parse to Strawberry's own parse, which
+    reports it as an error on every transport (from a hook, it escaped a WebSocket's stream)."""
+
+    def on_parse(self) -> Iterator[None]:
+        with contextlib.suppress(GraphQLError):
+            self.execution_context.graphql_document = self.cached_parse_document(
+                self.execution_context.query, **self.execution_context.parse_options
+            )
+        yield
 
 
 class PipegraphSchema(strawberry.Schema):
@@ -97,7 +110,7 @@ def build_schema(
     all_extensions: list[ExtensionFactory] = [
         lambda: ErrorPresentation(hide_suggestions=not introspection),
         # Factories: a fresh extension per request; both caches are shared module-level LRUs.
-        lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+        lambda: _ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
         RefuseNul,
         *extensions,

@@ -68,7 +68,7 @@ async def complete_activity(
     if activity is None:
         raise NotFoundError(f"no activity with id {activity_id}", field="activity_id")
     lead = await get_lead(session, activity.lead_id)
-    require_lead_change(actor, lead)
+    require_lead_change(actor, lead, field="activity_id")
     if activity.done_at is not None:
         raise ValidationError(f"activity {activity_id} is already done", field="activity_id")
     activity.done_at = _aware(done_at, "done_at") or utcnow()

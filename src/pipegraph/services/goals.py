@@ -57,6 +57,10 @@ async def set_goal(
     return goal
 
 
+async def get_goal(session: AsyncSession, goal_id: int) -> Goal | None:
+    return await session.get(Goal, goal_id)
+
+
 async def list_goals(session: AsyncSession, *, pipeline_id: int) -> list[Goal]:
     statement = (
         select(Goal).where(Goal.pipeline_id == pipeline_id).order_by(Goal.period_start, Goal.period_end)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pipegraph.db.models import Lead, Role, User
 from pipegraph.errors import PermissionDeniedError
 
+_WHOLE_INPUT = ""  # shown as ``input``: the whole input, not one of its fields
 _RANK = {Role.VIEWER: 0, Role.REP: 1, Role.MANAGER: 2, Role.ADMIN: 3}
 
 
@@ -14,8 +15,9 @@ def has_role(actor: User | None, role: Role) -> bool:
 
 
 def require_role(actor: User | None, role: Role, action: str) -> None:
+    """The whole request is refused: the error names the input as a whole (``field="input"``)."""
     if not has_role(actor, role):
-        raise PermissionDeniedError(f"{action} needs the {role.value} role or higher")
+        raise PermissionDeniedError(f"{action} needs the {role.value} role or higher", field=_WHOLE_INPUT)
 
 
 def can_change_lead(actor: User | None, lead: Lead) -> bool:
@@ -24,8 +26,10 @@ def can_change_lead(actor: User | None, lead: Lead) -> bool:
     return actor is not None and has_role(actor, Role.REP) and lead.owner_id == actor.id
 
 
-def require_lead_change(actor: User | None, lead: Lead) -> None:
+def require_lead_change(actor: User | None, lead: Lead, *, field: str = "lead_id") -> None:
+    """``field``: the input naming the lead (or what belongs to it). The message names no row: a
+    database id would mean nothing to the client, which knows the lead by its global ID."""
     if not can_change_lead(actor, lead):
         raise PermissionDeniedError(
-            f"lead {lead.id} belongs to another user; a REP may change only their own leads"
+            "this lead belongs to another user; a REP may change only their own leads", field=field
         )

@@ -489,3 +489,8 @@ async def history_by_lead_ids(
 async def activities_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Activity]:
     rows = await session.execute(select(Activity).where(Activity.id.in_(ids)))
     return {activity.id: activity for activity in rows.scalars()}
+
+
+async def stage_change(session: AsyncSession, change_id: int) -> StageHistory | None:
+    """One row of a lead's stage history, by its id (for ``node(id:)``)."""
+    return await session.get(StageHistory, change_id)

@@ -8,17 +8,46 @@ are made on first use, so an app that never simulates never starts a process or 
 Interactive questions run whole in one worker (:meth:`SimulationPool.run`). Jobs spread their blocks
 over the executor through :class:`CancellableExecutor`, which remembers its futures so a cancelled job
 withdraws the blocks that have not started.
+
+Local workers are *spawned*, not forked: a forked worker would inherit the server's listening socket
+and keep the port after the server is killed with ``kill -9``. Each worker also watches its parent and
+exits once the parent is gone, so no worker outlives the server however it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)  # the parent is gone (its orphans are re-parented): nobody is left to answer
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Worker initializer: a daemon thread that ends the worker when its parent process ends."""
+    threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def local_executor(workers: int) -> ProcessPoolExecutor:
+    """Spawned worker processes (no inherited sockets) that die with this process."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_watch_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 class SimulationPool:
@@ -38,7 +67,7 @@ class SimulationPool:
     def interactive(self) -> Executor:
         with self._lock:
             if self._interactive is None:
-                self._interactive = ProcessPoolExecutor(max_workers=self.workers)
+                self._interactive = local_executor(self.workers)
             return self._interactive
 
     @property
@@ -51,7 +80,7 @@ class SimulationPool:
                     self._client = Client(self.scheduler)  # type: ignore[no-untyped-call]
                     self._jobs = self._client.get_executor()
                 else:
-                    self._jobs = ProcessPoolExecutor(max_workers=self.workers)
+                    self._jobs = local_executor(self.workers)
             return self._jobs
 
     async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

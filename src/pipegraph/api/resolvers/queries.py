@@ -6,9 +6,11 @@ import strawberry
 
 from pipegraph.api import ids, types
 from pipegraph.api.context import Info
+from pipegraph.api.forecast_jobs import SimulationJob
 from pipegraph.api.inputs import LeadFilter, LeadOrder
+from pipegraph.api.metrics import Goal
 from pipegraph.errors import ValidationError
-from pipegraph.services import pipelines, users
+from pipegraph.services import calibration_jobs, goals, pipelines, queries, users
 from pipegraph.services.templates import TEMPLATES
 
 
@@ -29,6 +31,16 @@ async def _node(info: Info, type_name: str, pk: int) -> types.Node | None:
     if type_name == "Activity":
         activity = await loaders.activity.load(pk)
         return types.Activity.from_model(activity) if activity is not None else None
+    async with info.context.store.read() as session:
+        if type_name == "StageChange":
+            change = await queries.stage_change(session, pk)
+            return types.StageChange.from_model(change) if change is not None else None
+        if type_name == "Goal":
+            goal = await goals.get_goal(session, pk)
+            return Goal.from_model(goal) if goal is not None else None
+        if type_name == "SimulationJob":
+            job = await calibration_jobs.get_job(session, pk)
+            return SimulationJob.from_model(job) if job is not None else None
     return None
 
 
