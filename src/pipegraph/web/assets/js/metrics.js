@@ -80,15 +80,16 @@ function bottleneck(found) {
   );
 }
 
-function breakdownTable(title, rows, id) {
+function breakdownTable(title, rows, id, rowHeader) {
+  // Focusable and named, so a keyboard user can scroll a table wider than a phone.
   return el(
     "div",
-    { class: "card-box", id },
+    { class: "card-box", id, tabindex: "0", role: "region", "aria-label": title },
     el(
       "table",
       {},
       el("caption", {}, title),
-      el("thead", {}, el("tr", {}, ["", "Created", "Won", "Won value", "Lost", "Win rate", "Open value"].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, [el("span", { class: "visually-hidden" }, rowHeader), "Created", "Won", "Won value", "Lost", "Win rate", "Open value"].map((h) => el("th", { scope: "col" }, h)))),
       el(
         "tbody",
         {},
@@ -156,7 +157,7 @@ export async function showMetrics(pipeline, daysBack) {
     bottleneck(metrics.bottleneck),
     el("div", { class: "grid-2" }, funnel(metrics.stages), timeInStage(metrics.stages)),
     trend(metrics.timeSeries),
-    el("div", { class: "grid-2" }, breakdownTable("By source", metrics.bySource, "by-source"), breakdownTable("By owner", metrics.byOwner, "by-owner")),
+    el("div", { class: "grid-2" }, breakdownTable("By source", metrics.bySource, "by-source", "Source"), breakdownTable("By owner", metrics.byOwner, "by-owner", "Owner")),
   );
   root.dataset.ready = "true";
 }
