@@ -10,7 +10,8 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -47,6 +48,10 @@ FAILING_IMPACTS = ("serious", "critical")
 STAGES_QUERY = """{ pipelines { id name stages { id name isPostSale
     openCount: leadCount(status: OPEN) openValue: totalValue(status: OPEN)
     wonCount: leadCount(status: WON) wonValue: totalValue(status: WON) } } }"""
+
+
+MOVE = """mutation($input: MoveLeadInput!) { moveLead(input: $input) {
+    lead { version } userErrors { code message } } }"""
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,12 @@ def card_in(page: Page, stage_id: str, lead_id: str) -> Any:
     return column(page, stage_id).locator(f'.card[data-lead-id="{lead_id}"]')
 
 
+def _run(work: Coroutine[Any, Any, str]) -> str:
+    """Run a coroutine to completion, also while Playwright's event loop runs in this thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
 async def _seed(database_url: str) -> str:
     """Migrate, load a small demo and return a new key for its admin."""
     store = Store.from_url(database_url)
@@ -152,16 +163,36 @@ async def _seed(database_url: str) -> str:
     return key
 
 
+async def _viewer_key(database_url: str) -> str:
+    store = Store.from_url(database_url)
+    try:
+        async with store.write() as session:
+            viewer = await users.create_user(
+                session, name="Vera Viewer", email="vera@example.com", role=Role.VIEWER
+            )
+            _, key = await api_keys.create_api_key(session, user_id=viewer.id, actor=None)
+    finally:
+        await store.dispose()
+    return key
+
+
+def viewer_key(database_url: str) -> str:
+    """A key for a new VIEWER of the seeded database."""
+    return _run(_viewer_key(database_url))
+
+
 def seed_database(folder: Path) -> tuple[str, str]:
     """A seeded SQLite file in ``folder``: its URL and a key for its admin."""
     database_url = f"sqlite:///{folder / 'dashboard.sqlite3'}"
-    return database_url, asyncio.run(_seed(database_url))
+    return database_url, _run(_seed(database_url))
 
 
 @contextmanager
-def serve(folder: Path, database_url: str, key: str, *options: str) -> Iterator[Dashboard]:
-    """``pipegraph serve [options]`` on loopback; its output goes to a log file in ``folder``."""
-    with running_server(database_url, folder, args=options) as server:
+def serve(
+    folder: Path, database_url: str, key: str, *options: str, port: int | None = None
+) -> Iterator[Dashboard]:
+    """``pipegraph serve [options]`` on loopback (on ``port`` if given); its log goes to ``folder``."""
+    with running_server(database_url, folder, args=options, port=port) as server:
         yield Dashboard(server.base_url, key, server.log_path)
 
 

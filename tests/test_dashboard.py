@@ -16,6 +16,7 @@ import httpx
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from dashboard_support import (
+    MOVE,
     Dashboard,
     busiest,
     card_in,
@@ -28,8 +29,6 @@ from dashboard_support import (
 )
 
 LEAD_QUERY = "query($id: ID!) { lead(id: $id) { version status lostReason company stage { id name } } }"
-MOVE = """mutation($input: MoveLeadInput!) { moveLead(input: $input) {
-    lead { version } userErrors { code message } } }"""
 UPDATE = """mutation($input: UpdateLeadInput!) { updateLead(input: $input) {
     lead { version } userErrors { code message } } }"""
 

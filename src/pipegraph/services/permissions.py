@@ -25,7 +25,11 @@ def can_change_lead(actor: User | None, lead: Lead) -> bool:
 
 
 def require_lead_change(actor: User | None, lead: Lead) -> None:
-    if not can_change_lead(actor, lead):
+    if can_change_lead(actor, lead):
+        return
+    # Say what the actor's own role allows, without internal ids (the message reaches the dashboard).
+    if actor is not None and has_role(actor, Role.REP):
         raise PermissionDeniedError(
-            f"lead {lead.id} belongs to another user; a REP may change only their own leads"
+            f"“{lead.title}” belongs to another user; a REP may change only their own leads"
         )
+    raise PermissionDeniedError("your role (VIEWER) may read leads but not change them")

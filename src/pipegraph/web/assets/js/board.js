@@ -24,7 +24,7 @@ const PIPELINE_QUERY = `query BoardPipeline($id: ID!) {
 const COLUMN_QUERY = `query BoardColumn($pipelineId: ID!, $filter: LeadFilter!, $after: String) {
   leads(pipelineId: $pipelineId, filter: $filter, orderBy: {field: STAGE_ENTERED_AT, direction: DESC},
         first: ${PAGE_SIZE}, after: $after) {
-    totalCount
+    totalCount totalValue
     pageInfo { hasNextPage endCursor }
     nodes { ${CARD_FIELDS} }
   }
@@ -175,13 +175,9 @@ function renderColumnHead(stage) {
   let count = stage.isPostSale ? stage.wonCount : stage.openCount;
   let total = money(stage.isPostSale ? stage.wonValue : stage.openValue);
   if (filtered()) {
-    // The stage totals count every lead: with a filter, count the matches and sum what is shown.
+    // The stage totals count every lead: with a filter, the server's count and sum of the matches.
     count = info.totalCount;
-    const shown = [...column.querySelectorAll(".card")].reduce(
-      (sum, card) => sum + Number(state.leads.get(card.dataset.leadId)?.value ?? 0),
-      0,
-    );
-    total = `${money(shown)}${info.hasNextPage ? "+" : ""}`;
+    total = money(info.totalValue);
   }
   column.querySelector(".column-count").textContent = number(count);
   const picked = document.querySelector(`#stage-picker a[data-stage-id="${CSS.escape(stage.id)}"] .picker-count`);
@@ -284,8 +280,13 @@ async function loadColumn(stage, more = false) {
     filter: leadFilter(stage),
     after: more ? info?.endCursor : null,
   });
-  const { totalCount, pageInfo, nodes } = data.leads;
-  state.columns.set(stage.id, { totalCount, hasNextPage: pageInfo.hasNextPage, endCursor: pageInfo.endCursor });
+  const { totalCount, totalValue, pageInfo, nodes } = data.leads;
+  state.columns.set(stage.id, {
+    totalCount,
+    totalValue: Number(totalValue),
+    hasNextPage: pageInfo.hasNextPage,
+    endCursor: pageInfo.endCursor,
+  });
   if (!more) columnList(stage.id).replaceChildren();
   for (const lead of nodes) showLead(lead, { atTop: false });
   renderColumnHead(stage);
@@ -306,9 +307,12 @@ function refreshHeads() {
   return headsPending;
 }
 
-function adjustCount(stageId, delta) {
+/** Keep a filtered column's count and total in step with a lead that came or went. */
+function adjustCount(stageId, delta, value = 0) {
   const info = state.columns.get(stageId);
-  if (info) info.totalCount += delta;
+  if (!info) return;
+  info.totalCount += delta;
+  info.totalValue += delta * Number(value ?? 0);
 }
 
 async function moveLead(leadId, toStageId) {
@@ -327,8 +331,8 @@ async function moveLead(leadId, toStageId) {
       input: { leadId, toStageId, expectedVersion: lead.version },
     });
     const moved = checkPayload(data.moveLead).lead;
-    adjustCount(lead.stage.id, -1);
-    adjustCount(toStageId, +1);
+    adjustCount(lead.stage.id, -1, lead.value);
+    adjustCount(toStageId, +1, moved.value);
     showLead(moved)?.querySelector(".move-to")?.focus({ preventScroll: true });
     announce(`Moved “${lead.title}” to ${target.name}.`, "info");
   } catch (error) {
@@ -387,7 +391,7 @@ function openCloseDialog(leadId, outcome) {
         input: { leadId, outcome, reason: reason.value, expectedVersion: lead.version },
       });
       const closed = checkPayload(data.closeLead).lead;
-      adjustCount(lead.stage.id, -1);
+      adjustCount(lead.stage.id, -1, lead.value);
       showLead(closed);
       announce(`“${lead.title}” marked ${outcome === "WON" ? "won" : "lost"}.`, "info");
     } catch (error) {
@@ -409,9 +413,9 @@ function applyEvent({ leadEvents: event }) {
   } else {
     const before = known && cardElement(event.leadId) ? known.stage.id : null;
     const card = showLead(event.lead);
-    if (before) adjustCount(before, -1);
+    if (before) adjustCount(before, -1, known.value);
     if (card) {
-      adjustCount(event.lead.stage.id, +1);
+      adjustCount(event.lead.stage.id, +1, event.lead.value);
       card.classList.add("flash");
     }
   }

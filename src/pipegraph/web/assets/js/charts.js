@@ -80,8 +80,11 @@ function stackedBars(items, { title, width, centered = false }) {
   return root;
 }
 
-/** Lines over shared x labels: series = [{name, values, className}]. */
-export function lineChart(labels, series, { title, width: desired = 1100, height = 240 }) {
+/**
+ * Lines over shared x labels: series = [{name, values, className}]. `partial` lists indices (at the
+ * ends) whose points cover part of a period: the line reaches them dashed.
+ */
+export function lineChart(labels, series, { title, width: desired = 1100, height = 240, partial = [] }) {
   const width = fitWidth(desired);
   const pad = { left: 50, right: 16, top: 14, bottom: 34 };
   const root = frame(width, height, title);
@@ -95,9 +98,15 @@ export function lineChart(labels, series, { title, width: desired = 1100, height
   labels.forEach((label, i) => {
     if (i % step === 0) root.append(svg("text", { x: x(i), y: height - 12, "text-anchor": "middle", class: "tick" }, label));
   });
+  const full = labels.map((_, i) => i).filter((i) => !partial.includes(i));
+  const [first, last] = [full[0] ?? 0, full.at(-1) ?? labels.length - 1];
   series.forEach((s, index) => {
-    const points = s.values.map((v, i) => `${x(i)},${y(v)}`).join(" ");
-    root.append(svg("polyline", { points, class: `series ${s.className ?? ""}` }));
+    const points = (from, to) => s.values.slice(from, to + 1).map((v, i) => `${x(from + i)},${y(v)}`).join(" ");
+    if (first > 0) root.append(svg("polyline", { points: points(0, first), class: `series partial ${s.className ?? ""}` }));
+    if (last < labels.length - 1) {
+      root.append(svg("polyline", { points: points(last, labels.length - 1), class: `series partial ${s.className ?? ""}` }));
+    }
+    root.append(svg("polyline", { points: points(first, last), class: `series full ${s.className ?? ""}` }));
     root.append(
       svg("text", { x: width - pad.right, y: pad.top + 14 * index, "text-anchor": "end", class: `legend ${s.className ?? ""}` }, s.name),
     );
