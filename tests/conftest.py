@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+# The dashboard modules' fixtures (module-scoped: each browser test module gets its own server).
+from dashboard_support import browser, dashboard, page, seeded  # noqa: F401
 from pipegraph.db import migrate
 from pipegraph.db.session import Store
 from postgres_cluster import ThrowawayCluster, server_binaries

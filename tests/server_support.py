@@ -115,13 +115,14 @@ def running_server(
     args: Sequence[str] = (),
     name: str | None = None,
     env: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
     """``pipegraph serve`` on a free port, answering ``/healthz``; killed afterwards if still running.
 
     Its environment is this process's without ``PIPEGRAPH_*`` settings, plus ``env``; its output goes to
     ``log_dir/<name>.log`` (by default named after the port).
     """
-    port = free_port()
+    port = port or free_port()  # a given port: a restarted server where clients expect it
     server_env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEGRAPH_")} | dict(env or {})
     log_path = log_dir / f"{name or f'server-{port}'}.log"
     command = [sys.executable, "-m", "pipegraph.cli", "serve", "--port", str(port)]

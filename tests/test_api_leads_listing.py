@@ -151,6 +151,25 @@ async def test_filters(client: Client, store: Store) -> None:
         assert len(data["leads"]["edges"]) == min(expected, 100), lead_filter
 
 
+async def test_total_value_sums_every_matching_lead_not_just_the_page(client: Client, store: Store) -> None:
+    await _seed(store, client)  # lead i is worth i
+    stage_gid = (await client.run("{ pipelines { stages { id } } }"))["pipelines"][0]["stages"][0]["id"]
+    rep_gid = (await client.run("{ viewer { id } }", role=Role.REP))["viewer"]["id"]
+    cases: list[tuple[dict[str, Any] | None, int]] = [
+        (None, sum(range(LEAD_COUNT))),
+        ({"ownerIds": [rep_gid]}, sum(range(1, LEAD_COUNT, 2))),  # the rep owns the odd ones
+        ({"stageIds": [stage_gid], "search": "deal 1"}, sum(i for i in range(100, LEAD_COUNT) if i % 3 == 0)),
+        ({"statuses": ["WON"]}, 0),
+    ]
+    for lead_filter, expected in cases:
+        data = await client.run(
+            "query($f: LeadFilter) { leads(first: 5, filter: $f) { totalCount totalValue nodes { id } } }",
+            {"f": lead_filter},
+        )
+        assert data["leads"]["totalValue"] == f"{expected}.00", lead_filter
+        assert len(data["leads"]["nodes"]) <= 5
+
+
 async def test_search_treats_like_wildcards_literally(client: Client, store: Store) -> None:
     await _seed(store, client)
     data = await client.run(PAGE, {"filter": {"search": "%"}})

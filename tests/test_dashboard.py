@@ -6,100 +6,31 @@ view go to the artefacts folder (see ``dashboard_support.artifacts_dir``) for a 
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from dashboard_support import (
-    CHROMIUM_ARGS,
+    MOVE,
     Dashboard,
-    artifacts_dir,
-    chromium_path,
+    busiest,
+    card_in,
+    column,
+    first_pipeline,
     money_text,
-    seed_database,
+    open_board,
+    screenshot,
     serve,
 )
 
-STAGES_QUERY = """{ pipelines { id name stages { id name isPostSale
-    openCount: leadCount(status: OPEN) openValue: totalValue(status: OPEN)
-    wonCount: leadCount(status: WON) wonValue: totalValue(status: WON) } } }"""
 LEAD_QUERY = "query($id: ID!) { lead(id: $id) { version status lostReason company stage { id name } } }"
-MOVE = """mutation($input: MoveLeadInput!) { moveLead(input: $input) {
-    lead { version } userErrors { code message } } }"""
 UPDATE = """mutation($input: UpdateLeadInput!) { updateLead(input: $input) {
     lead { version } userErrors { code message } } }"""
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    folder = tmp_path_factory.mktemp("dashboard")
-    return (folder, *seed_database(folder))
-
-
-@pytest.fixture(scope="module")
-def dashboard(seeded: tuple[Path, str, str]) -> Iterator[Dashboard]:
-    """The server as in production: API keys required."""
-    with serve(*seeded) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """One Chromium with a fresh profile for the module (the server is seeded before it starts)."""
-    executable = chromium_path()
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1500, "height": 900},
-        )
-        context.set_default_timeout(20_000)
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-@pytest.fixture
-def page(browser: BrowserContext, dashboard: Dashboard) -> Iterator[Page]:
-    """A tab signed in with the admin's key (as if it had been entered once this session)."""
-    tab = browser.new_page()
-    tab.add_init_script(f"sessionStorage.setItem('pipegraph.apiKey', {json.dumps(dashboard.key)})")
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    try:
-        yield tab
-    finally:
-        tab.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
-
-
-def screenshot(page: Page, name: str) -> Path:
-    path = artifacts_dir() / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def first_pipeline(dashboard: Dashboard) -> dict[str, Any]:
-    pipeline: dict[str, Any] = dashboard.graphql(STAGES_QUERY)["pipelines"][0]
-    return pipeline
-
-
-def busiest(stages: list[dict[str, Any]], *, followers: int = 1) -> int:
-    """The selling stage with the most open leads that has ``followers`` selling stages after it."""
-    selling = [i for i, stage in enumerate(stages) if not stage["isPostSale"]]
-    candidates = selling[: len(selling) - followers]
-    return max(candidates, key=lambda i: int(stages[i]["openCount"]))
 
 
 def board_with_a_card(page: Page, dashboard: Dashboard, *, nth: int = 0) -> tuple[Any, Any, Any]:
@@ -115,20 +46,6 @@ def card_identity(card: Any) -> tuple[str, int]:
     lead_id = card.get_attribute("data-lead-id")
     assert lead_id
     return lead_id, int(card.get_attribute("data-version") or "0")
-
-
-def open_board(page: Page, dashboard: Dashboard) -> None:
-    page.goto(f"{dashboard.base_url}/#board")
-    expect(page.locator("#board")).to_have_attribute("data-ready", "true")
-    expect(page.locator("#live-status")).to_have_attribute("data-status", "live")
-
-
-def column(page: Page, stage_id: str) -> Any:
-    return page.locator(f'.column[data-stage-id="{stage_id}"]')
-
-
-def card_in(page: Page, stage_id: str, lead_id: str) -> Any:
-    return column(page, stage_id).locator(f'.card[data-lead-id="{lead_id}"]')
 
 
 def lead(dashboard: Dashboard, lead_id: str) -> dict[str, Any]:
@@ -160,7 +77,9 @@ def test_board_asks_for_a_key_then_shows_columns_with_counts_and_totals(
         expect(tab.locator("#key-dialog")).to_be_visible()
         tab.fill("#api-key", "pgk_not-a-key")
         tab.press("#api-key", "Enter")
-        expect(tab.locator("#notice")).to_contain_text("not accepted")
+        # The message is inside the dialog (outside, it would sit under the backdrop).
+        expect(tab.locator("#key-dialog #key-error")).to_contain_text("not accepted")
+        expect(tab.locator("#api-key")).to_have_attribute("type", "password")
         tab.fill("#api-key", dashboard.key)
         tab.press("#api-key", "Enter")
         expect(tab.locator("#board")).to_have_attribute("data-ready", "true")

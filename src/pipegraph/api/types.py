@@ -494,9 +494,15 @@ class LeadConnection:
     nodes: list[Lead]
     page_info: PageInfo
     count: strawberry.Private[Callable[[], Awaitable[int]]]
+    value_cents: strawberry.Private[Callable[[], Awaitable[int]]]
 
     @classmethod
-    def from_page(cls, page: queries.LeadPage, count: Callable[[], Awaitable[int]]) -> LeadConnection:
+    def from_page(
+        cls,
+        page: queries.LeadPage,
+        count: Callable[[], Awaitable[int]],
+        value_cents: Callable[[], Awaitable[int]],
+    ) -> LeadConnection:
         nodes = Lead.from_rows(page.leads, page.positions)
         rows, order = page.leads, page.order
         return cls(
@@ -509,11 +515,21 @@ class LeadConnection:
                 end_cursor=queries.encode_cursor(rows[-1], order) if rows else None,
             ),
             count=count,
+            value_cents=value_cents,
         )
 
     @strawberry.field(description="All leads matching the filter, on every page (one extra query).")
     async def total_count(self) -> int:
         return await self.count()
+
+    @strawberry.field(
+        description=(
+            "Summed value of all leads matching the filter, on every page (one extra query): what a "
+            "filtered board column is worth, not just its loaded cards."
+        )
+    )
+    async def total_value(self) -> Money:
+        return Money(from_cents(await self.value_cents()))
 
 
 @strawberry.type
@@ -678,4 +694,8 @@ async def lead_connection(
         async with store.read() as session:
             return await queries.count_leads(session, pipeline_id=pipeline_id, lead_filter=service_filter)
 
-    return LeadConnection.from_page(page, count)
+    async def value_cents() -> int:
+        async with store.read() as session:
+            return await queries.sum_lead_values(session, pipeline_id=pipeline_id, lead_filter=service_filter)
+
+    return LeadConnection.from_page(page, count, value_cents)

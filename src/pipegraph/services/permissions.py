@@ -27,9 +27,13 @@ def can_change_lead(actor: User | None, lead: Lead) -> bool:
 
 
 def require_lead_change(actor: User | None, lead: Lead, *, field: str = "lead_id") -> None:
-    """``field``: the input naming the lead (or what belongs to it). The message names no row: a
-    database id would mean nothing to the client, which knows the lead by its global ID."""
-    if not can_change_lead(actor, lead):
+    """``field``: the input naming the lead (or what belongs to it). The messages name no row: a
+    database id would mean nothing to the client, which knows the lead by its global ID; they say what
+    the actor's own role allows (they reach the dashboard)."""
+    if can_change_lead(actor, lead):
+        return
+    if actor is not None and has_role(actor, Role.REP):
         raise PermissionDeniedError(
             "this lead belongs to another user; a REP may change only their own leads", field=field
         )
+    raise PermissionDeniedError("your role (VIEWER) may read leads but not change them", field=field)

@@ -373,11 +373,29 @@ async def list_leads(
 
 
 @functools.lru_cache(maxsize=128)
-def _counting(names: frozenset[str], dialect: str) -> Select[Any]:
-    statement = select(func.count(_LEADS.c.id)).select_from(_LEADS)
+def _counting(names: frozenset[str], dialect: str, *, summed: bool = False) -> Select[Any]:
+    """COUNT of the matching leads, or with ``summed`` the SUM of their values in cents (0 for none)."""
+    aggregate = func.coalesce(func.sum(_LEADS.c.value_cents), 0) if summed else func.count(_LEADS.c.id)
+    statement = select(aggregate).select_from(_LEADS)
     if "now" in names:  # the stalled condition reads the stage's target days
         statement = statement.select_from(_LEADS.join(_STAGES, _STAGES.c.id == _LEADS.c.stage_id))
     return statement.where(*_conditions(names, dialect=dialect))
+
+
+async def _aggregate(
+    session: AsyncSession,
+    *,
+    pipeline_id: int | None,
+    lead_filter: LeadFilter | None,
+    now: datetime | None,
+    summed: bool,
+) -> int:
+    dialect = _dialect(session)
+    params = _filter_params(lead_filter or LeadFilter(), dialect=dialect, now=now or utcnow())
+    if pipeline_id is not None:
+        params["pipeline_id"] = pipeline_id
+    statement = _counting(frozenset(params), dialect, summed=summed)
+    return int((await session.execute(statement, params)).scalar_one())
 
 
 async def count_leads(
@@ -387,12 +405,18 @@ async def count_leads(
     lead_filter: LeadFilter | None = None,
     now: datetime | None = None,
 ) -> int:
-    dialect = _dialect(session)
-    params = _filter_params(lead_filter or LeadFilter(), dialect=dialect, now=now or utcnow())
-    if pipeline_id is not None:
-        params["pipeline_id"] = pipeline_id
-    statement = _counting(frozenset(params), dialect)
-    return int((await session.execute(statement, params)).scalar_one())
+    return await _aggregate(session, pipeline_id=pipeline_id, lead_filter=lead_filter, now=now, summed=False)
+
+
+async def sum_lead_values(
+    session: AsyncSession,
+    *,
+    pipeline_id: int | None = None,
+    lead_filter: LeadFilter | None = None,
+    now: datetime | None = None,
+) -> int:
+    """The summed value in cents of the leads ``count_leads`` counts with the same arguments."""
+    return await _aggregate(session, pipeline_id=pipeline_id, lead_filter=lead_filter, now=now, summed=True)
 
 
 # -- batch look-ups for loaders -------------------------------------------------------------------------

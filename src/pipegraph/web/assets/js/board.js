@@ -2,7 +2,7 @@
 // the keyboard-friendly "Move to…" dialog, filters, won/lost, and live changes from other clients.
 
 import { checkPayload, request, subscribe } from "./graphql.js";
-import { announce, days, el, money } from "./format.js";
+import { announce, announceFailure, clearNotice, days, el, money, number } from "./format.js";
 import { openLead } from "./lead-panel.js";
 
 // One page per column keeps each request cheap: 20 leads × (lead + owner + stage) + 2.
@@ -24,7 +24,7 @@ const PIPELINE_QUERY = `query BoardPipeline($id: ID!) {
 const COLUMN_QUERY = `query BoardColumn($pipelineId: ID!, $filter: LeadFilter!, $after: String) {
   leads(pipelineId: $pipelineId, filter: $filter, orderBy: {field: STAGE_ENTERED_AT, direction: DESC},
         first: ${PAGE_SIZE}, after: $after) {
-    totalCount
+    totalCount totalValue
     pageInfo { hasNextPage endCursor }
     nodes { ${CARD_FIELDS} }
   }
@@ -125,10 +125,13 @@ function renderCard(lead) {
     el(
       "div",
       { class: "card-actions" },
+      // The name reads "Move <title> to…" and contains the visible "Move … to…" in order.
       el(
         "button",
-        { type: "button", class: "move-to", "aria-haspopup": "dialog", "aria-label": `Move ${lead.title} to…`, onclick: () => openMoveDialog(lead.id) },
-        "Move to…",
+        { type: "button", class: "move-to", "aria-haspopup": "dialog", onclick: () => openMoveDialog(lead.id) },
+        "Move",
+        el("span", { class: "visually-hidden" }, ` ${lead.title}`),
+        " to…",
       ),
       selling
         ? el("button", { type: "button", class: "won", "aria-label": `Mark ${lead.title} won`, onclick: () => openCloseDialog(lead.id, "WON") }, "Won")
@@ -172,15 +175,13 @@ function renderColumnHead(stage) {
   let count = stage.isPostSale ? stage.wonCount : stage.openCount;
   let total = money(stage.isPostSale ? stage.wonValue : stage.openValue);
   if (filtered()) {
-    // The stage totals count every lead: with a filter, count the matches and sum what is shown.
+    // The stage totals count every lead: with a filter, the server's count and sum of the matches.
     count = info.totalCount;
-    const shown = [...column.querySelectorAll(".card")].reduce(
-      (sum, card) => sum + Number(state.leads.get(card.dataset.leadId)?.value ?? 0),
-      0,
-    );
-    total = `${money(shown)}${info.hasNextPage ? "+" : ""}`;
+    total = money(info.totalValue);
   }
-  column.querySelector(".column-count").textContent = String(count);
+  column.querySelector(".column-count").textContent = number(count);
+  const picked = document.querySelector(`#stage-picker a[data-stage-id="${CSS.escape(stage.id)}"] .picker-count`);
+  if (picked) picked.textContent = `(${number(count)})`;
   column.querySelector(".column-total").textContent = total;
   column.querySelector(".more").hidden = !info.hasNextPage;
 }
@@ -212,16 +213,64 @@ function renderColumns() {
       el(
         "header",
         { class: "column-head" },
-        el("h3", { id: headingId }, stage.name),
-        el("span", { class: "column-count", "aria-label": `${stage.name}: leads` }, "0"),
-        el("span", { class: "column-total", "aria-label": `${stage.name}: total value` }, "–"),
+        el("h3", { id: headingId, tabindex: "-1" }, stage.name),
+        el("span", { class: "column-count" }, "0"),
+        el("span", { class: "column-total" }, "–"),
         stage.targetDays ? el("span", { class: "column-target" }, `target ${stage.targetDays} d`) : null,
       ),
       el("ol", { class: "cards" }),
-      el("button", { type: "button", class: "more link", hidden: true, onclick: () => loadColumn(stage, true) }, "Show more"),
+      el("button", { type: "button", class: "more link", hidden: true, onclick: () => showMore(stage) }, "Show more"),
     );
     root.append(column);
   }
+}
+
+/** The next page of a column; focus goes to its first new card, never lost when the button hides. */
+async function showMore(stage) {
+  const before = columnList(stage.id).querySelectorAll(".card").length;
+  try {
+    await loadColumn(stage, true);
+  } catch (error) {
+    announce(`Could not load more leads: ${error.message}.`);
+    return;
+  }
+  const cards = columnList(stage.id).querySelectorAll(".card");
+  const target = cards[before] ?? cards[cards.length - 1];
+  (target?.querySelector(".card-title") ?? document.getElementById(`stage-${stage.position}`))?.focus();
+}
+
+/** Links to each column: a skip link per stage on a wide screen, the stage picker on a phone. */
+function renderStagePicker() {
+  const picker = document.getElementById("stage-picker");
+  picker.replaceChildren(
+    el(
+      "ul",
+      {},
+      state.pipeline.stages.map((stage) => {
+        const headingId = `stage-${stage.position}`;
+        return el(
+          "li",
+          {},
+          el(
+            "a",
+            {
+              href: `#${headingId}`,
+              dataset: { stageId: stage.id },
+              onclick: (event) => {
+                event.preventDefault();
+                const heading = document.getElementById(headingId);
+                heading.closest(".column").scrollIntoView({ block: "nearest", inline: "start" });
+                heading.focus({ preventScroll: true });
+              },
+            },
+            stage.name,
+            " ",
+            el("span", { class: "picker-count" }, ""),
+          ),
+        );
+      }),
+    ),
+  );
 }
 
 async function loadColumn(stage, more = false) {
@@ -231,8 +280,13 @@ async function loadColumn(stage, more = false) {
     filter: leadFilter(stage),
     after: more ? info?.endCursor : null,
   });
-  const { totalCount, pageInfo, nodes } = data.leads;
-  state.columns.set(stage.id, { totalCount, hasNextPage: pageInfo.hasNextPage, endCursor: pageInfo.endCursor });
+  const { totalCount, totalValue, pageInfo, nodes } = data.leads;
+  state.columns.set(stage.id, {
+    totalCount,
+    totalValue: Number(totalValue),
+    hasNextPage: pageInfo.hasNextPage,
+    endCursor: pageInfo.endCursor,
+  });
   if (!more) columnList(stage.id).replaceChildren();
   for (const lead of nodes) showLead(lead, { atTop: false });
   renderColumnHead(stage);
@@ -253,9 +307,12 @@ function refreshHeads() {
   return headsPending;
 }
 
-function adjustCount(stageId, delta) {
+/** Keep a filtered column's count and total in step with a lead that came or went. */
+function adjustCount(stageId, delta, value = 0) {
   const info = state.columns.get(stageId);
-  if (info) info.totalCount += delta;
+  if (!info) return;
+  info.totalCount += delta;
+  info.totalValue += delta * Number(value ?? 0);
 }
 
 async function moveLead(leadId, toStageId) {
@@ -274,8 +331,8 @@ async function moveLead(leadId, toStageId) {
       input: { leadId, toStageId, expectedVersion: lead.version },
     });
     const moved = checkPayload(data.moveLead).lead;
-    adjustCount(lead.stage.id, -1);
-    adjustCount(toStageId, +1);
+    adjustCount(lead.stage.id, -1, lead.value);
+    adjustCount(toStageId, +1, moved.value);
     showLead(moved)?.querySelector(".move-to")?.focus({ preventScroll: true });
     announce(`Moved “${lead.title}” to ${target.name}.`, "info");
   } catch (error) {
@@ -334,7 +391,7 @@ function openCloseDialog(leadId, outcome) {
         input: { leadId, outcome, reason: reason.value, expectedVersion: lead.version },
       });
       const closed = checkPayload(data.closeLead).lead;
-      adjustCount(lead.stage.id, -1);
+      adjustCount(lead.stage.id, -1, lead.value);
       showLead(closed);
       announce(`“${lead.title}” marked ${outcome === "WON" ? "won" : "lost"}.`, "info");
     } catch (error) {
@@ -356,9 +413,9 @@ function applyEvent({ leadEvents: event }) {
   } else {
     const before = known && cardElement(event.leadId) ? known.stage.id : null;
     const card = showLead(event.lead);
-    if (before) adjustCount(before, -1);
+    if (before) adjustCount(before, -1, known.value);
     if (card) {
-      adjustCount(event.lead.stage.id, +1);
+      adjustCount(event.lead.stage.id, +1, event.lead.value);
       card.classList.add("flash");
     }
   }
@@ -399,25 +456,60 @@ export async function showBoard(pipeline, users) {
   state.pipeline = data.pipeline;
   fillFilterOptions(users);
   renderColumns();
+  renderStagePicker();
   await loadColumns();
   board().dataset.ready = "true";
+  let wasOffline = false;
   state.stopEvents = subscribe(EVENTS_SUBSCRIPTION, { pipelineId: pipeline.id }, {
     onData: applyEvent,
     positionOf: (data) => data?.leadEvents?.position,
-    onStatus: (status) => state.onLiveStatus(status),
-    onError: (error) => announce(`Live updates: ${error.message}`),
+    onStatus: (status) => {
+      state.onLiveStatus(status);
+      if (status === "offline") wasOffline = true;
+      else if (status === "live" && wasOffline) {
+        wasOffline = false;
+        resync();
+      }
+    },
+    onError: (error) => announce(`Live updates: ${error.message}`, "error", "connection"),
   });
+}
+
+/**
+ * Back online: re-read every column, since what changed meanwhile (on this server or while it was
+ * down) may not come as events, and clear the messages that said the server was away.
+ */
+async function resync() {
+  board().dataset.ready = "false";
+  try {
+    await refreshHeads();
+    await loadColumns();
+    clearNotice("connection");
+    board().dataset.ready = "true";
+  } catch (error) {
+    announceFailure("Could not re-read the board", error);
+  }
 }
 
 export function onLiveStatus(callback) {
   state.onLiveStatus = callback;
 }
 
+/** Put the filter controls back to `filters` (after a filter could not be applied). */
+function showFilters(form, filters) {
+  form.elements.owner.value = filters.owner;
+  form.elements.source.value = filters.source;
+  form.elements.search.value = filters.search;
+  form.elements.stalled.checked = filters.stalled;
+}
+
 let filterTimer = null;
+let filterRun = 0;
 export function bindFilters() {
   const form = document.getElementById("board-filters");
-  const apply = () => {
+  const apply = async () => {
     const data = new FormData(form);
+    const previous = state.filters;
     state.filters = {
       owner: data.get("owner") ?? "",
       source: data.get("source") ?? "",
@@ -425,12 +517,19 @@ export function bindFilters() {
       stalled: data.get("stalled") === "on",
     };
     if (!state.pipeline) return;
+    const run = ++filterRun; // only the latest change decides what the board shows
     board().dataset.ready = "false";
-    loadColumns()
-      .then(() => {
-        board().dataset.ready = "true";
-      })
-      .catch((error) => announce(`Could not load the board: ${error.message}`));
+    try {
+      await loadColumns();
+    } catch (error) {
+      if (run !== filterRun) return;
+      // Never show a filter as applied when the columns do not match it: go back to the last one.
+      state.filters = previous;
+      showFilters(form, previous);
+      announceFailure("Could not apply the filter", error, "The board keeps the filter it had.");
+      await loadColumns().catch(() => {});
+    }
+    if (run === filterRun) board().dataset.ready = "true";
   };
   form.addEventListener("submit", (event) => event.preventDefault());
   form.addEventListener("change", apply);

@@ -10,6 +10,15 @@ function svg(tag, attributes = {}, text = null) {
   return node;
 }
 
+/**
+ * A viewBox width close to the width the chart will be shown at, so 12 px text stays about 12 px on a
+ * phone instead of being scaled down with a desktop-wide drawing.
+ */
+export function fitWidth(desired) {
+  const available = (document.documentElement.clientWidth || desired) - 48;
+  return Math.round(Math.min(desired, Math.max(300, available)));
+}
+
 function frame(width, height, title) {
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart" });
   root.append(svg("title", {}, title));
@@ -20,7 +29,10 @@ function frame(width, height, title) {
  * Horizontal bars, one row per item: {label, value, text, marker?, markerLabel?, className?}.
  * `marker` draws a tick at that value (e.g. a stage's target days).
  */
-export function barChart(items, { title, width = 640, row = 30, labelWidth = 170, valueWidth = 120, centered = false }) {
+export function barChart(items, options) {
+  const width = fitWidth(options.width ?? 640);
+  if (width < 520) return stackedBars(items, { ...options, width });
+  const { title, row = 30, labelWidth = 170, valueWidth = 120, centered = false } = options;
   const max = Math.max(1e-9, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
   const plot = width - labelWidth - valueWidth;
   const root = frame(width, items.length * row + 10, title);
@@ -31,11 +43,12 @@ export function barChart(items, { title, width = 640, row = 30, labelWidth = 170
     const group = svg("g", { class: `bar ${item.className ?? ""}`, "data-label": item.label });
     group.append(svg("text", { x: labelWidth - 8, y: y + row / 2 + 4, "text-anchor": "end" }, item.label));
     group.append(svg("rect", { x, y: y + 3, width: Math.max(length, 1), height: row - 8, rx: 3 }));
-    group.append(
-      svg("text", { x: centered ? labelWidth + plot + 8 : x + length + 6, y: y + row / 2 + 4, class: "value" }, item.text),
-    );
-    if (item.marker !== undefined && item.marker !== null) {
-      const mx = labelWidth + (item.marker / max) * plot;
+    const hasMarker = item.marker !== undefined && item.marker !== null;
+    const mx = hasMarker ? labelWidth + (item.marker / max) * plot : 0;
+    // The value text starts after the bar and after the target tick, never over it.
+    const textX = centered ? labelWidth + plot + 8 : Math.max(x + length, mx) + 6;
+    group.append(svg("text", { x: textX, y: y + row / 2 + 4, class: "value" }, item.text));
+    if (hasMarker) {
       group.append(svg("line", { x1: mx, x2: mx, y1: y + 1, y2: y + row - 3, class: "marker" }));
       if (item.markerLabel) group.append(svg("title", {}, item.markerLabel));
     }
@@ -44,8 +57,35 @@ export function barChart(items, { title, width = 640, row = 30, labelWidth = 170
   return root;
 }
 
-/** Lines over shared x labels: series = [{name, values, className}]. */
-export function lineChart(labels, series, { title, width = 1100, height = 240 }) {
+/** Narrow screens: the label and the value text on one line, the bar (and its tick) under them. */
+function stackedBars(items, { title, width, centered = false }) {
+  const row = 40;
+  const max = Math.max(1e-9, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
+  const root = frame(width, items.length * row + 6, title);
+  items.forEach((item, index) => {
+    const y = 4 + index * row;
+    const length = ((item.value ?? 0) / max) * width;
+    const x = centered ? (width - length) / 2 : 0;
+    const group = svg("g", { class: `bar ${item.className ?? ""}`, "data-label": item.label });
+    group.append(svg("text", { x: 0, y: y + 12 }, item.label));
+    group.append(svg("text", { x: width, y: y + 12, "text-anchor": "end", class: "value" }, item.text));
+    group.append(svg("rect", { x, y: y + 18, width: Math.max(length, 1), height: row - 24, rx: 3 }));
+    if (item.marker !== undefined && item.marker !== null) {
+      const mx = Math.min((item.marker / max) * width, width - 1);
+      group.append(svg("line", { x1: mx, x2: mx, y1: y + 16, y2: y + row - 4, class: "marker" }));
+      if (item.markerLabel) group.append(svg("title", {}, item.markerLabel));
+    }
+    root.append(group);
+  });
+  return root;
+}
+
+/**
+ * Lines over shared x labels: series = [{name, values, className}]. `partial` lists indices (at the
+ * ends) whose points cover part of a period: the line reaches them dashed.
+ */
+export function lineChart(labels, series, { title, width: desired = 1100, height = 240, partial = [] }) {
+  const width = fitWidth(desired);
   const pad = { left: 50, right: 16, top: 14, bottom: 34 };
   const root = frame(width, height, title);
   const max = Math.max(1, ...series.flatMap((s) => s.values));
@@ -54,13 +94,19 @@ export function lineChart(labels, series, { title, width = 1100, height = 240 })
   root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
   root.append(svg("text", { x: pad.left - 6, y: y(max) + 4, "text-anchor": "end", class: "tick" }, String(Math.round(max))));
   root.append(svg("text", { x: pad.left - 6, y: y(0) + 4, "text-anchor": "end", class: "tick" }, "0"));
-  const step = Math.max(1, Math.ceil(labels.length / 8));
+  const step = Math.max(1, Math.ceil(labels.length / Math.max(3, Math.floor(width / 90))));
   labels.forEach((label, i) => {
     if (i % step === 0) root.append(svg("text", { x: x(i), y: height - 12, "text-anchor": "middle", class: "tick" }, label));
   });
+  const full = labels.map((_, i) => i).filter((i) => !partial.includes(i));
+  const [first, last] = [full[0] ?? 0, full.at(-1) ?? labels.length - 1];
   series.forEach((s, index) => {
-    const points = s.values.map((v, i) => `${x(i)},${y(v)}`).join(" ");
-    root.append(svg("polyline", { points, class: `series ${s.className ?? ""}` }));
+    const points = (from, to) => s.values.slice(from, to + 1).map((v, i) => `${x(from + i)},${y(v)}`).join(" ");
+    if (first > 0) root.append(svg("polyline", { points: points(0, first), class: `series partial ${s.className ?? ""}` }));
+    if (last < labels.length - 1) {
+      root.append(svg("polyline", { points: points(last, labels.length - 1), class: `series partial ${s.className ?? ""}` }));
+    }
+    root.append(svg("polyline", { points: points(first, last), class: `series full ${s.className ?? ""}` }));
     root.append(
       svg("text", { x: width - pad.right, y: pad.top + 14 * index, "text-anchor": "end", class: `legend ${s.className ?? ""}` }, s.name),
     );
@@ -72,7 +118,8 @@ export function lineChart(labels, series, { title, width = 1100, height = 240 })
  * A histogram of buckets [{low, high, trials}] with vertical markers [{value, label, className}]
  * (P10/P50/P90, the goal). Values are numbers; `format` renders axis and marker labels.
  */
-export function histogram(buckets, markers, { title, format, width = 1100, height = 320 }) {
+export function histogram(buckets, markers, { title, format, width: desired = 1100, height = 320 }) {
+  const width = fitWidth(desired);
   // One label row per marker, so close markers (P50 and the goal, say) never overprint.
   const pad = { left: 16, right: 16, top: 16 * markers.length + 10, bottom: 30 };
   const root = frame(width, height, title);

@@ -34,26 +34,72 @@ const WHAT_IF_QUERY = `query WhatIf($input: WhatIfInput!) {
   }
 }`;
 
-// Without a stored goal, suggest repeating what the same span before today won.
-const DEFAULT_GOAL_QUERY = `query DefaultGoal($pipelineId: ID!, $from: DateTime!, $to: DateTime!) {
+// Without a stored goal, suggest what the last span of the horizon's length won, grown by the trend
+// from the span before it: the number a planner would start from.
+const DEFAULT_GOAL_QUERY = `query DefaultGoal($pipelineId: ID!, $from: DateTime!, $middle: DateTime!, $to: DateTime!) {
   goals(pipelineId: $pipelineId) { periodStart periodEnd amount }
-  pipelineMetrics(pipelineId: $pipelineId, from: $from, to: $to) { overall { wonValue } }
+  last: pipelineMetrics(pipelineId: $pipelineId, from: $middle, to: $to) { overall { wonValue } }
+  before: pipelineMetrics(pipelineId: $pipelineId, from: $from, to: $middle) { overall { wonValue } }
 }`;
 
-let current = { pipeline: null, calibration: null, goal: null, horizon: 90 };
+// A trend outside ±25% a span is more likely noise than a plan: the growth applied is capped to it.
+const GROWTH_LIMITS = [0.8, 1.25];
+const DAY_MS = 86400000;
+
+let current = { pipeline: null, calibration: null, goal: null, horizon: 90, running: null };
 
 function tile(label, value, id) {
   return el("div", { class: "tile", id }, el("span", { class: "tile-label" }, label), el("strong", { class: "tile-value" }, value));
 }
 
-async function suggestGoal(pipeline, horizonDays) {
+/** The default goal and a sentence saying where it came from: {amount, source}. */
+export async function suggestGoal(pipeline, horizonDays) {
   const to = new Date();
-  const from = new Date(to.getTime() - horizonDays * 86400000);
-  const data = await request(DEFAULT_GOAL_QUERY, { pipelineId: pipeline.id, from: from.toISOString(), to: to.toISOString() });
+  const middle = new Date(to.getTime() - horizonDays * DAY_MS);
+  const from = new Date(to.getTime() - 2 * horizonDays * DAY_MS);
+  const data = await request(DEFAULT_GOAL_QUERY, {
+    pipelineId: pipeline.id,
+    from: from.toISOString(),
+    middle: middle.toISOString(),
+    to: to.toISOString(),
+  });
   const today = to.toISOString().slice(0, 10);
   const stored = data.goals.find((goal) => goal.periodStart <= today && today <= goal.periodEnd);
-  const amount = stored ? Number(stored.amount) : Number(data.pipelineMetrics.overall.wonValue);
-  return Math.max(1000, Math.round(amount / 1000) * 1000);
+  if (stored) {
+    return {
+      amount: Math.round(Number(stored.amount)),
+      source: `The stored goal for ${stored.periodStart} to ${stored.periodEnd}.`,
+    };
+  }
+  const last = Number(data.last.overall.wonValue);
+  const before = Number(data.before.overall.wonValue);
+  const trend = before > 0 ? last / before : 1;
+  const growth = Math.min(GROWTH_LIMITS[1], Math.max(GROWTH_LIMITS[0], trend));
+  const amount = Math.max(1000, Math.round((last * growth) / 1000) * 1000);
+  const change = (growth - 1) * 100;
+  const grown = Math.abs(change) < 0.5 ? "with no trend" : `${change > 0 ? "grown" : "shrunk"} by ${Math.abs(change).toFixed(0)}%`;
+  const capped = growth !== trend && before > 0 ? ` (the trend was ${trend >= 1 ? "+" : ""}${((trend - 1) * 100).toFixed(0)}%; capped at ±25%)` : "";
+  return {
+    amount,
+    source: `Suggested goal: ${money(last)} won in the last ${number(horizonDays)} days, ${grown} on the ${number(horizonDays)} days before${capped}. Type your own to replace it.`,
+  };
+}
+
+/** "100.0% ± 0.0%" reads as a certainty the trials cannot give: say "over 99.9%" instead. */
+function pGoalText(p) {
+  if (!p) return "–";
+  if (p.value >= 0.9995) return "over 99.9%";
+  if (p.value <= 0.0005) return "under 0.1%";
+  return `${percent(p.value, 1)} ± ${percent(p.se, 1)}`;
+}
+
+/** Where the goal sits in the forecast's range, for the sentence under the goal field. */
+function goalPlacement(result) {
+  if (result.goal === null) return "";
+  const goal = Number(result.goal);
+  if (goal < Number(result.revenue.p10)) return " It is below P10: the pipeline very likely makes it already.";
+  if (goal > Number(result.revenue.p90)) return " It is above P90: unlikely with this pipeline as it is.";
+  return "";
 }
 
 function forecastSection(result) {
@@ -74,7 +120,7 @@ function forecastSection(result) {
       tile("P10 (pessimistic)", money(result.revenue.p10), "forecast-p10"),
       tile("P50 (median)", money(result.revenue.p50), "forecast-p50"),
       tile("P90 (optimistic)", money(result.revenue.p90), "forecast-p90"),
-      tile("P(goal)", result.pGoal ? `${percent(result.pGoal.value, 1)} ± ${percent(result.pGoal.se, 1)}` : "–", "forecast-pgoal"),
+      tile("P(goal)", pGoalText(result.pGoal), "forecast-pgoal"),
       tile("Wins (P50)", number(result.wins.p50), "forecast-wins"),
       tile("From open / new leads (P50)", `${money(result.fromOpenLeads.p50)} / ${money(result.fromNewLeads.p50)}`, "forecast-split"),
     ),
@@ -96,7 +142,7 @@ function leadsNeededSection(answer) {
     el(
       "table",
       {},
-      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, ""), el("th", { scope: "col" }, "New leads"), el("th", { scope: "col" }, "Per week"))),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Estimate")), el("th", { scope: "col" }, "New leads"), el("th", { scope: "col" }, "Per week"))),
       el(
         "tbody",
         {},
@@ -128,7 +174,7 @@ function whatIfSection(result) {
     el(
       "table",
       {},
-      el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", { scope: "col" }, "Now"), el("th", { scope: "col" }, "With the change"))),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Measure")), el("th", { scope: "col" }, "Now"), el("th", { scope: "col" }, "With the change"))),
       el(
         "tbody",
         {},
@@ -158,7 +204,40 @@ function fillWhatIf(calibration) {
   document.getElementById("whatif-form").hidden = false;
 }
 
-async function runForecast(form) {
+/**
+ * Show a run in flight: the button disabled, a progress bar with the seconds elapsed. Returns the
+ * function that ends it.
+ */
+function busy(button, text) {
+  const box = document.getElementById("forecast-progress");
+  const label = document.getElementById("forecast-progress-text");
+  const started = Date.now();
+  const tick = () => {
+    const seconds = Math.floor((Date.now() - started) / 1000);
+    label.textContent = seconds ? `${text} (${seconds} s)` : text;
+  };
+  tick();
+  const timer = setInterval(tick, 1000);
+  box.hidden = false;
+  button.disabled = true;
+  button.setAttribute("aria-disabled", "true");
+  return () => {
+    clearInterval(timer);
+    box.hidden = true;
+    button.disabled = false;
+    button.removeAttribute("aria-disabled");
+  };
+}
+
+/** Run the forecast (and leads needed) once: a run already in flight makes repeat clicks no-ops. */
+function runForecast(form) {
+  current.running ??= runForecastOnce(form).finally(() => {
+    current.running = null;
+  });
+  return current.running;
+}
+
+async function runForecastOnce(form) {
   const data = new FormData(form);
   const horizonDays = Number(data.get("horizon"));
   const trials = Number(data.get("trials"));
@@ -166,6 +245,7 @@ async function runForecast(form) {
   const root = document.getElementById("forecast");
   root.dataset.ready = "false";
   root.setAttribute("aria-busy", "true");
+  const done = busy(document.getElementById("forecast-run"), `Running ${number(trials)} trials over ${number(horizonDays)} days…`);
   const base = { pipelineId: current.pipeline.id, horizonDays, trials, seed: 0 };
   try {
     const [forecast, needed] = await Promise.all([
@@ -175,10 +255,13 @@ async function runForecast(form) {
     current = { ...current, calibration: forecast.forecast.calibration, goal, horizon: horizonDays };
     root.replaceChildren(forecastSection(forecast.forecast), needed ? leadsNeededSection(needed.leadsNeeded) : el("p", {}, "Enter a goal to see the leads it needs."));
     fillWhatIf(current.calibration);
+    const source = document.getElementById("forecast-goal-source");
+    source.textContent = `${source.dataset.origin ?? ""}${goalPlacement(forecast.forecast)}`.trim();
     root.dataset.ready = "true";
   } catch (error) {
     announce(`Could not run the forecast: ${error.message}.`);
   } finally {
+    done();
     root.removeAttribute("aria-busy");
   }
 }
@@ -198,8 +281,10 @@ async function runWhatIf(form) {
     return;
   }
   const root = document.getElementById("whatif");
+  if (root.getAttribute("aria-busy") === "true") return; // a comparison is already running
   root.dataset.ready = "false";
   root.setAttribute("aria-busy", "true");
+  const done = busy(document.getElementById("whatif-run"), "Comparing…");
   try {
     const result = await request(WHAT_IF_QUERY, {
       input: { pipelineId: current.pipeline.id, horizonDays: current.horizon, goal: current.goal, changes, seed: 0 },
@@ -209,6 +294,7 @@ async function runWhatIf(form) {
   } catch (error) {
     announce(`Could not compare: ${error.message}.`);
   } finally {
+    done();
     root.removeAttribute("aria-busy");
   }
 }
@@ -216,13 +302,18 @@ async function runWhatIf(form) {
 /** Show the forecast view for a pipeline: suggest a goal, then run the default forecast once. */
 export async function showForecast(pipeline) {
   if (current.pipeline?.id === pipeline.id && document.getElementById("forecast").dataset.ready === "true") return;
-  current = { pipeline, calibration: null, goal: null, horizon: 90 };
+  if (current.running) return;
+  current = { pipeline, calibration: null, goal: null, horizon: 90, running: null };
   document.getElementById("forecast").replaceChildren();
   document.getElementById("whatif").replaceChildren();
   document.getElementById("whatif-form").hidden = true;
   const form = document.getElementById("forecast-form");
+  const source = document.getElementById("forecast-goal-source");
   try {
-    document.getElementById("forecast-goal").value = String(await suggestGoal(pipeline, Number(form.horizon.value)));
+    const suggestion = await suggestGoal(pipeline, Number(form.horizon.value));
+    document.getElementById("forecast-goal").value = String(suggestion.amount);
+    source.dataset.origin = suggestion.source;
+    source.textContent = suggestion.source;
   } catch (error) {
     announce(`Could not suggest a goal: ${error.message}.`);
   }
@@ -230,6 +321,12 @@ export async function showForecast(pipeline) {
 }
 
 export function bindForecast() {
+  // A goal typed by the user has no "suggested" story any more.
+  document.getElementById("forecast-goal").addEventListener("input", () => {
+    const source = document.getElementById("forecast-goal-source");
+    source.dataset.origin = "Your goal.";
+    source.textContent = "Your goal.";
+  });
   document.getElementById("forecast-form").addEventListener("submit", (event) => {
     event.preventDefault();
     runForecast(event.target);

@@ -57,14 +57,26 @@ export function el(tag, attributes = {}, ...children) {
 
 const notice = () => document.getElementById("notice");
 
-/** Show a message in the alert region (errors by default). */
-export function announce(message, kind = "error") {
+/**
+ * Show a message in the alert region (errors by default). A `topic` ("connection") lets the message be
+ * cleared when what it says stops being true, e.g. once the server answers again.
+ */
+export function announce(message, kind = "error", topic = null) {
   const box = notice();
   box.dataset.kind = kind;
+  box.dataset.topic = topic ?? "";
   document.getElementById("notice-text").textContent = message;
   box.hidden = false;
 }
 
-export function clearNotice() {
+/** A failed request, said once: "<what>: <why>."; an unreachable server is a "connection" message. */
+export function announceFailure(what, error, more = "") {
+  const topic = error.code === "NETWORK" ? "connection" : null;
+  announce(`${what}: ${error.message.replace(/\.$/, "")}.${more ? ` ${more}` : ""}`, "error", topic);
+}
+
+/** Hide the message; with a topic, only a message about that topic. */
+export function clearNotice(topic = null) {
+  if (topic !== null && notice().dataset.topic !== topic) return;
   notice().hidden = true;
 }

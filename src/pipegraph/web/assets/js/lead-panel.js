@@ -2,6 +2,7 @@
 // (log one, complete one).
 
 import { checkPayload, request } from "./graphql.js";
+import { setBackgroundInert, trapFocus } from "./dialogs.js";
 import { announce, dateTime, days, el, money } from "./format.js";
 
 const LEAD_QUERY = `query LeadPanel($id: ID!) {
@@ -166,15 +167,18 @@ export async function openLead(leadId, { keepOpener = false } = {}) {
     activities(lead),
   );
   panel().hidden = false;
+  setBackgroundInert(true);
   if (!keepOpener) document.getElementById("lead-panel-close").focus();
 }
 
 export function bindLeadPanel() {
   const close = () => {
     panel().hidden = true;
+    setBackgroundInert(false);
     opener?.focus?.();
   };
   document.getElementById("lead-panel-close").addEventListener("click", close);
+  trapFocus(panel());
   panel().addEventListener("keydown", (event) => {
     if (event.key === "Escape") close();
   });

@@ -2,8 +2,9 @@
 
 import { apiKey, request, setApiKey } from "./graphql.js";
 import { bindFilters, onLiveStatus, showBoard } from "./board.js";
+import { bindDialogDefaults } from "./dialogs.js";
 import { bindForecast, showForecast } from "./forecast.js";
-import { announce, clearNotice, el, setCurrency } from "./format.js";
+import { announce, announceFailure, clearNotice, el, setCurrency } from "./format.js";
 import { bindLeadPanel } from "./lead-panel.js";
 import { showMetrics } from "./metrics.js";
 
@@ -21,9 +22,14 @@ const app = { pipelines: [], users: [], pipeline: null, shown: {} };
 function askForKey(reason) {
   const dialog = document.getElementById("key-dialog");
   const input = document.getElementById("api-key");
+  const error = document.getElementById("key-error");
   input.value = apiKey() ?? "";
   input.setCustomValidity("");
-  if (reason) announce(reason);
+  // The message goes inside the dialog: anything outside sits under its backdrop.
+  error.textContent = reason ?? "";
+  error.hidden = !reason;
+  if (reason) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
   return new Promise((resolve) => {
     dialog.onclose = () => {
       setApiKey(input.value);
@@ -72,7 +78,7 @@ async function render() {
     }
   } catch (error) {
     app.shown[view] = null;
-    announce(`Could not load the ${view}: ${error.message}.`);
+    announceFailure(`Could not load the ${view}`, error);
   }
 }
 
@@ -86,11 +92,24 @@ function selectPipeline(id) {
 }
 
 async function main() {
-  document.getElementById("notice-close").addEventListener("click", clearNotice);
+  document.getElementById("notice-close").addEventListener("click", () => clearNotice());
+  // The skip link focuses the content without touching the hash, which names the view.
+  document.querySelector(".skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    document.getElementById("main").focus();
+  });
   bindFilters();
   bindForecast();
   bindLeadPanel();
+  bindDialogDefaults();
+  let offline = false;
   onLiveStatus((status) => {
+    // Back from offline, the metrics are read afresh next time they are shown.
+    if (status === "offline") offline = true;
+    else if (status === "live" && offline) {
+      offline = false;
+      app.shown.metrics = null;
+    }
     const badge = document.getElementById("live-status");
     badge.textContent = status;
     badge.dataset.status = status;

@@ -36,7 +36,7 @@ function funnel(stages) {
   const items = selling.map((stage) => ({
     label: stage.name,
     value: stage.entered,
-    text: `${stage.entered} in · ${percent(stage.conversionRate)} advance`,
+    text: `${number(stage.entered)} in · ${percent(stage.conversionRate)} advance`,
   }));
   return el(
     "figure",
@@ -65,30 +65,34 @@ function timeInStage(stages) {
   );
 }
 
-function bottleneck(found) {
+/** The bottleneck sentence with counts and money formatted (the API's summary prints bare numbers). */
+function bottleneckSentence(found, stage) {
+  const stay = found.avgDaysInStage === null ? "no completed stays" : days(found.avgDaysInStage);
+  const target = found.targetDays ? `target ${number(found.targetDays)} d` : "no target";
+  const lost = stage ? `${number(stage.lost)} lost and ` : "";
+  return `${found.name}: ${percent(found.conversionRate)} of exits advance vs ${percent(found.othersConversionRate)} in other stages; ${lost}${number(found.stalledCount)} stalled; average stay ${stay} (${target}); ${money(found.revenueAtRisk)} of expected revenue at risk.`;
+}
+
+function bottleneck(found, stages) {
   if (!found) return el("div", { class: "card-box bottleneck", id: "bottleneck" }, el("h3", {}, "Bottleneck"), "Nothing is at risk in this window.");
   return el(
     "div",
     { class: "card-box bottleneck", id: "bottleneck" },
     el("h3", {}, "Bottleneck: ", el("span", { class: "bottleneck-name" }, found.name)),
-    el("p", { class: "bottleneck-summary" }, found.summary),
-    el(
-      "p",
-      { class: "muted" },
-      `Revenue at risk ${money(found.revenueAtRisk)} · converts ${percent(found.conversionRate)} vs ${percent(found.othersConversionRate)} elsewhere · ${found.stalledCount} stalled`,
-    ),
+    el("p", { class: "bottleneck-summary" }, bottleneckSentence(found, stages.find((stage) => stage.name === found.name))),
   );
 }
 
-function breakdownTable(title, rows, id) {
+function breakdownTable(title, rows, id, rowHeader) {
+  // Focusable and named, so a keyboard user can scroll a table wider than a phone.
   return el(
     "div",
-    { class: "card-box", id },
+    { class: "card-box", id, tabindex: "0", role: "region", "aria-label": title },
     el(
       "table",
       {},
       el("caption", {}, title),
-      el("thead", {}, el("tr", {}, ["", "Created", "Won", "Won value", "Lost", "Win rate", "Open value"].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, [el("span", { class: "visually-hidden" }, rowHeader), "Created", "Won", "Won value", "Lost", "Win rate", "Open value"].map((h) => el("th", { scope: "col" }, h)))),
       el(
         "tbody",
         {},
@@ -110,12 +114,29 @@ function breakdownTable(title, rows, id) {
   );
 }
 
-function trend(series) {
+/** Days of each weekly bucket inside the window: the first and last weeks are usually partial. */
+function daysCovered(series, window) {
+  const from = Date.parse(window.from);
+  const to = Date.parse(window.to);
+  return series.map((bucket) => {
+    const start = Date.parse(bucket.start);
+    const overlap = Math.min(to, start + 7 * 86400000) - Math.max(from, start);
+    return Math.max(0, Math.min(7, overlap / 86400000));
+  });
+}
+
+function trend(series, window) {
   const labels = series.map((bucket) => bucket.start.slice(5));
+  const covered = daysCovered(series, window);
+  // Partial weeks are drawn dashed and said to be partial, not shown as drops.
+  const partial = covered.flatMap((span, index) => (span < 6.99 ? [index] : []));
+  const note = partial.length
+    ? ` (dashed: ${partial.map((index) => `the week of ${labels[index]} has ${covered[index].toFixed(1)} days in the window`).join("; ")})`
+    : "";
   return el(
     "figure",
     { class: "card-box", id: "trend" },
-    el("figcaption", {}, "Leads created, won and lost per week"),
+    el("figcaption", {}, `Leads created, won and lost per week${note}`),
     lineChart(
       labels,
       [
@@ -123,7 +144,7 @@ function trend(series) {
         { name: "won", values: series.map((b) => b.wonCount), className: "won" },
         { name: "lost", values: series.map((b) => b.lostCount), className: "lost" },
       ],
-      { title: "Weekly trend" },
+      { title: "Weekly trend", partial },
     ),
   );
 }
@@ -133,8 +154,9 @@ export async function showMetrics(pipeline, daysBack) {
   const root = document.getElementById("metrics");
   root.dataset.ready = "false";
   let metrics;
+  const window = lastDays(daysBack);
   try {
-    metrics = (await request(METRICS_QUERY, { pipelineId: pipeline.id, ...lastDays(daysBack) })).pipelineMetrics;
+    metrics = (await request(METRICS_QUERY, { pipelineId: pipeline.id, ...window })).pipelineMetrics;
   } catch (error) {
     announce(`Could not load the metrics: ${error.message}.`);
     return;
@@ -153,10 +175,10 @@ export async function showMetrics(pipeline, daysBack) {
       tile("Weighted pipeline", money(o.weightedPipeline)),
       tile("Velocity / day", money(o.velocityPerDay)),
     ),
-    bottleneck(metrics.bottleneck),
+    bottleneck(metrics.bottleneck, metrics.stages),
     el("div", { class: "grid-2" }, funnel(metrics.stages), timeInStage(metrics.stages)),
-    trend(metrics.timeSeries),
-    el("div", { class: "grid-2" }, breakdownTable("By source", metrics.bySource, "by-source"), breakdownTable("By owner", metrics.byOwner, "by-owner")),
+    trend(metrics.timeSeries, window),
+    el("div", { class: "grid-2" }, breakdownTable("By source", metrics.bySource, "by-source", "Source"), breakdownTable("By owner", metrics.byOwner, "by-owner", "Owner")),
   );
   root.dataset.ready = "true";
 }
