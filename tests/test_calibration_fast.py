@@ -14,8 +14,9 @@ from sqlalchemy import event, select, update
 
 from metrics_fixture import load
 from pipegraph import demo
-from pipegraph.db.models import Pipeline, Stage
+from pipegraph.db.models import Lead, LeadStatus, Pipeline, Stage, StageHistory
 from pipegraph.db.session import Store
+from pipegraph.db.stays import derive_stays
 from pipegraph.services.calibration import Calibration, calibrate, pipeline_id_for_name
 from pipegraph.services.calibration_fast import calibrate_now
 
@@ -90,6 +91,38 @@ async def test_demo_history_agrees_and_follows_stage_changes(store: Store) -> No
     assert stage_ids[3] not in {fit.stage_id for fit in report.stages}
 
 
+async def test_a_win_undone_reads_the_wins_from_the_stays(store: Store) -> None:
+    """A won lead reopened: the won leads are no longer the wins, so the sample comes from the stays."""
+    await demo.load_demo(store, seed=4, leads_per_pipeline=120, now=DEMO_NOW)
+    async with store.write() as session:
+        pipeline_id = await pipeline_id_for_name(session, "B2B Sales")
+        lead = (
+            await session.execute(
+                select(Lead).where(Lead.pipeline_id == pipeline_id, Lead.status == LeadStatus.WON).limit(1)
+            )
+        ).scalar_one()
+        session.add(
+            StageHistory(
+                lead_id=lead.id,
+                pipeline_id=pipeline_id,
+                from_stage_id=lead.stage_id,
+                to_stage_id=lead.stage_id,
+                from_status=LeadStatus.WON,
+                to_status=LeadStatus.OPEN,
+                changed_at=DEMO_NOW,
+            )
+        )
+        lead.status, lead.closed_at = LeadStatus.OPEN, None
+        await session.flush()
+        await derive_stays(session, lead_ids=[lead.id])
+    statements, count = _counting(store)
+    try:
+        await _agree(store, pipeline_id)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+    assert any("stage_stays" in s and "next_status" in s and "value_cents" in s for s in statements)
+
+
 def _counting(store: Store) -> tuple[list[str], Any]:
     statements: list[str] = []
 
@@ -103,7 +136,7 @@ def _counting(store: Store) -> tuple[list[str], Any]:
 @pytest.mark.parametrize("leads", [40, 400])
 async def test_statements_do_not_grow_with_the_leads(store: Store, leads: int) -> None:
     """Pipeline, stages (twice: sales stages and all positions), exit totals, open cohorts, arrivals,
-    wins, reps: eight statements at any size; SQLite's transaction start adds none it reports."""
+    won leads (count and sample), reps: nine statements at any size."""
     await demo.load_demo(store, seed=5, leads_per_pipeline=leads, now=DEMO_NOW)
     async with store.read() as session:
         pipeline_id = await pipeline_id_for_name(session, "B2B Sales")
@@ -115,4 +148,4 @@ async def test_statements_do_not_grow_with_the_leads(store: Store, leads: int) -
         event.remove(store.engine.sync_engine, "before_cursor_execute", count)
     assert calibration.report.deal_size.wins >= 5
     reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
-    assert len(reads) == 8, statements
+    assert len(reads) == 9, statements

@@ -10,8 +10,9 @@ cut-off), the same sums are kept already:
   of its current stay, the latest ``entered_at`` of its stays (one index probe a lead; the lead's
   ``stage_entered_at`` would not do: a reopen into the same stage starts a stay but keeps it);
 - arrivals: the leads created in the window (``ix_leads_pipeline_created``), one per creation row;
-- wins: per stage and where they were won, one index range of the stays ending in a win, newest first
-  (``ix_stage_stays_pipeline_exit_duration``), merged by the database.
+- wins: while no win was undone, the won leads, newest first (``ix_leads_pipeline_status_closed``);
+  otherwise per stage and where they were won, one index range of the stays ending in a win, newest
+  first (``ix_stage_stays_pipeline_exit_duration``), merged by the database.
 
 The rule: :func:`read_now` serves a cut-off at or after the pipeline's last history row, which is what
 ``calibrate_now`` asks; any other cut-off (a backtest) goes through the reference. The test
@@ -58,18 +59,19 @@ class Outcome(NamedTuple):
 
 
 async def _exits(session: AsyncSession, pipeline_id: int) -> list[Any]:
-    """Ended OPEN stays by stage and where they went: count and seconds, summed in the database."""
+    """Ended stays by stage, status and where they went: count and seconds, summed in the database."""
     f = StageFlowDay
     statement = (
         select(
+            f.status,
             f.stage_id,
             f.next_stage_id,
             f.next_status,
             func.sum(f.n).label("n"),
             cast(func.sum(f.seconds_sum), Float).label("seconds"),
         )
-        .where(f.pipeline_id == pipeline_id, f.kind == EXIT, f.status == _OPEN)
-        .group_by(f.stage_id, f.next_stage_id, f.next_status)
+        .where(f.pipeline_id == pipeline_id, f.kind == EXIT)
+        .group_by(f.status, f.stage_id, f.next_stage_id, f.next_status)
         .having(func.sum(f.n) != 0)  # rows whose count fell back to zero stay in the table
     )
     return list((await session.execute(statement)).all())
@@ -145,9 +147,23 @@ async def _arrivals_count(
     return int(row.n), row.first
 
 
-async def _won_values(session: AsyncSession, pipeline_id: int, pairs: list[tuple[int, int]]) -> list[int]:
-    """The latest wins' values: per (stage, stage won in), the newest wins from one index range, and of
-    those the newest ``MAX_DEAL_SAMPLE``."""
+async def _won_leads(session: AsyncSession, pipeline_id: int) -> tuple[int, list[int]]:
+    """The number of won leads, and the values of the latest ``MAX_DEAL_SAMPLE`` of them: one index
+    range (``ix_leads_pipeline_status_closed``), newest first."""
+    won = (Lead.pipeline_id == pipeline_id, Lead.status == LeadStatus.WON)
+    count = (await session.execute(select(func.count()).where(*won))).scalar_one()
+    statement = (
+        select(Lead.value_cents)
+        .where(*won, Lead.value_cents > 0)
+        .order_by(Lead.closed_at.desc(), Lead.id.desc())
+        .limit(MAX_DEAL_SAMPLE)
+    )
+    return int(count), [int(value) for value in (await session.execute(statement)).scalars()]
+
+
+async def _won_stays(session: AsyncSession, pipeline_id: int, pairs: list[tuple[int, int]]) -> list[int]:
+    """The latest wins' values from the stays: per (stage, stage won in), the newest wins from one index
+    range, and of those the newest ``MAX_DEAL_SAMPLE``."""
     if not pairs:
         return []
     s = StageStay
@@ -174,24 +190,36 @@ async def _won_values(session: AsyncSession, pipeline_id: int, pairs: list[tuple
     return [int(value) for value in (await session.execute(statement)).scalars()]
 
 
+async def _won_values(session: AsyncSession, pipeline_id: int, exits: list[Any]) -> list[int]:
+    """The deal-size sample. While no win was ever undone (no stay that began with a win ended other
+    than won) and every won lead came through a win from OPEN, the wins are the won leads, each closed
+    when it was won: read those. Otherwise read the stays that ended in a win."""
+    won = [row for row in exits if row.status == _OPEN and row.next_status == _WON]
+    undone = any(row.status == _WON and row.next_status != _WON for row in exits)
+    if not undone:
+        count, values = await _won_leads(session, pipeline_id)
+        if count == sum(int(row.n) for row in won):
+            return values
+    return await _won_stays(session, pipeline_id, [(row.stage_id, row.next_stage_id) for row in won])
+
+
 async def read_now(
     session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, window_days: float
 ) -> HistoryReads:
     """What ``calibration.read_history`` reads, for an ``as_of`` at or after the last history row."""
     position, counted = await _positions(session, pipeline_id)
     exits = await _exits(session, pipeline_id)
-    outcomes = [_outcome(row, position) for row in exits if row.stage_id in counted]
+    outcomes = [_outcome(row, position) for row in exits if row.status == _OPEN and row.stage_id in counted]
     cohorts = await _open_cohorts(session, dialect, pipeline_id, as_of)
     open_by_stage: dict[int, tuple[int, float]] = defaultdict(lambda: (0, 0.0))
     for row in cohorts:
         n, days = open_by_stage[row.stage_id]
         open_by_stage[row.stage_id] = (n + int(row.n), days + float(row.days))
     outcomes += [Outcome(stage_id, "open", None, n, days) for stage_id, (n, days) in open_by_stage.items()]
-    pairs = [(row.stage_id, row.next_stage_id) for row in exits if row.next_status == _WON]
     count, first = await _arrivals_count(session, pipeline_id, as_of, window_days)
     return HistoryReads(
         outcomes=outcomes,
-        won_cents=await _won_values(session, pipeline_id, pairs),
+        won_cents=await _won_values(session, pipeline_id, exits),
         arrivals=arrival_fit(count, first, as_of, window_days),
         cohorts=cohorts,
     )
