@@ -21,6 +21,7 @@ from sqlalchemy import insert
 
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.session import Store
+from pipegraph.db.stays import derive_stays
 
 Floats = NDArray[np.float64]
 
@@ -182,4 +183,6 @@ async def write_history(
             for from_stage, to_stage, from_status, to_status, day in rows
         ]
         await session.execute(insert(StageHistory), history_rows)
+        # The stays and daily totals every writer keeps beside history (metrics and calibration read them).
+        await derive_stays(session, lead_ids=lead_ids)
         return pipeline.id

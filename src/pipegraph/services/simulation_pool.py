@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
+from pipegraph.services.calibration_cache import CalibrationCache
+
 T = TypeVar("T")
 
 
@@ -33,6 +35,8 @@ class SimulationPool:
         self._client: Any = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # The questions' calibrations as of now, shared while the history stands (``calibration_cache``).
+        self.calibrations = CalibrationCache()
 
     @property
     def interactive(self) -> Executor:
