@@ -140,7 +140,7 @@ async def forecast(
     check_sizes(horizon_days=horizon_days, trials=trials, seed=seed, limit=MAX_INTERACTIVE_TRIALS)
     goal = check_goal(goal_cents, required=False)
     calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=False)
-    result = await pool.run(pipesim.forecast, calibration.model, trials, seed, goal=goal)
+    result = await pool.run_shared(pipesim.forecast, calibration.model, trials, seed, goal=goal)
     return ForecastAnswer(result, calibration.report)
 
 
@@ -164,7 +164,7 @@ async def leads_needed(
     # New leads as one batch today, on top of the open ones: the arrival rate is what is being chosen.
     model = calibration.model.with_new_leads(0)
     try:
-        answer = await pool.run(pipesim.leads_needed, model, goal, confidence, trials, seed)
+        answer = await pool.run_shared(pipesim.leads_needed, model, goal, confidence, trials, seed)
     except pipesim.QuestionError as error:
         raise ValidationError(str(error).removeprefix("goal: "), field="goal") from None
     return LeadsNeededAnswer(answer, calibration.report, horizon_days=horizon_days)
@@ -249,5 +249,5 @@ async def what_if(
     if capacity and calibration.model.reps is None:
         raise ValidationError("the pipeline has no active reps with capacity to change", field="changes")
     variant, described = apply_changes(calibration.model, calibration.report, changes)
-    comparison = await pool.run(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
+    comparison = await pool.run_shared(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
     return WhatIfAnswer(comparison, calibration.report, described, horizon_days)
