@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import Float, Integer, String, and_, case, cast, func, literal, select
@@ -78,7 +79,7 @@ DEFAULT_WINDOW_DAYS = 90.0  # arrival-rate window
 VALUE_BAND_RATIO = 2.0  # open-lead cohorts: values within a band differ by at most this factor
 AIC_MARGIN = 4.0  # another family replaces the exponential only with considerably more support
 MIN_STAGE_DAYS = 1.0 / 24  # an exponential needs a positive mean; an hour is "instant" for a pipeline
-_WON_POSITION = 1_000_000  # target position of a win: beyond every stage
+WON_POSITION = 1_000_000  # target position of a win: beyond every stage
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
 
 
@@ -207,7 +208,7 @@ async def _stay_outcomes(session: AsyncSession, dialect: str, pipeline_id: int, 
         else_=literal("back"),
     )
     target = case(
-        (w.c.next_status == _WON, literal(_WON_POSITION)),
+        (w.c.next_status == _WON, literal(WON_POSITION)),
         (w.c.next_status == _OPEN, other.position),
         else_=literal(None, Integer),
     )
@@ -239,7 +240,7 @@ async def _stay_outcomes(session: AsyncSession, dialect: str, pipeline_id: int, 
     return list((await session.execute(statement)).all())
 
 
-def _value_band(value: Any) -> Any:
+def value_band(value: Any) -> Any:
     """0 for no value, else 1 + the number of band edges at or below the value."""
     edges, edge = [], 100.0  # one currency unit in cents
     while edge < 1e15:
@@ -253,7 +254,7 @@ def _value_band(value: Any) -> Any:
 async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime) -> list[Any]:
     w = _history(pipeline_id, as_of)
     stage = aliased(Stage)
-    band = _value_band(Lead.value_cents)
+    band = value_band(Lead.value_cents)
     open_stays = (
         select(
             stage.id.label("stage_id"),
@@ -297,8 +298,12 @@ async def _arrivals(
         func.min(h.changed_at).label("first"),
     ).where(created)
     row = (await session.execute(statement)).one()
-    count = int(row.n)
-    first: datetime | None = row.first
+    return arrival_fit(int(row.n), row.first, as_of, window_days)
+
+
+def arrival_fit(count: int, first: datetime | None, as_of: datetime, window_days: float) -> ArrivalFit:
+    """The rate from ``count`` creations in the window; ``first`` (the first ever) shortens the window."""
+    start = as_of - timedelta(days=window_days)
     window = window_days
     if first is not None and first > start:
         window = max((as_of - first).total_seconds() / 86_400, 1.0)
@@ -340,6 +345,34 @@ async def _reps(session: AsyncSession) -> tuple[int, int]:
     )
     count, capacity = (await session.execute(statement)).one()
     return int(count), int(capacity)
+
+
+@dataclass(frozen=True)
+class HistoryReads:
+    """What the fit needs from a pipeline's history up to ``as_of``, however it was read."""
+
+    outcomes: list[Any]  # stage_id, kind, target, n, days: stays by stage and how they ended
+    won_cents: list[int]  # values of the latest wins, at most MAX_DEAL_SAMPLE
+    arrivals: ArrivalFit
+    cohorts: list[Any]  # stage_id, band, n, value_cents, age: open stays by stage and value band
+
+
+class HistoryReader(Protocol):
+    def __call__(
+        self, session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, window_days: float
+    ) -> Awaitable[HistoryReads]: ...
+
+
+async def read_history(
+    session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, window_days: float
+) -> HistoryReads:
+    """The reference reading: every sum from the history rows themselves, paired by window functions."""
+    return HistoryReads(
+        outcomes=await _stay_outcomes(session, dialect, pipeline_id, as_of),
+        won_cents=await _won_values(session, pipeline_id, as_of),
+        arrivals=await _arrivals(session, pipeline_id, as_of, window_days),
+        cohorts=await _open_cohorts(session, dialect, pipeline_id, as_of),
+    )
 
 
 # --- fitting ------------------------------------------------------------------------------------------
@@ -483,8 +516,12 @@ async def calibrate(
     window_days: float = DEFAULT_WINDOW_DAYS,
     with_capacity: bool = False,
     time_families: bool = True,
+    reader: HistoryReader | None = None,
 ) -> Calibration:
-    """The calibrated model of a pipeline over ``horizon_days`` from ``as_of``, and what stands behind it."""
+    """The calibrated model of a pipeline over ``horizon_days`` from ``as_of``, and what stands behind it.
+
+    ``reader`` reads the history's sums (default :func:`read_history`, which pairs history rows and
+    serves any ``as_of``); ``calibration_fast`` passes one that reads the totals kept beside it."""
     if not (horizon_days > 0 and math.isfinite(horizon_days)):
         raise ValidationError(f"must be a finite number of days > 0, got {horizon_days}", field="horizonDays")
     if not (window_days > 0 and math.isfinite(window_days)):
@@ -502,7 +539,8 @@ async def calibrate(
     if not stage_rows:
         raise ValidationError("the pipeline has no sales stages to simulate", field="pipelineId")
 
-    tallies = _tally(stage_rows, await _stay_outcomes(session, dialect, pipeline_id, as_of))
+    reads = await (reader or read_history)(session, dialect, pipeline_id, as_of, window_days)
+    tallies = _tally(stage_rows, reads.outcomes)
     fits = tuple(_fit_stage(row, tallies[row.id]) for row in stage_rows)
     if time_families:
         positions = {row.id: row.position for row in stage_rows}
@@ -512,14 +550,14 @@ async def calibrate(
             replace(_with_family(fit, families.get(fit.stage_id)), survival=curves.get(fit.stage_id, ()))
             for fit in fits
         )
-    won = await _won_values(session, pipeline_id, as_of)
+    won = reads.won_cents
     deal = _fit_deal_size(won, None if len(won) >= MIN_WINS else await _mean_lead_value(session, pipeline_id))
-    arrivals = await _arrivals(session, pipeline_id, as_of, window_days)
+    arrivals = reads.arrivals
     rep_count, capacity = await _reps(session)
     leads_each = max(round(capacity / rep_count), 1) if rep_count else 0
     in_model = with_capacity and rep_count > 0 and capacity > 0
     reps = RepsFit(rep_count, capacity, leads_each, in_model)
-    cohorts = _cohorts(stage_rows, await _open_cohorts(session, dialect, pipeline_id, as_of))
+    cohorts = _cohorts(stage_rows, reads.cohorts)
 
     notes = [
         f"{fit.name}: conversion from the prior (only {fit.advances + fit.losses} decided stays)"

@@ -109,8 +109,18 @@ def check_confidence(confidence: float, prefix: str = "") -> None:
 
 
 async def _calibrated(
-    session: AsyncSession, pipeline_id: int, horizon_days: float, as_of: datetime | None, capacity: bool
+    session: AsyncSession,
+    pool: SimulationPool,
+    pipeline_id: int,
+    horizon_days: float,
+    as_of: datetime | None,
+    capacity: bool,
 ) -> Calibration:
+    """As of now: the pool's shared calibration (read from the kept totals); else the reference."""
+    if as_of is None:
+        return await pool.calibrations.calibration(
+            session, pipeline_id=pipeline_id, horizon_days=horizon_days, with_capacity=capacity
+        )
     return await calibrate(
         session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of, with_capacity=capacity
     )
@@ -129,8 +139,8 @@ async def forecast(
 ) -> ForecastAnswer:
     check_sizes(horizon_days=horizon_days, trials=trials, seed=seed, limit=MAX_INTERACTIVE_TRIALS)
     goal = check_goal(goal_cents, required=False)
-    calibration = await _calibrated(session, pipeline_id, horizon_days, as_of, capacity=False)
-    result = await pool.run(pipesim.forecast, calibration.model, trials, seed, goal=goal)
+    calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=False)
+    result = await pool.run_shared(pipesim.forecast, calibration.model, trials, seed, goal=goal)
     return ForecastAnswer(result, calibration.report)
 
 
@@ -150,11 +160,11 @@ async def leads_needed(
     goal = check_goal(goal_cents, required=True)
     assert goal is not None
     check_confidence(confidence)
-    calibration = await _calibrated(session, pipeline_id, horizon_days, as_of, capacity=False)
+    calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=False)
     # New leads as one batch today, on top of the open ones: the arrival rate is what is being chosen.
     model = calibration.model.with_new_leads(0)
     try:
-        answer = await pool.run(pipesim.leads_needed, model, goal, confidence, trials, seed)
+        answer = await pool.run_shared(pipesim.leads_needed, model, goal, confidence, trials, seed)
     except pipesim.QuestionError as error:
         raise ValidationError(str(error).removeprefix("goal: "), field="goal") from None
     return LeadsNeededAnswer(answer, calibration.report, horizon_days=horizon_days)
@@ -235,9 +245,9 @@ async def what_if(
     goal = check_goal(goal_cents, required=False)
     if not changes:
         raise ValidationError("needs at least one change", field="changes")
-    calibration = await _calibrated(session, pipeline_id, horizon_days, as_of, capacity=capacity)
+    calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=capacity)
     if capacity and calibration.model.reps is None:
         raise ValidationError("the pipeline has no active reps with capacity to change", field="changes")
     variant, described = apply_changes(calibration.model, calibration.report, changes)
-    comparison = await pool.run(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
+    comparison = await pool.run_shared(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
     return WhatIfAnswer(comparison, calibration.report, described, horizon_days)

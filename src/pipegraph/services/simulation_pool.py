@@ -21,9 +21,12 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
+
+from pipegraph.services.calibration_cache import CalibrationCache
 
 T = TypeVar("T")
 PARENT_CHECK_SECONDS = 0.5
@@ -48,6 +51,7 @@ def local_executor(workers: int) -> ProcessPoolExecutor:
         initializer=_watch_parent,
         initargs=(os.getpid(),),
     )
+SHARED_RESULTS = 32  # answers kept for repeats of the same question
 
 
 class SimulationPool:
@@ -62,6 +66,10 @@ class SimulationPool:
         self._client: Any = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # The questions' calibrations as of now, shared while the history stands (``calibration_cache``).
+        self.calibrations = CalibrationCache()
+        self._shared: OrderedDict[Hashable, asyncio.Future[Any]] = OrderedDict()
+        self.submitted = 0  # interactive runs started, for tests
 
     @property
     def interactive(self) -> Executor:
@@ -85,8 +93,32 @@ class SimulationPool:
 
     async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` in an interactive worker, awaited without blocking the loop."""
+        self.submitted += 1
         future = self.interactive.submit(function, *args, **kwargs)
         return await asyncio.wrap_future(future)
+
+    async def run_shared(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """:meth:`run` for a deterministic ``function`` of hashable arguments (a pipesim question: the
+        model and the seed fix the answer): a call equal to one in flight or among the last
+        ``SHARED_RESULTS`` gets that answer instead of running again (a double click, a repeat view)."""
+        key = (function.__module__, function.__qualname__, args, tuple(sorted(kwargs.items())))
+        try:
+            found = self._shared.get(key)
+        except TypeError:  # an argument that cannot be hashed: nothing to share
+            return await self.run(function, *args, **kwargs)
+        if found is None:
+            found = asyncio.ensure_future(self.run(function, *args, **kwargs))
+            self._shared[key] = found
+            found.add_done_callback(lambda done: self._settled(key, done))
+        self._shared.move_to_end(key)
+        while len(self._shared) > SHARED_RESULTS:
+            self._shared.popitem(last=False)
+        result: T = await asyncio.shield(found)  # one caller going away leaves the run to the others
+        return result
+
+    def _settled(self, key: Hashable, done: asyncio.Future[Any]) -> None:
+        if (done.cancelled() or done.exception() is not None) and self._shared.get(key) is done:
+            del self._shared[key]  # failures are not kept: the next call runs again
 
     def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a background job on the current loop, keeping a reference until it ends."""
