@@ -521,6 +521,8 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_lead", "endpoint_id", "lead_id", "id"),
         {"sqlite_autoincrement": True},
     )
+
+
 class ImportJob(Base):
     """A CSV import run in the background. The outcome is written in the import's own transaction, so
     a job reads SUCCEEDED exactly when its leads are there; one left RUNNING by a server that died is

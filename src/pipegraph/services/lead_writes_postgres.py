@@ -64,6 +64,8 @@ locked AS MATERIALIZED (
 SELECT {notify_each("$6::text")} FROM event
 """
 
+# While any webhook endpoint is enabled, the lead's UPDATE matches no row and the general path writes the
+# change, whose session records the webhook event in the outbox with it (pipegraph.db.webhook_outbox).
 # $1 lead, $2 version read, $3 event kind, $4 now, $5 actor, $6 channel; then the lead's new details.
 _DETAILS = """
 WITH lead AS (
@@ -72,7 +74,7 @@ WITH lead AS (
         expected_close_date = $15::date, budget = $16::boolean, authority = $17::boolean,
         need = $18::boolean, timeline = $19::boolean, qualification_score = $20::integer,
         updated_at = $4::timestamptz, version = version + 1
-    WHERE id = $1 AND version = $2
+    WHERE id = $1 AND version = $2 AND NOT EXISTS (SELECT FROM webhook_endpoints WHERE enabled)
     RETURNING id, pipeline_id, version
 ),""" + _EVENT.format(after="")
 
@@ -87,7 +89,7 @@ WITH lead AS (
     UPDATE leads SET stage_id = $7::integer, status = $8::text, stage_entered_at = $9::timestamptz,
         closed_at = $10::timestamptz, lost_reason = $11::text, value_cents = $12::bigint,
         updated_at = $4::timestamptz, version = version + 1
-    WHERE id = $1 AND version = $2
+    WHERE id = $1 AND version = $2 AND NOT EXISTS (SELECT FROM webhook_endpoints WHERE enabled)
     RETURNING id, pipeline_id, version
 ), history AS (
     INSERT INTO stage_history

@@ -23,6 +23,7 @@ from pipegraph.services.lead_writes import Change, Facts, Move
 from pipegraph.services.lead_writes_postgres import READ_COLUMNS, facts_of
 from pipegraph.services.unset import Unset
 
+_WEBHOOKS_ENABLED = text("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)")
 _READ = text(
     f"""
 SELECT {READ_COLUMNS}
@@ -72,6 +73,9 @@ class _Statements:
             "owner": owner if named else None,
         }
         rows = (await self._session.execute(_READ, parameters)).mappings().all()
+        if await self._session.scalar(_WEBHOOKS_ENABLED):
+            # The general path writes it: its session records the webhook event in the outbox too.
+            return None
         return facts_of(cast(Mapping[str, Any], rows[0])) if len(rows) == 1 else None
 
     async def write(self, change: Change, move: Move | None) -> bool:

@@ -51,6 +51,8 @@ def local_executor(workers: int) -> ProcessPoolExecutor:
         initializer=_watch_parent,
         initargs=(os.getpid(),),
     )
+
+
 SHARED_RESULTS = 32  # answers kept for repeats of the same question
 
 
