@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -41,7 +41,7 @@ query($input: ForecastInput!) {
     fromOpenLeads { mean se }
     fromNewLeads { mean se }
     calibration {
-      openLeads openCohorts notes
+      asOf openLeads openCohorts notes
       stages {
         stageId name conversion advances losses stillOpen exits meanDaysInStage naiveMeanDays timeSource
         timeFamily
@@ -237,6 +237,20 @@ async def test_what_if_on_reps_simulates_capacity(client: Client, pipeline_id: i
     assert float(data["difference"]["p10"]) >= 0
 
 
+async def test_a_forecast_as_of_a_past_moment_uses_the_history_up_to_then(
+    client: Client, store: Store, pipeline_id: int
+) -> None:
+    as_of = utcnow() - timedelta(days=30)
+    variables = {"input": {"pipelineId": _gid(pipeline_id), "trials": 500, "asOf": as_of.isoformat()}}
+    data = (await client.run(FORECAST, variables))["forecast"]
+    async with store.read() as session:
+        expected = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=90, as_of=as_of)).report
+    calibration = data["calibration"]
+    assert datetime.fromisoformat(calibration["asOf"]) == as_of
+    assert calibration["openLeads"] == expected.open_leads
+    assert [s["exits"] for s in calibration["stages"]] == [fit.exits for fit in expected.stages]
+
+
 def _error(body: dict[str, Any]) -> tuple[str, str]:
     error = body["errors"][0]
     return error["extensions"]["code"], error["extensions"]["field"]
@@ -248,6 +262,8 @@ def _error(body: dict[str, Any]) -> tuple[str, str]:
         (FORECAST, {"trials": 10_000_000}, ("INVALID", "input.trials")),
         (FORECAST, {"horizonDays": 0}, ("INVALID", "input.horizonDays")),
         (FORECAST, {"goal": "-5"}, ("INVALID", "input.goal")),
+        (FORECAST, {"asOf": "2999-01-01T00:00:00+00:00"}, ("INVALID", "input.asOf")),
+        (LEADS_NEEDED, {"goal": "1000", "asOf": "2999-01-01T00:00:00+00:00"}, ("INVALID", "input.asOf")),
         (FORECAST, {"pipelineId": ids.encode("Pipeline", 999)}, ("NOT_FOUND", "input.pipelineId")),
         (FORECAST, {"pipelineId": ids.encode("Lead", 1)}, ("NOT_FOUND", "input.pipelineId")),
         (LEADS_NEEDED, {"goal": "1000", "confidence": 1.5}, ("INVALID", "input.confidence")),

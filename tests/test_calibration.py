@@ -275,3 +275,29 @@ def test_export_model_writes_toml_that_pipesim_reads(
 
     assert main(["export-model", "--database-url", database_url, "--pipeline", "Nope"]) == 2
     assert "pipeline: no pipeline named 'Nope'" in capsys.readouterr().err
+
+
+def test_export_model_as_of_a_past_moment(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--as-of`` exports the model the history up to then gives: the same as calibrating at that cut-off."""
+    as_of = ORIGIN + timedelta(days=9.5)
+
+    async def prepare() -> str:
+        store = Store.from_url(database_url)
+        try:
+            await migrate.upgrade(store.engine)
+            fixture = await load(store)
+            return (await _calibrate(store, fixture.pipeline_id, as_of)).model.to_toml()
+        finally:
+            await store.dispose()
+
+    expected = asyncio.run(prepare())
+    base = ["export-model", "--database-url", database_url, "--pipeline", "Fixture", "--horizon-days", "90"]
+    assert main([*base, "--as-of", as_of.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert f"as of {as_of.isoformat()}" in out.splitlines()[0]
+    assert from_toml(out).to_toml() == expected
+    # A date alone is that day's end (UTC); a cut-off in the future is refused before anything is read.
+    assert main([*base, "--as-of", "2024-01-09"]) == 0
+    assert "as of 2024-01-10T00:00:00+00:00" in capsys.readouterr().out.splitlines()[0]
+    assert main([*base, "--as-of", "2999-01-01"]) == 2
+    assert "is in the future" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     export_model.add_argument("--pipeline", required=True, help="name of the pipeline")
     export_model.add_argument(
         "--horizon-days", type=_positive, default=90, help="forecast horizon in days (default 90)"
+    )
+    export_model.add_argument(
+        "--as-of",
+        type=_as_of,
+        default=None,
+        metavar="WHEN",
+        help="calibrate on the history up to WHEN (ISO 8601; a date alone means the end of that day, UTC)",
     )
     export_model.set_defaults(handler=_export_model)
     cli_webhooks.register(commands, database, _run_with_settings)
@@ -402,13 +409,30 @@ def _seed_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return _with_store(_settings(args, environ), work)
 
 
+def _as_of(text: str) -> datetime:
+    """A cut-off in the past: an ISO 8601 moment (UTC if it names no zone), or a date's end in UTC."""
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), time(), UTC) + timedelta(days=1)
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date and time") from None
+    if moment > datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future")
+    return moment
+
+
 def _export_model(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pipegraph.services.calibration import export_model
 
     async def work(store: Store) -> int:
         async with store.read() as session:
             sys.stdout.write(
-                await export_model(session, pipeline_name=args.pipeline, horizon_days=args.horizon_days)
+                await export_model(
+                    session, pipeline_name=args.pipeline, horizon_days=args.horizon_days, as_of=args.as_of
+                )
             )
         return 0
 

@@ -10,6 +10,7 @@ Bad input is a GraphQL error with ``extensions: {code, field}``, the field named
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from decimal import Decimal
 
 import strawberry
@@ -416,6 +417,11 @@ class ForecastInput:
     goal: Money | None = None
     trials: int = questions.DEFAULT_TRIALS
     seed: int = 0
+    as_of: datetime | None = strawberry.field(
+        default=None,
+        description="Calibrate on the history up to this moment (with a time zone) instead of now: what "
+        "the forecast would have said then, to compare with what happened since.",
+    )
 
 
 @strawberry.input
@@ -426,6 +432,11 @@ class LeadsNeededInput:
     horizon_days: int = 90
     trials: int = questions.DEFAULT_TRIALS
     seed: int = 0
+    as_of: datetime | None = strawberry.field(
+        default=None,
+        description="Calibrate on the history up to this moment (with a time zone) instead of now: what "
+        "the forecast would have said then, to compare with what happened since.",
+    )
 
 
 @strawberry.input(description="One change; set exactly one of conversion, daysFactor, repsDelta.")
@@ -450,6 +461,11 @@ class WhatIfInput:
         default=None, description="Default 2000, or 500 when reps change (discrete-event engine)."
     )
     seed: int = 0
+    as_of: datetime | None = strawberry.field(
+        default=None,
+        description="Calibrate on the history up to this moment (with a time zone) instead of now: what "
+        "the forecast would have said then, to compare with what happened since.",
+    )
 
 
 def _changes(changes: list[WhatIfChange]) -> list[questions.Change]:
@@ -480,6 +496,7 @@ class ForecastQuery:
                     goal_cents=goal_cents(input.goal),
                     trials=input.trials,
                     seed=input.seed,
+                    as_of=input.as_of,
                 )
         except PipegraphError as error:
             raise input_error(error) from None
@@ -504,6 +521,7 @@ class ForecastQuery:
                     confidence=input.confidence,
                     trials=input.trials,
                     seed=input.seed,
+                    as_of=input.as_of,
                 )
         except PipegraphError as error:
             raise input_error(error) from None
@@ -525,6 +543,7 @@ class ForecastQuery:
                     goal_cents=goal_cents(input.goal),
                     trials=input.trials,
                     seed=input.seed,
+                    as_of=input.as_of,
                 )
         except PipegraphError as error:
             raise input_error(error) from None

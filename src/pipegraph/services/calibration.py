@@ -630,9 +630,12 @@ def describe(report: CalibrationReport) -> list[str]:
     return lines + [f"note: {note}" for note in report.notes]
 
 
-async def export_model(session: AsyncSession, *, pipeline_name: str, horizon_days: float) -> str:
-    """The calibrated model as pipesim TOML, headed by comments that say what stands behind it."""
+async def export_model(
+    session: AsyncSession, *, pipeline_name: str, horizon_days: float, as_of: datetime | None = None
+) -> str:
+    """The calibrated model as pipesim TOML, headed by comments that say what stands behind it;
+    ``as_of`` calibrates on the history up to then (what the model would have been)."""
     pipeline_id = await pipeline_id_for_name(session, pipeline_name)
-    result = await calibrate(session, pipeline_id=pipeline_id, horizon_days=horizon_days)
+    result = await calibrate(session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of)
     header = "".join(f"# {line}\n" for line in describe(result.report))
     return header + "\n" + result.model.to_toml()

@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import pipesim
+from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.calibration import Calibration, CalibrationReport, calibrate
 from pipegraph.services.simulation_pool import SimulationPool
@@ -121,6 +122,8 @@ async def _calibrated(
         return await pool.calibrations.calibration(
             session, pipeline_id=pipeline_id, horizon_days=horizon_days, with_capacity=capacity
         )
+    if as_of.tzinfo is not None and as_of > utcnow():
+        raise ValidationError("must not be in the future", field="asOf")
     return await calibrate(
         session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of, with_capacity=capacity
     )
