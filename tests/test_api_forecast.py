@@ -19,6 +19,7 @@ from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
 from pipegraph.services.calibration import calibrate
 from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
+from pipegraph.services.forecasting.lead_odds import win_probability
 from pipesim import Model
 
 TRUTH = TruePipeline(
@@ -249,6 +250,35 @@ async def test_a_forecast_as_of_a_past_moment_uses_the_history_up_to_then(
     assert datetime.fromisoformat(calibration["asOf"]) == as_of
     assert calibration["openLeads"] == expected.open_leads
     assert [s["exits"] for s in calibration["stages"]] == [fit.exits for fit in expected.stages]
+
+
+ODDS = """
+query($p: ID!, $h: Int!) {
+  leads(pipelineId: $p, first: 40) {
+    edges { node { status daysInStage winProbability(horizonDays: $h) stage { name } } }
+  }
+}
+"""
+
+
+async def test_each_open_lead_has_its_odds_of_winning_within_the_horizon(
+    client: Client, store: Store, pipeline_id: int
+) -> None:
+    data = await client.run(ODDS, {"p": _gid(pipeline_id), "h": 60})
+    leads = [edge["node"] for edge in data["leads"]["edges"]]
+    async with store.read() as session:
+        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60)).model
+    assert any(lead["status"] == "OPEN" for lead in leads)
+    for lead in leads:
+        if lead["status"] != "OPEN":
+            assert lead["winProbability"] is None
+            continue
+        expected = win_probability(model, lead["stage"]["name"], lead["daysInStage"], 60)
+        assert expected is not None
+        assert 0 <= lead["winProbability"] <= 1
+        assert lead["winProbability"] == pytest.approx(expected, abs=0.02)  # calibrated a moment apart
+    body = (await client.raw(ODDS, {"p": _gid(pipeline_id), "h": 0})).json()
+    assert {e["extensions"]["field"] for e in body["errors"]} == {"horizonDays"}
 
 
 def _error(body: dict[str, Any]) -> tuple[str, str]:

@@ -3,6 +3,7 @@ this request's loaders and viewer."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class Context:
     connection_params: dict[str, Any] | None = field(default=None)
     # Whether webhook endpoints may be on loopback or private addresses (a setting).
     allow_private_webhooks: bool = False
+    # What the request's resolvers share, e.g. one calibration per pipeline for every lead's odds.
+    memo: dict[Hashable, Any] = field(default_factory=dict)
 
     def require_viewer(self) -> User:
         if self.viewer is None:

@@ -7,12 +7,12 @@ import binascii
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
 
-from pipegraph.api import ids
+from pipegraph.api import ids, lead_odds
 from pipegraph.api.context import Info
 from pipegraph.api.enums import ActivityKind, LeadStatus, Role
 from pipegraph.api.inputs import LeadFilter, LeadOrder
@@ -267,6 +267,26 @@ class Lead(Node):
     def is_stalled(self) -> bool:
         target = self.stage.target_days
         return self.status == models.LeadStatus.OPEN and target is not None and self.days_in_stage() > target
+
+    @strawberry.field(
+        description="Probability that this open lead is won within `horizonDays`, from its stage, its days "
+        "in the stage and the pipeline's calibrated model: the conversions from here to the close and the "
+        "time they take. Null for closed leads and leads outside the sales stages."
+    )
+    async def win_probability(
+        self,
+        info: Info,
+        horizon_days: Annotated[int, strawberry.argument(description="Days from now, 1–3650.")] = 90,
+    ) -> float | None:
+        if self.status != models.LeadStatus.OPEN:
+            return None
+        return await lead_odds.win_probability(
+            info,
+            pipeline_pk=self.pipeline_pk,
+            stage=self.stage.name,
+            age_days=self.days_in_stage(),
+            horizon_days=horizon_days,
+        )
 
     @strawberry.field
     async def pipeline(self, info: Info) -> Pipeline:

@@ -1,0 +1,43 @@
+"""``Lead.winProbability``: the pipeline's calibration, once per request, and each lead's odds from it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pipegraph.api.context import Info
+from pipegraph.api.forecast import simulation_pool
+from pipegraph.errors import ValidationError
+from pipegraph.services.forecasting import lead_odds
+from pipesim import Model
+
+MAX_HORIZON_DAYS = 3650
+
+
+async def _model(info: Info, pipeline_pk: int) -> Model:
+    """The pipeline's calibrated model as of now: one task per request and pipeline, so a page of leads
+    shares one calibration (itself shared across requests by the simulation pool's cache)."""
+    key = ("calibrated model", pipeline_pk)
+    task: asyncio.Future[Model] | None = info.context.memo.get(key)
+    if task is None:
+
+        async def calibrate() -> Model:
+            async with info.context.store.read() as session:
+                calibrations = simulation_pool(info).calibrations
+                calibration = await calibrations.calibration(
+                    session, pipeline_id=pipeline_pk, horizon_days=90
+                )
+            return calibration.model
+
+        task = info.context.memo[key] = asyncio.ensure_future(calibrate())
+    return await task
+
+
+async def win_probability(
+    info: Info, *, pipeline_pk: int, stage: str, age_days: float, horizon_days: int
+) -> float | None:
+    if not 1 <= horizon_days <= MAX_HORIZON_DAYS:
+        raise ValidationError(
+            f"must be between 1 and {MAX_HORIZON_DAYS} days, got {horizon_days}", field="horizonDays"
+        )
+    model = await _model(info, pipeline_pk)
+    return lead_odds.win_probability(model, stage, age_days, horizon_days)
