@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 from pipegraph.cli import main
 from pipegraph.db.models import WebhookDelivery, WebhookEvent
 from pipegraph.db.session import Store
-from pipegraph.errors import ValidationError
+from pipegraph.errors import ConfigurationError, ValidationError
 from pipegraph.services import leads, pipelines
 from pipegraph.services.webhooks import addresses, endpoints, signing
 from pipegraph.services.webhooks.dispatcher import DispatchPolicy, claim
+from pipegraph.settings import Settings
 
 URL = "http://127.0.0.1:9/hook"
 
@@ -160,3 +161,19 @@ def test_cli_adds_lists_disables_and_removes_endpoints(
     assert main(["webhooks", "remove", "1"], environ=env) == 0
     assert main(["webhooks", "deliveries", "1"], environ=env) == 2
     assert "endpoint: no webhook endpoint with id 1" in capsys.readouterr().err
+
+
+def test_webhook_settings_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "PIPEGRAPH_WEBHOOKS_ALLOW_PRIVATE": "true",
+            "PIPEGRAPH_WEBHOOK_RETRY_BASE": "0.5",
+            "PIPEGRAPH_WEBHOOK_MAX_ATTEMPTS": "4",
+            "PIPEGRAPH_WEBHOOK_DISPATCH": "false",
+        }
+    )
+    assert settings.webhooks_allow_private
+    assert (settings.webhook_retry_base, settings.webhook_max_attempts) == (0.5, 4)
+    assert not settings.webhook_dispatch
+    with pytest.raises(ConfigurationError, match="PIPEGRAPH_WEBHOOK_LEASE"):
+        Settings.from_env({"PIPEGRAPH_WEBHOOK_LEASE": "-1"})
