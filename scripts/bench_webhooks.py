@@ -15,7 +15,10 @@ Figures per backend:
   outbox rows written in each transaction, and the dispatcher sharing the server's process and cores);
 - events delivered per second while writing (window), and after the writes stopped (the backlog
   drained with nothing else running), the backlog at the end of the window and the drain time;
-- events written, delivered, and missing (must be 0).
+- events written, delivered, and missing (must be 0);
+- the dispatcher's own pace: once more, the same writes with sending turned off
+  (``PIPEGRAPH_WEBHOOK_DISPATCH=false``), then a server that only sends: events/s to deliver that
+  backlog (one lead per writer, so at most that many in flight: a lead's events go one at a time).
 
 Writers, receiver and server share the machine's cores.
 
@@ -170,6 +173,28 @@ def run(database_url: str, with_endpoint: bool, args: argparse.Namespace, log_di
     return result
 
 
+def backlog_run(database_url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """The dispatcher's own pace: the same writes with sending off, then a server that only sends."""
+    setup = asyncio.run(seed(database_url))
+    with receiving() as (receiver, url):
+        asyncio.run(add_endpoint(database_url, url))
+        quiet = SERVER_ENV | {"PIPEGRAPH_WEBHOOK_DISPATCH": "false"}
+        with serve(database_url, 1, 10, log_dir / "backlog-write.log", quiet) as server:
+            _, written = asyncio.run(write(server, setup, args.writers, args.warm_up, args.duration))
+        with serve(database_url, 1, 10, log_dir / "backlog-send.log", SERVER_ENV):
+            ready = time.monotonic()
+            while len(receiver.ids) < written and time.monotonic() - max(receiver.last_at, ready) < QUIET_S:
+                time.sleep(0.05)
+    elapsed = max(receiver.last_at, ready) - ready
+    return {
+        "backlog": written,
+        "delivered": len(receiver.ids),
+        "missing": written - len(receiver.ids),
+        "seconds": elapsed,
+        "delivered_per_s": len(receiver.ids) / elapsed if elapsed > 0 else None,
+    }
+
+
 def _database(args: argparse.Namespace, log_dir: Path, name: str) -> contextlib.AbstractContextManager[str]:
     if args.database_url:
         return postgres_database(args.database_url, "pipegraph_bench_webhooks")
@@ -194,11 +219,13 @@ def main(argv: list[str] | None = None) -> int:
             for label in runs:
                 with _database(args, log_dir, f"{label}-{round_number}") as url:
                     runs[label].append(run(url, label == "endpoint", args, log_dir))
+        with _database(args, log_dir, "backlog") as url:
+            backlog = backlog_run(url, args, log_dir)
     baseline = statistics.median(r["moves_per_s"] for r in runs["baseline"])
     with_endpoint = statistics.median(r["moves_per_s"] for r in runs["endpoint"])
-    missing = sum(r["missing"] for r in runs["endpoint"])
+    missing = sum(r["missing"] for r in runs["endpoint"]) + backlog["missing"]
     if args.json:
-        print(json.dumps({"runs": runs, "ratio": with_endpoint / baseline}, indent=2))
+        print(json.dumps({"runs": runs, "ratio": with_endpoint / baseline, "backlog": backlog}, indent=2))
         return 0 if missing == 0 else 1
     print(
         f"moveLead/s (median of {args.rounds}): {baseline:.1f} without an endpoint, {with_endpoint:.1f} "
@@ -212,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['delivered_per_s_while_writing']:.1f}; backlog at the end {e['backlog_at_end']}, drained in "
             f"{e['drain_s']:.1f} s" + (f" ({draining:.1f}/s)" if draining else "")
         )
+    print(
+        f"a backlog of {backlog['backlog']} events ({args.writers} leads) "
+        f"sent in {backlog['seconds']:.1f} s: "
+        f"{backlog['delivered_per_s']:.1f} events/s delivered (missing {backlog['missing']})"
+    )
     return 0 if missing == 0 else 1
 
 

@@ -14,10 +14,12 @@ from sqlalchemy import func, select
 from pipegraph.cli import main
 from pipegraph.db.models import WebhookDelivery, WebhookEvent
 from pipegraph.db.session import Store
-from pipegraph.errors import ValidationError
-from pipegraph.services import leads, pipelines
+from pipegraph.errors import ConfigurationError, ValidationError
+from pipegraph.services import calibration_jobs, leads, pipelines
+from pipegraph.services.imports import ImportRejectedError, import_leads
 from pipegraph.services.webhooks import addresses, endpoints, signing
 from pipegraph.services.webhooks.dispatcher import DispatchPolicy, claim
+from pipegraph.settings import Settings
 
 URL = "http://127.0.0.1:9/hook"
 
@@ -160,3 +162,59 @@ def test_cli_adds_lists_disables_and_removes_endpoints(
     assert main(["webhooks", "remove", "1"], environ=env) == 0
     assert main(["webhooks", "deliveries", "1"], environ=env) == 2
     assert "endpoint: no webhook endpoint with id 1" in capsys.readouterr().err
+
+
+def test_webhook_settings_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "PIPEGRAPH_WEBHOOKS_ALLOW_PRIVATE": "true",
+            "PIPEGRAPH_WEBHOOK_RETRY_BASE": "0.5",
+            "PIPEGRAPH_WEBHOOK_MAX_ATTEMPTS": "4",
+            "PIPEGRAPH_WEBHOOK_DISPATCH": "false",
+        }
+    )
+    assert settings.webhooks_allow_private
+    assert (settings.webhook_retry_base, settings.webhook_max_attempts) == (0.5, 4)
+    assert not settings.webhook_dispatch
+    with pytest.raises(ConfigurationError, match="PIPEGRAPH_WEBHOOK_LEASE"):
+        Settings.from_env({"PIPEGRAPH_WEBHOOK_LEASE": "-1"})
+
+
+async def _event_types(store: Store) -> list[str]:
+    async with store.read() as session:
+        return list((await session.scalars(select(WebhookEvent.type).order_by(WebhookEvent.id))).all())
+
+
+async def test_import_sends_its_leads_and_one_finished_event_or_nothing(sqlite_store: Store) -> None:
+    pipeline_id = await _pipeline(sqlite_store)
+    async with sqlite_store.write() as session:
+        await endpoints.create_endpoint(session, url=URL, allow_private=True, actor=None)
+    with pytest.raises(ImportRejectedError):
+        async with sqlite_store.write() as session:
+            await import_leads(
+                session, pipeline_id=pipeline_id, csv_text="title,value\nA,1\nB,oops\n", actor=None
+            )
+    assert await _event_types(sqlite_store) == []
+    async with sqlite_store.write() as session:
+        await import_leads(session, pipeline_id=pipeline_id, csv_text="title\nA\nB\n", actor=None)
+    assert await _event_types(sqlite_store) == ["lead.created", "lead.created", "import.finished"]
+
+
+async def test_cancelled_simulation_job_sends_finished(sqlite_store: Store) -> None:
+    pipeline_id = await _pipeline(sqlite_store)
+    async with sqlite_store.write() as session:
+        await endpoints.create_endpoint(session, url=URL, allow_private=True, actor=None)
+        parameters = calibration_jobs.JobParameters(horizon_days=30, trials=1000)
+        job = await calibration_jobs.create_job(
+            session,
+            pipeline_id=pipeline_id,
+            kind=calibration_jobs.JobKind.FORECAST,
+            parameters=parameters,
+            created_by=None,
+        )
+    async with sqlite_store.write() as session:
+        await calibration_jobs.cancel_job(session, job.id)
+    async with sqlite_store.read() as session:
+        payload = json.loads((await session.scalars(select(WebhookEvent.payload))).one())
+    assert payload["type"] == "simulation_job.finished"
+    assert payload["data"]["job"]["status"] == "CANCELLED"

@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from pipegraph.db import availability
 from pipegraph.db.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint, WebhookEvent
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
@@ -267,8 +268,11 @@ class Dispatcher:
                 self._wakeup.clear()
                 try:
                     sent = await self.round(client)
-                except (SQLAlchemyError, OSError) as error:
-                    logger.warning("webhooks: database unreachable (%s); trying again", type(error).__name__)
+                except Exception as error:  # the loop must outlive any one round
+                    if availability.is_unavailable(error):
+                        logger.warning("webhooks: %s; trying again", availability.describe(error))
+                    else:
+                        logger.exception("webhooks: a dispatch round failed; trying again")
                     sent = 0
                 if not sent:
                     await self._idle()
