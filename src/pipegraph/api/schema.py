@@ -18,6 +18,7 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from pipegraph.api import types
+from pipegraph.api.api_keys import ApiKeyMutations, ApiKeyQuery
 from pipegraph.api.errors import ErrorPresentation, is_presented, log_errors, present_errors
 from pipegraph.api.execution import FastFieldExecutionContext, PerEventExecutionContext
 from pipegraph.api.forecast import ForecastQuery
@@ -36,13 +37,14 @@ from pipegraph.api.scalars import SCALAR_MAP
 from pipegraph.api.text_inputs import RefuseNul
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery)
+QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery, ApiKeyQuery)
 MUTATION_TYPES: tuple[type, ...] = (
     PipelineMutations,
     LeadMutations,
     UserMutations,
     MetricsMutations,
     SimulationJobMutations,
+    ApiKeyMutations,
 )
 SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
