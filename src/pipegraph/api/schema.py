@@ -19,6 +19,7 @@ from strawberry.types.graphql import OperationType
 
 from pipegraph.api import types
 from pipegraph.api.api_keys import ApiKeyMutations, ApiKeyQuery
+from pipegraph.api.descriptions import describe
 from pipegraph.api.errors import ErrorPresentation, is_presented, log_errors, present_errors
 from pipegraph.api.execution import FastFieldExecutionContext, PerEventExecutionContext
 from pipegraph.api.forecast import ForecastQuery
@@ -130,6 +131,7 @@ def build_schema(
         execution_context_class=FastFieldExecutionContext if fast_execution else PerEventExecutionContext,
     )
     schema.hide_suggestions = not introspection
+    describe(schema._schema)
     return schema
 
 
