@@ -96,7 +96,7 @@ async def test_lead_lifecycle_writes_one_history_row_per_change(store: Store) ->
         ("post_sale_for_open", ValidationError, "to_stage_id"),
         ("unknown_stage", NotFoundError, "to_stage_id"),
         ("unknown_lead", NotFoundError, "lead_id"),
-        ("other_reps_lead", PermissionDeniedError, None),
+        ("other_reps_lead", PermissionDeniedError, "lead_id"),
     ],
 )
 async def test_bad_moves_change_nothing(

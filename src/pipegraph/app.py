@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -152,7 +152,8 @@ class PipegraphGraphQL(GraphQL[Context, None]):
                     await WebSocket(scope, receive, send).close(WS_TRY_AGAIN_LATER, WS_UNAVAILABLE_REASON)
                     return
                 if viewer is None:
-                    await WebSocket(scope, receive, send).close(code=4401, reason="Unauthorized")
+                    reason = await self.authenticator.refusal(authorization)
+                    await WebSocket(scope, receive, send).close(code=4401, reason=reason)
                     return
                 scope[_VIEWER] = viewer
         try:
@@ -279,7 +280,10 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             await context.request.close(WS_TRY_AGAIN_LATER, WS_UNAVAILABLE_REASON)
             return UnsetType()  # the acknowledgement goes nowhere: the socket is closed
         if not authenticated:
-            raise ConnectionRejectionError({"message": "authentication required"})
+            # Closed here rather than by ConnectionRejectionError, whose close reason is always "Forbidden".
+            reason = await self.authenticator.refusal(self.authenticator.connection_authorization(context))
+            await context.request.close(4403, reason)
+            return UnsetType()
         return await super().on_ws_connect(context)
 
 

@@ -161,7 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
         "create-api-key", parents=[database], help="create an API key for a user and print it once"
     )
     create_key.add_argument("--email", required=True, help="email of the user who will own the key")
+    create_key.add_argument(
+        "--expires-in-days",
+        type=_positive,
+        help="the key stops working after this many days (default never)",
+    )
     create_key.set_defaults(handler=_create_api_key)
+
+    list_keys = commands.add_parser(
+        "list-api-keys", parents=[database], help="list API keys: prefix, owner, created, last used, state"
+    )
+    list_keys.add_argument("--email", help="only this user's keys (default: everyone's)")
+    list_keys.set_defaults(handler=_list_api_keys)
+
+    revoke_key = commands.add_parser(
+        "revoke-api-key", parents=[database], help="revoke an API key: it gets 401 within a second"
+    )
+    revoke_key.add_argument("prefix", help="the key's prefix as list-api-keys shows it (or the whole key)")
+    revoke_key.set_defaults(handler=_revoke_api_key)
 
     seed = commands.add_parser(
         "seed-demo", parents=[database], help="migrate and load the demo data set into an empty database"
@@ -382,10 +399,57 @@ def _create_api_key(args: argparse.Namespace, environ: Mapping[str, str]) -> int
                 raise NotFoundError(
                     f"no user with email {args.email!r}; create one with pipegraph create-user", field="email"
                 )
-            _, key = await create_api_key(session, user_id=user.id)
+            expires = args.expires_in_days
+            expires_at = None if expires is None else datetime.now(UTC) + timedelta(days=expires)
+            _, key = await create_api_key(session, user_id=user.id, expires_at=expires_at)
         # The key alone on stdout, so scripts can capture it; it cannot be shown again.
         print(key)
         print(f"API key for {user.email}: store it now, it is not shown again", file=sys.stderr)
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _list_api_keys(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services import api_keys
+    from pipegraph.services.users import get_user_by_email, list_users
+
+    def shown(moment: datetime | None) -> str:
+        return "-" if moment is None else moment.isoformat(timespec="seconds")
+
+    async def work(store: Store) -> int:
+        async with store.read() as session:
+            user_id = None
+            if args.email is not None:
+                user = await get_user_by_email(session, args.email)
+                if user is None:
+                    raise NotFoundError(f"no user with email {args.email!r}", field="email")
+                user_id = user.id
+            rows = await api_keys.list_api_keys(session, user_id=user_id)
+            emails = {u.id: u.email for u in await list_users(session, include_inactive=True)}
+        now = datetime.now(UTC)
+        print("prefix\towner\tcreated\tlast used\texpires\tstate")
+        for row in rows:
+            expired = row.expires_at is not None and row.expires_at <= now
+            state = "revoked" if row.revoked else "expired" if expired else "active"
+            print(
+                f"{row.prefix}\t{emails.get(row.user_id, '?')}\t{shown(row.created_at)}\t"
+                f"{shown(row.last_used_at)}\t{shown(row.expires_at)}\t{state}"
+            )
+        return 0
+
+    return _with_store(_settings(args, environ), work)
+
+
+def _revoke_api_key(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pipegraph.services import api_keys
+
+    async def work(store: Store) -> int:
+        prefix = args.prefix[: api_keys.SHOWN_PREFIX_LENGTH]
+        async with store.write() as session:
+            row = await api_keys.find_by_prefix(session, prefix)
+            await api_keys.revoke_api_key(session, key_id=row.id)
+        print(f"revoked API key {row.prefix}", file=sys.stderr)
         return 0
 
     return _with_store(_settings(args, environ), work)

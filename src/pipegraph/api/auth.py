@@ -1,8 +1,8 @@
 """Who a request acts as: ``Authorization: Bearer <key>``, or in open-access development mode an admin.
 
-Answers are cached for a few seconds per key: a page request then costs no authentication query, and a
-revoked key or deactivated user stops working within ``CACHE_SECONDS`` (in every process, since each
-one asks the database again once its answer expires).
+Answers are cached for a second per key: a page request then costs no authentication query, and a
+revoked or expired key or deactivated user stops working within ``CACHE_SECONDS`` (in every process,
+since each one asks the database again once its answer expires).
 
 A key's ``last_used_at`` is written at most once per ``LAST_USED_INTERVAL`` per key and process, so it
 is never more than that out of date and reading a page is not a write.
@@ -24,11 +24,20 @@ from pipegraph.db.types import utcnow
 from pipegraph.services import api_keys, users
 
 logger = logging.getLogger("pipegraph.api")
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 1.0
 CACHE_LIMIT = 10_000
 LAST_USED_INTERVAL = 60.0
 LOCAL_ADMIN_NAME = "Local admin"
 LOCAL_ADMIN_EMAIL = "admin@localhost"
+
+
+_CLOSE_REASONS = {
+    api_keys.KeyProblem.MISSING: "API key missing: send Authorization: Bearer <key>",
+    api_keys.KeyProblem.MALFORMED: "API key malformed: expected Authorization: Bearer pgk_...",
+    api_keys.KeyProblem.UNKNOWN: "API key unknown",
+    api_keys.KeyProblem.REVOKED: "API key revoked",
+    api_keys.KeyProblem.EXPIRED: "API key expired",
+}
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -109,11 +118,26 @@ class Authenticator:
         self._admin = admin
         return admin
 
+    async def refusal(self, authorization: str | None) -> str:
+        """Why ``authorization`` authenticates no one, as a WebSocket close reason (short, and saying
+        nothing of users or emails)."""
+        key = bearer_key(authorization)
+        if key is None:
+            problem = api_keys.KeyProblem.MALFORMED if authorization else api_keys.KeyProblem.MISSING
+        else:
+            async with self._store.read() as session:
+                problem = await api_keys.key_problem(session, key)
+        return _CLOSE_REASONS[problem]
+
+    @staticmethod
+    def connection_authorization(context: Context) -> str | None:
+        params = context.connection_params or {}
+        raw = params.get("Authorization") or params.get("authorization")
+        return raw if isinstance(raw, str) else None
+
     async def authenticate_connection(self, context: Context) -> bool:
         """WebSocket ``connection_init``: the key may come in the payload (browsers cannot set headers)."""
         if context.viewer is not None:
             return True
-        params = context.connection_params or {}
-        raw = params.get("Authorization") or params.get("authorization")
-        context.viewer = await self.user_for(raw if isinstance(raw, str) else None)
+        context.viewer = await self.user_for(self.connection_authorization(context))
         return context.viewer is not None

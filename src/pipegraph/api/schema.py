@@ -18,6 +18,8 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from pipegraph.api import types
+from pipegraph.api.api_keys import ApiKeyMutations, ApiKeyQuery
+from pipegraph.api.descriptions import describe
 from pipegraph.api.errors import ErrorPresentation, is_presented, log_errors, present_errors
 from pipegraph.api.execution import FastFieldExecutionContext, PerEventExecutionContext
 from pipegraph.api.forecast import ForecastQuery
@@ -37,7 +39,14 @@ from pipegraph.api.text_inputs import RefuseNul
 from pipegraph.api.webhooks import WebhookMutations, WebhookQuery
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery, WebhookQuery)
+QUERY_TYPES: tuple[type, ...] = (
+    CoreQuery,
+    MetricsQuery,
+    ForecastQuery,
+    SimulationJobQuery,
+    WebhookQuery,
+    ApiKeyQuery,
+)
 MUTATION_TYPES: tuple[type, ...] = (
     PipelineMutations,
     LeadMutations,
@@ -45,6 +54,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     MetricsMutations,
     SimulationJobMutations,
     WebhookMutations,
+    ApiKeyMutations,
 )
 SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
@@ -130,6 +140,7 @@ def build_schema(
         execution_context_class=FastFieldExecutionContext if fast_execution else PerEventExecutionContext,
     )
     schema.hide_suggestions = not introspection
+    describe(schema._schema)
     return schema
 
 
