@@ -74,6 +74,10 @@ Calibration.openCohorts: Groups of open leads sharing a stage and age band.
 Calibration.notes: Plain-language remarks on thin or missing data.
 CalibrationSource.HISTORY: Learnt from the pipeline's history.
 CalibrationSource.PRIOR: Too little history: a default assumption.
+TimeFamily.EXPONENTIAL: Memoryless: the chance of leaving the stage does not change with time spent there.
+TimeFamily.WEIBULL: Shape below 1: the longer a lead waits, the less likely it moves soon; above 1, the more.
+TimeFamily.LOGNORMAL: Most stays near a typical length, with a long tail of slow ones.
+TimeFamily.GAMMA: A sum of phases: stays rarely very short when its shape is above 1.
 CloseLeadInput: Close a lead as won or lost.
 CloseLeadInput.leadId: The Lead to close.
 CloseLeadInput.outcome: Won or lost.
