@@ -240,5 +240,6 @@ class ImportLeadsInput:
     map: str | None = strawberry.field(
         default=None,
         description="Header names of another CRM's file mapped to lead columns: "
-        '"Deal Name=title,Amount=value". Files of more than 10,000 rows go to POST /imports (see the README), which runs them as jobs.",
+        '"Deal Name=title,Amount=value". '
+        "Files of more than 10,000 rows go to POST /imports (see the README), which runs them as jobs.",
     )
