@@ -14,9 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
+from pipegraph.api import ids
 from pipegraph.db import flow_days, stays
-from pipegraph.db.models import Lead, StageFlowDay
+from pipegraph.db.models import Lead, Stage, StageFlowDay
 from pipegraph.db.session import Store
+from pipegraph.services import pipelines
 from server_support import Seed, ServerProcess, running_server, seed_database
 
 STAGES = ("Prospecting", "qualifying", "NEGOTIATION", "")
@@ -139,3 +141,59 @@ async def test_a_server_killed_mid_import_leaves_nothing_and_the_job_failed(
     assert after["status"] == "FAILED"
     assert "stopped" in after["error"]
     assert await _lead_count(database_url) == 0
+
+
+async def test_export_then_import_into_an_empty_pipeline_gives_the_same_leads(
+    database_url: str, tmp_path: Path
+) -> None:
+    seed = await seed_database(database_url)
+    store = Store.from_url(database_url)
+    try:
+        async with store.write() as session:
+            copy = await pipelines.create_pipeline(session, name="Copy", template="CLASSIC", actor=None)
+    finally:
+        await store.dispose()
+    path = write_csv(tmp_path / "leads.csv", 700)
+    auth = {"Authorization": f"Bearer {seed.key}"}
+    with running_server(database_url, tmp_path) as server:
+        assert upload(server, seed, path, wait=True).json()["status"] == "SUCCEEDED"
+        exported = httpx.get(
+            f"{server.base_url}/exports/leads.csv", params={"pipelineId": seed.pipeline_id}, headers=auth
+        )
+        assert exported.status_code == 200, exported.text
+        assert exported.headers["content-type"].startswith("text/csv")
+        again = httpx.post(
+            f"{server.base_url}/imports",
+            params={"pipelineId": ids.encode("Pipeline", copy.id), "wait": "true"},
+            content=exported.content,
+            headers=auth,
+        )
+        assert (again.json()["status"], again.json()["importedCount"]) == ("SUCCEEDED", 700)
+        narrowed = httpx.get(
+            f"{server.base_url}/exports/leads.csv",
+            params={"pipelineId": seed.pipeline_id, "minValue": "690", "search": "Deal 69"},
+            headers=auth,
+        )
+        names = ("Prospecting", "Qualifying", "Negotiation", "Prospecting")
+        assert narrowed.text.splitlines()[1:] == [
+            f"Deal {n},,,,,,{n}.50,{names[n % 4]},ada@example.com,2027-03-{n % 28 + 1:02d},no,no,no,no"
+            for n in range(690, 700)
+        ]
+        refused = httpx.get(
+            f"{server.base_url}/exports/leads.csv", params={"statuses": "MAYBE"}, headers=auth
+        )
+        assert refused.status_code == 400
+        assert httpx.get(f"{server.base_url}/exports/leads.csv").status_code == 401
+    store = Store.from_url(database_url)
+    try:
+        async with store.read() as session:
+            columns = (Lead.title, Lead.value_cents, Lead.stage_id, Lead.expected_close_date, Lead.owner_id)
+            rows = (await session.execute(select(Lead.pipeline_id, *columns).order_by(Lead.id))).all()
+            stage_names = dict((await session.execute(select(Stage.id, Stage.name))).all())
+    finally:
+        await store.dispose()
+
+    def leads_of(pipeline_id: int) -> list[tuple[object, ...]]:
+        return [(r[1], r[2], stage_names[r[3]], r[4], r[5]) for r in rows if r[0] == pipeline_id]
+
+    assert leads_of(copy.id) == leads_of(ids.decode_as(seed.pipeline_id, "Pipeline", field="id"))
