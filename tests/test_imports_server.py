@@ -197,3 +197,24 @@ async def test_export_then_import_into_an_empty_pipeline_gives_the_same_leads(
         return [(r[1], r[2], stage_names[r[3]], r[4], r[5]) for r in rows if r[0] == pipeline_id]
 
     assert leads_of(copy.id) == leads_of(ids.decode_as(seed.pipeline_id, "Pipeline", field="id"))
+
+
+async def test_a_cancelled_import_writes_nothing(database_url: str, tmp_path: Path) -> None:
+    seed = await seed_database(database_url)
+    path = write_csv(tmp_path / "leads.csv", 400_000)
+    auth = {"Authorization": f"Bearer {seed.key}"}
+    with running_server(database_url, tmp_path) as server:
+        job_id = upload(server, seed, path, wait=False).json()["id"]
+        deadline = time.monotonic() + 120
+        while job(server, seed, job_id)["rowsLoaded"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cancelled = httpx.delete(f"{server.base_url}/imports/{job_id}", headers=auth)
+        assert cancelled.status_code == 202, cancelled.text
+        while (state := job(server, seed, job_id))["status"] in ("QUEUED", "RUNNING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (state["status"], state["importedCount"]) == ("CANCELLED", 0)
+        again = httpx.delete(f"{server.base_url}/imports/{job_id}", headers=auth)
+        assert again.status_code == 409
+    assert await _lead_count(database_url) == 0
