@@ -19,7 +19,7 @@ from pipegraph.db import flow_days, stays
 from pipegraph.db.models import Lead, Stage, StageFlowDay
 from pipegraph.db.session import Store
 from pipegraph.services import pipelines
-from server_support import Seed, ServerProcess, running_server, seed_database
+from server_support import Seed, ServerProcess, graphql, running_server, seed_database
 
 STAGES = ("Prospecting", "qualifying", "NEGOTIATION", "")
 TOTALS = (
@@ -110,8 +110,19 @@ async def test_one_bad_row_at_the_end_refuses_the_file(database_url: str, tmp_pa
     path = write_csv(tmp_path / "leads.csv", 20_000, last=",-1,Nowhere,31.02.2027\n")
     with running_server(database_url, tmp_path) as server:
         response = upload(server, seed, path, wait=True)
+        async with httpx.AsyncClient() as client:
+            query = (
+                "query ($id: ID!) { importJob(id: $id) { status rowsRead problemCount problems { field } } }"
+            )
+            read = await graphql(client, server, seed.key, query, id=response.json()["id"])
     outcome = response.json()
     assert (outcome["status"], outcome["importedCount"], outcome["problemCount"]) == ("FAILED", 0, 4)
+    assert read["importJob"] == {
+        "status": "FAILED",
+        "rowsRead": 20_001,
+        "problemCount": 4,
+        "problems": [{"field": p["field"]} for p in outcome["problems"]],
+    }
     assert [p["field"] for p in outcome["problems"]] == [
         "input.csv[row 20001].title",
         "input.csv[row 20001].value",

@@ -87,6 +87,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         graphiql: bool,
         time_limit: float | None = None,
         plans: PlannedReads | None = None,
+        imports: import_jobs.ImportJobs | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.plans = plans
@@ -96,6 +97,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         self.authenticator = authenticator
         self.graphiql = graphiql
         self.time_limit = time_limit
+        self.imports = imports
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -185,6 +187,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             viewer=request.scope.get(_VIEWER),
             request=request,
             response=response,
+            imports=self.imports,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -223,6 +226,7 @@ def create_app(
         if settings.compiled_reads
         else None
     )
+    imports = import_jobs.ImportJobs(store)
     graphql = PipegraphGraphQL(
         schema,
         store=store,
@@ -232,6 +236,7 @@ def create_app(
         graphiql=settings.graphiql,
         time_limit=settings.request_timeout,
         plans=plans,
+        imports=imports,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -253,7 +258,6 @@ def create_app(
     # Simulations run in worker processes (or on a dask cluster), never on the event loop.
     simulations = SimulationPool(workers=settings.simulation_workers, scheduler=settings.dask_scheduler)
 
-    imports = import_jobs.ImportJobs(store)
     bulk = BulkEndpoints(store, graphql.authenticator, imports)
 
     @asynccontextmanager

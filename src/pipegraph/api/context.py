@@ -13,6 +13,7 @@ from pipegraph.db.models import User
 from pipegraph.db.session import Store
 from pipegraph.errors import PermissionDeniedError
 from pipegraph.services.events import LeadEventBroker
+from pipegraph.services.import_jobs import ImportJobs
 from pipegraph.services.lead_snapshots import LeadSnapshots
 
 
@@ -30,6 +31,8 @@ class Context:
     response: Any = None
     # Set by Strawberry from the graphql-transport-ws ``connection_init`` payload.
     connection_params: dict[str, Any] | None = field(default=None)
+    # This process's running import jobs (their progress), when served by the app.
+    imports: ImportJobs | None = None
 
     def require_viewer(self) -> User:
         if self.viewer is None:

@@ -25,6 +25,7 @@ from pipegraph.api.forecast_jobs import (
     SimulationJobQuery,
     SimulationJobSubscription,
 )
+from pipegraph.api.import_jobs import ImportJobQuery, ImportJobSubscription
 from pipegraph.api.metrics import MetricsMutations, MetricsQuery
 from pipegraph.api.resolvers.leads import LeadMutations
 from pipegraph.api.resolvers.pipelines import PipelineMutations
@@ -35,7 +36,7 @@ from pipegraph.api.scalars import SCALAR_MAP
 from pipegraph.api.text_inputs import RefuseNul
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery)
+QUERY_TYPES: tuple[type, ...] = (CoreQuery, MetricsQuery, ForecastQuery, SimulationJobQuery, ImportJobQuery)
 MUTATION_TYPES: tuple[type, ...] = (
     PipelineMutations,
     LeadMutations,
@@ -43,7 +44,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     MetricsMutations,
     SimulationJobMutations,
 )
-SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
+SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription, ImportJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
 # of documents, so both are cached by document text.
 DOCUMENT_CACHE_SIZE = 1024
