@@ -108,6 +108,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         plans: PlannedReads | None = None,
         allow_private_webhooks: bool = False,
         lead_writes: LeadWrites | None = None,
+        imports: import_jobs.ImportJobs | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.graphiql_page = local_graphiql(self.graphql_ide_html) if graphiql else ""
@@ -120,6 +121,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
         self.graphiql = graphiql
         self.time_limit = time_limit
         self.allow_private_webhooks = allow_private_webhooks
+        self.imports = imports
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -268,6 +270,7 @@ class PipegraphGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
             allow_private_webhooks=self.allow_private_webhooks,
+            imports=self.imports,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -322,6 +325,7 @@ def create_app(
     lead_writes = (
         lead_writes_for(store, broker, pool_size=settings.pool_size) if settings.direct_writes else None
     )
+    imports = import_jobs.ImportJobs(store)
     graphql = PipegraphGraphQL(
         schema,
         store=store,
@@ -333,6 +337,7 @@ def create_app(
         plans=plans,
         allow_private_webhooks=settings.webhooks_allow_private,
         lead_writes=lead_writes,
+        imports=imports,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -355,7 +360,6 @@ def create_app(
     simulations = SimulationPool(workers=settings.simulation_workers, scheduler=settings.dask_scheduler)
 
     dispatcher = Dispatcher(store, dispatch_policy(settings)) if settings.webhook_dispatch else None
-    imports = import_jobs.ImportJobs(store)
     bulk = BulkEndpoints(store, graphql.authenticator, imports)
 
     @asynccontextmanager

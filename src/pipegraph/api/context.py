@@ -14,6 +14,7 @@ from pipegraph.db.models import User
 from pipegraph.db.session import Store
 from pipegraph.errors import PermissionDeniedError
 from pipegraph.services.events import LeadEventBroker
+from pipegraph.services.import_jobs import ImportJobs
 from pipegraph.services.lead_snapshots import LeadSnapshots
 from pipegraph.services.lead_writes import LeadWrites
 
@@ -38,6 +39,8 @@ class Context:
     allow_private_webhooks: bool = False
     # What the request's resolvers share, e.g. one calibration per pipeline for every lead's odds.
     memo: dict[Hashable, Any] = field(default_factory=dict)
+    # This process's running import jobs (their progress), when served by the app.
+    imports: ImportJobs | None = None
 
     def require_viewer(self) -> User:
         if self.viewer is None:

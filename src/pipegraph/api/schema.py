@@ -28,6 +28,7 @@ from pipegraph.api.forecast_jobs import (
     SimulationJobQuery,
     SimulationJobSubscription,
 )
+from pipegraph.api.import_jobs import ImportJobQuery, ImportJobSubscription
 from pipegraph.api.metrics import MetricsMutations, MetricsQuery
 from pipegraph.api.resolvers.leads import LeadMutations
 from pipegraph.api.resolvers.pipelines import PipelineMutations
@@ -46,6 +47,7 @@ QUERY_TYPES: tuple[type, ...] = (
     SimulationJobQuery,
     WebhookQuery,
     ApiKeyQuery,
+    ImportJobQuery,
 )
 MUTATION_TYPES: tuple[type, ...] = (
     PipelineMutations,
@@ -56,7 +58,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     WebhookMutations,
     ApiKeyMutations,
 )
-SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription)
+SUBSCRIPTION_TYPES: tuple[type, ...] = (Subscription, SimulationJobSubscription, ImportJobSubscription)
 # Parsing and validating a document costs more than running a small query: clients repeat a handful
 # of documents, so both are cached by document text.
 DOCUMENT_CACHE_SIZE = 1024

@@ -113,9 +113,11 @@ async def import_leads_bulk(
             batch.clear()
             if progress is not None:
                 await progress(read, loaded)
-    if not read:
-        raise ValidationError("the CSV has no data rows", field="csv")
-    if problems.total:
+    if problems.total or not read:
+        if progress is not None:
+            await progress(read, loaded)
+        if not read:
+            raise ValidationError("the CSV has no data rows", field="csv")
         raise problems.rejection()
     loaded += await _stage(connection, dialect, batch)
     if progress is not None:
