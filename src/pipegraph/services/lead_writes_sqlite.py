@@ -23,10 +23,10 @@ from pipegraph.services.lead_writes import Change, Facts, Move
 from pipegraph.services.lead_writes_postgres import READ_COLUMNS, facts_of
 from pipegraph.services.unset import Unset
 
-_WEBHOOKS_ENABLED = text("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)")
 _READ = text(
     f"""
-SELECT {READ_COLUMNS}
+SELECT {READ_COLUMNS},
+       EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled) AS webhooks_enabled
 FROM leads l
 LEFT JOIN stage_stays s ON s.lead_id = l.id AND s.left_at IS NULL
 LEFT JOIN stages t ON t.id = COALESCE(:stage_id, l.stage_id)
@@ -73,7 +73,7 @@ class _Statements:
             "owner": owner if named else None,
         }
         rows = (await self._session.execute(_READ, parameters)).mappings().all()
-        if await self._session.scalar(_WEBHOOKS_ENABLED):
+        if rows and rows[0]["webhooks_enabled"]:
             # The general path writes it: its session records the webhook event in the outbox too.
             return None
         return facts_of(cast(Mapping[str, Any], rows[0])) if len(rows) == 1 else None
