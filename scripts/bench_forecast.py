@@ -144,45 +144,49 @@ async def measure(url: str, repeat: int) -> tuple[str, dict[str, float]]:
     figures["calibration, shared (hit)"] = await _median(repeat, hit)
     report = (await totals()).report
 
-    app = create_app(Settings.from_env({}, database_url=url), store=store)
+    # "Before" can outlast the default 30 s request limit at 100,000 leads on a busy machine.
+    settings = Settings.from_env({"PIPEGRAPH_REQUEST_TIMEOUT": "600"}, database_url=url)
+    app = create_app(settings, store=store)
     pool: SimulationPool = app.state.simulations
-    variables = {"p": ids.encode("Pipeline", pk)}
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
+    try:
+        variables = {"p": ids.encode("Pipeline", pk)}
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
 
-        async def ask(query: str) -> None:
-            response = await http.post(
-                "/graphql", json={"query": query, "variables": variables}, headers=headers
-            )
-            if response.status_code != 200 or "errors" in response.json():
-                raise RuntimeError(response.text)
+            async def ask(query: str) -> None:
+                response = await http.post(
+                    "/graphql", json={"query": query, "variables": variables}, headers=headers
+                )
+                if response.status_code != 200 or "errors" in response.json():
+                    raise RuntimeError(response.text)
 
-        async def view() -> None:
-            await asyncio.gather(ask(FORECAST), ask(LEADS_NEEDED))
+            async def view() -> None:
+                await asyncio.gather(ask(FORECAST), ask(LEADS_NEEDED))
 
-        async def view_after_write() -> None:
-            pool.calibrations.clear()
-            await view()
+            async def view_after_write() -> None:
+                pool.calibrations.clear()
+                await view()
 
-        fast = pool.calibrations
-        pool.calibrations = ReferenceCalibrations()
-        figures["view, before (reference, each question)"] = await _median(repeat, view)
-        pool.calibrations = fast
-        figures["view, after a write (shared, from totals)"] = await _median(repeat, view_after_write)
-        figures["view, repeat (shared, kept)"] = await _median(repeat, view)
+            fast = pool.calibrations
+            pool.calibrations = ReferenceCalibrations()
+            figures["view, before (reference, each question)"] = await _median(repeat, view)
+            pool.calibrations = fast
+            figures["view, after a write (shared, from totals)"] = await _median(repeat, view_after_write)
+            figures["view, repeat (shared, kept)"] = await _median(repeat, view)
 
-        model = (await totals()).model
+            model = (await totals()).model
 
-        async def simulate_forecast() -> None:
-            await pool.run(pipesim.forecast, model, 2000, 0, goal=500_000.0)
+            async def simulate_forecast() -> None:
+                await pool.run(pipesim.forecast, model, 2000, 0, goal=500_000.0)
 
-        async def simulate_leads_needed() -> None:
-            await pool.run(pipesim.leads_needed, model.with_new_leads(0), 2_000_000.0, 0.9, 2000, 0)
+            async def simulate_leads_needed() -> None:
+                await pool.run(pipesim.leads_needed, model.with_new_leads(0), 2_000_000.0, 0.9, 2000, 0)
 
-        figures["simulation, forecast"] = await _median(repeat, simulate_forecast)
-        figures["simulation, leadsNeeded"] = await _median(repeat, simulate_leads_needed)
-    pool.close()
-    await store.dispose()
+            figures["simulation, forecast"] = await _median(repeat, simulate_forecast)
+            figures["simulation, leadsNeeded"] = await _median(repeat, simulate_leads_needed)
+    finally:
+        pool.close()
+        await store.dispose()
     return f"{report.open_leads:,} open leads in {report.open_cohorts} cohorts", figures
 
 

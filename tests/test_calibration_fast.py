@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import event, select, update
 
@@ -17,8 +18,10 @@ from pipegraph import demo
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Stage, StageHistory
 from pipegraph.db.session import Store
 from pipegraph.db.stays import derive_stays
+from pipegraph.db.types import utcnow
 from pipegraph.services.calibration import Calibration, calibrate, pipeline_id_for_name
 from pipegraph.services.calibration_fast import calibrate_now
+from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
 
 # Sums of days: per-stay seconds ÷ 86,400 summed in another grouping than per-stay day differences.
 REL = 1e-9
@@ -149,3 +152,19 @@ async def test_statements_do_not_grow_with_the_leads(store: Store, leads: int) -
     assert calibration.report.deal_size.wins >= 5
     reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert len(reads) == 9, statements
+
+
+async def test_synthetic_history_agrees(store: Store) -> None:
+    """The synthetic writer (history ending now, arrivals in the window) keeps stays and totals too."""
+    truth = TruePipeline(
+        conversions=(0.6, 0.5, 0.7),
+        mean_days=(6.0, 12.0, 9.0),
+        arrivals_per_day=4.0,
+        deal_mean=2_000.0,
+        deal_sd=1_000.0,
+    )
+    lives = generate(truth, np.random.default_rng(5), 120.0)
+    pipeline_id = await write_history(store, truth, lives, origin=utcnow() - timedelta(days=120), until=120.0)
+    report = (await _agree(store, pipeline_id)).report
+    assert report.arrivals.created > 0
+    assert report.open_leads > 0

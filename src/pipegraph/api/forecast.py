@@ -1,8 +1,9 @@
 """GraphQL view of calibrated forecasts: ``forecast``, ``leadsNeeded``, ``whatIf``.
 
 Each query calibrates the pipeline's model from its stage history (the ``calibration`` field says how
-much history stands behind each parameter) and simulates it in the application's simulation pool, off
-the event loop. Amounts are ``Money`` in the pipeline currency. Any authenticated user may ask.
+much history stands behind each parameter; as of now, one calibration is shared by the questions while
+the history stands, see ``services/calibration_cache``) and simulates it in the application's simulation
+pool, off the event loop. Amounts are ``Money`` in the pipeline currency. Any authenticated user may ask.
 Bad input is a GraphQL error with ``extensions: {code, field}``, the field named as in the input
 (``input.changes[1].daysFactor``).
 """
