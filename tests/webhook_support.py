@@ -23,12 +23,16 @@ WEBHOOK_ENV = {
     "PIPEGRAPH_WEBHOOK_LEASE": "2",
 }
 UPDATE_LEAD = """
-mutation ($leadId: ID!, $title: String!) {
-  updateLead(input: {leadId: $leadId, title: $title}) { lead { version } userErrors { code } }
+mutation ($leadId: ID!, $title: String!, $version: Int!) {
+  updateLead(input: {leadId: $leadId, title: $title, expectedVersion: $version}) {
+    lead { version } userErrors { code }
+  }
 }"""
 CLOSE_LEAD = """
-mutation ($leadId: ID!) {
-  closeLead(input: {leadId: $leadId, outcome: WON}) { lead { version } userErrors { code } }
+mutation ($leadId: ID!, $version: Int!) {
+  closeLead(input: {leadId: $leadId, outcome: WON, expectedVersion: $version}) {
+    lead { version } userErrors { code }
+  }
 }"""
 LOG_ACTIVITY = """
 mutation ($leadId: ID!) {
@@ -97,9 +101,17 @@ async def scripted_run(
         )
         assert stale["userErrors"][0]["code"] == "CONFLICT"
         refused += 1
-        await _call(client, server, seed.key, UPDATE_LEAD, leadId=lead_id, title=f"{prefix} {n} (renamed)")
+        renamed = await _call(
+            client,
+            server,
+            seed.key,
+            UPDATE_LEAD,
+            leadId=lead_id,
+            title=f"{prefix} {n} (renamed)",
+            version=version,
+        )
         await _call(client, server, seed.key, LOG_ACTIVITY, leadId=lead_id)
-        await _call(client, server, seed.key, CLOSE_LEAD, leadId=lead_id)
+        await _call(client, server, seed.key, CLOSE_LEAD, leadId=lead_id, version=renamed["lead"]["version"])
         committed += 3
 
     async with httpx.AsyncClient(timeout=30) as client:
