@@ -19,13 +19,33 @@ from pipesim.distributions import (
     Triangular,
 )
 from pipesim.errors import EngineError, MissingExtraError, ModelError, PipesimError, QuestionError
-from pipesim.questions import compare, forecast, leads_needed, sensitivity, simulate
-from pipesim.results import Comparison, Estimate, Forecast, LeadsNeeded, Sensitivity, Summary
-from pipesim.spec import Arrivals, Model, OpenLeads, Reps, Stage, from_mapping, from_toml, load_model
+from pipesim.questions import capacity, compare, forecast, leads_needed, sensitivity, simulate
+from pipesim.results import (
+    CapacityPlan,
+    Comparison,
+    Estimate,
+    FlowReport,
+    Forecast,
+    LeadsNeeded,
+    Sensitivity,
+    Summary,
+)
+from pipesim.spec import (
+    Arrivals,
+    Measurement,
+    Model,
+    OpenLeads,
+    Reps,
+    Stage,
+    from_mapping,
+    from_toml,
+    load_model,
+)
 
 __all__ = [
     "Arrivals",
     "BetaProbability",
+    "CapacityPlan",
     "Comparison",
     "Empirical",
     "EngineError",
@@ -33,10 +53,12 @@ __all__ = [
     "Exponential",
     "Fixed",
     "FixedProbability",
+    "FlowReport",
     "Forecast",
     "Gamma",
     "LeadsNeeded",
     "LogNormal",
+    "Measurement",
     "MissingExtraError",
     "Model",
     "ModelError",
@@ -48,6 +70,7 @@ __all__ = [
     "Stage",
     "Summary",
     "Triangular",
+    "capacity",
     "compare",
     "forecast",
     "from_mapping",

@@ -7,6 +7,7 @@ outcome; P90 is an optimistic one. ``se`` fields are Monte Carlo standard errors
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -176,8 +177,10 @@ def pooled(values: Array, trial: NDArray[np.int64], trials: int, statistic: Any)
     if len(values) == 0:
         return Estimate(math.nan, math.nan)
     value = float(statistic(values))
-    batch = trial * BATCHES // max(trials, 1)
-    parts = [float(statistic(values[batch == b])) for b in range(BATCHES) if np.any(batch == b)]
+    order = np.argsort(trial, kind="stable") if np.any(np.diff(trial) < 0) else slice(None)
+    ordered, trial = values[order], trial[order]
+    bounds = np.searchsorted(trial, np.arange(BATCHES + 1) * trials / BATCHES)  # whole-trial batches
+    parts = [float(statistic(ordered[a:b])) for a, b in itertools.pairwise(bounds) if b > a]
     se = float(np.std(parts, ddof=1)) / math.sqrt(len(parts)) if len(parts) > 1 else math.nan
     return Estimate(value, se)
 
