@@ -17,9 +17,10 @@ Where it does not apply: stage ``work`` needs a rep (``reps.count`` of them, sha
 while the lead also holds a slot, so holding times depend on the rep queue and the rep queue on who
 holds slots — a loop the recursion cannot express. ``auto`` then picks SimPy and says why.
 
-Randomness. Each group of leads draws a ``(trials, leads, columns)`` block from its own stream (columns:
-conversion per stage, arrival, time per stage, deal size), so a variant with more or fewer reps sees the
-same leads and a paired difference isolates the change in capacity.
+Randomness. Each group of leads draws from its own stream, one ``(trials, leads)`` array per stage
+conversion and time in stage, then arrivals, then deal sizes for the winners only; none of it depends
+on the reps, so a variant with more or fewer reps sees the same leads and a paired difference isolates
+the change in capacity.
 """
 
 from __future__ import annotations
@@ -77,19 +78,19 @@ class Floor:
 
 
 def _group_rows(
-    model: Model, rows: Array, p: Array, start: int, age: float
+    model: Model, rng: np.random.Generator, shape: tuple[int, int], p: Array, start: int, age: float
 ) -> tuple[Array, NDArray[np.bool_]]:
-    """Holding time and won flag of each lead; ``rows`` is ``(columns, trials, leads)`` so that every
-    column is contiguous."""
+    """Holding time and won flag of each lead of a ``(trials, leads)`` group, drawing one contiguous
+    uniform array per stage conversion and per time in stage."""
     n_stages = len(model.stages)
-    passed = np.full(rows.shape[1:], n_stages - start)
+    converts = [rng.random(shape) < p[:, index, None] for index in range(start, n_stages)]
+    passed = np.full(shape, n_stages - start)
     for column in reversed(range(n_stages - start)):  # the first stage not converted out of wins
-        lost = rows[start + column] >= p[:, start + column, None]
-        passed[lost] = column
-    hold = np.zeros(rows.shape[1:])
+        passed[~converts[column]] = column
+    hold = np.zeros(shape)
     for column, index in enumerate(range(start, n_stages)):
         duration = model.stages[index].time_in_stage
-        u = rows[n_stages + 1 + index]
+        u = rng.random(shape)
         times = duration.remaining(u, age) if column == 0 and age > 0 else duration.ppf(u)
         # A lead spends the stage it is lost in too, then leaves (as in the SimPy story).
         times[passed < column] = 0.0
@@ -100,13 +101,11 @@ def _group_rows(
 
 def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
     draws = trial_draws(model, seed, block, trials)
-    n_stages = len(model.stages)
-    width = 2 * n_stages + 2
     counts = [int(draws.new_leads.max(initial=0)), *cohort_counts(model)]
     parts: list[tuple[Array, Array, NDArray[np.bool_], Array, NDArray[np.bool_]]] = []
     for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
-        rows = stream(seed, block, QUEUE_LEADS, index).random((width, trials, count))
-        hold, won = _group_rows(model, rows, draws.p, group.start, group.age_days)
+        rng = stream(seed, block, QUEUE_LEADS, index)
+        hold, won = _group_rows(model, rng, (trials, count), draws.p, group.start, group.age_days)
         arrival = np.zeros((trials, count))
         present: NDArray[np.bool_] = np.ones((trials, count), dtype=bool)
         if not group.existing:
@@ -115,14 +114,14 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
             if model.arrivals.kind == "poisson":
                 # Arrivals given their count are uniform; sorting them puts the row in queue order, and
                 # the other columns are i.i.d. across leads, so they need not follow.
-                arrival = rows[n_stages] * model.horizon_days
+                arrival = rng.random((trials, count)) * model.horizon_days
                 arrival[~present] = np.inf
                 arrival.sort(axis=1)
             else:
                 arrival[~present] = np.inf
         deal = np.full((trials, count), group.value if group.value is not None else 0.0)
-        if group.value is None:  # deal sizes matter only for winners; inverting them all is the slow part
-            deal[won] = model.deal_size.ppf(rows[2 * n_stages + 1][won])
+        if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
+            deal[won] = model.deal_size.ppf(rng.random(int(won.sum())))
         new: NDArray[np.bool_] = present & (not group.existing)
         parts.append((arrival, hold, won, deal, new))
     if model.arrivals.kind == "poisson":
