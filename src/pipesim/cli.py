@@ -186,6 +186,12 @@ def _render_leads(result: LeadsNeeded) -> str:
     ]
     if result.analytic is not None:
         lines.append(f"negative binomial   {result.analytic}  (exact for fixed deal sizes)")
+    if result.rate_per_week is not None and result.p_goal_at_rate is not None:
+        lines.append(
+            f"as a flow           {result.rate_per_week:,.1f} leads per week "
+            f"(P(goal) {result.p_goal_at_rate.value:.3f} ± {result.p_goal_at_rate.se:.3f}); "
+            "the figures above are one batch at day 0"
+        )
     return "\n".join(lines)
 
 

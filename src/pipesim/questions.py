@@ -215,15 +215,17 @@ def leads_needed(
     _check_trials(trials)
     if not 0 < confidence < 1:
         raise QuestionError(f"confidence: must be strictly between 0 and 1, got {confidence}")
+    flow_rate: tuple[float, Estimate] | None = None
     if model.arrivals.kind != "batch":
-        raise QuestionError(
-            "arrivals.kind: leads-needed varies a batch of leads at day 0; set arrivals.kind = 'batch'"
-        )
+        # Planners of flow models think in leads per week: find that rate, and give the batch figure
+        # (the same model with its new leads all at day 0) beside it.
+        flow_rate = _bisect_rate(model, goal, confidence, trials, seed, engine, executor)
+        model = model.with_new_leads(0)
     naive = analytic.naive_leads(model, goal)
     exact = analytic.leads_needed(model, goal, confidence)
     name = engines.choose(model, engine)
-    if name == "des":
-        leads, p_goal = _bisect_leads(model, goal, confidence, trials, seed, executor, progress)
+    if name != "vectorized":
+        leads, p_goal = _bisect_leads(model, goal, confidence, trials, seed, name, executor, progress)
         interval = None
     else:
         parts = map_blocks(
@@ -262,7 +264,44 @@ def leads_needed(
         interval=interval,
         naive=naive,
         analytic=exact,
+        rate_per_week=None if flow_rate is None else flow_rate[0],
+        p_goal_at_rate=None if flow_rate is None else flow_rate[1],
     )
+
+
+def _bisect_rate(
+    model: Model,
+    goal: float,
+    confidence: float,
+    trials: int,
+    seed: int,
+    engine: str,
+    executor: Executor | None,
+) -> tuple[float, Estimate]:
+    """Lowest Poisson arrival rate (leads per week) with P(goal) >= confidence, to 1 %: bracket, then
+    bisect, every step on the same seed (common random numbers) so the steps differ only by the rate."""
+
+    def p_goal(per_week: float) -> Estimate:
+        variant = replace(model, arrivals=replace(model.arrivals, rate_per_day=per_week / 7))
+        _, out = simulate(variant, trials, seed, engine=engine, executor=executor)
+        return Estimate.proportion(out.revenue >= goal)
+
+    per_lead = model.win_probability * model.deal_size.mean
+    high = max(7 * goal / max(per_lead, 1e-12) / model.horizon_days, 1e-6)
+    low, found = 0.0, p_goal(high)
+    while found.value < confidence:
+        low, high = high, high * 2
+        if high > 1e9:
+            raise QuestionError(f"goal: {goal:,.0f} is out of reach at {confidence:.0%} confidence")
+        found = p_goal(high)
+    while high - low > 0.01 * high:
+        middle = (low + high) / 2
+        estimate = p_goal(middle)
+        if estimate.value >= confidence:
+            high, found = middle, estimate
+        else:
+            low = middle
+    return high, found
 
 
 def _bisect_leads(
@@ -271,11 +310,12 @@ def _bisect_leads(
     confidence: float,
     trials: int,
     seed: int,
+    engine: str,
     executor: Executor | None,
     progress: Progress | None,
 ) -> tuple[int, Estimate]:
     def p_goal(leads: int) -> Estimate:
-        _, out = simulate(model.with_new_leads(leads), trials, seed, engine="des", executor=executor)
+        _, out = simulate(model.with_new_leads(leads), trials, seed, engine=engine, executor=executor)
         if progress is not None:
             progress(0)
         return Estimate.proportion(out.revenue >= goal)

@@ -112,7 +112,8 @@ class Forecast(_Serialisable):
 
 @dataclass(frozen=True)
 class LeadsNeeded(_Serialisable):
-    """Fewest new leads (a batch at day 0) with P(revenue >= goal within the horizon) >= confidence."""
+    """Fewest new leads (a batch at day 0) with P(revenue >= goal within the horizon) >= confidence; for
+    models with Poisson arrivals also the arrival rate that does it (``rate_per_week``)."""
 
     engine: str
     trials: int
@@ -124,6 +125,8 @@ class LeadsNeeded(_Serialisable):
     interval: tuple[int, int] | None  # 95 % Monte Carlo interval for ``leads``
     naive: int  # reverse funnel: goal ÷ mean deal ÷ conversions, ignoring variance and the horizon
     analytic: int | None  # negative-binomial answer where exact (fixed deals and conversions)
+    rate_per_week: float | None = None  # Poisson models: lowest arrival rate reaching the goal (to 1 %)
+    p_goal_at_rate: Estimate | None = None  # P(goal) at that rate
 
 
 @dataclass(frozen=True)
