@@ -92,9 +92,15 @@ def window(model: Model) -> tuple[float, float]:
     return model.measurement.warmup_days, model.measurement.end(model.horizon_days)
 
 
+MAX_WEEKS = 520
+
+
 def week_ends(model: Model) -> Array:
-    """Days at which queue lengths are read: the end of every whole week within the horizon."""
-    return np.arange(7.0, model.horizon_days + 1e-9, 7.0)
+    """Days at which queue lengths are read: the end of every whole week within the horizon (none without
+    [reps]: nobody queues), at most ``MAX_WEEKS`` of them."""
+    if model.reps is None:
+        return np.zeros(0)
+    return np.arange(1, min(int(model.horizon_days // 7), MAX_WEEKS) + 1) * 7.0
 
 
 @dataclass(frozen=True)
