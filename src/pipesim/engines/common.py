@@ -100,7 +100,7 @@ def week_ends(model: Model) -> Array:
     [reps]: nobody queues), at most ``MAX_WEEKS`` of them."""
     if model.reps is None:
         return np.zeros(0)
-    return np.arange(1, min(int(model.horizon_days // 7), MAX_WEEKS) + 1) * 7.0
+    return np.arange(1, min(int(model.horizon_days // 7), MAX_WEEKS) + 1, dtype=np.float64) * 7
 
 
 @dataclass(frozen=True)
