@@ -1,10 +1,15 @@
 """Simulation engine benchmark: ratios measured in the same run, plus the target timings.
 
-    python scripts/bench_sim.py [--trials 10000] [--des-trials 100]
+    python scripts/bench_sim.py [--trials 10000] [--des-trials 100] [--capacity-only]
 
 Prints: vectorised vs SimPy-engine trials/s (target >= 1000x), the SimPy engine vs a bare SimPy model of
 the same flow (target >= 0.8x), a 10,000-trial forecast of 1,000 leads (target <= 0.2 s), a leads-needed
 solve at 90 % (target <= 1 s) and the speed-up of 2 worker processes over one.
+
+Capacity rows (the README's reps model, examples/readme_team.toml): queue engine vs SimPy engine per
+trial in the same run (target >= 300x), a 10,000-trial forecast (target <= 2 s; wall and CPU seconds,
+since CPU time is what one free core would take), and a paired compare with one rep added at 2,000
+trials — what ``whatIf`` with ``repsDelta`` runs (target <= 1 s).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import argparse
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,11 +31,14 @@ from pipesim import (
     FixedProbability,
     LogNormal,
     Model,
+    Reps,
     Stage,
+    compare,
     forecast,
     leads_needed,
     simulate,
 )
+from pipesim.spec import load_model
 
 CONVERSIONS = (0.5, 0.6, 0.5, 0.4, 0.5)
 MODEL = Model(
@@ -73,13 +83,43 @@ def bare_simpy(trials: int, seed: int) -> float:
     return total
 
 
+README_MODEL = Path(__file__).resolve().parents[1] / "examples" / "readme_team.toml"
+
+
+def cpu_and_wall(action: Callable[[], Any]) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    action()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def capacity_rows(des_trials: int) -> None:
+    model = load_model(README_MODEL)
+    assert model.reps is not None
+    simulate(model, 500, seed=0)  # warm imports and caches
+    fast_cpu, fast_wall = cpu_and_wall(lambda: simulate(model, 10_000, seed=1, engine="queue"))
+    slow_cpu, slow_wall = cpu_and_wall(lambda: simulate(model, des_trials, seed=1, engine="des"))
+    print(f"capacity model: {README_MODEL.name} (1,000 leads, 12 open, 120 rep slots, 90 days)")
+    print(f"queue engine, 10,000 trials  {fast_wall:8.2f} s wall  {fast_cpu:8.2f} s CPU   (target <= 2 s)")
+    print(f"SimPy engine, {des_trials} trials  {slow_wall:11.2f} s wall  {slow_cpu:8.2f} s CPU")
+    per_fast, per_slow = fast_cpu / 10_000, slow_cpu / des_trials
+    print(f"ratio queue / SimPy per trial (CPU)      {per_slow / per_fast:10,.0f}x   (target >= 300x)")
+    more = replace(model, reps=Reps(model.reps.count + 1, model.reps.leads_each))
+    compare(model, more, 500, seed=0)
+    cpu, wall = cpu_and_wall(lambda: compare(model, more, 2000, seed=2))
+    print(f"compare +1 rep, 2,000 trials (whatIf)  {wall:8.3f} s wall  {cpu:8.3f} s CPU   (target <= 1 s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--trials", type=int, default=10_000, help="vectorised trials (default 10000)")
     parser.add_argument("--des-trials", type=int, default=100, help="SimPy trials (default 100)")
+    parser.add_argument("--capacity-only", action="store_true", help="only the capacity rows")
     args = parser.parse_args()
+    capacity_rows(min(args.des_trials, 30))
+    if args.capacity_only:
+        return
 
     simulate(MODEL, 1000, seed=0)  # warm imports and caches
     vec = best_of(3, lambda: simulate(MODEL, args.trials, seed=1, engine="vectorized"))

@@ -20,13 +20,33 @@ from pipesim.distributions import (
     Weibull,
 )
 from pipesim.errors import EngineError, MissingExtraError, ModelError, PipesimError, QuestionError
-from pipesim.questions import compare, forecast, leads_needed, sensitivity, simulate
-from pipesim.results import Comparison, Estimate, Forecast, LeadsNeeded, Sensitivity, Summary
-from pipesim.spec import Arrivals, Model, OpenLeads, Reps, Stage, from_mapping, from_toml, load_model
+from pipesim.questions import capacity, compare, forecast, leads_needed, sensitivity, simulate
+from pipesim.results import (
+    CapacityPlan,
+    Comparison,
+    Estimate,
+    FlowReport,
+    Forecast,
+    LeadsNeeded,
+    Sensitivity,
+    Summary,
+)
+from pipesim.spec import (
+    Arrivals,
+    Measurement,
+    Model,
+    OpenLeads,
+    Reps,
+    Stage,
+    from_mapping,
+    from_toml,
+    load_model,
+)
 
 __all__ = [
     "Arrivals",
     "BetaProbability",
+    "CapacityPlan",
     "Comparison",
     "Empirical",
     "EngineError",
@@ -34,10 +54,12 @@ __all__ = [
     "Exponential",
     "Fixed",
     "FixedProbability",
+    "FlowReport",
     "Forecast",
     "Gamma",
     "LeadsNeeded",
     "LogNormal",
+    "Measurement",
     "MissingExtraError",
     "Model",
     "ModelError",
@@ -50,6 +72,7 @@ __all__ = [
     "Summary",
     "Triangular",
     "Weibull",
+    "capacity",
     "compare",
     "forecast",
     "from_mapping",

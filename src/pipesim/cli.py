@@ -1,4 +1,4 @@
-"""``pipesim`` command line: forecast, leads-needed, compare, sensitivity.
+"""``pipesim`` command line: forecast, leads-needed, compare, sensitivity, capacity.
 
 Tables go to stdout (``--json`` for machine-readable output); a progress bar goes to stderr once a run
 has taken more than a second. Exit status: 0 on success, 2 on bad input (invalid model, bad argument).
@@ -17,7 +17,7 @@ from pipesim import questions
 from pipesim.engines import ENGINE_NAMES
 from pipesim.errors import PipesimError
 from pipesim.parallel import executor_for
-from pipesim.results import Comparison, Forecast, LeadsNeeded, Sensitivity, Summary
+from pipesim.results import CapacityPlan, Comparison, Forecast, LeadsNeeded, Sensitivity, Summary
 from pipesim.spec import load_model
 
 
@@ -70,7 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     sensitivity.add_argument(
         "--improvement", type=float, default=0.1, help="relative improvement per stage, default 0.1 (10%%)"
     )
-    for sub in (forecast, leads, compare, sensitivity):
+    capacity = command(
+        "capacity", "The capacity curve: revenue, P(goal), waits and utilisation per rep added."
+    )
+    capacity.add_argument(
+        "--reps",
+        default="0..5",
+        type=_rep_range,
+        help="reps to add, a range A..B or a list 0,1,3 (default 0..5)",
+    )
+    capacity.add_argument("--goal", type=float, help="also report P(revenue >= GOAL) per row")
+    forecast.add_argument(
+        "--threshold",
+        type=float,
+        action="append",
+        default=[],
+        metavar="DAYS",
+        help="with [reps]: also report P(wait > DAYS) per lead (repeatable)",
+    )
+    for sub in (forecast, leads, compare, sensitivity, capacity):
         sub.add_argument("--trials", type=int, default=questions.DEFAULT_TRIALS, help="trials, default 10000")
         sub.add_argument(
             "--seed", type=int, default=0, help="random seed; same seed, same answer (default 0)"
@@ -85,6 +103,22 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
         sub.add_argument("--plot", metavar="FILE.png", help="write a chart (needs the 'plot' extra)")
     return parser
+
+
+def _rep_range(text: str) -> tuple[int, ...]:
+    try:
+        if ".." in text:
+            low, high = (int(part) for part in text.split("..", 1))
+            values = tuple(range(low, high + 1))
+        else:
+            values = tuple(int(part) for part in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected A..B or a comma list of whole numbers, got {text!r}"
+        ) from exc
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"reps to add must be whole numbers >= 0, got {text!r}")
+    return values
 
 
 def _money(value: float) -> str:
@@ -111,8 +145,25 @@ def _render_forecast(result: Forecast) -> str:
         _summary_rows("  new leads", result.revenue_new),
         _summary_rows("  open leads", result.revenue_existing),
     ]
-    if result.engine == "des":
-        lines.append(_summary_rows("wait for rep (d)", result.wait_days, lambda v: f"{v:,.2f}"))
+    flow = result.flow
+    if flow is not None:
+        wait, lead = flow.wait, flow.lead_time
+        lines.append(
+            f"wait for a rep slot, per lead (days, {flow.window[0]:g}–{flow.window[1]:g}): "
+            f"mean {wait.mean.value:.2f} ± {wait.mean.se:.2f}, P50 {wait.p50.value:.2f}, "
+            f"P90 {wait.p90.value:.2f}, P99 {wait.p99.value:.2f}"
+        )
+        for exceed in flow.wait_exceeds:
+            lines.append(
+                f"  P(wait > {exceed.days:g} d) = "
+                f"{exceed.probability.value:.3f} ± {exceed.probability.se:.3f}"
+            )
+        lines.append(
+            f"lead time arrival→win (days): P50 {lead.p50.value:.1f}, P90 {lead.p90.value:.1f}; "
+            f"rep utilisation {flow.utilisation.value:.1%} ± {flow.utilisation.se:.1%}"
+        )
+    if result.moments_only:
+        lines.append("engine analytic: exact mean and sd only; percentiles need a Monte Carlo engine")
     lines.append(f"mean revenue ± {_money(result.revenue.se)} (Monte Carlo standard error)")
     if result.p_goal is not None and result.goal is not None:
         lines.append(
@@ -135,6 +186,12 @@ def _render_leads(result: LeadsNeeded) -> str:
     ]
     if result.analytic is not None:
         lines.append(f"negative binomial   {result.analytic}  (exact for fixed deal sizes)")
+    if result.rate_per_week is not None and result.p_goal_at_rate is not None:
+        lines.append(
+            f"as a flow           {result.rate_per_week:,.1f} leads per week "
+            f"(P(goal) {result.p_goal_at_rate.value:.3f} ± {result.p_goal_at_rate.se:.3f}); "
+            "the figures above are one batch at day 0"
+        )
     return "\n".join(lines)
 
 
@@ -170,11 +227,34 @@ def _render_sensitivity(result: Sensitivity) -> str:
     return "\n".join(lines)
 
 
+def _render_capacity(result: CapacityPlan) -> str:
+    lines = [
+        f"Capacity curve — {result.trials} trials, seed {result.seed}, same leads in every row "
+        f"({result.currency})",
+        f"{'reps':>5}{'added':>6}{'revenue P10':>14}{'P50':>14}{'P90':>14}{'P(goal)':>9}"
+        f"{'wait P90 d':>11}{'util.':>7}{'gain':>14}",
+    ]
+    for row in result.rows:
+        p_goal = f"{row.p_goal.value:.3f}" if row.p_goal is not None else "—"
+        gain = f"{row.gain.value:+,.0f}" if row.gain is not None else "—"
+        lines.append(
+            f"{row.reps:>5}{row.added:>6}{_money(row.revenue.p10):>14}{_money(row.revenue.p50):>14}"
+            f"{_money(row.revenue.p90):>14}{p_goal:>9}{row.wait_p90.value:>11.1f}"
+            f"{row.utilisation.value:>7.0%}{gain:>14}"
+        )
+    if result.summary:
+        lines.append(result.summary + ".")
+    lines.append("gain: paired change in mean revenue from one row to the next (common random numbers).")
+    return "\n".join(lines)
+
+
 def _run(
     args: argparse.Namespace, progress: ProgressBar
-) -> Forecast | LeadsNeeded | Comparison | Sensitivity:
+) -> Forecast | LeadsNeeded | Comparison | Sensitivity | CapacityPlan:
     model = load_model(args.model)
     runs = {"compare": 2, "sensitivity": 1 + 2 * len(model.stages)}.get(args.command, 1)
+    if args.command == "capacity":
+        runs = len(args.reps)
     progress.total = args.trials * runs
     common: dict[str, Any] = {
         "trials": args.trials,
@@ -185,7 +265,9 @@ def _run(
     with executor_for(args.workers, args.scheduler) as executor:
         common["executor"] = executor
         if args.command == "forecast":
-            return questions.forecast(model, goal=args.goal, **common)
+            return questions.forecast(model, goal=args.goal, thresholds=tuple(args.threshold), **common)
+        if args.command == "capacity":
+            return questions.capacity(model, args.reps, goal=args.goal, **common)
         if args.command == "leads-needed":
             return questions.leads_needed(model, args.goal, args.confidence, **common)
         if args.command == "compare":
@@ -219,6 +301,8 @@ def main(
         out.write(_render_leads(result) + "\n")
     elif isinstance(result, Comparison):
         out.write(_render_compare(result) + "\n")
+    elif isinstance(result, CapacityPlan):
+        out.write(_render_capacity(result) + "\n")
     else:
         out.write(_render_sensitivity(result) + "\n")
     return 0

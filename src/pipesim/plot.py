@@ -1,5 +1,6 @@
 """Charts for ``--plot``: the revenue histogram (forecast), the difference histogram (compare), the
-ranked levers (sensitivity). matplotlib is imported lazily, so the core runs without it."""
+ranked levers (sensitivity), the capacity curve (capacity). matplotlib is imported lazily, so the
+core runs without it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import itertools
 from typing import Any
 
 from pipesim.errors import MissingExtraError
-from pipesim.results import Comparison, Forecast, Histogram, LeadsNeeded, Sensitivity
+from pipesim.results import CapacityPlan, Comparison, Forecast, Histogram, LeadsNeeded, Sensitivity
 
 
-def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity, path: str) -> None:
+def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity | CapacityPlan, path: str) -> None:
     try:
         import matplotlib
 
@@ -31,6 +32,23 @@ def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity, path: str) -
             ):
                 axes.axvline(value, linestyle="--", color="black", linewidth=1)
                 axes.annotate(label, (value, 0), xytext=(3, 3), textcoords="offset points")
+        elif isinstance(result, CapacityPlan):
+            reps = [row.reps for row in result.rows]
+            axes.fill_between(
+                reps,
+                [row.revenue.p10 for row in result.rows],
+                [row.revenue.p90 for row in result.rows],
+                alpha=0.3,
+                label="revenue P10–P90",
+            )
+            axes.plot(reps, [row.revenue.p50 for row in result.rows], marker="o", label="revenue P50")
+            axes.set_xlabel("reps")
+            axes.set_ylabel(f"revenue ({result.currency})")
+            waits = axes.twinx()
+            waits.plot(reps, [row.wait_p90.value for row in result.rows], color="grey", linestyle="--")
+            waits.set_ylabel("wait P90 per lead (days, dashed)")
+            axes.legend(loc="lower right")
+            axes.set_title(result.summary[:90])
         elif isinstance(result, Comparison):
             d = result.difference
             axes.bar(["P10", "P50", "P90", "mean"], [d.p10, d.p50, d.p90, d.mean])

@@ -7,6 +7,7 @@ the same answer on any executor.
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -16,20 +17,27 @@ from scipy import stats
 
 from pipesim import engines
 from pipesim.engines import analytic, vectorized
-from pipesim.engines.common import Outcomes
-from pipesim.errors import QuestionError
+from pipesim.engines.common import Flow, Outcomes, week_ends, window
+from pipesim.errors import EngineError, QuestionError
 from pipesim.parallel import Progress, map_blocks
 from pipesim.results import (
+    CapacityPlan,
+    CapacityRow,
     Comparison,
     Estimate,
+    Exceedance,
+    FlowReport,
     Forecast,
     Histogram,
+    LeadDays,
     LeadsNeeded,
     Lever,
     Sensitivity,
     Summary,
+    WeeklyQueue,
+    pooled,
 )
-from pipesim.spec import Model
+from pipesim.spec import Measurement, Model, Reps
 
 DEFAULT_TRIALS = 10_000
 
@@ -68,6 +76,39 @@ def simulate(
     return name, Outcomes.concat(parts)
 
 
+def flow_report(model: Model, flow: Flow, thresholds: tuple[float, ...] = ()) -> FlowReport:
+    """Per-lead waits and lead times, utilisation and weekly queues, with Monte Carlo errors."""
+    trials = len(flow.utilisation)
+    exceeds = tuple(
+        Exceedance(t, pooled(flow.waits, flow.wait_trial, trials, lambda sample, t=t: np.mean(sample > t)))
+        for t in thresholds
+    )
+    weeks = week_ends(model)
+    queue = np.percentile(flow.queue, [10, 50, 90], axis=0) if len(weeks) else np.zeros((3, 0))
+    return FlowReport(
+        window=window(model),
+        wait=LeadDays.of(flow.waits, flow.wait_trial, trials),
+        wait_exceeds=exceeds,
+        lead_time=LeadDays.of(flow.lead_times, flow.lead_time_trial, trials),
+        utilisation=Estimate.mean_of(flow.utilisation),
+        queue_by_week=tuple(
+            WeeklyQueue(float(day), float(queue[0, i]), float(queue[1, i]), float(queue[2, i]))
+            for i, day in enumerate(weeks)
+        ),
+    )
+
+
+def _with_window(model: Model, warmup_days: float | None, end_days: float | None) -> Model:
+    if warmup_days is None and end_days is None:
+        return model
+    base = model.measurement or Measurement()
+    measurement = Measurement(
+        base.warmup_days if warmup_days is None else warmup_days,
+        base.end_days if end_days is None else end_days,
+    )
+    return replace(model, measurement=measurement)
+
+
 def forecast(
     model: Model,
     trials: int = DEFAULT_TRIALS,
@@ -78,10 +119,26 @@ def forecast(
     executor: Executor | None = None,
     progress: Progress | None = None,
     bins: int = 30,
+    thresholds: tuple[float, ...] = (),
+    warmup_days: float | None = None,
+    end_days: float | None = None,
 ) -> Forecast:
-    """Wins and revenue within the horizon: mean, sd, P10/P50/P90, histogram, P(revenue >= goal)."""
+    """Wins and revenue within the horizon: mean, sd, P10/P50/P90, histogram, P(revenue >= goal).
+
+    With [reps], also per-lead waits (P50/P90/P99, P(wait > t) for each of ``thresholds`` days), lead
+    times, rep utilisation and queue length by week, measured between ``warmup_days`` and ``end_days``
+    (default: the model's [measurement], else the whole horizon). ``engine="analytic"`` gives exact
+    mean and sd only — ``moments_only`` says so, and the percentiles are not available (NaN)."""
     _check_goal(goal)
-    name, out = simulate(model, trials, seed, engine=engine, executor=executor, progress=progress)
+    for t in thresholds:
+        if not (t >= 0 and math.isfinite(t)):
+            raise QuestionError(f"thresholds: each must be a finite number of days >= 0, got {t}")
+    if engine == "analytic":
+        return _analytic_forecast(model, trials, seed, goal)
+    model = _with_window(model, warmup_days, end_days)
+    _check_trials(trials)
+    name, why = engines.explain(model, engine)
+    _, out = simulate(model, trials, seed, engine=name, executor=executor, progress=progress)
     return Forecast(
         engine=name,
         trials=trials,
@@ -96,6 +153,43 @@ def forecast(
         histogram=Histogram.of(out.revenue, bins),
         goal=goal,
         p_goal=None if goal is None else Estimate.proportion(out.revenue >= goal),
+        engine_reason=why,
+        flow=flow_report(model, out.flow, thresholds)
+        if out.flow is not None and model.needs_capacity
+        else None,
+    )
+
+
+def _analytic_forecast(model: Model, trials: int, seed: int, goal: float | None) -> Forecast:
+    """Exact moments where the closed forms apply; a clear error naming the reason otherwise."""
+    try:
+        analytic.check(model)
+    except EngineError as exc:
+        raise EngineError(f"engine 'analytic' does not apply: {exc}") from exc
+    if goal is not None:
+        raise QuestionError("goal: engine 'analytic' gives moments only, not P(goal); use engine 'auto'")
+    m = analytic.moments(model)
+    nan = math.nan
+
+    def moments(mean: float, var: float) -> Summary:
+        return Summary(mean=mean, sd=math.sqrt(max(var, 0.0)), se=0.0, p10=nan, p50=nan, p90=nan)
+
+    return Forecast(
+        engine="analytic",
+        trials=0,
+        seed=seed,
+        currency=model.currency,
+        horizon_days=model.horizon_days,
+        wins=moments(m.wins_mean, m.wins_var),
+        revenue=moments(m.revenue_mean, m.revenue_var),
+        revenue_new=moments(m.revenue_new_mean, nan),
+        revenue_existing=moments(m.revenue_existing_mean, nan),
+        wait_days=moments(0.0, 0.0),
+        histogram=Histogram((), ()),
+        goal=None,
+        p_goal=None,
+        engine_reason="requested: closed-form mean and sd only; percentiles need a Monte Carlo engine",
+        moments_only=True,
     )
 
 
@@ -121,15 +215,17 @@ def leads_needed(
     _check_trials(trials)
     if not 0 < confidence < 1:
         raise QuestionError(f"confidence: must be strictly between 0 and 1, got {confidence}")
+    flow_rate: tuple[float, Estimate] | None = None
     if model.arrivals.kind != "batch":
-        raise QuestionError(
-            "arrivals.kind: leads-needed varies a batch of leads at day 0; set arrivals.kind = 'batch'"
-        )
+        # Planners of flow models think in leads per week: find that rate, and give the batch figure
+        # (the same model with its new leads all at day 0) beside it.
+        flow_rate = _bisect_rate(model, goal, confidence, trials, seed, engine, executor)
+        model = model.with_new_leads(0)
     naive = analytic.naive_leads(model, goal)
     exact = analytic.leads_needed(model, goal, confidence)
     name = engines.choose(model, engine)
-    if name == "des":
-        leads, p_goal = _bisect_leads(model, goal, confidence, trials, seed, executor, progress)
+    if name != "vectorized":
+        leads, p_goal = _bisect_leads(model, goal, confidence, trials, seed, name, executor, progress)
         interval = None
     else:
         parts = map_blocks(
@@ -168,7 +264,44 @@ def leads_needed(
         interval=interval,
         naive=naive,
         analytic=exact,
+        rate_per_week=None if flow_rate is None else flow_rate[0],
+        p_goal_at_rate=None if flow_rate is None else flow_rate[1],
     )
+
+
+def _bisect_rate(
+    model: Model,
+    goal: float,
+    confidence: float,
+    trials: int,
+    seed: int,
+    engine: str,
+    executor: Executor | None,
+) -> tuple[float, Estimate]:
+    """Lowest Poisson arrival rate (leads per week) with P(goal) >= confidence, to 1 %: bracket, then
+    bisect, every step on the same seed (common random numbers) so the steps differ only by the rate."""
+
+    def p_goal(per_week: float) -> Estimate:
+        variant = replace(model, arrivals=replace(model.arrivals, rate_per_day=per_week / 7))
+        _, out = simulate(variant, trials, seed, engine=engine, executor=executor)
+        return Estimate.proportion(out.revenue >= goal)
+
+    per_lead = model.win_probability * model.deal_size.mean
+    high = max(7 * goal / max(per_lead, 1e-12) / model.horizon_days, 1e-6)
+    low, found = 0.0, p_goal(high)
+    while found.value < confidence:
+        low, high = high, high * 2
+        if high > 1e9:
+            raise QuestionError(f"goal: {goal:,.0f} is out of reach at {confidence:.0%} confidence")
+        found = p_goal(high)
+    while high - low > 0.01 * high:
+        middle = (low + high) / 2
+        estimate = p_goal(middle)
+        if estimate.value >= confidence:
+            high, found = middle, estimate
+        else:
+            low = middle
+    return high, found
 
 
 def _bisect_leads(
@@ -177,11 +310,12 @@ def _bisect_leads(
     confidence: float,
     trials: int,
     seed: int,
+    engine: str,
     executor: Executor | None,
     progress: Progress | None,
 ) -> tuple[int, Estimate]:
     def p_goal(leads: int) -> Estimate:
-        _, out = simulate(model.with_new_leads(leads), trials, seed, engine="des", executor=executor)
+        _, out = simulate(model.with_new_leads(leads), trials, seed, engine=engine, executor=executor)
         if progress is not None:
             progress(0)
         return Estimate.proportion(out.revenue >= goal)
@@ -221,8 +355,9 @@ def compare(
             "variant.stages: a paired comparison needs the same number of stages "
             f"({len(base.stages)} vs {len(variant.stages)})"
         )
-    if engine == "auto":
-        engine = "des" if base.needs_capacity or variant.needs_capacity else "vectorized"
+    if engine == "auto":  # one engine for both, so the pair shares its random numbers
+        picked = {engines.choose(base), engines.choose(variant)}
+        engine = next(name for name in ("des", "queue", "vectorized") if name in picked)
     name, first = simulate(base, trials, seed, engine=engine, executor=executor, progress=progress)
     _, second = simulate(variant, trials, seed, engine=name, executor=executor, progress=progress)
     difference = second.revenue - first.revenue
@@ -295,4 +430,68 @@ def sensitivity(
     levers.sort(key=lambda lever: (effect(lever), lever.revenue.value), reverse=True)
     return Sensitivity(
         engine=name, trials=trials, seed=seed, goal=goal, levers=tuple(levers), bottleneck=levers[0].stage
+    )
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def capacity(
+    model: Model,
+    added: tuple[int, ...] | range = range(6),
+    trials: int = DEFAULT_TRIALS,
+    seed: int = 0,
+    *,
+    goal: float | None = None,
+    engine: str = "auto",
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> CapacityPlan:
+    """The capacity curve: for each number of reps ``added``, revenue P10/P50/P90, P(goal), per-lead
+    wait P90 and utilisation. Every variant sees the same simulated leads (common random numbers), so
+    each rep's gain is a paired difference; the knee is the rep after which one more buys less than
+    half of what the one before did."""
+    _check_goal(goal)
+    if model.reps is None:
+        raise QuestionError("reps: the model has no [reps] table; add one to plan capacity")
+    steps = sorted(set(added))
+    if not steps or steps[0] < 0:
+        raise QuestionError(f"reps: the reps to add must be whole numbers >= 0, got {list(added)}")
+    rows: list[CapacityRow] = []
+    previous = None
+    for extra in steps:
+        variant = replace(model, reps=Reps(model.reps.count + extra, model.reps.leads_each))
+        name, out = simulate(variant, trials, seed, engine=engine, executor=executor, progress=progress)
+        flow = flow_report(variant, out.flow) if out.flow is not None else None
+        rows.append(
+            CapacityRow(
+                added=extra,
+                reps=model.reps.count + extra,
+                engine=name,
+                revenue=Summary.of(out.revenue),
+                wins=Summary.of(out.wins),
+                p_goal=None if goal is None else Estimate.proportion(out.revenue >= goal),
+                wait_p90=flow.wait.p90 if flow is not None else Estimate(math.nan, math.nan),
+                utilisation=flow.utilisation if flow is not None else Estimate(math.nan, math.nan),
+                gain=None if previous is None else Estimate.mean_of(out.revenue - previous),
+            )
+        )
+        previous = out.revenue
+    gains = [(row.added, row.gain.value) for row in rows if row.gain is not None]
+    knee = next((before for (before, g0), (_, g1) in itertools.pairwise(gains) if g1 < 0.5 * g0), None)
+    words = ", ".join(
+        f"the {_ordinal(n)} rep adds {model.currency} {gain:,.0f}" for n, gain in gains if n > 0
+    )
+    if knee is not None:
+        words += f"; returns fall off after the {_ordinal(knee)} added rep"
+    return CapacityPlan(
+        trials=trials,
+        seed=seed,
+        currency=model.currency,
+        goal=goal,
+        rows=tuple(rows),
+        knee=knee,
+        summary=words[:1].upper() + words[1:] if words else "",
     )

@@ -7,6 +7,7 @@ outcome; P90 is an optimistic one. ``se`` fields are Monte Carlo standard errors
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -104,11 +105,15 @@ class Forecast(_Serialisable):
     histogram: Histogram  # of revenue
     goal: float | None
     p_goal: Estimate | None  # P(revenue >= goal)
+    engine_reason: str = ""  # why ``engine`` was picked
+    flow: FlowReport | None = None  # per-lead waits, lead times, utilisation, queues (with [reps])
+    moments_only: bool = False  # engine "analytic": mean and sd are exact, percentiles unavailable
 
 
 @dataclass(frozen=True)
 class LeadsNeeded(_Serialisable):
-    """Fewest new leads (a batch at day 0) with P(revenue >= goal within the horizon) >= confidence."""
+    """Fewest new leads (a batch at day 0) with P(revenue >= goal within the horizon) >= confidence; for
+    models with Poisson arrivals also the arrival rate that does it (``rate_per_week``)."""
 
     engine: str
     trials: int
@@ -120,6 +125,8 @@ class LeadsNeeded(_Serialisable):
     interval: tuple[int, int] | None  # 95 % Monte Carlo interval for ``leads``
     naive: int  # reverse funnel: goal ÷ mean deal ÷ conversions, ignoring variance and the horizon
     analytic: int | None  # negative-binomial answer where exact (fixed deals and conversions)
+    rate_per_week: float | None = None  # Poisson models: lowest arrival rate reaching the goal (to 1 %)
+    p_goal_at_rate: Estimate | None = None  # P(goal) at that rate
 
 
 @dataclass(frozen=True)
@@ -161,3 +168,99 @@ class Sensitivity(_Serialisable):
     goal: float | None
     levers: tuple[Lever, ...]  # most effective first
     bottleneck: str
+
+
+BATCHES = 20  # trial batches for the standard error of per-lead statistics
+
+
+def pooled(values: Array, trial: NDArray[np.int64], trials: int, statistic: Any) -> Estimate:
+    """A per-lead statistic over all leads, with a batch-means standard error: leads of one trial share a
+    queue and are not independent, so the error comes from the spread of the statistic over
+    ``BATCHES`` groups of whole trials."""
+    if len(values) == 0:
+        return Estimate(math.nan, math.nan)
+    value = float(statistic(values))
+    order = np.argsort(trial, kind="stable") if np.any(np.diff(trial) < 0) else slice(None)
+    ordered, trial = values[order], trial[order]
+    bounds = np.searchsorted(trial, np.arange(BATCHES + 1) * trials / BATCHES)  # whole-trial batches
+    parts = [float(statistic(ordered[a:b])) for a, b in itertools.pairwise(bounds) if b > a]
+    se = float(np.std(parts, ddof=1)) / math.sqrt(len(parts)) if len(parts) > 1 else math.nan
+    return Estimate(value, se)
+
+
+@dataclass(frozen=True)
+class Exceedance(_Serialisable):
+    days: float
+    probability: Estimate  # share of measured leads that waited longer than ``days``
+
+
+@dataclass(frozen=True)
+class LeadDays(_Serialisable):
+    """Days per lead (wait or lead time), pooled over every measured lead of every trial."""
+
+    leads: int  # how many leads were measured, over all trials
+    mean: Estimate
+    p50: Estimate
+    p90: Estimate
+    p99: Estimate
+
+    @staticmethod
+    def of(values: Array, trial: NDArray[np.int64], trials: int) -> LeadDays:
+        def quantile(q: float) -> Any:
+            return lambda sample: np.quantile(sample, q)
+
+        return LeadDays(
+            leads=len(values),
+            mean=pooled(values, trial, trials, np.mean),
+            p50=pooled(values, trial, trials, quantile(0.5)),
+            p90=pooled(values, trial, trials, quantile(0.9)),
+            p99=pooled(values, trial, trials, quantile(0.99)),
+        )
+
+
+@dataclass(frozen=True)
+class WeeklyQueue(_Serialisable):
+    day: float  # end of the week
+    p10: float  # leads waiting for a rep slot, over trials
+    p50: float
+    p90: float
+
+
+@dataclass(frozen=True)
+class FlowReport(_Serialisable):
+    """Queues and capacity, measured in the window (after the warm-up, up to its end)."""
+
+    window: tuple[float, float]  # days
+    wait: LeadDays  # each new lead's wait for a rep slot (cut at the horizon if still waiting)
+    wait_exceeds: tuple[Exceedance, ...]  # P(wait > t) per lead, for the thresholds asked
+    lead_time: LeadDays  # arrival to win, for new leads won within the horizon
+    utilisation: Estimate  # share of rep-slot time in use, mean over trials
+    queue_by_week: tuple[WeeklyQueue, ...]
+
+
+@dataclass(frozen=True)
+class CapacityRow(_Serialisable):
+    """The model with ``added`` more reps (``reps`` in all)."""
+
+    added: int
+    reps: int
+    engine: str
+    revenue: Summary
+    wins: Summary
+    p_goal: Estimate | None
+    wait_p90: Estimate  # days, per lead
+    utilisation: Estimate
+    gain: Estimate | None  # paired change in mean revenue from one rep fewer (None for the first row)
+
+
+@dataclass(frozen=True)
+class CapacityPlan(_Serialisable):
+    """Revenue, goal odds, waits and utilisation for 0..k reps added, all on the same simulated leads."""
+
+    trials: int
+    seed: int
+    currency: str
+    goal: float | None
+    rows: tuple[CapacityRow, ...]
+    knee: int | None  # reps added after which one more rep buys less than half the one before
+    summary: str  # "the 1st rep adds $X, the 2nd $Y, ..."

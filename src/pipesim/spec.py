@@ -75,6 +75,18 @@ class Reps:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """Where waits, lead times and utilisation are measured: after ``warmup_days`` (the floor filling
+    up from empty) and up to ``end_days`` (default: the horizon), so the figures describe steady state."""
+
+    warmup_days: float = 0.0
+    end_days: float | None = None
+
+    def end(self, horizon_days: float) -> float:
+        return horizon_days if self.end_days is None else self.end_days
+
+
+@dataclass(frozen=True)
 class OpenLeads:
     """A cohort of leads already in the pipeline: ``count`` of them in ``stage`` for ``age_days`` so far.
 
@@ -98,6 +110,7 @@ class Model:
     open_leads: tuple[OpenLeads, ...] = ()
     currency: str = "USD"
     name: str = ""
+    measurement: Measurement | None = None
 
     def __post_init__(self) -> None:
         issues = _check_model(self)
@@ -154,6 +167,10 @@ class Model:
                 entry["work"] = stage.work.to_mapping()
             stages.append(entry)
         data["stages"] = stages
+        if self.measurement is not None:
+            data["measurement"] = {"warmup_days": self.measurement.warmup_days}
+            if self.measurement.end_days is not None:
+                data["measurement"]["end_days"] = self.measurement.end_days
         if self.open_leads:
             cohorts = []
             for cohort in self.open_leads:
@@ -189,6 +206,15 @@ def _check_model(model: Model) -> list[Issue]:
         if stage.work is not None and model.reps is None:
             issues.append(
                 Issue(f"stages[{index}].work", "work time needs a [reps] table (who does the work?)")
+            )
+    if model.measurement is not None:
+        warmup, end = model.measurement.warmup_days, model.measurement.end(model.horizon_days)
+        if not (math.isfinite(warmup) and 0 <= warmup < end <= model.horizon_days):
+            issues.append(
+                Issue(
+                    "measurement",
+                    f"needs 0 <= warmup_days < end_days <= horizon_days, got {warmup:g}, {end:g}",
+                )
             )
     for index, cohort in enumerate(model.open_leads):
         if cohort.stage not in names:
@@ -245,7 +271,17 @@ def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Model:
 
 
 _DISTRIBUTIONS = ("fixed", "exponential", "gamma", "weibull", "lognormal", "triangular", "empirical")
-_TOP_KEYS = {"name", "currency", "horizon_days", "arrivals", "deal_size", "reps", "stages", "open_leads"}
+_TOP_KEYS = {
+    "name",
+    "currency",
+    "horizon_days",
+    "arrivals",
+    "deal_size",
+    "reps",
+    "stages",
+    "open_leads",
+    "measurement",
+}
 
 
 class _Reader:
@@ -431,6 +467,17 @@ class _Reader:
         leads_each = self.integer({"leads_each": 1, **table}, "leads_each", "reps", minimum=1)
         return None if count is None or leads_each is None else Reps(count, leads_each)
 
+    def measurement(self, data: Mapping[str, Any]) -> Measurement | None:
+        table = self.table(data, "measurement", "")
+        if table is None:
+            return None
+        self.unknown_keys(table, {"warmup_days", "end_days"}, "measurement")
+        warmup = self.number({"warmup_days": 0.0, **table}, "warmup_days", "measurement", strict=False)
+        end = self.number(table, "end_days", "measurement") if "end_days" in table else None
+        if warmup is None or ("end_days" in table and end is None):
+            return None
+        return Measurement(warmup, end)
+
     def open_leads(self, value: Any) -> tuple[OpenLeads, ...] | None:
         if not isinstance(value, list):
             self.fail("open_leads", f"must be a list of tables, got {value!r}")
@@ -474,6 +521,7 @@ class _Reader:
         else:
             stages = [self.stage(item, f"stages[{index}]") for index, item in enumerate(raw_stages)]
         cohorts = self.open_leads(data["open_leads"]) if "open_leads" in data else ()
+        measurement = self.measurement(data) if "measurement" in data else None
         if self.issues:
             return None
         assert horizon is not None
@@ -492,6 +540,7 @@ class _Reader:
                 open_leads=cohorts,
                 currency=str(currency),
                 name=str(name),
+                measurement=measurement,
             )
 
         return construct

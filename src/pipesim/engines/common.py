@@ -27,6 +27,7 @@ TRIAL = 0
 ARRIVALS = 1
 WINNERS = 2
 LEADS = 3
+QUEUE_LEADS = 4
 
 
 def stream(seed: int, block: int, *key: int) -> np.random.Generator:
@@ -84,6 +85,57 @@ def win_probability_from(p: Array, start: int) -> Array:
     return np.asarray(np.prod(p[:, start:], axis=1), dtype=np.float64)
 
 
+def window(model: Model) -> tuple[float, float]:
+    """The measurement window (days): waits, lead times and utilisation count only inside it."""
+    if model.measurement is None:
+        return 0.0, model.horizon_days
+    return model.measurement.warmup_days, model.measurement.end(model.horizon_days)
+
+
+MAX_WEEKS = 520
+
+
+def week_ends(model: Model) -> Array:
+    """Days at which queue lengths are read: the end of every whole week within the horizon (none without
+    [reps]: nobody queues), at most ``MAX_WEEKS`` of them."""
+    if model.reps is None:
+        return np.zeros(0)
+    return np.arange(1, min(int(model.horizon_days // 7), MAX_WEEKS) + 1, dtype=np.float64) * 7
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Per-lead and queue measurements of a batch of trials (engines with rep capacity).
+
+    ``waits``: each new lead arriving inside the measurement window, its wait for a rep slot (cut at the
+    horizon if still queued); ``lead_times``: each new lead won within the horizon that arrived inside
+    the window, arrival to win. ``*_trial`` give each value's trial (0-based within the batch), so a
+    standard error can respect that leads of one trial are not independent."""
+
+    waits: Array
+    wait_trial: NDArray[np.int64]
+    lead_times: Array
+    lead_time_trial: NDArray[np.int64]
+    utilisation: Array  # (trials,) share of rep-slot time in use during the window
+    queue: Array  # (trials, weeks) leads waiting for a slot at the end of each week
+
+    @staticmethod
+    def concat(parts: list[Flow]) -> Flow:
+        offsets = np.cumsum([0] + [len(part.utilisation) for part in parts[:-1]])
+        return Flow(
+            waits=np.concatenate([part.waits for part in parts]),
+            wait_trial=np.concatenate(
+                [part.wait_trial + offset for part, offset in zip(parts, offsets, strict=True)]
+            ),
+            lead_times=np.concatenate([part.lead_times for part in parts]),
+            lead_time_trial=np.concatenate(
+                [part.lead_time_trial + offset for part, offset in zip(parts, offsets, strict=True)]
+            ),
+            utilisation=np.concatenate([part.utilisation for part in parts]),
+            queue=np.concatenate([part.queue for part in parts]),
+        )
+
+
 @dataclass(frozen=True)
 class Outcomes:
     """Per-trial results of a batch of trials, in trial order."""
@@ -93,6 +145,7 @@ class Outcomes:
     revenue_new: Array
     revenue_existing: Array
     wait_days: Array  # mean wait of new leads for a free rep slot (0 without capacity limits)
+    flow: Flow | None = None  # per-lead measurements, from engines that model rep capacity
 
     @property
     def trials(self) -> int:
@@ -108,9 +161,9 @@ class Outcomes:
 
     @staticmethod
     def concat(parts: list[Outcomes]) -> Outcomes:
-        return Outcomes(
-            *(np.concatenate([getattr(part, name) for part in parts]) for name in _OUTCOME_FIELDS)
-        )
+        flows = [part.flow for part in parts if part.flow is not None]
+        columns = {name: np.concatenate([getattr(part, name) for part in parts]) for name in _OUTCOME_FIELDS}
+        return Outcomes(**columns, flow=Flow.concat(flows) if len(flows) == len(parts) and flows else None)
 
 
 _OUTCOME_FIELDS = ("wins_new", "wins_existing", "revenue_new", "revenue_existing", "wait_days")

@@ -23,7 +23,18 @@ import numpy as np
 import simpy
 
 from pipesim.distributions import Array
-from pipesim.engines.common import LEADS, Group, Outcomes, cohort_counts, groups, stream, trial_draws
+from pipesim.engines.common import (
+    LEADS,
+    Flow,
+    Group,
+    Outcomes,
+    cohort_counts,
+    groups,
+    stream,
+    trial_draws,
+    window,
+)
+from pipesim.engines.queue import flow_of
 from pipesim.spec import Model
 
 BLOCK_TRIALS = 50
@@ -52,12 +63,15 @@ class SalesFloor:
         self.slots = simpy.Resource(self.env, capacity=reps.slots) if reps is not None else None
         has_work = any(stage.work is not None for stage in model.stages)
         self.reps = simpy.Resource(self.env, capacity=reps.count) if reps is not None and has_work else None
-        self.wait_window = wait_window if wait_window is not None else (0.0, model.horizon_days)
+        self.wait_window = wait_window if wait_window is not None else window(model)
         self.wins = [0, 0]  # new, existing
         self.revenue = [0.0, 0.0]
         self.wait_total = 0.0
         self.waited = 0
         self.waiting: dict[int, float] = {}  # id(lead) -> arrival, for leads still queued
+        self.starts: dict[int, float] = {}  # id(lead) -> when it got a slot
+        self.finishes: dict[int, float] = {}  # id(lead) -> when it was won or lost
+        self.won: set[int] = set()  # id(lead) of leads won by the horizon
 
     def source(self, leads: list[Lead]) -> Generator[Any, Any, None]:
         """Releases new leads at their arrival times."""
@@ -79,6 +93,7 @@ class SalesFloor:
                 del self.waiting[id(lead)]
                 self.wait_total += env.now - lead.arrival
                 self.waited += 1
+        self.starts[id(lead)] = env.now
         for step, duration in enumerate(lead.durations):
             if lead.work[step] > 0 and self.reps is not None:
                 with self.reps.request() as rep:
@@ -92,6 +107,8 @@ class SalesFloor:
             kind = 1 if lead.existing else 0
             self.wins[kind] += 1
             self.revenue[kind] += lead.deal
+            self.won.add(id(lead))
+        self.finishes[id(lead)] = env.now
         if slot is not None and self.slots is not None:
             self.slots.release(slot)
 
@@ -113,6 +130,17 @@ class SalesFloor:
     @property
     def mean_wait(self) -> float:
         return self.wait_total / self.waited if self.waited else 0.0
+
+    def flow(self, leads: list[Lead]) -> Flow:
+        """Per-lead measurements of the run, as the queue engine reports them (one trial)."""
+        keys = [id(lead) for lead in leads]
+        arrival = np.array([[lead.arrival for lead in leads]])
+        start = np.array([[self.starts.get(key, math.inf) for key in keys]])
+        finish = np.array([[self.finishes.get(key, math.inf) for key in keys]])
+        low, high = self.wait_window
+        waited = np.array([[not lead.existing and low <= lead.arrival <= high for lead in leads]])
+        won = np.array([[key in self.won for key in keys]])
+        return flow_of(self.model, arrival.reshape(1, -1), start, finish, waited, won & waited)
 
 
 def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
@@ -171,10 +199,18 @@ def trial_leads(model: Model, seed: int, block: int, trial: int, p: Array, new_l
 def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
     draws = trial_draws(model, seed, block, trials)
     out = np.zeros((5, trials))
+    flows = []
     for trial in range(trials):
         floor = SalesFloor(model)
-        floor.run(trial_leads(model, seed, block, trial, draws.p[trial], int(draws.new_leads[trial])))
+        leads = trial_leads(model, seed, block, trial, draws.p[trial], int(draws.new_leads[trial]))
+        floor.run(leads)
         out[:, trial] = (*floor.wins, *floor.revenue, floor.mean_wait)
+        flows.append(floor.flow(leads))
     return Outcomes(
-        wins_new=out[0], wins_existing=out[1], revenue_new=out[2], revenue_existing=out[3], wait_days=out[4]
+        wins_new=out[0],
+        wins_existing=out[1],
+        revenue_new=out[2],
+        revenue_existing=out[3],
+        wait_days=out[4],
+        flow=Flow.concat(flows),
     )

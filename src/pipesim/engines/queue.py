@@ -1,0 +1,236 @@
+"""The capacity fast path: the SimPy sales floor as a FIFO multi-server queue, all trials at once.
+
+Scenario (the same as :mod:`pipesim.engines.des`). ``reps.count × reps.leads_each`` rep slots; a lead
+takes a free slot first come, first served and holds it until it is won or lost. Without stage work a
+lead's holding time is known when it is drawn — the sum of its times in stage up to the stage it leaves
+— so the floor is a FIFO c-server queue and the Kiefer–Wolfowitz recursion gives every start time:
+keep each server's next free time; the next lead in line starts at ``max(arrival, earliest free)`` and
+that server is then free at ``start + hold``. The recursion runs lead by lead in queue order, vectorised
+over the trials of a block (an ``argmin`` over a ``(trials, slots)`` array per lead).
+
+Queue order matches SimPy's: at day 0 the leads whose processes SimPy starts first — a batch of new
+leads, then each open-lead cohort in file order — then Poisson arrivals in time order (SimPy starts the
+open leads before the first arrival's timeout fires). Ties in free times are immaterial: any free slot
+is as good as another.
+
+Where it does not apply: stage ``work`` needs a rep (``reps.count`` of them, shared across every stage)
+while the lead also holds a slot, so holding times depend on the rep queue and the rep queue on who
+holds slots — a loop the recursion cannot express. ``auto`` then picks SimPy and says why.
+
+Randomness. Each group of leads draws from its own stream, one ``(trials, leads)`` array per stage
+conversion and time in stage, then arrivals, then deal sizes for the winners only; none of it depends
+on the reps, so a variant with more or fewer reps sees the same leads and a paired difference isolates
+the change in capacity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipesim.distributions import Array
+from pipesim.engines.common import (
+    QUEUE_LEADS,
+    Flow,
+    Outcomes,
+    cohort_counts,
+    groups,
+    stream,
+    trial_draws,
+    week_ends,
+    window,
+)
+from pipesim.errors import EngineError
+from pipesim.spec import Model
+
+BLOCK_TRIALS = 500
+
+
+def reason(model: Model) -> str | None:
+    """Why this engine cannot run the model, or ``None`` when it can."""
+    for index, stage in enumerate(model.stages):
+        if stage.work is not None:
+            return (
+                f"stages[{index}].work: stage work needs one of the reps while the lead holds a slot, "
+                "so holding times depend on a second queue shared across stages; the queue recursion "
+                "cannot express that loop — use engine 'des'"
+            )
+    return None
+
+
+def check(model: Model) -> None:
+    why = reason(model)
+    if why is not None:
+        raise EngineError(why)
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A block's leads in queue order, one row per trial; rows are padded with ``inf`` arrivals."""
+
+    arrival: Array  # (trials, leads), non-decreasing along each row
+    hold: Array  # time holding a slot: times in stage up to the stage the lead leaves
+    won: NDArray[np.bool_]
+    deal: Array
+    new: NDArray[np.bool_]  # a new lead (not an open one); padding is neither new nor won
+
+
+def _group_rows(
+    model: Model, rng: np.random.Generator, shape: tuple[int, int], p: Array, start: int, age: float
+) -> tuple[Array, NDArray[np.bool_]]:
+    """Holding time and won flag of each lead of a ``(trials, leads)`` group, drawing one contiguous
+    uniform array per stage conversion and per time in stage."""
+    n_stages = len(model.stages)
+    converts = [rng.random(shape) < p[:, index, None] for index in range(start, n_stages)]
+    passed = np.full(shape, n_stages - start)
+    for column in reversed(range(n_stages - start)):  # the first stage not converted out of wins
+        passed[~converts[column]] = column
+    hold = np.zeros(shape)
+    for column, index in enumerate(range(start, n_stages)):
+        duration = model.stages[index].time_in_stage
+        u = rng.random(shape)
+        times = duration.remaining(u, age) if column == 0 and age > 0 else duration.ppf(u)
+        # A lead spends the stage it is lost in too, then leaves (as in the SimPy story).
+        times[passed < column] = 0.0
+        hold += times
+    won: NDArray[np.bool_] = passed == n_stages - start
+    return hold, won
+
+
+def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
+    draws = trial_draws(model, seed, block, trials)
+    counts = [int(draws.new_leads.max(initial=0)), *cohort_counts(model)]
+    parts: list[tuple[Array, Array, NDArray[np.bool_], Array, NDArray[np.bool_]]] = []
+    for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
+        rng = stream(seed, block, QUEUE_LEADS, index)
+        hold, won = _group_rows(model, rng, (trials, count), draws.p, group.start, group.age_days)
+        arrival = np.zeros((trials, count))
+        present: NDArray[np.bool_] = np.ones((trials, count), dtype=bool)
+        if not group.existing:
+            present = np.arange(count)[None, :] < draws.new_leads[:, None]
+            won = won & present
+            if model.arrivals.kind == "poisson":
+                # Arrivals given their count are uniform; sorting them puts the row in queue order, and
+                # the other columns are i.i.d. across leads, so they need not follow.
+                arrival = rng.random((trials, count)) * model.horizon_days
+                arrival[~present] = np.inf
+                arrival.sort(axis=1)
+            else:
+                arrival[~present] = np.inf
+        deal = np.full((trials, count), group.value if group.value is not None else 0.0)
+        if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
+            deal[won] = model.deal_size.ppf(rng.random(int(won.sum())))
+        new: NDArray[np.bool_] = present & (not group.existing)
+        parts.append((arrival, hold, won, deal, new))
+    if model.arrivals.kind == "poisson":
+        parts = parts[1:] + parts[:1]  # open leads hold their slots before the first arrival
+    if len(parts) == 1:
+        return Floor(*parts[0])
+    return Floor(*(np.concatenate([part[k] for part in parts], axis=1) for k in range(5)))
+
+
+def fifo_starts(arrival: Array, hold: Array, servers: int | None) -> Array:
+    """Start of service of each lead, rows in queue order: the Kiefer–Wolfowitz recursion over the
+    servers' next free times, one lead at a time, all rows at once. Trailing ``inf`` arrivals (padding)
+    may overwrite a server's time; nothing after them reads it."""
+    trials, leads = arrival.shape
+    if servers is None or servers >= leads:
+        return arrival.copy()
+    # Lead-major copies: each step reads and writes one contiguous row of ``trials`` values.
+    arrivals, holds = np.ascontiguousarray(arrival.T), np.ascontiguousarray(hold.T)
+    start = np.empty_like(arrivals)
+    start[:servers] = arrivals[:servers]  # the first c leads find a free slot
+    free = np.ascontiguousarray((arrivals[:servers] + holds[:servers]).T)
+    flat = free.reshape(-1)  # a view: flat indexing is cheaper than a (row, column) pair
+    offsets = np.arange(trials) * servers
+    for k in range(servers, leads):
+        where = free.argmin(axis=1)
+        where += offsets
+        begin = start[k]
+        np.maximum(arrivals[k], flat[where], out=begin)
+        flat[where] = begin + holds[k]
+    return np.ascontiguousarray(start.T)
+
+
+def measure(model: Model, floor: Floor, start: Array) -> tuple[Outcomes, Flow]:
+    """Per-trial outcomes and per-lead measurements, with SimPy's conventions: a win counts if it
+    happens by the horizon; a lead still queued at the horizon counts with its wait so far."""
+    horizon = model.horizon_days
+    finish = start + floor.hold
+    counted = floor.won & (finish <= horizon)
+    new, existing = counted & floor.new, counted & ~floor.new & np.isfinite(floor.arrival)
+    wait = np.minimum(start, horizon) - floor.arrival
+    low, high = window(model)
+    waited = floor.new & (floor.arrival >= low) & (floor.arrival <= high)
+    n_waited = waited.sum(axis=1)
+    mean_wait = np.divide(
+        np.where(waited, wait, 0.0).sum(axis=1), n_waited, out=np.zeros(len(n_waited)), where=n_waited > 0
+    )
+    outcomes = Outcomes(
+        wins_new=new.sum(axis=1).astype(np.float64),
+        wins_existing=existing.sum(axis=1).astype(np.float64),
+        revenue_new=np.where(new, floor.deal, 0.0).sum(axis=1),
+        revenue_existing=np.where(existing, floor.deal, 0.0).sum(axis=1),
+        wait_days=mean_wait,
+    )
+    return outcomes, flow_of(model, floor.arrival, start, finish, waited, new & waited)
+
+
+def flow_of(
+    model: Model,
+    arrival: Array,
+    start: Array,
+    finish: Array,
+    waited: NDArray[np.bool_],
+    won_in_window: NDArray[np.bool_],
+) -> Flow:
+    """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times."""
+    horizon = model.horizon_days
+    low, high = window(model)
+    slots = model.reps.slots if model.reps is not None else None
+    wait_trial, wait_lead = np.nonzero(waited)
+    won_trial, won_lead = np.nonzero(won_in_window)
+    if slots is None:
+        utilisation = np.zeros(len(arrival))
+    else:
+        busy = np.clip(np.minimum(finish, high) - np.maximum(start, low), 0.0, None)
+        utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / (slots * (high - low))
+    weeks = week_ends(model)
+    return Flow(
+        waits=np.minimum(start[wait_trial, wait_lead], horizon) - arrival[wait_trial, wait_lead],
+        wait_trial=wait_trial.astype(np.int64),
+        lead_times=finish[won_trial, won_lead] - arrival[won_trial, won_lead],
+        lead_time_trial=won_trial.astype(np.int64),
+        utilisation=utilisation,
+        queue=_count_at_or_before(arrival, weeks, horizon) - _count_at_or_before(start, weeks, horizon),
+    )
+
+
+def _count_at_or_before(times: Array, points: Array, horizon: float) -> Array:
+    """Per row of non-decreasing ``times``, how many are <= each point: one ``searchsorted`` over the
+    rows laid end to end (row r shifted by r × span), instead of a (rows, leads, points) comparison."""
+    trials, leads = times.shape
+    span = horizon + 2.0
+    shifted = np.minimum(times, horizon + 1.0) + (np.arange(trials) * span)[:, None]
+    queries = points[None, :] + (np.arange(trials) * span)[:, None]
+    found = np.searchsorted(shifted.reshape(-1), queries.reshape(-1), side="right").reshape(trials, -1)
+    counts: Array = (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+    return counts
+
+
+def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
+    """Outcomes (with per-lead measurements) of ``trials`` trials of block ``block``."""
+    check(model)
+    floor = draw(model, seed, block, trials)
+    slots = model.reps.slots if model.reps is not None else None
+    outcomes, flow = measure(model, floor, fifo_starts(floor.arrival, floor.hold, slots))
+    return Outcomes(
+        outcomes.wins_new,
+        outcomes.wins_existing,
+        outcomes.revenue_new,
+        outcomes.revenue_existing,
+        outcomes.wait_days,
+        flow=flow,
+    )

@@ -1,0 +1,189 @@
+"""The queue engine against the SimPy engine it replaces: the same leads give the same starts and
+outcomes (differential, exact), and independent runs give the same distributions (two-sample KS)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from scipy import stats
+
+from pipesim import (
+    Arrivals,
+    Exponential,
+    Fixed,
+    FixedProbability,
+    Gamma,
+    LogNormal,
+    Model,
+    OpenLeads,
+    Reps,
+    Stage,
+    Triangular,
+    load_model,
+    simulate,
+)
+from pipesim.distributions import Array, Distribution
+from pipesim.engines import des, explain, queue
+from pipesim.engines.common import Flow, trial_draws
+from pipesim.errors import EngineError
+
+EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.toml"))
+RANDOM_MODELS = 8  # seeded random models in the KS comparison, each with three KS tests
+ALPHA = 0.01
+
+
+def random_model(seed: int) -> Model:
+    """A small model with capacity: 1–3 stages, batch or Poisson arrivals, sometimes open leads."""
+    rng = np.random.default_rng(seed)
+    n_stages = int(rng.integers(1, 4))
+
+    def duration() -> Distribution:
+        kind = rng.integers(4)
+        mean = float(rng.uniform(1, 8))
+        if kind == 0:
+            return Exponential(mean)
+        if kind == 1:
+            return Gamma(2.0, mean / 2)
+        if kind == 2:
+            return Triangular(0.0, mean, 2 * mean)
+        return Fixed(round(mean))
+
+    stages = tuple(
+        Stage(f"s{i}", FixedProbability(float(rng.uniform(0.3, 0.95))), duration()) for i in range(n_stages)
+    )
+    arrivals = (
+        Arrivals.batch(int(rng.integers(20, 120)))
+        if rng.random() < 0.5
+        else Arrivals.poisson(float(rng.uniform(0.5, 3.0)))
+    )
+    cohorts = (
+        (OpenLeads(f"s{int(rng.integers(n_stages))}", int(rng.integers(1, 10)), float(rng.uniform(0, 5))),)
+        if rng.random() < 0.5
+        else ()
+    )
+    return Model(
+        stages=stages,
+        deal_size=LogNormal(10_000, 4_000),
+        arrivals=arrivals,
+        horizon_days=60,
+        reps=Reps(int(rng.integers(1, 4)), int(rng.integers(1, 8))),
+        open_leads=cohorts,
+    )
+
+
+def floor_of(leads: list[des.Lead]) -> queue.Floor:
+    """The SimPy engine's leads of one trial, in the queue order SimPy serves them."""
+    at_start = [lead for lead in leads if lead.existing or lead.arrival == 0]
+    ordered = at_start + [lead for lead in leads if not (lead.existing or lead.arrival == 0)]
+    hold = [sum(lead.durations[: lead.stages_passed + 1]) for lead in ordered]
+    won = [lead.stages_passed == len(lead.durations) for lead in ordered]
+    return queue.Floor(
+        arrival=np.array([[lead.arrival for lead in ordered]]),
+        hold=np.array([hold]),
+        won=np.array([won]),
+        deal=np.array([[lead.deal for lead in ordered]]),
+        new=np.array([[not lead.existing for lead in ordered]]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_recursion_serves_simpys_leads_exactly_as_simpy_does(seed: int) -> None:
+    model = random_model(seed)
+    draws = trial_draws(model, seed, 0, 4)
+    for trial in range(4):
+        leads = des.trial_leads(model, seed, 0, trial, draws.p[trial], int(draws.new_leads[trial]))
+        floor = des.SalesFloor(model)
+        floor.run(leads)
+        table = floor_of(leads)
+        assert model.reps is not None
+        start = queue.fifo_starts(table.arrival, table.hold, model.reps.slots)
+        outcomes, _ = queue.measure(model, table, start)
+        assert outcomes.wins_new[0] == floor.wins[0]
+        assert outcomes.wins_existing[0] == floor.wins[1]
+        assert math.isclose(outcomes.revenue[0], sum(floor.revenue), rel_tol=1e-12)
+        assert math.isclose(outcomes.wait_days[0], floor.mean_wait, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def one_per_trial(values: Array, trial: NDArray[np.int64], trials: int, seed: int) -> Array:
+    """One value drawn at random from each trial that has any: independent samples for KS (leads of one
+    trial share a queue, so pooling them all would overstate the sample size)."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    bounds = np.searchsorted(trial, np.arange(trials + 1))
+    for low, high in itertools.pairwise(bounds):
+        if high > low:
+            picked.append(values[low + rng.integers(high - low)])
+    return np.array(picked)
+
+
+def assert_same_distributions(model: Model, queue_trials: int, des_trials: int, seed: int) -> None:
+    _, fast = simulate(model, queue_trials, seed=seed, engine="queue")
+    _, slow = simulate(model, des_trials, seed=seed + 1000, engine="des")
+    assert isinstance(fast.flow, Flow)
+    assert isinstance(slow.flow, Flow)
+    pairs = {
+        "revenue": (fast.revenue, slow.revenue),
+        "wait": (
+            one_per_trial(fast.flow.waits, fast.flow.wait_trial, queue_trials, seed),
+            one_per_trial(slow.flow.waits, slow.flow.wait_trial, des_trials, seed),
+        ),
+        "lead time": (
+            one_per_trial(fast.flow.lead_times, fast.flow.lead_time_trial, queue_trials, seed),
+            one_per_trial(slow.flow.lead_times, slow.flow.lead_time_trial, des_trials, seed),
+        ),
+    }
+    for name, (a, b) in pairs.items():
+        if len(a) < 20 or len(b) < 20 or np.ptp(np.concatenate([a, b])) == 0:
+            continue  # nothing to compare (e.g. no waits without reps)
+        assert stats.ks_2samp(a, b).pvalue > ALPHA, name
+
+
+@pytest.mark.parametrize("seed", range(RANDOM_MODELS))
+def test_random_models_match_simpy_in_distribution(seed: int) -> None:
+    assert_same_distributions(random_model(100 + seed), 3000, 400, seed=200 + seed)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
+def test_every_example_matches_simpy_or_says_why_not(path: Path) -> None:
+    model = load_model(path)
+    name, why = explain(model)
+    if queue.reason(model) is not None:
+        assert name == "des"
+        assert "work" in why
+        with pytest.raises(EngineError, match="work"):
+            simulate(model, 10, engine="queue")
+        return
+    smaller = model
+    if model.arrivals.kind == "batch" and model.arrivals.count > 300:
+        smaller = model.with_new_leads(300)  # keeps SimPy's share of the test short; same structure
+    assert_same_distributions(smaller, 2000, 200, seed=7)
+
+
+def test_auto_picks_the_queue_engine_for_reps_without_work() -> None:
+    model = load_model(Path(__file__).resolve().parents[2] / "examples/readme_team.toml")
+    name, why = explain(model)
+    assert name == "queue"
+    assert "FIFO" in why
+    assert explain(replace(model, reps=None))[0] == "vectorized"
+
+
+def test_same_seed_same_answer_across_blocks_and_reps_share_leads() -> None:
+    model = random_model(3)
+    _, once = simulate(model, 1200, seed=5, engine="queue")
+    _, again = simulate(model, 1200, seed=5, engine="queue")
+    assert np.array_equal(once.revenue, again.revenue)
+    assert model.reps is not None
+    roomy = replace(model, reps=Reps(1000, 1))
+    _, free = simulate(roomy, 1200, seed=5, engine="queue")
+    unlimited = replace(model, reps=None)
+    _, none = simulate(unlimited, 1200, seed=5, engine="queue")
+    # Same leads: with room for everyone nobody waits and the outcome is the unlimited one.
+    assert np.array_equal(free.revenue, none.revenue)
+    assert np.all(free.wait_days == 0)
+    assert np.all(free.revenue >= once.revenue - 1e-6)
