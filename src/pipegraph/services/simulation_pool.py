@@ -13,12 +13,18 @@ withdraws the blocks that have not started.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Workers are started fresh, never forked: a forked worker inherits the server's sockets, keeps its
+# keep-alive connections open after the server has closed them, and a browser's next request on such
+# a connection then waits forever (the dashboard stalled after its first forecast).
+_WORKER_START = multiprocessing.get_context("spawn")
 
 
 class SimulationPool:
@@ -38,7 +44,7 @@ class SimulationPool:
     def interactive(self) -> Executor:
         with self._lock:
             if self._interactive is None:
-                self._interactive = ProcessPoolExecutor(max_workers=self.workers)
+                self._interactive = ProcessPoolExecutor(max_workers=self.workers, mp_context=_WORKER_START)
             return self._interactive
 
     @property
@@ -51,7 +57,7 @@ class SimulationPool:
                     self._client = Client(self.scheduler)  # type: ignore[no-untyped-call]
                     self._jobs = self._client.get_executor()
                 else:
-                    self._jobs = ProcessPoolExecutor(max_workers=self.workers)
+                    self._jobs = ProcessPoolExecutor(max_workers=self.workers, mp_context=_WORKER_START)
             return self._jobs
 
     async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
