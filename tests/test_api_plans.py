@@ -209,12 +209,13 @@ PLANNED = [
     "{ totalCount nodes { title updatedAt } } }",
     '{ leads(first: 5, orderBy: {field: STAGE_ENTERED_AT}, filter: {sources: [" WEB"], minValue: "5", '
     'maxValue: "100.5", createdAfter: "2024-01-01T00:00:00Z", createdBefore: "2024-06-01T00:00:00+02:00"}) '
-    "{ totalCount edges { node { title source value } } } }",
-    '{ leads(first: 4, filter: {search: "%_\\\\"}) { totalCount } }',
+    "{ totalCount totalValue edges { node { title source value } } } }",
+    '{ leads(first: 4, filter: {search: "%_\\\\"}) { totalCount totalValue } }',
     # What the clock decides: days in stage (floats), stalled leads, the stalled filter.
     "query Stalled($p: ID!) { leads(pipelineId: $p, first: 30, orderBy: {field: STAGE_ENTERED_AT}) "
     "{ nodes { daysInStage isStalled status stage { targetDays } } } "
-    "stalled: leads(first: 20, filter: {stalledOnly: true}) { totalCount pageInfo { hasNextPage endCursor } "
+    "stalled: leads(first: 20, filter: {stalledOnly: true}) { totalCount totalValue "
+    "pageInfo { hasNextPage endCursor } "
     "edges { cursor node { id isStalled daysInStage } } } }",
     "query Card($id: ID!) { lead(id: $id) { isStalled daysInStage owner { name } } "
     "n: node(id: $id) { ... on Lead { daysInStage } } }",

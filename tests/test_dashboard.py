@@ -280,7 +280,7 @@ def test_metrics_view_shows_the_funnel_and_the_bottleneck(page: Page, dashboard:
     assert metrics["bottleneck"] is not None
     expect(page.locator(".bottleneck-name")).to_have_text(metrics["bottleneck"]["name"])
     expect(page.locator("#time-in-stage .bar")).to_have_count(len(selling))
-    expect(page.locator("#trend polyline")).to_have_count(3)
+    expect(page.locator("#trend polyline.full")).to_have_count(3)
     assert page.locator("#by-source tbody tr").count() >= 2
     screenshot(page, "metrics")
 

@@ -284,7 +284,7 @@ def test_the_default_goal_says_where_it_came_from(page: Page, dashboard: Dashboa
     won = re.search(r"\$([\d,]+) won in the last 90 days", text)
     assert won, text
     goal = float(page.locator("#forecast-goal").input_value())
-    # The trend's growth is capped at ±25% a span, so the goal stays near what the last span won.
+    # The trend's growth is capped to -20%..+25% a span, so the goal stays near what the last span won.
     last = float(won.group(1).replace(",", ""))
     assert 0.8 * last - 1000 <= goal <= 1.25 * last + 1000
     page.fill("#forecast-goal", "123000")

@@ -44,7 +44,10 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def local_executor(workers: int) -> ProcessPoolExecutor:
-    """Spawned worker processes (no inherited sockets) that die with this process."""
+    """Spawned worker processes that die with this process. Never forked: a forked worker inherits the
+    server's sockets — the listening one (a restart after ``kill -9`` finds the port taken) and its
+    keep-alive connections, which then stay open after the server has closed them, so a browser's next
+    request on one waits forever (the dashboard stalled after its first forecast)."""
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),

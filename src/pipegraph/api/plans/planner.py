@@ -260,8 +260,8 @@ class Planner:
             name = self._single_field(sub)
             if name == "__typename":
                 parts.append(("typename", sub_key, "LeadConnection"))
-            elif name == "totalCount":
-                parts.append(("totalCount", sub_key, None))
+            elif name in ("totalCount", "totalValue"):
+                parts.append((name, sub_key, None))
             elif name == "nodes":
                 parts.append(("nodes", sub_key, self._object("Lead", sub)))
             elif name == "pageInfo":

@@ -449,6 +449,11 @@ def connection(builder: Builder, plan: Connection, shape: LeadsShape) -> str:
         elif part_kind == "totalCount":
             count_where = f" WHERE {' AND '.join(filters)}" if filters else ""
             pieces.append(f"CAST((SELECT count(l.id) FROM leads l{count_where}) AS TEXT)")
+        elif part_kind == "totalValue":  # the same leads' summed value, as Money's JSON string
+            sum_where = f" WHERE {' AND '.join(filters)}" if filters else ""
+            # PostgreSQL's sum of a bigint is numeric: cast back, so cents / 100 divides whole numbers.
+            cents = f"CAST((SELECT coalesce(sum(l.value_cents), 0) FROM leads l{sum_where}) AS BIGINT)"
+            pieces.append(f"({dialect.value('money', cents, 'LeadConnection')})")
         elif part_kind in ("nodes", "edges"):
             pieces.append(f"'[' || coalesce(a.{part_kind}, '') || ']'")
         else:  # pageInfo

@@ -42,7 +42,7 @@ const DEFAULT_GOAL_QUERY = `query DefaultGoal($pipelineId: ID!, $from: DateTime!
   before: pipelineMetrics(pipelineId: $pipelineId, from: $from, to: $middle) { overall { wonValue } }
 }`;
 
-// A trend outside ±25% a span is more likely noise than a plan: the growth applied is capped to it.
+// A trend beyond −20% or +25% a span is more likely noise than a plan: the growth applied is capped.
 const GROWTH_LIMITS = [0.8, 1.25];
 const DAY_MS = 86400000;
 
@@ -78,7 +78,7 @@ export async function suggestGoal(pipeline, horizonDays) {
   const amount = Math.max(1000, Math.round((last * growth) / 1000) * 1000);
   const change = (growth - 1) * 100;
   const grown = Math.abs(change) < 0.5 ? "with no trend" : `${change > 0 ? "grown" : "shrunk"} by ${Math.abs(change).toFixed(0)}%`;
-  const capped = growth !== trend && before > 0 ? ` (the trend was ${trend >= 1 ? "+" : ""}${((trend - 1) * 100).toFixed(0)}%; capped at ±25%)` : "";
+  const capped = growth !== trend && before > 0 ? ` (the trend was ${trend >= 1 ? "+" : ""}${((trend - 1) * 100).toFixed(0)}%; capped to −20%…+25%)` : "";
   return {
     amount,
     source: `Suggested goal: ${money(last)} won in the last ${number(horizonDays)} days, ${grown} on the ${number(horizonDays)} days before${capped}. Type your own to replace it.`,
