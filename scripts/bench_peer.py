@@ -21,7 +21,17 @@ Queries (``--queries``, the GraphQL documents are ``DOCUMENTS`` below):
 - ``lead``: one lead by id, the same fields (turns over 100 leads spread over the table);
 - ``update``: a lead's title (pipegraph ``updateLead``, PostGraphile ``updateLeadByRowId``, a plain
   UPDATE), each server over its own ``--update-leads`` leads and a new title on every request; those
-  leads' title, version and ``updated_at`` are put back afterwards.
+  leads' title, version and ``updated_at`` are put back afterwards;
+- ``move``: pipegraph ``moveLead`` to another stage before the sale and back, in turns (history row,
+  stays, daily totals, event); PostGraphile ``updateLeadByRowId`` of ``stageId``;
+- ``close``: pipegraph ``closeLead`` (WON) and ``reopenLead`` in turns; PostGraphile
+  ``updateLeadByRowId`` of ``status``. Move and close each take their own ``--update-leads`` leads per
+  server, the same on every run (moves keep leads open, closes and reopens keep them before the sale).
+
+Every pipegraph change names the lead's version (``expectedVersion``): wrk sends each lead's turns in
+order, the version counted from the one read when the run starts; a pipegraph write run counts as
+errors the answered changes that bumped no version. ``PIPEGRAPH_DIRECT_WRITES=false`` in the
+environment measures pipegraph's general write path instead of the direct one.
 
 Before timing, the script sends every request body of each query to both servers and stops unless both
 answer the same rows (lead row ids, titles, values in cents, stage and owner names). Then, for each
@@ -34,7 +44,7 @@ request of each query, read from the server's log while ``log_statement = all`` 
 database alone (on servers of their own, so the timed ones log nothing).
 
     python scripts/bench_peer.py [--duration 10] [--rounds 3] [--connections 8,32]
-                                 [--queries board,lead,update] [--leads 100000] [--json]
+                                 [--queries board,lead,update,move,close] [--leads 100000] [--json]
                                  [--count-statements /var/log/postgresql/postgresql-15-main.log]
 
 Needs wrk (installed with apt-get when missing and run as root), npm, and a PostgreSQL server where it
@@ -770,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries",
         type=_csv(str, QUERIES),
         default=["board", "lead"],
-        help="board, lead and/or update (default board,lead)",
+        help="board, lead, update, move and/or close (default board,lead)",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument(

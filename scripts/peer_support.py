@@ -226,7 +226,12 @@ def running(
 @contextmanager
 def pipegraph_server(url: str, key: str, pool_size: int, logs: Path) -> Iterator[Server]:
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIPEGRAPH_")}
+    # PIPEGRAPH_DIRECT_WRITES=false passes through, to measure the general write path.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PIPEGRAPH_") or key == "PIPEGRAPH_DIRECT_WRITES"
+    }
     env |= {
         "PIPEGRAPH_DATABASE_URL": url,
         "PIPEGRAPH_POOL_SIZE": str(pool_size),

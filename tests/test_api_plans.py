@@ -486,7 +486,7 @@ async def test_a_planned_request_runs_one_statement_and_no_transaction(pair: Pai
     if store.is_sqlite:
         sent_before = 0
     else:
-        connection = reader._idle[-1]
+        connection = reader._connections._idle[-1]  # the direct connections of the reader
         connection.add_query_logger(lambda record: sent.append(record.query))
         sent_before = 0
     try:

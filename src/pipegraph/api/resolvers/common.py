@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -10,12 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pipegraph.api import ids, types
 from pipegraph.api.context import Info
 from pipegraph.api.errors import UserError, UserErrorCode
-from pipegraph.db import models
+from pipegraph.db import availability, models
 from pipegraph.errors import PipegraphError
 from pipegraph.services.imports import ImportRejectedError
 from pipegraph.services.lead_writes import LeadWrites, Written
 
 T = TypeVar("T")
+logger = logging.getLogger("pipegraph.api")
 
 
 async def run_command(
@@ -48,6 +50,14 @@ async def run_direct(
     try:
         written = await attempt(context.lead_writes, context.viewer)
     except PipegraphError:
+        return None
+    except Exception as error:
+        # The general path answers: with its 503 in an outage, otherwise as it would have. A change
+        # the direct path did write is not made twice: it names a version that is gone.
+        if availability.is_unavailable(error):
+            logger.warning("a direct lead change failed: %s", availability.describe(error))
+        else:
+            logger.exception("a direct lead change failed; making it the general way")
         return None
     if written is None:
         return None
