@@ -23,8 +23,10 @@ from pipegraph.services.calibration import Calibration, calibrate, pipeline_id_f
 from pipegraph.services.calibration_fast import calibrate_now
 from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
 
-# Sums of days: per-stay seconds ÷ 86,400 summed in another grouping than per-stay day differences.
-REL = 1e-9
+# Sums of days: per-stay seconds ÷ 86,400 summed in another grouping than per-stay day differences; and
+# the reference's day differences come from SQLite's julianday(), which keeps milliseconds, so over
+# thousands of stays a sum of days can drift by a few parts in 10⁹ from the kept microsecond totals.
+REL = 2e-8
 DEMO_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -139,7 +141,8 @@ def _counting(store: Store) -> tuple[list[str], Any]:
 @pytest.mark.parametrize("leads", [40, 400])
 async def test_statements_do_not_grow_with_the_leads(store: Store, leads: int) -> None:
     """Pipeline, stages (twice: sales stages and all positions), exit totals, open cohorts, arrivals,
-    won leads (count and sample), reps: nine statements at any size."""
+    won leads (count and sample), reps, and each stage's latest stays for the time-in-stage families
+    (one statement, each stage's rows an index range of at most ``MAX_STAYS``): ten statements at any size."""
     await demo.load_demo(store, seed=5, leads_per_pipeline=leads, now=DEMO_NOW)
     async with store.read() as session:
         pipeline_id = await pipeline_id_for_name(session, "B2B Sales")
@@ -151,7 +154,7 @@ async def test_statements_do_not_grow_with_the_leads(store: Store, leads: int) -
         event.remove(store.engine.sync_engine, "before_cursor_execute", count)
     assert calibration.report.deal_size.wins >= 5
     reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
-    assert len(reads) == 9, statements
+    assert len(reads) == 10, statements
 
 
 async def test_synthetic_history_agrees(store: Store) -> None:
