@@ -74,6 +74,16 @@ Calibration.openCohorts: Groups of open leads sharing a stage and age band.
 Calibration.notes: Plain-language remarks on thin or missing data.
 CalibrationSource.HISTORY: Learnt from the pipeline's history.
 CalibrationSource.PRIOR: Too little history: a default assumption.
+ImportJob.pipelineId: The pipeline the leads go into.
+ImportJob.status: QUEUED, RUNNING, then SUCCEEDED, FAILED or CANCELLED.
+ImportJob.rowsRead: Rows of the file read and checked so far.
+ImportJob.rowsLoaded: Good rows staged so far (written when the job succeeds).
+ImportJob.importedCount: Leads created: all the rows when the job succeeded, else none.
+ImportJob.problems: The first 100 problems, each naming its row and column.
+ImportJob.error: Why the job failed or was cancelled, when not because of its rows; null otherwise.
+ImportJob.finishedAt: When it ended; null while it runs.
+Query.importJob(id): The import job's global ID.
+Subscription.importProgress(jobId): The import job's global ID.
 TimeFamily.EXPONENTIAL: Memoryless: the chance of leaving the stage does not change with time spent there.
 TimeFamily.WEIBULL: Shape below 1: the longer a lead waits, the less likely it moves soon; above 1, the more.
 TimeFamily.LOGNORMAL: Most stays near a typical length, with a long tail of slow ones.
