@@ -439,7 +439,7 @@ def rows(query: str, server: str, answer: Mapping[str, Any]) -> list[Row]:
         raise RuntimeError(f"{server} answered {query} with errors: {json.dumps(answer)[:500]}")
     found: Any = answer["data"]
     for key in ANSWER_PATHS[query][server]:
-        if server == "pipegraph" and key == "lead" and found["userErrors"]:
+        if server == "pipegraph" and key == "lead" and found.get("userErrors"):
             raise RuntimeError(f"pipegraph refused the {query}: {found['userErrors']}")
         found = found[key]
     if found is None:

@@ -76,3 +76,20 @@ def test_several_workers_on_sqlite_are_refused() -> None:
     # Subscriptions and the queue of writers are per process: a second process would miss both.
     with pytest.raises(ConfigurationError, match="PIPEGRAPH_WORKERS: 2 worker processes need PostgreSQL"):
         Settings.from_env({"PIPEGRAPH_WORKERS": "2"})
+
+
+def test_serving_processes_collect_garbage_less_often() -> None:
+    """``app_from_env`` (each ``serve --workers`` process) and ``serve`` freeze the start-up heap and
+    raise the collector's thresholds; the process's settings are restored after the check."""
+    import gc
+
+    from pipegraph.app import SERVING_GC_THRESHOLDS, tune_gc_for_serving
+
+    before = gc.get_threshold()
+    try:
+        tune_gc_for_serving()
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

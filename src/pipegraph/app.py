@@ -6,6 +6,7 @@ settings from the environment. Migrations are the CLI's job, not the app's.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -446,9 +447,25 @@ def _is_streaming(scope: Scope) -> bool:
     return any(name == b"accept" and b"multipart/mixed" in value for name, value in scope["headers"])
 
 
+# A server allocates many short-lived objects per request and keeps few. With the default thresholds
+# (a young collection every 700 net allocations) collections that free little took about a tenth of a
+# request's CPU, and full collections of the warm heap stalled every connection at once (p99). Serving
+# processes collect less often and keep what start-up built out of the collector's sight.
+SERVING_GC_THRESHOLDS = (100_000, 50, 1_000)
+
+
+def tune_gc_for_serving() -> None:
+    """For a process that will only serve: freeze the start-up heap, collect the young less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLDS)
+
+
 def app_from_env() -> Starlette:
     """For ``uvicorn pipegraph.app:app_from_env --factory`` (settings from ``PIPEGRAPH_*``)."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    tune_gc_for_serving()
+    return app
 
 
 __all__ = ["GRAPHQL_TRANSPORT_WS_PROTOCOL", "PipegraphGraphQL", "app_from_env", "create_app"]

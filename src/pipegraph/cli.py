@@ -324,9 +324,11 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             workers=settings.workers,
         )
         return 0
-    from pipegraph.app import create_app
+    from pipegraph.app import create_app, tune_gc_for_serving
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    app = create_app(settings)
+    tune_gc_for_serving()
+    uvicorn.run(app, host=settings.host, port=settings.port)
     return 0
 
 
