@@ -32,8 +32,9 @@ from pipegraph.db.lead_events import LOCK_SPACE, LeadEventKind
 from pipegraph.db.models import Lead, LeadStatus, Role, User, WebhookEndpoint
 from pipegraph.db.types import UTCDateTime, utcnow
 from pipegraph.errors import ValidationError
-from pipegraph.services.import_rows import LeadRow, Problems, load_target, read_rows
-from pipegraph.services.lead_rules import qualification_score
+from pipegraph.services import imports_references as references
+from pipegraph.services.import_plan import staged_records
+from pipegraph.services.import_rows import Problems, load_target
 from pipegraph.services.permissions import require_role
 from pipegraph.services.webhooks.events import record_import_finished, record_lead_event
 
@@ -83,31 +84,34 @@ async def import_leads_bulk(
     at: datetime | None = None,
     progress: Progress | None = None,
     batch_rows: int = BATCH_ROWS,
+    check_references: bool | None = None,
 ) -> BulkOutcome:
     """Import every row of the CSV ``lines`` (read once, as they come) or none.
 
     ``progress(rows_read, rows_loaded)`` is awaited after every batch; an exception it raises (a
     cancelled job) ends the import, and the caller's rollback leaves nothing behind.
+    ``check_references``: whether the database checks each row's foreign keys (SQLite always does);
+    by default, on PostgreSQL, the import checks them once when its role may
+    (``pipegraph.services.imports_references``).
     """
     require_role(actor, Role.REP, "importing leads")
     target = await load_target(session, pipeline_id=pipeline_id, actor=actor)
     connection = await session.connection()
     dialect = connection.dialect.name
     await _create_staging(connection, dialect)
-    next_id = 1
-    if dialect == "sqlite":
-        found = await connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM leads")
-        next_id = int(found.scalar_one()) + 1
     problems = Problems()
     batch: list[tuple[Any, ...]] = []
     read = loaded = 0
-    for row, row_errors in read_rows(lines, target, header_map):
+    records = staged_records(lines, target, header_map, iso_dates=dialect == "sqlite")
+    for record, row_errors in records:
         read += 1
-        problems.add(row_errors)
-        if row is None or problems.total:
+        if record is None:
+            problems.add(row_errors)
             batch.clear()
             continue
-        batch.append(_record(row, dialect, next_id + loaded + len(batch)))
+        if problems.total:
+            continue
+        batch.append(record)
         if len(batch) >= batch_rows:
             loaded += await _stage(connection, dialect, batch)
             batch.clear()
@@ -122,7 +126,16 @@ async def import_leads_bulk(
     loaded += await _stage(connection, dialect, batch)
     if progress is not None:
         await progress(read, loaded)
-    first, last = await _apply(connection, dialect, pipeline_id=pipeline_id, actor=actor, at=at or utcnow())
+    if check_references is None:
+        check_references = dialect != "postgresql" or not await references.may_skip_triggers(connection)
+    first, last = await _apply(
+        connection,
+        dialect,
+        pipeline_id=pipeline_id,
+        actor=actor,
+        at=at or utcnow(),
+        check_references=check_references,
+    )
     imported = "import_rows" if dialect == "postgresql" else STAGING  # as _apply names them
     await _record_webhooks(session, imported, first is not None, actor=actor, pipeline_id=pipeline_id)
     if dialect == "sqlite":
@@ -150,28 +163,19 @@ async def _record_webhooks(
     record_import_finished(session, pipeline_id=pipeline_id, leads=leads, actor_id=actor_id)
 
 
-def _record(row: LeadRow, dialect: str, lead_id: int) -> tuple[Any, ...]:
-    score = qualification_score(
-        budget=row.budget, authority=row.authority, need=row.need, timeline=row.timeline
-    )
-    close = row.expected_close_date
-    values = (
-        row.number, row.stage_id, row.owner_id, row.title, row.company, row.contact_name,
-        row.contact_email, row.contact_phone, row.source, row.value_cents,
-        close if dialect == "postgresql" or close is None else close.isoformat(),
-        row.budget, row.authority, row.need, row.timeline, score,
-    )  # fmt: skip
-    return values if dialect == "postgresql" else (*values, lead_id)
-
-
 async def _create_staging(connection: AsyncConnection, dialect: str) -> None:
     columns = ", ".join(f"{name} {kind}" for name, kind in zip(_STAGED, _STAGING_TYPES, strict=True))
     if dialect == "postgresql":
         # Dropped with the transaction, committed or not: a killed import leaves no staging behind.
         await connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} ({columns}) ON COMMIT DROP")
     else:
+        # One writer at a time: the leads get the ids after the largest, in row order, and the rows
+        # are applied only when every row passed, so row n's lead is the n-th id from there.
+        found = await connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM leads")
+        before = int(found.scalar_one())
+        lead_id = f"lead_id integer GENERATED ALWAYS AS (row_no + {before}) VIRTUAL"
         await connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{STAGING}")
-        await connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} ({columns}, lead_id integer)")
+        await connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} ({columns}, {lead_id})")
 
 
 async def _stage(connection: AsyncConnection, dialect: str, batch: list[tuple[Any, ...]]) -> int:
@@ -182,8 +186,9 @@ async def _stage(connection: AsyncConnection, dialect: str, batch: list[tuple[An
         driver: Any = raw.driver_connection
         await driver.copy_records_to_table(STAGING, records=batch, columns=list(_STAGED))
     else:
-        marks = ", ".join("?" for _ in range(len(_STAGED) + 1))
-        await connection.exec_driver_sql(f"INSERT INTO {STAGING} VALUES ({marks})", batch)
+        marks = ", ".join("?" for _ in _STAGED)
+        insert = f"INSERT INTO {STAGING} ({', '.join(_STAGED)}) VALUES ({marks})"
+        await connection.exec_driver_sql(insert, batch)
     return len(batch)
 
 
@@ -232,7 +237,13 @@ def _apply_statements(dialect: str, rows: str) -> list[str]:
 
 
 async def _apply(
-    connection: AsyncConnection, dialect: str, *, pipeline_id: int, actor: User | None, at: datetime
+    connection: AsyncConnection,
+    dialect: str,
+    *,
+    pipeline_id: int,
+    actor: User | None,
+    at: datetime,
+    check_references: bool,
 ) -> tuple[int | None, int | None]:
     rows = STAGING
     if dialect == "postgresql":
@@ -250,12 +261,23 @@ async def _apply(
         "actor_id": actor.id if actor is not None else None,
         "sign": 1,
     }
-    for statement in _apply_statements(dialect, rows):
+    statements = _apply_statements(dialect, rows)
+    if check_references:
+        await _run(connection, statements, parameters)
+    else:
+        actor_id = parameters["actor_id"]
+        await references.lock_references(connection, rows, pipeline_id=pipeline_id, actor_id=actor_id)
+        async with references.triggers_skipped(connection):
+            await _run(connection, statements, parameters)
+    span = await connection.execute(text(f"SELECT min(lead_id), max(lead_id) FROM {rows}"))
+    first, last = span.one()
+    return first, last
+
+
+async def _run(connection: AsyncConnection, statements: list[str], parameters: dict[str, Any]) -> None:
+    for statement in statements:
         clause = text(statement)
         if ":at" in statement:
             clause = clause.bindparams(bindparam("at", type_=UTCDateTime()))
         used = {key: value for key, value in parameters.items() if f":{key}" in statement}
         await connection.execute(clause, used)
-    span = await connection.execute(text(f"SELECT min(lead_id), max(lead_id) FROM {rows}"))
-    first, last = span.one()
-    return first, last
