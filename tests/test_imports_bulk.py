@@ -13,13 +13,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from conftest import _postgres_admin_url
 from pipegraph.db import flow_days, migrate
 from pipegraph.db.lead_events import take_events, write_events
 from pipegraph.db.session import Store
-from pipegraph.services import imports, imports_bulk, leads, pipelines, users
+from pipegraph.errors import ValidationError
+from pipegraph.services import imports, imports_bulk, imports_references, leads, pipelines, users
 from pipegraph.services.import_rows import ImportRejectedError
 
 AT = datetime(2026, 3, 15, 14, 30, 12, 345678, tzinfo=UTC)
@@ -117,12 +118,27 @@ async def _tables(store: Store) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
-async def _import(store: Store, csv_text: str, *, bulk: bool, batch_rows: int = 64) -> None:
+async def _import(
+    store: Store,
+    csv_text: str,
+    *,
+    bulk: bool,
+    batch_rows: int = 64,
+    check_references: bool | None = None,
+    progress: imports_bulk.Progress | None = None,
+) -> None:
     async with store.write() as session:
         if bulk:
             lines = io.StringIO(csv_text)
             await imports_bulk.import_leads_bulk(
-                session, pipeline_id=1, lines=lines, actor=None, at=AT, batch_rows=batch_rows
+                session,
+                pipeline_id=1,
+                lines=lines,
+                actor=None,
+                at=AT,
+                batch_rows=batch_rows,
+                check_references=check_references,
+                progress=progress,
             )
         else:
             await imports.import_leads(session, pipeline_id=1, csv_text=csv_text, actor=None, at=AT)
@@ -130,11 +146,14 @@ async def _import(store: Store, csv_text: str, *, bulk: bool, batch_rows: int = 
             await write_events(session, take_events(session))
 
 
-async def test_bulk_import_writes_what_row_by_row_import_writes(twins: tuple[Store, Store]) -> None:
+@pytest.mark.parametrize("check_references", [None, True], ids=["checked-once", "checked-per-row"])
+async def test_bulk_import_writes_what_row_by_row_import_writes(
+    twins: tuple[Store, Store], check_references: bool | None
+) -> None:
     reference, bulk = twins
     csv_text = corpus(500, seed=13)
     await _import(reference, csv_text, bulk=False)
-    await _import(bulk, csv_text, bulk=True)
+    await _import(bulk, csv_text, bulk=True, check_references=check_references)
     expected, got = await _tables(reference), await _tables(bulk)
     assert len(got["leads"]) == 501
     for name in TABLES:
@@ -172,3 +191,62 @@ async def test_bulk_import_reports_the_same_problems_and_writes_nothing(twins: t
     # The connection is fit for the next import: no staging table left behind.
     await _import(bulk, corpus(3, seed=1), bulk=True)
     assert len((await _tables(bulk))["leads"]) == 4
+
+
+def _postgres_only(store: Store) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL checks references once per import; SQLite per row")
+
+
+async def test_imported_tables_have_no_trigger_but_foreign_keys(twins: tuple[Store, Store]) -> None:
+    """Checking references once skips every trigger of the import's own inserts: there must be no
+    other trigger on those tables for it to skip."""
+    _, bulk = twins
+    _postgres_only(bulk)
+    tables = ", ".join(f"'{name}'::regclass" for name in imports_references.IMPORTED_TABLES)
+    async with bulk.read() as session:
+        found = await session.execute(
+            text(f"SELECT tgname FROM pg_trigger WHERE tgrelid IN ({tables}) AND NOT tgisinternal")
+        )
+        assert found.all() == []
+
+
+async def test_a_user_deleted_during_the_import_refuses_it(twins: tuple[Store, Store]) -> None:
+    _, bulk = twins
+    _postgres_only(bulk)
+    before = await _tables(bulk)
+    csv_text = "title,owner_email\n" + "".join(f"Deal {n},manager@example.com\n" for n in range(100))
+
+    async def delete_manager(rows_read: int, rows_loaded: int) -> None:
+        if rows_read == 64:  # checked already, not yet locked: another writer deletes the owner
+            async with bulk.write() as other:
+                await other.execute(text("DELETE FROM users WHERE email = 'manager@example.com'"))
+
+    with pytest.raises(ValidationError, match="a user the file names was deleted"):
+        await _import(bulk, csv_text, bulk=True, progress=delete_manager)
+    assert await _tables(bulk) == before
+
+
+@pytest.mark.parametrize("check_references", [None, True], ids=["checked-once", "checked-per-row"])
+async def test_statements_do_not_grow_with_the_rows(
+    twins: tuple[Store, Store], check_references: bool | None
+) -> None:
+    """Set-based: beyond one staging statement per batch, an import of 640 rows runs as many
+    statements as one of 64."""
+    _, bulk = twins
+    counts = []
+    for rows in (64, 640):
+        statements: list[str] = []
+
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        sync_engine = bulk.engine.sync_engine
+        event.listen(sync_engine, "before_cursor_execute", count)
+        try:
+            await _import(bulk, corpus(rows, seed=rows), bulk=True, check_references=check_references)
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", count)
+        staging = sum("INSERT INTO import_staging" in statement for statement in statements)
+        counts.append(len(statements) - staging)
+    assert counts[0] == counts[1]

@@ -126,8 +126,10 @@ async def import_leads_bulk(
     loaded += await _stage(connection, dialect, batch)
     if progress is not None:
         await progress(read, loaded)
-    if check_references is None:
-        check_references = dialect != "postgresql" or not await references.may_skip_triggers(connection)
+    if dialect != "postgresql":
+        check_references = True
+    elif check_references is None:
+        check_references = not await references.may_skip_triggers(connection)
     first, last = await _apply(
         connection,
         dialect,
