@@ -238,7 +238,7 @@ async def test_statements_do_not_grow_with_the_rows(
     for rows in (64, 640):
         statements: list[str] = []
 
-        def count(*args: object) -> None:
+        def count(*args: object, statements: list[str] = statements) -> None:
             statements.append(str(args[2]))
 
         sync_engine = bulk.engine.sync_engine

@@ -188,9 +188,8 @@ def reference_record(
     row, errors = parse_row(cells, target, number)
     if row is None:
         return None, errors
-    close: date | str | None = row.expected_close_date
-    if iso_dates and close is not None:
-        close = close.isoformat()
+    day = row.expected_close_date
+    close = day.isoformat() if iso_dates and day is not None else day
     score = BANT_POINTS * (row.budget + row.authority + row.need + row.timeline)
     record = (
         number, row.stage_id, row.owner_id, row.title, row.company, row.contact_name,

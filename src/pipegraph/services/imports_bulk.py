@@ -267,7 +267,7 @@ async def _apply(
     if check_references:
         await _run(connection, statements, parameters)
     else:
-        actor_id = parameters["actor_id"]
+        actor_id = actor.id if actor is not None else None
         await references.lock_references(connection, rows, pipeline_id=pipeline_id, actor_id=actor_id)
         async with references.triggers_skipped(connection):
             await _run(connection, statements, parameters)
