@@ -19,22 +19,22 @@ from typing import Any
 
 from pipegraph.errors import PipegraphError, ValidationError
 from pipegraph.services.import_rows import (
-    _FALSE,
-    _MAX_LENGTH,
-    _PLAIN_AMOUNT,
-    _TRUE,
+    FALSE_WORDS,
+    MAX_LENGTH,
+    PLAIN_AMOUNT,
+    TRUE_WORDS,
     Target,
-    _header,
+    header_names,
     parse_date,
     parse_row,
 )
 from pipegraph.services.lead_rules import BANT_POINTS
-from pipegraph.services.validation import _EMAIL
+from pipegraph.services.validation import EMAIL
 
 # Staged record: (row_no, stage_id, owner_id, title, company, contact_name, contact_email,
 # contact_phone, source, value_cents, expected_close_date, budget, authority, need, timeline, score).
 Record = tuple[Any, ...]
-_FLAGS = {**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)}
+_FLAGS = {**dict.fromkeys(TRUE_WORDS, True), **dict.fromkeys(FALSE_WORDS, False)}
 # Distinct raw values remembered per column; past this the table starts again (memory stays flat).
 _CACHE_LIMIT = 4096
 _TEXT = ("title", "company", "contact_name", "contact_phone", "source")
@@ -110,22 +110,22 @@ class RowPlan:
         source = cells[self.source].strip()
         if (
             not title
-            or len(title) > _MAX_LENGTH["title"]
-            or len(company) > _MAX_LENGTH["company"]
-            or len(contact_name) > _MAX_LENGTH["contact_name"]
-            or len(contact_phone) > _MAX_LENGTH["contact_phone"]
-            or len(source) > _MAX_LENGTH["source"]
+            or len(title) > MAX_LENGTH["title"]
+            or len(company) > MAX_LENGTH["company"]
+            or len(contact_name) > MAX_LENGTH["contact_name"]
+            or len(contact_phone) > MAX_LENGTH["contact_phone"]
+            or len(source) > MAX_LENGTH["source"]
         ):
             return None
         email = cells[self.contact_email].strip()
-        if email and (len(email) > 320 or not _EMAIL.match(email)):
+        if email and (len(email) > 320 or not EMAIL.match(email)):
             return None
         amount = cells[self.value].strip()
         if not amount:
             cents = 0
         elif amount.isdecimal() and len(amount) <= 15:  # what \d matches
             cents = int(amount) * 100
-        elif plain := _PLAIN_AMOUNT.fullmatch(amount):
+        elif plain := PLAIN_AMOUNT.fullmatch(amount):
             whole, fraction = plain.groups()
             cents = int(whole) * 100 + (int(fraction.ljust(2, "0")) if fraction else 0)
         else:
@@ -215,7 +215,7 @@ def staged_records(
         raw_header = next(reader, None)
         if raw_header is None:
             raise ValidationError("the CSV has no data rows", field="csv")
-        names = _header(raw_header, header_map or {})
+        names = header_names(raw_header, header_map or {})
         plan = RowPlan(names, target, iso_dates=iso_dates)
         width = len(names)
         number = 0

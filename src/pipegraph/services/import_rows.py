@@ -33,15 +33,15 @@ from pipegraph.services.validation import clean_email, clean_text, to_cents
 TEXT_COLUMNS = ("title", "company", "contact_name", "contact_email", "contact_phone", "source", "value")
 BOOL_COLUMNS = ("budget", "authority", "need", "timeline")
 COLUMNS = (*TEXT_COLUMNS, "stage", "owner_email", "expected_close_date", *BOOL_COLUMNS)
-_TRUE = frozenset({"true", "yes", "y", "1", "x"})
-_FALSE = frozenset({"false", "no", "n", "0", ""})
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "x"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", ""})
 # Text limits as ``create_lead`` applies them.
-_MAX_LENGTH = {"title": 300, "company": 300, "contact_name": 200, "contact_phone": 64, "source": 100}
+MAX_LENGTH = {"title": 300, "company": 300, "contact_name": 200, "contact_phone": 64, "source": 100}
 # Besides ISO 8601: the formats CRM exports use. Slashes are month first (US), dots day first.
 _NUMERIC_DATE = re.compile(r"(\d{1,2})([/.])(\d{1,2})\2(\d{4})(?: (\d{1,2}):(\d{2}))?")
 _YEAR_FIRST_SLASHES = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
 # Amounts most files hold, read without Decimal; anything else goes through ``to_cents``.
-_PLAIN_AMOUNT = re.compile(r"(\d{1,15})(?:\.(\d{1,2}))?")
+PLAIN_AMOUNT = re.compile(r"(\d{1,15})(?:\.(\d{1,2}))?")
 # Problems listed at most; the last entry then gives the total.
 MAX_PROBLEMS = 100
 
@@ -184,7 +184,7 @@ def parse_header_map(text: str) -> dict[str, str]:
     return mapping
 
 
-def _header(raw: list[str], header_map: Mapping[str, str]) -> list[str]:
+def header_names(raw: list[str], header_map: Mapping[str, str]) -> list[str]:
     by_normalised = {normalise_header(k): v for k, v in header_map.items()}
     names = [by_normalised.get(normalise_header(name), normalise_header(name)) for name in raw]
     if "title" not in names:
@@ -239,12 +239,12 @@ def parse_row(
         if name == "contact_email":
             if cleaned:
                 cleaned = _check(errors, prefix, clean_email, raw, field=name)
-        elif len(cleaned) > _MAX_LENGTH[name] or (not cleaned and name == "title"):
-            limit, required = _MAX_LENGTH[name], name == "title"
+        elif len(cleaned) > MAX_LENGTH[name] or (not cleaned and name == "title"):
+            limit, required = MAX_LENGTH[name], name == "title"
             cleaned = _check(errors, prefix, clean_text, raw, field=name, max_length=limit, required=required)
         text[name] = cleaned or ""
     amount = cells.get("value", "").strip() or "0"
-    if plain := _PLAIN_AMOUNT.fullmatch(amount):
+    if plain := PLAIN_AMOUNT.fullmatch(amount):
         whole, fraction = plain.groups()
         value_cents = int(whole) * 100 + (int(fraction.ljust(2, "0")) if fraction else 0)
     else:
@@ -285,9 +285,9 @@ def parse_row(
     flags: dict[str, bool] = {}
     for name in BOOL_COLUMNS:
         raw = cells.get(name, "").strip().lower()
-        if raw not in _TRUE and raw not in _FALSE:
+        if raw not in TRUE_WORDS and raw not in FALSE_WORDS:
             errors.append(ValidationError(f"{raw!r} is not true or false", field=f"{prefix}{name}"))
-        flags[name] = raw in _TRUE
+        flags[name] = raw in TRUE_WORDS
     if errors:
         return None, errors
     row = LeadRow(
@@ -322,7 +322,7 @@ def read_rows(
         raw_header = next(reader, None)
         if raw_header is None:
             raise ValidationError("the CSV has no data rows", field="csv")
-        names = _header(raw_header, header_map or {})
+        names = header_names(raw_header, header_map or {})
         width = len(names)
         number = 0
         for cells in reader:

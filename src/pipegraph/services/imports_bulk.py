@@ -1,20 +1,26 @@
 """CSV import in bulk: rows streamed into a staging table, then applied in a few set-based statements.
 
-The rows are read once, as they stream (``pipegraph.services.import_rows``, the same checks as the
-row-by-row path in ``pipegraph.services.imports``). While no row has failed, each batch of good rows
-goes to a temporary staging table — PostgreSQL ``COPY`` (asyncpg ``copy_records_to_table``), SQLite a
-batched ``executemany``; once a row fails, loading stops and the rest are only checked, so every
-problem is still reported. Then, in the caller's transaction, the staged rows become leads, their
-creation history, their stays and daily totals and their CREATED events, each in one
-``INSERT … SELECT``. Nothing is written unless every row passed, and memory stays flat: one batch
-and at most ``MAX_PROBLEMS`` problems are held, never the file.
+The rows are read once, as they stream, each turned into its staging record by a plan compiled from
+the header (``pipegraph.services.import_plan``; anything unusual goes through ``parse_row``, the same
+checks as the row-by-row path in ``pipegraph.services.imports``). While no row has failed, each batch
+of records goes to a temporary staging table — PostgreSQL ``COPY`` (asyncpg
+``copy_records_to_table``), SQLite a batched ``executemany``; once a row fails, loading stops and the
+rest are only checked, so every problem is still reported. Then, in the caller's transaction, the
+staged rows become leads, their creation history, their stays and daily totals and their CREATED
+events, each in one ``INSERT … SELECT``. Nothing is written unless every row passed, and memory stays
+flat: one batch and at most ``MAX_PROBLEMS`` problems are held, never the file.
+
+On PostgreSQL the foreign keys of those inserts are checked once per import, under the locks the
+per-row checks would take, when the role may do so (``pipegraph.services.imports_references``);
+otherwise, and on SQLite, by the database row by row. SQLite applies the rows with a larger, bounded
+page cache (``_page_cache``).
 
 The result equals the row-by-row path's, table by table (``tests/test_imports_bulk.py`` proves it):
-the leads get ids in row order (PostgreSQL draws them from the leads' sequence after ordering by
-row; SQLite, with one writer at a time, counts on from the largest id), and the stays and totals are
-those the history delimits, as ``pipegraph.db.stays.derive_stays`` computes them. The events are
-logged with their positions but not NOTIFYed one by one: subscribers resuming from a position read
-them from the log.
+the leads get ids in row order (PostgreSQL draws them, and the history rows' ids, from their sequences
+after ordering by row; SQLite, with one writer at a time, counts on from the largest id), and the stays
+and totals are those the history delimits, as ``pipegraph.db.stays.derive_stays`` computes them. The
+events are logged with their positions but not NOTIFYed one by one: subscribers resuming from a
+position read them from the log.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from pipegraph.errors import ValidationError
 
 # Deliberately permissive (one @, a dotted domain or localhost, no spaces): catches typos, not RFC 5322.
-_EMAIL = re.compile(r"^[^@\s]+@([^@\s]+\.[^@\s]+|localhost)$")
+EMAIL = re.compile(r"^[^@\s]+@([^@\s]+\.[^@\s]+|localhost)$")
 
 
 def clean_text(value: str, *, field: str, max_length: int, required: bool = False) -> str:
@@ -24,7 +24,7 @@ def clean_email(value: str, *, field: str, required: bool = False) -> str:
     cleaned = value.strip()
     if not cleaned and not required:
         return ""
-    if len(cleaned) > 320 or not _EMAIL.match(cleaned):
+    if len(cleaned) > 320 or not EMAIL.match(cleaned):
         raise ValidationError(f"{value!r} is not a valid email address", field=field)
     return cleaned
 
