@@ -296,8 +296,8 @@ async def _apply(
         # Ids drawn after the sort (PostgreSQL evaluates volatile output columns after ORDER BY).
         await connection.exec_driver_sql(
             f"CREATE TEMP TABLE {rows} ON COMMIT DROP AS "
-            f"SELECT s.*, nextval(pg_get_serial_sequence('leads', 'id')) AS lead_id, "
-            f"nextval(pg_get_serial_sequence('stage_history', 'id')) AS history_id "
+            f"SELECT s.*, nextval({_sequence('leads')}) AS lead_id, "
+            f"nextval({_sequence('stage_history')}) AS history_id "
             f"FROM {STAGING} s ORDER BY s.row_no"
         )
         await connection.exec_driver_sql(f"ANALYZE {rows}")
@@ -318,6 +318,12 @@ async def _apply(
     span = await connection.execute(text(f"SELECT min(lead_id), max(lead_id) FROM {rows}"))
     first, last = span.one()
     return first, last
+
+
+def _sequence(table: str) -> str:
+    """The table's id sequence, looked up once per statement: a plain ``pg_get_serial_sequence`` call
+    is evaluated (and the name resolved) for every row, which took longer than drawing the ids."""
+    return f"(SELECT CAST(pg_get_serial_sequence('{table}', 'id') AS regclass))"
 
 
 async def _run(connection: AsyncConnection, statements: list[str], parameters: dict[str, Any]) -> None:
