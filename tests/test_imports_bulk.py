@@ -250,3 +250,16 @@ async def test_statements_do_not_grow_with_the_rows(
         staging = sum("INSERT INTO import_staging" in statement for statement in statements)
         counts.append(len(statements) - staging)
     assert counts[0] == counts[1]
+
+
+async def test_sqlite_import_leaves_the_page_caches_as_it_found_them(twins: tuple[Store, Store]) -> None:
+    _, bulk = twins
+    if bulk.engine.dialect.name != "sqlite":
+        pytest.skip("the apply cache is SQLite's")
+    async with bulk.write() as session:
+        before = (await session.execute(text("PRAGMA main.cache_size"))).scalar_one()
+        temp_before = (await session.execute(text("PRAGMA temp.cache_size"))).scalar_one()
+        lines = io.StringIO(corpus(10, seed=2))
+        await imports_bulk.import_leads_bulk(session, pipeline_id=1, lines=lines, actor=None, at=AT)
+        assert (await session.execute(text("PRAGMA main.cache_size"))).scalar_one() == before
+        assert (await session.execute(text("PRAGMA temp.cache_size"))).scalar_one() == temp_before

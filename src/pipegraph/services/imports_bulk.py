@@ -46,7 +46,7 @@ from pipegraph.services.permissions import require_role
 from pipegraph.services.webhooks.events import record_import_finished, record_lead_event
 
 BATCH_ROWS = 5_000
-SQLITE_APPLY_CACHE_KIB = 128 * 1024
+SQLITE_APPLY_CACHE_KIB = 64 * 1024
 STAGING = "import_staging"
 # Staged columns, in COPY order; ``lead_id`` is drawn on SQLite as rows are staged, on PostgreSQL after.
 _STAGED = (
@@ -185,13 +185,15 @@ async def _page_cache(connection: AsyncConnection, dialect: str) -> AsyncIterato
     if dialect != "sqlite":
         yield
         return
-    found = await connection.exec_driver_sql("PRAGMA cache_size")
+    # ``main.``: unnamed, the setting would reach the temporary database too, whose staging rows
+    # need no cache of that size.
+    found = await connection.exec_driver_sql("PRAGMA main.cache_size")
     previous = int(found.scalar_one())
-    await connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_APPLY_CACHE_KIB}")
+    await connection.exec_driver_sql(f"PRAGMA main.cache_size = -{SQLITE_APPLY_CACHE_KIB}")
     try:
         yield
     finally:
-        await connection.exec_driver_sql(f"PRAGMA cache_size = {previous}")
+        await connection.exec_driver_sql(f"PRAGMA main.cache_size = {previous}")
 
 
 async def _create_staging(connection: AsyncConnection, dialect: str) -> None:
