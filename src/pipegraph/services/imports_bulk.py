@@ -48,7 +48,8 @@ from pipegraph.services.webhooks.events import record_import_finished, record_le
 BATCH_ROWS = 5_000
 SQLITE_APPLY_CACHE_KIB = 64 * 1024
 STAGING = "import_staging"
-# Staged columns, in COPY order; ``lead_id`` is drawn on SQLite as rows are staged, on PostgreSQL after.
+# Staged columns, in COPY order; ``lead_id`` follows from the row number on SQLite (a generated column)
+# and is drawn on PostgreSQL after staging.
 _STAGED = (
     "row_no",
     "stage_id",
