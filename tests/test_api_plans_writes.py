@@ -19,23 +19,20 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+import test_lead_writes as lead_writes_tests
 from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.api import ids
 from pipegraph.db import migrate
 from pipegraph.db.models import Role, WebhookEndpoint
 from pipegraph.db.session import Store
-from test_lead_writes import (  # noqa: F401 (fixtures)
-    MUTATIONS,
-    OTHERS,
-    WRITTEN,
-    Clock,
-    _changes,
-    _rows,
-    clock,
-    second_postgres_url,
-    sent_directly,
-    two_databases,
-)
+from test_lead_writes import MUTATIONS, OTHERS, WRITTEN, Clock, _changes, _rows
+
+# The fixtures of the direct path's own differential test: a frozen clock, two databases per backend,
+# the statements sent on the direct connections.
+clock = lead_writes_tests.clock
+two_databases = lead_writes_tests.two_databases
+second_postgres_url = lead_writes_tests.second_postgres_url
+sent_directly = lead_writes_tests.sent_directly
 
 BENCH_FIELDS = "lead { id title value version stage { name } owner { name } } userErrors { code message }"
 # Documents as clients write them: named operations, variables per field, fragments, aliases.
@@ -176,7 +173,9 @@ async def test_an_enabled_webhook_leaves_the_change_to_the_reference_path(store:
         async with store.write() as session:
             session.add(WebhookEndpoint(url="https://example.com/hook", events="lead.moved", secret="s"))
         plans = client.app.state.plans
-        variables = {"i": {"leadId": lead["id"], "toStageId": pipeline["stages"][1]["id"], "expectedVersion": 1}}
+        variables = {
+            "i": {"leadId": lead["id"], "toStageId": pipeline["stages"][1]["id"], "expectedVersion": 1}
+        }
         data = await client.run(MUTATIONS["move"], variables)
         assert data["moveLead"]["userErrors"] == []
         assert plans.writes_served == 0
@@ -191,7 +190,10 @@ async def test_unplannable_changes_say_why(store: Store) -> None:
         plans = client.app.state.plans
         assert plans.explain(MUTATIONS["move"]) is None
         assert plans.explain(SHAPES["update"]) is None
-        two = "mutation($i: MoveLeadInput!) { a: moveLead(input: $i) { lead { id } } b: moveLead(input: $i) { lead { id } } }"
+        two = (
+            "mutation($i: MoveLeadInput!) { a: moveLead(input: $i) { lead { id } } "
+            "b: moveLead(input: $i) { lead { id } } }"
+        )
         assert plans.explain(two) == "not one mutation"
         deeper = "mutation($i: MoveLeadInput!) { moveLead(input: $i) { lead { pipeline { name } } } }"
         assert plans.explain(deeper) == "Lead.pipeline"

@@ -89,7 +89,9 @@ def plan_write(
 ) -> WritePlan:
     """What a mutation selects, or :class:`Unplannable` with the reason."""
     fragments = {
-        d.name.value: FragmentDetails(d) for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        d.name.value: FragmentDetails(d)
+        for d in document.definitions
+        if isinstance(d, FragmentDefinitionNode)
     }
     root_type = schema.mutation_type
     assert root_type is not None
@@ -126,7 +128,11 @@ def plan_write(
                 selected.append(Constant(sub_key, []))  # a change the direct path makes has none
                 continue
             attribute = getattr(field.extensions.get(_DEFINITION), "python_name", None)
-            if field.args or not getattr(field.resolve, "_is_default", False) or not isinstance(attribute, str):
+            if (
+                field.args
+                or not getattr(field.resolve, "_is_default", False)
+                or not isinstance(attribute, str)
+            ):
                 raise Unplannable(f"{object_type.name}.{field_name}")
             if is_leaf_type(named):
                 selected.append(Leaf(sub_key, attribute, named))
@@ -174,9 +180,13 @@ def _object(fields: tuple[Selected, ...], source: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for selected in fields:
         if isinstance(selected, Constant):
-            result[selected.key] = list(selected.value) if isinstance(selected.value, list) else selected.value
+            result[selected.key] = (
+                list(selected.value) if isinstance(selected.value, list) else selected.value
+            )
             continue
-        value = source[selected.attribute] if isinstance(source, dict) else getattr(source, selected.attribute)
+        value = (
+            source[selected.attribute] if isinstance(source, dict) else getattr(source, selected.attribute)
+        )
         if value is None:
             result[selected.key] = None
         elif isinstance(selected, Leaf):
@@ -191,5 +201,3 @@ def _object(fields: tuple[Selected, ...], source: Any) -> dict[str, Any]:
 def encode(data: dict[str, Any], extensions: dict[str, Any]) -> bytes:
     """The response as Strawberry's view encodes it."""
     return json.dumps({"data": data, "extensions": extensions}, separators=(",", ":")).encode()
-
-

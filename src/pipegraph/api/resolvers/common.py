@@ -51,7 +51,9 @@ async def run_direct(
 
 
 async def attempt_direct(
-    writes: LeadWrites, viewer: models.User, attempt: Callable[[LeadWrites, models.User], Awaitable[Written | None]]
+    writes: LeadWrites,
+    viewer: models.User,
+    attempt: Callable[[LeadWrites, models.User], Awaitable[Written | None]],
 ) -> types.Lead | None:
     """:func:`run_direct` with the direct path and the viewer given (the compiled writes call it)."""
     try:
