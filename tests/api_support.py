@@ -22,6 +22,7 @@ class Client:
     user_ids: dict[Role, int]
     as_role: Role = Role.ADMIN
     last_response: httpx.Response | None = field(default=None)
+    app: Any = None  # the Starlette app answering, for its state (plans, limits)
 
     async def raw(
         self,
@@ -69,7 +70,7 @@ async def make_client(store: Store, **settings: Any) -> AsyncIterator[Client]:
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield Client(http=http, keys=keys, user_ids=user_ids)
+            yield Client(http=http, keys=keys, user_ids=user_ids, app=app)
     finally:  # the transport runs no lifespan: close the compiled reads' connections here
         if app.state.plans is not None:
             await app.state.plans.close()

@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_support import Client, create_lead, create_pipeline, make_client
+from pipegraph.api.auth import Authenticator
 from pipegraph.app import create_app
+from pipegraph.db import models
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
-from pipegraph.services import users
+from pipegraph.services import api_keys, users
 from pipegraph.settings import Settings
 
 
@@ -147,3 +151,25 @@ async def test_node_resolves_every_type(client: Client) -> None:
     ):
         data = await client.run("query($id: ID!) { node(id: $id) { __typename id } }", {"id": node_id})
         assert data["node"] == {"__typename": typename, "id": node_id}
+
+
+async def test_requests_arriving_together_ask_for_their_key_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired answer is asked for once, however many requests arrive while it is being asked."""
+    asked: list[str] = []
+    original = api_keys.authenticate
+
+    async def counted(session: AsyncSession, key: str) -> models.User | None:
+        asked.append(key)
+        return await original(session, key)
+
+    async for client in make_client(store):
+        monkeypatch.setattr(api_keys, "authenticate", counted)
+        authenticator = Authenticator(store, clock=lambda: 0.0)
+        header = f"Bearer {client.keys[Role.REP]}"
+        viewers = await asyncio.gather(*(authenticator.user_for(header) for _ in range(8)))
+        assert {viewer.id if viewer else None for viewer in viewers} == {client.user_ids[Role.REP]}
+        assert len(asked) == 1
+        await authenticator.user_for(header)  # cached
+        assert len(asked) == 1

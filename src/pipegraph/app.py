@@ -318,13 +318,18 @@ def create_app(
         extensions=[lambda: QueryLimits(limits)],
         max_batch=settings.max_batch,
     )
-    plans = (
-        PlannedReads(schema._schema, limits, reader_for(store.engine, pool_size=settings.pool_size))
-        if settings.compiled_reads
-        else None
-    )
     lead_writes = (
         lead_writes_for(store, broker, pool_size=settings.pool_size) if settings.direct_writes else None
+    )
+    plans = (
+        PlannedReads(
+            schema._schema,
+            limits,
+            reader_for(store.engine, pool_size=settings.pool_size),
+            writes=lead_writes,
+        )
+        if settings.compiled_reads
+        else None
     )
     imports = import_jobs.ImportJobs(store)
     graphql = PipegraphGraphQL(

@@ -86,7 +86,8 @@ class Settings:
     # Production mode hides the schema; --open turns it on unless set explicitly.
     introspection: bool = False
     log_sql: bool = False
-    # Plannable reads run as one compiled statement (``pipegraph.api.plans``); false: all by Strawberry.
+    # Plannable reads run as one compiled statement (``pipegraph.api.plans``), plannable lead changes
+    # without Strawberry (with direct writes); false: all by Strawberry.
     compiled_reads: bool = True
     # On PostgreSQL, moves, closes, reopens and detail changes run in two round trips
     # (``pipegraph.services.lead_writes``); false: all through the general path.

@@ -2,7 +2,8 @@
 
 Answers are cached for a second per key: a page request then costs no authentication query, and a
 revoked or expired key or deactivated user stops working within ``CACHE_SECONDS`` (in every process,
-since each one asks the database again once its answer expires).
+since each one asks the database again once its answer expires). When an answer expires, the requests
+that arrive while the database is being asked wait for that one question rather than each asking again.
 
 A key's ``last_used_at`` is written at most once per ``LAST_USED_INTERVAL`` per key and process, so it
 is never more than that out of date and reading a page is not a write.
@@ -10,6 +11,7 @@ is never more than that out of date and reading a page is not a write.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -55,6 +57,7 @@ class Authenticator:
         self._open_access = open_access
         self._clock = clock
         self._cache: dict[str, tuple[float, User | None]] = {}
+        self._asking: dict[str, asyncio.Future[User | None]] = {}  # key -> the question under way
         self._recorded: dict[str, float] = {}  # key -> when its use was last written (clock time)
         self._admin: User | None = None
 
@@ -69,15 +72,24 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             user = cached[1]
         else:
-            async with self._store.read() as session:
-                user = await api_keys.authenticate(session, key)
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = (now + CACHE_SECONDS, user)
+            asking = self._asking.get(key)
+            if asking is None:
+                asking = self._asking[key] = asyncio.ensure_future(self._ask(key, now))
+                asking.add_done_callback(lambda _: self._asking.pop(key, None))
+            # Shielded: a request that goes away does not cancel the question for the others.
+            user = await asyncio.shield(asking)
         if user is not None:
             recorded = self._recorded.get(key)
             if recorded is None or now - recorded >= LAST_USED_INTERVAL:
                 await self._record_use(key, now)
+        return user
+
+    async def _ask(self, key: str, now: float) -> User | None:
+        async with self._store.read() as session:
+            user = await api_keys.authenticate(session, key)
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = (now + CACHE_SECONDS, user)
         return user
 
     async def _record_use(self, key: str, now: float) -> None:

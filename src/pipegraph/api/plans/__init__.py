@@ -10,7 +10,9 @@ answer is the reference.
 
 - :mod:`.planner`: a validated operation → :class:`~.planner.OperationPlan` (what is selected, where);
 - :mod:`.sql`: a plan and its arguments → one statement per dialect;
-- :mod:`.runner`: the request → cache, cost and throttle, statement, the response's bytes.
+- :mod:`.runner`: the request → cache, cost and throttle, statement, the response's bytes;
+- :mod:`.writes`: lead changes (``moveLead``, ``updateLead``, ``closeLead``, ``reopenLead``) made on the
+  direct write path and answered from the lead written, read through the same cache, cost and throttle.
 """
 
 from __future__ import annotations

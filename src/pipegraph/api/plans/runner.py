@@ -47,10 +47,12 @@ from pipegraph.api.limits import LimitPolicy
 from pipegraph.api.plans import sql
 from pipegraph.api.plans.connections import Reader
 from pipegraph.api.plans.planner import Connection, OperationPlan, Planner, RootField, Unplannable
+from pipegraph.api.plans.writes import WritePlan, encode, plan_write, write
 from pipegraph.db import availability
 from pipegraph.db.models import User
 from pipegraph.db.types import utcnow
 from pipegraph.services import queries
+from pipegraph.services.lead_writes import LeadWrites
 
 logger = logging.getLogger("pipegraph.api.plans")
 CACHE_SIZE = 1024
@@ -72,7 +74,7 @@ class _Template:
     document: DocumentNode
     operation: OperationDefinitionNode
     directive_variables: tuple[str, ...]
-    plans: dict[tuple[Any, ...], OperationPlan | str] = field(default_factory=dict)
+    plans: dict[tuple[Any, ...], OperationPlan | WritePlan | str] = field(default_factory=dict)
     statements: dict[tuple[Any, ...], tuple[str, list[str]]] = field(default_factory=dict)
     binds: OrderedDict[tuple[Any, ...], tuple[Any, dict[str, Any]] | str] = field(default_factory=OrderedDict)
 
@@ -81,15 +83,23 @@ class PlannedReads:
     """Compiled reads for one app (see the package docstring)."""
 
     def __init__(
-        self, schema: GraphQLSchema, policy: LimitPolicy, reader: Reader, *, cache_size: int = CACHE_SIZE
+        self,
+        schema: GraphQLSchema,
+        policy: LimitPolicy,
+        reader: Reader,
+        *,
+        cache_size: int = CACHE_SIZE,
+        writes: LeadWrites | None = None,
     ) -> None:
         self.schema = schema
+        self.writes = writes  # with it, lead changes are compiled too (api/plans/writes.py)
         self.policy = policy
         self.reader = reader
         self.dialect = sql.DIALECTS[reader.dialect]
         self._cache: OrderedDict[tuple[str, str | None], _Template | str] = OrderedDict()
         self._cache_size = cache_size
         self.served = 0
+        self.writes_served = 0
         self.fallbacks: Counter[str] = Counter()
 
     async def close(self) -> None:
@@ -102,6 +112,9 @@ class PlannedReads:
         why it goes the reference way. Runs nothing."""
         try:
             template = self._template(query, operation_name)
+            if template.operation.operation is OperationType.MUTATION:
+                self._write_plan(template, VariableValues({}, {}))
+                return None
             self._plan(template, VariableValues({}, {}))
         except _Fallback as fallback:
             return str(fallback)
@@ -155,6 +168,8 @@ class PlannedReads:
         )
         if isinstance(coerced, list):
             raise _Fallback("variables refused")
+        if template.operation.operation is OperationType.MUTATION:
+            return await self._write(query, operation_name, template, coerced, variables, viewer, request)
         plan = self._plan(template, coerced)
         shape, values = self._bind(template, plan, coerced)
         statement, names = self._statement(template, plan, shape)
@@ -191,7 +206,8 @@ class PlannedReads:
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             return "no such operation"
-        if operation.operation is not OperationType.QUERY:
+        writable = operation.operation is OperationType.MUTATION and self.writes is not None
+        if operation.operation is not OperationType.QUERY and not writable:
             return f"a {operation.operation.value}"
         return _Template(document, operation, _directive_variables(document))
 
@@ -204,9 +220,83 @@ class PlannedReads:
             except Unplannable as refusal:
                 plan = str(refusal)
             template.plans[key] = plan
-        if isinstance(plan, str):
-            raise _Fallback(plan)
+        if not isinstance(plan, OperationPlan):
+            raise _Fallback(plan if isinstance(plan, str) else "a mutation")
         return plan
+
+    def _write_plan(self, template: _Template, coerced: VariableValues) -> WritePlan:
+        key = tuple(coerced.coerced.get(name) for name in template.directive_variables)
+        plan = template.plans.get(key)
+        if plan is None:
+            try:
+                plan = plan_write(self.schema, template.document, template.operation, coerced)
+            except Unplannable as refusal:
+                plan = str(refusal)
+            template.plans[key] = plan
+        if not isinstance(plan, WritePlan):
+            raise _Fallback(plan if isinstance(plan, str) else "a query")
+        return plan
+
+    async def _write(
+        self,
+        query: str,
+        operation_name: str | None,
+        template: _Template,
+        coerced: VariableValues,
+        variables: dict[str, Any] | None,
+        viewer: User,
+        request: Request,
+    ) -> bytes:
+        """Cost and throttle as for a read, then the change on the direct path; declined, the
+        reference path makes (or refuses) it and charges the budget itself."""
+        assert self.writes is not None
+        plan = self._write_plan(template, coerced)
+        cost, requested, client = self._admit(query, operation_name, template, variables, viewer, request)
+        throttle = self.policy.throttle
+        try:
+            # The direct change handles its own failures (None); what escapes is from converting the
+            # arguments, before anything is written.
+            data = await write(self.schema, plan, coerced, self.writes, viewer)
+        except Exception as error:
+            if throttle is not None:
+                throttle.settle(client, requested, 0)
+            raise _Fallback(f"arguments refused ({type(error).__name__})") from None
+        except BaseException:
+            if throttle is not None:
+                throttle.settle(client, requested, 0)
+            raise
+        if data is None:
+            if throttle is not None:
+                throttle.settle(client, requested, 0)
+            raise _Fallback("change declined by the direct path")
+        actual = cost.actual(data)
+        extension: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": actual}
+        if throttle is not None:
+            extension["throttleStatus"] = throttle.settle(client, requested, actual).as_extension()
+        self.writes_served += 1
+        return encode(data, {"cost": extension})
+
+    def _admit(
+        self,
+        query: str,
+        operation_name: str | None,
+        template: _Template,
+        variables: dict[str, Any] | None,
+        viewer: User,
+        request: Request,
+    ) -> tuple[CostPlan, int, str]:
+        """The cost plan, the requested cost and the budget's client, admitted as ``QueryLimits``
+        admits them (over the maximum or throttled: the reference path refuses it)."""
+        policy = self.policy
+        cost = policy.analyzer.plan(self.schema, template.document, query, operation_name)
+        requested = cost.requested(variables)
+        if requested > policy.max_cost:
+            raise _Fallback("over the maximum cost")
+        key = bearer_key(request.headers.get("authorization"))
+        client = f"key:{key}" if key is not None else f"user:{viewer.id}"
+        if policy.throttle is not None and not policy.throttle.admit(client, requested).allowed:
+            raise _Fallback("throttled")
+        return cost, requested, client
 
     # -- arguments, as the resolvers read them --------------------------------------------------------
 
@@ -364,18 +454,8 @@ class PlannedReads:
         params: list[Any],
     ) -> bytes:
         """Cost and throttle as ``QueryLimits`` has them, then the statement."""
-        policy = self.policy
-        cost = policy.analyzer.plan(self.schema, template.document, query, operation_name)
-        requested = cost.requested(variables)
-        if requested > policy.max_cost:
-            raise _Fallback("over the maximum cost")
-        throttle = policy.throttle
-        key = bearer_key(request.headers.get("authorization"))
-        client = f"key:{key}" if key is not None else f"user:{viewer.id}"
-        if throttle is not None:
-            admission = throttle.admit(client, requested)
-            if not admission.allowed:
-                raise _Fallback("throttled")
+        cost, requested, client = self._admit(query, operation_name, template, variables, viewer, request)
+        throttle = self.policy.throttle
         try:
             text = await self.reader.fetch_text(statement, params)
         except Exception as error:

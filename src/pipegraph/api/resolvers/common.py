@@ -47,8 +47,17 @@ async def run_direct(
     context = info.context
     if context.lead_writes is None or context.viewer is None:
         return None
+    return await attempt_direct(context.lead_writes, context.viewer, attempt)
+
+
+async def attempt_direct(
+    writes: LeadWrites,
+    viewer: models.User,
+    attempt: Callable[[LeadWrites, models.User], Awaitable[Written | None]],
+) -> types.Lead | None:
+    """:func:`run_direct` with the direct path and the viewer given (the compiled writes call it)."""
     try:
-        written = await attempt(context.lead_writes, context.viewer)
+        written = await attempt(writes, viewer)
     except PipegraphError:
         return None
     except Exception as error:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,6 +57,92 @@ def _owner(value: strawberry.ID | None) -> int | Unset | None:
     return ids.decode_optional(value, "User", field="owner_id")
 
 
+DirectChange = Callable[[LeadWrites, models.User], Awaitable[Written | None]]
+
+
+def _detail_change(input: UpdateLeadInput) -> lead_rules.DetailChange:
+    return lead_rules.DetailChange(
+        title=input.title,
+        owner_id=_owner(input.owner_id),
+        company=input.company,
+        contact_name=input.contact_name,
+        contact_email=input.contact_email,
+        contact_phone=input.contact_phone,
+        source=input.source,
+        value=input.value,
+        expected_close_date=UNSET
+        if input.expected_close_date is strawberry.UNSET
+        else input.expected_close_date,
+        budget=input.budget,
+        authority=input.authority,
+        need=input.need,
+        timeline=input.timeline,
+    )
+
+
+# The direct path of each change (``pipegraph.services.lead_writes``), its input decoded as the general
+# path decodes it; the resolvers and the compiled writes (``api/plans/writes.py``) both run these.
+
+
+def update_directly(input: UpdateLeadInput) -> DirectChange:
+    async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+        return await writes.update(
+            lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+            expected_version=input.expected_version,
+            change=_detail_change(input),
+            actor=viewer,
+        )
+
+    return direct
+
+
+def move_directly(input: MoveLeadInput) -> DirectChange:
+    async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+        return await writes.move(
+            lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+            to_stage_id=ids.decode_as(input.to_stage_id, "Stage", field="to_stage_id"),
+            expected_version=input.expected_version,
+            actor=viewer,
+        )
+
+    return direct
+
+
+def close_directly(input: CloseLeadInput) -> DirectChange:
+    async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+        return await writes.close_lead(
+            lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+            outcome=input.outcome.value,
+            reason=input.reason,
+            value=input.value,
+            expected_version=input.expected_version,
+            actor=viewer,
+        )
+
+    return direct
+
+
+def reopen_directly(input: ReopenLeadInput) -> DirectChange:
+    async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
+        return await writes.reopen(
+            lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
+            stage_id=ids.decode_optional(input.stage_id, "Stage", field="stage_id"),
+            expected_version=input.expected_version,
+            actor=viewer,
+        )
+
+    return direct
+
+
+# Mutation field → its direct change, from the field's resolved ``input``.
+DIRECT_CHANGES: dict[str, Callable[[Any], DirectChange]] = {
+    "updateLead": update_directly,
+    "moveLead": move_directly,
+    "closeLead": close_directly,
+    "reopenLead": reopen_directly,
+}
+
+
 @strawberry.type
 class LeadMutations:
     @strawberry.mutation
@@ -88,44 +177,17 @@ class LeadMutations:
         description="Change a lead's details; stage and status change through other mutations."
     )
     async def update_lead(self, info: Info, input: UpdateLeadInput) -> LeadPayload:
-        def change() -> lead_rules.DetailChange:
-            return lead_rules.DetailChange(
-                title=input.title,
-                owner_id=_owner(input.owner_id),
-                company=input.company,
-                contact_name=input.contact_name,
-                contact_email=input.contact_email,
-                contact_phone=input.contact_phone,
-                source=input.source,
-                value=input.value,
-                expected_close_date=UNSET
-                if input.expected_close_date is strawberry.UNSET
-                else input.expected_close_date,
-                budget=input.budget,
-                authority=input.authority,
-                need=input.need,
-                timeline=input.timeline,
-            )
-
-        def lead_id() -> int:
-            return ids.decode_as(input.lead_id, "Lead", field="lead_id")
-
-        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
-            return await writes.update(
-                lead_id=lead_id(), expected_version=input.expected_version, change=change(), actor=viewer
-            )
-
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
             lead = await leads.apply_details(
                 session,
-                lead_id=lead_id(),
+                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
                 expected_version=input.expected_version,
-                change=change(),
+                change=_detail_change(input),
                 actor=viewer,
             )
             return await lead_view(session, lead)
 
-        if (written := await run_direct(info, direct)) is not None:
+        if (written := await run_direct(info, update_directly(input))) is not None:
             return LeadPayload(lead=written, user_errors=[])
         lead, errors = await run_command(info, action)
         lead = lead or await current_on_conflict(info, errors, input.lead_id)
@@ -133,15 +195,7 @@ class LeadMutations:
 
     @strawberry.mutation(description="Move an open lead to another stage (a won lead into post-sale stages).")
     async def move_lead(self, info: Info, input: MoveLeadInput) -> LeadPayload:
-        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
-            return await writes.move(
-                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
-                to_stage_id=ids.decode_as(input.to_stage_id, "Stage", field="to_stage_id"),
-                expected_version=input.expected_version,
-                actor=viewer,
-            )
-
-        if (written := await run_direct(info, direct)) is not None:
+        if (written := await run_direct(info, move_directly(input))) is not None:
             return LeadPayload(lead=written, user_errors=[])
 
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
@@ -160,17 +214,7 @@ class LeadMutations:
 
     @strawberry.mutation
     async def close_lead(self, info: Info, input: CloseLeadInput) -> LeadPayload:
-        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
-            return await writes.close_lead(
-                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
-                outcome=input.outcome.value,
-                reason=input.reason,
-                value=input.value,
-                expected_version=input.expected_version,
-                actor=viewer,
-            )
-
-        if (written := await run_direct(info, direct)) is not None:
+        if (written := await run_direct(info, close_directly(input))) is not None:
             return LeadPayload(lead=written, user_errors=[])
 
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
@@ -191,15 +235,7 @@ class LeadMutations:
 
     @strawberry.mutation
     async def reopen_lead(self, info: Info, input: ReopenLeadInput) -> LeadPayload:
-        async def direct(writes: LeadWrites, viewer: models.User) -> Written | None:
-            return await writes.reopen(
-                lead_id=ids.decode_as(input.lead_id, "Lead", field="lead_id"),
-                stage_id=ids.decode_optional(input.stage_id, "Stage", field="stage_id"),
-                expected_version=input.expected_version,
-                actor=viewer,
-            )
-
-        if (written := await run_direct(info, direct)) is not None:
+        if (written := await run_direct(info, reopen_directly(input))) is not None:
             return LeadPayload(lead=written, user_errors=[])
 
         async def action(session: AsyncSession, viewer: models.User) -> types.Lead:
