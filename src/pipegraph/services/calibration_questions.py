@@ -201,7 +201,7 @@ def apply_changes(
                 raise ValidationError(
                     f"leaves {count} reps; at least one is needed", field=f"{where}.repsDelta"
                 )
-            variant = replace(variant, reps=pipesim.Reps(count, reps.leads_each))
+            variant = replace(variant, reps=replace(reps, count=count))
             described.append(f"reps {reps.count} → {count}")
             continue
         if change.stage_id is None:

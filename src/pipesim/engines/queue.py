@@ -154,6 +154,45 @@ def fifo_starts(arrival: Array, hold: Array, servers: int | None) -> Array:
     return np.ascontiguousarray(start.T)
 
 
+def fifo_starts_people(arrival: Array, hold: Array, opens: Array, closes: Array) -> Array:
+    """Start of service of each lead when slots open and close at their own times (ramps, hires,
+    leaving dates): the same recursion, a slot's next free time starting at its opening; a lead takes
+    the slot free the longest among those it can still start on before they close (arrivals never
+    decrease along a row, so a slot passed by its closing stays closed). A lead no slot can take
+    starts at ``inf`` (still queued at the end)."""
+    trials, leads = arrival.shape
+    arrivals, holds = np.ascontiguousarray(arrival.T), np.ascontiguousarray(hold.T)
+    start = np.empty_like(arrivals)
+    slots = len(opens)
+    free = np.where(opens < closes, opens, np.inf)[None, :].repeat(trials, axis=0)
+    close = np.broadcast_to(closes, (trials, slots))
+    flat = free.reshape(-1)
+    offsets = np.arange(trials) * slots
+    rows = np.arange(trials)
+    for k in range(leads):
+        # A slot whose closing the lead arrives at or after can never serve anyone after it either.
+        free[arrivals[k][:, None] >= close] = np.inf
+        where = free.argmin(axis=1)
+        chosen = free[rows, where]
+        begin = np.maximum(arrivals[k], chosen)
+        begin[~np.isfinite(chosen)] = np.inf
+        start[k] = begin
+        after = begin + holds[k]
+        where += offsets
+        # A slot freed at or after its closing takes no one else.
+        flat[where] = np.where(after < close[rows, where - offsets], after, np.inf)
+    return np.ascontiguousarray(start.T)
+
+
+def starts(model: Model, floor: Floor) -> Array:
+    """Start times on the model's rep slots: the plain recursion when every slot is open throughout."""
+    reps = model.reps
+    if reps is None or reps.uniform:
+        return fifo_starts(floor.arrival, floor.hold, reps.slots if reps is not None else None)
+    opens, closes = reps.slot_times()
+    return fifo_starts_people(floor.arrival, floor.hold, np.array(opens), np.array(closes))
+
+
 def measure(model: Model, floor: Floor, start: Array) -> tuple[Outcomes, Flow]:
     """Per-trial outcomes and per-lead measurements, with SimPy's conventions: a win counts if it
     happens by the horizon; a lead still queued at the horizon counts with its wait so far."""
@@ -189,14 +228,13 @@ def flow_of(
     """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times."""
     horizon = model.horizon_days
     low, high = window(model)
-    slots = model.reps.slots if model.reps is not None else None
     wait_trial, wait_lead = np.nonzero(waited)
     won_trial, won_lead = np.nonzero(won_in_window)
-    if slots is None:
+    if model.reps is None:
         utilisation = np.zeros(len(arrival))
     else:
         busy = np.clip(np.minimum(finish, high) - np.maximum(start, low), 0.0, None)
-        utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / (slots * (high - low))
+        utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / slot_days(model, low, high)
     weeks = week_ends(model)
     return Flow(
         waits=np.minimum(start[wait_trial, wait_lead], horizon) - arrival[wait_trial, wait_lead],
@@ -206,6 +244,15 @@ def flow_of(
         utilisation=utilisation,
         queue=_count_at_or_before(arrival, weeks, horizon) - _count_at_or_before(start, weeks, horizon),
     )
+
+
+def slot_days(model: Model, low: float, high: float) -> float:
+    """Slot-days open within ``[low, high]``: the denominator of utilisation. A lead still held when its
+    rep leaves counts as busy until it ends, so a team losing people can read slightly above 1."""
+    assert model.reps is not None
+    opens, closes = model.reps.slot_times()
+    days = np.clip(np.minimum(closes, high) - np.maximum(opens, low), 0.0, None).sum()
+    return float(days) if days > 0 else 1.0
 
 
 def _count_at_or_before(times: Array, points: Array, horizon: float) -> Array:
@@ -224,8 +271,7 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
     """Outcomes (with per-lead measurements) of ``trials`` trials of block ``block``."""
     check(model)
     floor = draw(model, seed, block, trials)
-    slots = model.reps.slots if model.reps is not None else None
-    outcomes, flow = measure(model, floor, fifo_starts(floor.arrival, floor.hold, slots))
+    outcomes, flow = measure(model, floor, starts(model, floor))
     return Outcomes(
         outcomes.wins_new,
         outcomes.wins_existing,
