@@ -187,3 +187,36 @@ def test_same_seed_same_answer_across_blocks_and_reps_share_leads() -> None:
     assert np.array_equal(free.revenue, none.revenue)
     assert np.all(free.wait_days == 0)
     assert np.all(free.revenue >= once.revenue - 1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pooled_measurements_equal_the_coordinate_reading(seed: int) -> None:
+    """The per-lead measurements read with boolean masks and pooled in place equal the plain reading
+    (``np.nonzero`` coordinates, each block's trial indices shifted by its offset, then concatenated)."""
+    model = random_model(seed)
+    blocks = []
+    for block in range(3):
+        floor = queue.draw(model, seed, block, 40)
+        start = queue.starts(model, floor)
+        _, flow = queue.measure(model, floor, start)
+        finish = start + floor.hold
+        low, high = queue.window(model)
+        waited = floor.new & (floor.arrival >= low) & (floor.arrival <= high)
+        won = floor.won & (finish <= model.horizon_days) & floor.new & waited
+        wait_trial, wait_lead = np.nonzero(waited)
+        won_trial, won_lead = np.nonzero(won)
+        expected_waits = (
+            np.minimum(start[wait_trial, wait_lead], model.horizon_days)
+            - floor.arrival[wait_trial, wait_lead]
+        )
+        assert np.array_equal(flow.waits, expected_waits)
+        assert np.array_equal(flow.wait_trial, wait_trial)
+        assert np.array_equal(
+            flow.lead_times, finish[won_trial, won_lead] - floor.arrival[won_trial, won_lead]
+        )
+        assert np.array_equal(flow.lead_time_trial, won_trial)
+        blocks.append(flow)
+    pooled = Flow.concat(blocks)
+    shifted = np.concatenate([flow.wait_trial + 40 * index for index, flow in enumerate(blocks)])
+    assert np.array_equal(pooled.wait_trial, shifted)
+    assert np.array_equal(pooled.waits, np.concatenate([flow.waits for flow in blocks]))

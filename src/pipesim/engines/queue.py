@@ -102,33 +102,46 @@ def _group_rows(
 def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
     draws = trial_draws(model, seed, block, trials)
     counts = [int(draws.new_leads.max(initial=0)), *cohort_counts(model)]
-    parts: list[tuple[Array, Array, NDArray[np.bool_], Array, NDArray[np.bool_]]] = []
-    for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
+    indexed = list(enumerate(zip(groups(model), counts, strict=True)))
+    # Columns in queue order; each group writes its own slice of arrays made once for the block (no
+    # concatenation of per-group arrays, which costs as much as drawing them).
+    order = indexed[1:] + indexed[:1] if model.arrivals.kind == "poisson" else indexed
+    width = sum(counts)
+    floor = Floor(
+        arrival=np.zeros((trials, width)),
+        hold=np.empty((trials, width)),
+        won=np.empty((trials, width), dtype=bool),
+        deal=np.zeros((trials, width)),
+        new=np.zeros((trials, width), dtype=bool),
+    )
+    low = 0
+    for index, (group, count) in order:
+        columns = slice(low, low + count)
+        low += count
         rng = stream(seed, block, QUEUE_LEADS, index)
         hold, won = _group_rows(model, rng, (trials, count), draws.p, group.start, group.age_days)
-        arrival = np.zeros((trials, count))
-        present: NDArray[np.bool_] = np.ones((trials, count), dtype=bool)
+        floor.hold[:, columns] = hold
         if not group.existing:
-            present = np.arange(count)[None, :] < draws.new_leads[:, None]
-            won = won & present
+            present: NDArray[np.bool_] = np.arange(count)[None, :] < draws.new_leads[:, None]
+            won &= present
+            floor.new[:, columns] = present
+            arrival = floor.arrival[:, columns]
             if model.arrivals.kind == "poisson":
                 # Arrivals given their count are uniform; sorting them puts the row in queue order, and
                 # the other columns are i.i.d. across leads, so they need not follow.
-                arrival = rng.random((trials, count)) * model.horizon_days
+                arrival[:] = rng.random((trials, count)) * model.horizon_days
                 arrival[~present] = np.inf
                 arrival.sort(axis=1)
             else:
                 arrival[~present] = np.inf
-        deal = np.full((trials, count), group.value if group.value is not None else 0.0)
+        floor.won[:, columns] = won
         if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
+            deal = np.zeros((trials, count))
             deal[won] = model.deal_size.ppf(rng.random(int(won.sum())))
-        new: NDArray[np.bool_] = present & (not group.existing)
-        parts.append((arrival, hold, won, deal, new))
-    if model.arrivals.kind == "poisson":
-        parts = parts[1:] + parts[:1]  # open leads hold their slots before the first arrival
-    if len(parts) == 1:
-        return Floor(*parts[0])
-    return Floor(*(np.concatenate([part[k] for part in parts], axis=1) for k in range(5)))
+            floor.deal[:, columns] = deal
+        else:
+            floor.deal[:, columns] = group.value
+    return floor
 
 
 def fifo_starts(arrival: Array, hold: Array, servers: int | None) -> Array:
@@ -228,8 +241,11 @@ def flow_of(
     """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times."""
     horizon = model.horizon_days
     low, high = window(model)
-    wait_trial, wait_lead = np.nonzero(waited)
-    won_trial, won_lead = np.nonzero(won_in_window)
+    # Boolean masks read row by row, as ``np.nonzero`` would, without building the lead coordinates;
+    # each value's trial is its row, repeated as many times as the row has values.
+    rows = np.arange(len(arrival), dtype=np.int64)
+    wait_trial = np.repeat(rows, np.count_nonzero(waited, axis=1))
+    won_trial = np.repeat(rows, np.count_nonzero(won_in_window, axis=1))
     if model.reps is None:
         utilisation = np.zeros(len(arrival))
     else:
@@ -237,10 +253,10 @@ def flow_of(
         utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / slot_days(model, low, high)
     weeks = week_ends(model)
     return Flow(
-        waits=np.minimum(start[wait_trial, wait_lead], horizon) - arrival[wait_trial, wait_lead],
-        wait_trial=wait_trial.astype(np.int64),
-        lead_times=finish[won_trial, won_lead] - arrival[won_trial, won_lead],
-        lead_time_trial=won_trial.astype(np.int64),
+        waits=np.minimum(start[waited], horizon) - arrival[waited],
+        wait_trial=wait_trial,
+        lead_times=finish[won_in_window] - arrival[won_in_window],
+        lead_time_trial=won_trial,
         utilisation=utilisation,
         queue=_count_at_or_before(arrival, weeks, horizon) - _count_at_or_before(start, weeks, horizon),
     )
