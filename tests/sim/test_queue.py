@@ -220,3 +220,24 @@ def test_pooled_measurements_equal_the_coordinate_reading(seed: int) -> None:
     shifted = np.concatenate([flow.wait_trial + 40 * index for index, flow in enumerate(blocks)])
     assert np.array_equal(pooled.wait_trial, shifted)
     assert np.array_equal(pooled.waits, np.concatenate([flow.waits for flow in blocks]))
+
+
+def _count_by_sorting(times: Array, points: Array, horizon: float) -> Array:
+    """The reference reading of queue lengths: rows laid end to end, one ``searchsorted``."""
+    trials, leads = times.shape
+    span = horizon + 2.0
+    shifted = np.minimum(times, horizon + 1.0) + (np.arange(trials) * span)[:, None]
+    queries = points[None, :] + (np.arange(trials) * span)[:, None]
+    found = np.searchsorted(shifted.reshape(-1), queries.reshape(-1), side="right").reshape(trials, -1)
+    return (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weekly_counts_by_bisection_equal_the_sorted_reading(seed: int) -> None:
+    model = random_model(seed)
+    floor = queue.draw(model, seed, 0, 50)
+    start = queue.starts(model, floor)
+    weeks = np.arange(0.0, model.horizon_days + 0.5, 3.5)  # points within the horizon, as week ends are
+    for times in (floor.arrival, start, np.minimum(start, 5.0), np.full_like(start, np.inf)):
+        expected = _count_by_sorting(times, weeks, model.horizon_days)
+        assert np.array_equal(queue._count_at_or_before(times, weeks, model.horizon_days), expected)

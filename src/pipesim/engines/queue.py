@@ -272,14 +272,22 @@ def slot_days(model: Model, low: float, high: float) -> float:
 
 
 def _count_at_or_before(times: Array, points: Array, horizon: float) -> Array:
-    """Per row of non-decreasing ``times``, how many are <= each point: one ``searchsorted`` over the
-    rows laid end to end (row r shifted by r × span), instead of a (rows, leads, points) comparison."""
+    """Per row of non-decreasing ``times``, how many are <= each point (points within the horizon): a
+    binary search for every (row, point) at once — a few steps over a (rows, points) array instead of
+    touching every lead."""
     trials, leads = times.shape
-    span = horizon + 2.0
-    shifted = np.minimum(times, horizon + 1.0) + (np.arange(trials) * span)[:, None]
-    queries = points[None, :] + (np.arange(trials) * span)[:, None]
-    found = np.searchsorted(shifted.reshape(-1), queries.reshape(-1), side="right").reshape(trials, -1)
-    counts: Array = (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+    flat = times.reshape(-1)
+    base = (np.arange(trials, dtype=np.int64) * leads)[:, None]
+    query = np.broadcast_to(points[None, :], (trials, len(points)))
+    low = np.zeros((trials, len(points)), dtype=np.int64)
+    high = np.full((trials, len(points)), leads, dtype=np.int64)
+    for _ in range(leads.bit_length()):  # bisect_right, all searches in step
+        middle = (low + high) // 2
+        active = low < high
+        right = active & (flat[base + np.minimum(middle, leads - 1)] <= query)
+        low = np.where(right, middle + 1, low)
+        high = np.where(active & ~right, middle, high)
+    counts: Array = low.astype(np.float64)
     return counts
 
 
