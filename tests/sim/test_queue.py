@@ -30,7 +30,7 @@ from pipesim import (
 )
 from pipesim.distributions import Array, Distribution
 from pipesim.engines import des, explain, queue
-from pipesim.engines.common import Flow, trial_draws
+from pipesim.engines.common import Flow, trial_draws, window
 from pipesim.errors import EngineError
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.toml"))
@@ -110,7 +110,7 @@ def test_the_recursion_serves_simpys_leads_exactly_as_simpy_does(seed: int) -> N
         assert math.isclose(outcomes.wait_days[0], floor.mean_wait, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def one_per_trial(values: Array, trial: NDArray[np.int64], trials: int, seed: int) -> Array:
+def one_per_trial(values: Array, trial: NDArray[np.int32], trials: int, seed: int) -> Array:
     """One value drawn at random from each trial that has any: independent samples for KS (leads of one
     trial share a queue, so pooling them all would overstate the sample size)."""
     rng = np.random.default_rng(seed)
@@ -200,7 +200,7 @@ def test_pooled_measurements_equal_the_coordinate_reading(seed: int) -> None:
         start = queue.starts(model, floor)
         _, flow = queue.measure(model, floor, start)
         finish = start + floor.hold
-        low, high = queue.window(model)
+        low, high = window(model)
         waited = floor.new & (floor.arrival >= low) & (floor.arrival <= high)
         won = floor.won & (finish <= model.horizon_days) & floor.new & waited
         wait_trial, wait_lead = np.nonzero(waited)
@@ -229,7 +229,8 @@ def _count_by_sorting(times: Array, points: Array, horizon: float) -> Array:
     shifted = np.minimum(times, horizon + 1.0) + (np.arange(trials) * span)[:, None]
     queries = points[None, :] + (np.arange(trials) * span)[:, None]
     found = np.searchsorted(shifted.reshape(-1), queries.reshape(-1), side="right").reshape(trials, -1)
-    return (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+    counts: Array = (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+    return counts
 
 
 @pytest.mark.parametrize("seed", range(6))

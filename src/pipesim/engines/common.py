@@ -113,9 +113,9 @@ class Flow:
     standard error can respect that leads of one trial are not independent."""
 
     waits: Array
-    wait_trial: NDArray[np.int64]
+    wait_trial: NDArray[np.int32]
     lead_times: Array
-    lead_time_trial: NDArray[np.int64]
+    lead_time_trial: NDArray[np.int32]
     utilisation: Array  # (trials,) share of rep-slot time in use during the window
     queue: Array  # (trials, weeks) leads waiting for a slot at the end of each week
 
@@ -134,7 +134,7 @@ class Flow:
         )
 
 
-def _shifted(indices: list[NDArray[np.int64]], offsets: NDArray[np.int64]) -> NDArray[np.int64]:
+def _shifted(indices: list[NDArray[np.int32]], offsets: NDArray[np.int64]) -> NDArray[np.int32]:
     """Per-block trial indices laid end to end, each block's shifted by its first trial: one output
     array, shifted in place (no temporary per block — these arrays hold one entry per lead)."""
     out = np.concatenate(indices)

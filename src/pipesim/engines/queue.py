@@ -243,7 +243,7 @@ def flow_of(
     low, high = window(model)
     # Boolean masks read row by row, as ``np.nonzero`` would, without building the lead coordinates;
     # each value's trial is its row, repeated as many times as the row has values.
-    rows = np.arange(len(arrival), dtype=np.int64)
+    rows = np.arange(len(arrival), dtype=np.int32)  # 4 bytes a lead: these arrays hold every lead
     wait_trial = np.repeat(rows, np.count_nonzero(waited, axis=1))
     won_trial = np.repeat(rows, np.count_nonzero(won_in_window, axis=1))
     if model.reps is None:
