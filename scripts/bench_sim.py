@@ -31,6 +31,7 @@ from pipesim import (
     FixedProbability,
     LogNormal,
     Model,
+    Person,
     Reps,
     Stage,
     compare,
@@ -107,6 +108,18 @@ def capacity_rows(des_trials: int) -> None:
     compare(model, more, 500, seed=0)
     cpu, wall = cpu_and_wall(lambda: compare(model, more, 2000, seed=2))
     print(f"compare +1 rep, 2,000 trials (whatIf)  {wall:8.3f} s wall  {cpu:8.3f} s CPU   (target <= 1 s)")
+    # Reps as people: one rep leaves on day 45, a hire starts on day 10 ramping over 30 days. The queue
+    # engine then runs the recursion with per-slot opening and closing times.
+    people = replace(
+        model,
+        reps=Reps(2, 40, (Person("leaver", leave_day=45.0), Person("hire", start_day=10.0, ramp_days=30.0))),
+    )
+    fast_cpu, _ = cpu_and_wall(lambda: simulate(people, 2_000, seed=1, engine="queue"))
+    slow_cpu, _ = cpu_and_wall(lambda: simulate(people, des_trials, seed=1, engine="des"))
+    print(
+        f"with people, queue 2,000 trials {fast_cpu:8.2f} s CPU; SimPy {des_trials} trials {slow_cpu:.2f} s"
+    )
+    print(f"ratio queue / SimPy per trial, people (CPU) {slow_cpu / des_trials / (fast_cpu / 2_000):6,.0f}x")
 
 
 def main() -> None:

@@ -324,3 +324,55 @@ def test_money_is_rounded_to_cents() -> None:
 
     assert money(1234.5678) == Decimal("1234.57")
     assert money(0.0) == Decimal("0.00")
+
+
+CAPACITY_PLAN = """
+query($input: CapacityPlanInput!) {
+  capacityPlan(input: $input) {
+    horizonDays trials seed engine goal reps knee summary
+    rows {
+      repsAdded reps revenue { p10 p50 p90 mean } wins { mean } pGoal { value se }
+      waitP90Days { value se } utilisation { value se } gain gainSe
+    }
+    calibration { reps { count inModel } }
+  }
+}
+"""
+
+
+async def test_capacity_plan_gives_the_curve_on_common_leads(client: Client, pipeline_id: int) -> None:
+    variables = {
+        "input": {
+            "pipelineId": _gid(pipeline_id),
+            "horizonDays": 60,
+            "repsAdded": 3,
+            "goal": "40000",
+            "trials": 200,
+            "seed": 4,
+        }
+    }
+    data = (await client.run(CAPACITY_PLAN, variables))["capacityPlan"]
+    assert data["engine"] == "queue"
+    assert data["reps"] == data["calibration"]["reps"]["count"]
+    rows = data["rows"]
+    assert [row["repsAdded"] for row in rows] == [0, 1, 2, 3]
+    assert [row["reps"] for row in rows] == [data["reps"] + k for k in range(4)]
+    assert rows[0]["gain"] is None
+    for before, after in itertools.pairwise(rows):
+        # The same leads with one more rep: nobody waits longer, no trial earns less, so means rise.
+        assert float(after["gain"]) >= 0
+        assert float(after["revenue"]["mean"]) >= float(before["revenue"]["mean"])
+        assert after["pGoal"]["value"] >= before["pGoal"]["value"]
+        assert after["waitP90Days"]["value"] <= before["waitP90Days"]["value"] + 1e-9
+        assert after["utilisation"]["value"] <= before["utilisation"]["value"] + 1e-9
+    if data["knee"] is not None:
+        assert "returns fall off" in data["summary"]
+    # The same question again is answered alike (a repeat view shares the run).
+    assert (await client.run(CAPACITY_PLAN, variables))["capacityPlan"] == data
+
+
+async def test_capacity_plan_refuses_bad_input_naming_the_field(client: Client, pipeline_id: int) -> None:
+    for key, value, field in [("repsAdded", 0, "input.repsAdded"), ("trials", 1, "input.trials")]:
+        variables = {"input": {"pipelineId": _gid(pipeline_id), key: value}}
+        body = (await client.raw(CAPACITY_PLAN, variables)).json()
+        assert body["errors"][0]["extensions"]["field"] == field, body

@@ -313,3 +313,35 @@ def test_forecast_view_shows_the_apis_percentiles_and_reruns_a_what_if(
     expect(page.locator("#whatif")).to_have_attribute("data-ready", "true")
     expect(page.locator("#whatif-result h3")).to_contain_text(re.compile("conversion", re.IGNORECASE))
     screenshot(page, "forecast-what-if")
+
+
+def test_capacity_view_shows_the_apis_curve_utilisation_and_waits(page: Page, dashboard: Dashboard) -> None:
+    with page.expect_response(lambda r: "capacityPlan(input" in (r.request.post_data or "")) as answered:
+        page.goto(f"{dashboard.base_url}/#capacity")
+    plan = answered.value.json()["data"]["capacityPlan"]
+    expect(page.locator("#capacity")).to_have_attribute("data-ready", "true")
+
+    rows = plan["rows"]
+    assert [row["repsAdded"] for row in rows] == list(range(5))  # the form's default: up to 4 added
+    table = page.locator("#capacity-table tbody tr")
+    expect(table).to_have_count(len(rows))
+    for index, row in enumerate(rows):
+        line = table.nth(index)
+        expect(line.locator(".revenue-p50")).to_have_text(money_text(row["revenue"]["p50"]))
+        if row["gain"] is not None:
+            expect(line.locator(".gain")).to_have_text(money_text(row["gain"]))
+    # The curve has the three percentiles, one point per rep count; a bar of utilisation per row.
+    expect(page.locator("#capacity-curve polyline.series")).to_have_count(3)
+    points = page.locator("#capacity-curve polyline.p50").get_attribute("points") or ""
+    assert len(points.split()) == len(rows)
+    expect(page.locator("#capacity-utilisation .bar")).to_have_count(len(rows))
+    first = rows[0]["utilisation"]["value"]
+    expect(page.locator("#capacity-utilisation .bar .value").first).to_have_text(f"{round(first * 100)}%")
+    expect(page.locator("#capacity-summary")).to_contain_text(plan["summary"])
+    screenshot(page, "capacity")
+
+    page.fill("#capacity-form input[name=added]", "2")
+    with page.expect_response(lambda r: "capacityPlan(input" in (r.request.post_data or "")):
+        page.click("#capacity-run")
+    expect(page.locator("#capacity")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#capacity-table tbody tr")).to_have_count(3)

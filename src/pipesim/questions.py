@@ -37,7 +37,7 @@ from pipesim.results import (
     WeeklyQueue,
     pooled,
 )
-from pipesim.spec import Measurement, Model, Reps
+from pipesim.spec import Measurement, Model
 
 DEFAULT_TRIALS = 10_000
 
@@ -462,13 +462,13 @@ def capacity(
     rows: list[CapacityRow] = []
     previous = None
     for extra in steps:
-        variant = replace(model, reps=Reps(model.reps.count + extra, model.reps.leads_each))
+        variant = replace(model, reps=replace(model.reps, count=model.reps.count + extra))
         name, out = simulate(variant, trials, seed, engine=engine, executor=executor, progress=progress)
         flow = flow_report(variant, out.flow) if out.flow is not None else None
         rows.append(
             CapacityRow(
                 added=extra,
-                reps=model.reps.count + extra,
+                reps=model.reps.reps + extra,
                 engine=name,
                 revenue=Summary.of(out.revenue),
                 wins=Summary.of(out.wins),

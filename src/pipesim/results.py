@@ -173,7 +173,7 @@ class Sensitivity(_Serialisable):
 BATCHES = 20  # trial batches for the standard error of per-lead statistics
 
 
-def pooled(values: Array, trial: NDArray[np.int64], trials: int, statistic: Any) -> Estimate:
+def pooled(values: Array, trial: NDArray[np.int32], trials: int, statistic: Any) -> Estimate:
     """A per-lead statistic over all leads, with a batch-means standard error: leads of one trial share a
     queue and are not independent, so the error comes from the spread of the statistic over
     ``BATCHES`` groups of whole trials."""
@@ -205,7 +205,7 @@ class LeadDays(_Serialisable):
     p99: Estimate
 
     @staticmethod
-    def of(values: Array, trial: NDArray[np.int64], trials: int) -> LeadDays:
+    def of(values: Array, trial: NDArray[np.int32], trials: int) -> LeadDays:
         def quantile(q: float) -> Any:
             return lambda sample: np.quantile(sample, q)
 

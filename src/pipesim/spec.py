@@ -63,15 +63,60 @@ class Arrivals:
 
 
 @dataclass(frozen=True)
+class Person:
+    """A rep named on their own: ``leads`` open leads at once when fully productive (default: the team's
+    ``leads_each``), hired on ``start_day``, productivity rising linearly from 0 to full over ``ramp_days``,
+    leaving on ``leave_day`` (from then on they take no new lead; leads they hold run to their end).
+
+    A ramp opens the rep's slots one by one: slot k of C at ``start_day + ramp_days × (k - ½) / C``, so
+    the slot-days available over the ramp equal the integral of productivity, ``C × ramp_days / 2``."""
+
+    name: str = ""
+    leads: int | None = None
+    start_day: float = 0.0
+    ramp_days: float = 0.0
+    leave_day: float | None = None
+
+
+@dataclass(frozen=True)
 class Reps:
-    """Sales reps: ``count`` of them, each working up to ``leads_each`` open leads at once."""
+    """Sales reps: ``count`` of them, each working up to ``leads_each`` open leads at once, plus
+    ``people`` named one by one (their own capacity, ramp and leaving date)."""
 
     count: int
     leads_each: int = 1
+    people: tuple[Person, ...] = ()
 
     @property
     def slots(self) -> int:
-        return self.count * self.leads_each
+        """Rep slots when everyone is present and fully productive."""
+        return self.count * self.leads_each + sum(self.capacity(person) for person in self.people)
+
+    @property
+    def reps(self) -> int:
+        return self.count + len(self.people)
+
+    def capacity(self, person: Person) -> int:
+        return self.leads_each if person.leads is None else person.leads
+
+    @property
+    def uniform(self) -> bool:
+        """Every slot open from day 0 for ever (no ramp, late start or leaving date)."""
+        return all(
+            person.start_day == 0 and person.ramp_days == 0 and person.leave_day is None
+            for person in self.people
+        )
+
+    def slot_times(self) -> tuple[list[float], list[float]]:
+        """When each rep slot opens and closes (``inf``: never), team slots first, then each person's."""
+        opens = [0.0] * (self.count * self.leads_each)
+        closes = [math.inf] * len(opens)
+        for person in self.people:
+            size = self.capacity(person)
+            for k in range(size):
+                opens.append(person.start_day + person.ramp_days * (k + 0.5) / size)
+                closes.append(math.inf if person.leave_day is None else person.leave_day)
+        return opens, closes
 
 
 @dataclass(frozen=True)
@@ -156,6 +201,8 @@ class Model:
         data["deal_size"] = self.deal_size.to_mapping()
         if self.reps is not None:
             data["reps"] = {"count": self.reps.count, "leads_each": self.reps.leads_each}
+            if self.reps.people:
+                data["reps"]["people"] = [_person_mapping(person) for person in self.reps.people]
         stages = []
         for stage in self.stages:
             entry: dict[str, Any] = {
@@ -191,6 +238,60 @@ class Model:
         return tomli_w.dumps(self.to_mapping())
 
 
+def _person_mapping(person: Person) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if person.name:
+        item["name"] = person.name
+    if person.leads is not None:
+        item["leads"] = person.leads
+    item["start_day"] = person.start_day
+    item["ramp_days"] = person.ramp_days
+    if person.leave_day is not None:
+        item["leave_day"] = person.leave_day
+    return item
+
+
+def _check_reps(reps: Reps, model: Model) -> list[Issue]:
+    issues: list[Issue] = []
+    if reps.count < 0 or reps.leads_each < 1:
+        issues.append(
+            Issue("reps", f"needs count >= 0 and leads_each >= 1, got {reps.count}, {reps.leads_each}")
+        )
+    if reps.slots < 1:
+        issues.append(Issue("reps", "needs at least one rep slot (count >= 1 or a person)"))
+    for index, person in enumerate(reps.people):
+        path = f"reps.people[{index}]"
+        if person.leads is not None and person.leads < 1:
+            issues.append(Issue(f"{path}.leads", f"must be >= 1, got {person.leads}"))
+        if not (math.isfinite(person.start_day) and person.start_day >= 0):
+            issues.append(
+                Issue(f"{path}.start_day", f"must be a finite number >= 0, got {person.start_day!r}")
+            )
+        if not (math.isfinite(person.ramp_days) and person.ramp_days >= 0):
+            issues.append(
+                Issue(f"{path}.ramp_days", f"must be a finite number >= 0, got {person.ramp_days!r}")
+            )
+        if person.leave_day is not None and not (
+            math.isfinite(person.leave_day) and person.leave_day > person.start_day
+        ):
+            issues.append(
+                Issue(
+                    f"{path}.leave_day",
+                    f"must be after start_day ({person.start_day:g}), got {person.leave_day!r}",
+                )
+            )
+    if reps.people:
+        for index, stage in enumerate(model.stages):
+            if stage.work is not None:
+                issues.append(
+                    Issue(
+                        f"stages[{index}].work",
+                        "stage work cannot be combined with reps.people (work is done by the team's count)",
+                    )
+                )
+    return issues
+
+
 def _check_model(model: Model) -> list[Issue]:
     """Cross-field rules, checked however the model was built (file or code)."""
     issues: list[Issue] = []
@@ -207,6 +308,8 @@ def _check_model(model: Model) -> list[Issue]:
             issues.append(
                 Issue(f"stages[{index}].work", "work time needs a [reps] table (who does the work?)")
             )
+    if model.reps is not None:
+        issues += _check_reps(model.reps, model)
     if model.measurement is not None:
         warmup, end = model.measurement.warmup_days, model.measurement.end(model.horizon_days)
         if not (math.isfinite(warmup) and 0 <= warmup < end <= model.horizon_days):
@@ -462,10 +565,41 @@ class _Reader:
         table = self.table(data, "reps", "")
         if table is None:
             return None
-        self.unknown_keys(table, {"count", "leads_each"}, "reps")
-        count = self.integer(table, "count", "reps", minimum=1)
+        self.unknown_keys(table, {"count", "leads_each", "people"}, "reps")
+        has_people = "people" in table
+        defaults = {"count": 0} if has_people else {}
+        count = self.integer({**defaults, **table}, "count", "reps", minimum=0 if has_people else 1)
         leads_each = self.integer({"leads_each": 1, **table}, "leads_each", "reps", minimum=1)
-        return None if count is None or leads_each is None else Reps(count, leads_each)
+        people = self.people(table["people"]) if has_people else ()
+        if count is None or leads_each is None or people is None:
+            return None
+        return Reps(count, leads_each, people)
+
+    def people(self, value: Any) -> tuple[Person, ...] | None:
+        if not isinstance(value, list) or not value:
+            self.fail("reps.people", f"must be a non-empty list of tables, got {value!r}")
+            return None
+        people: list[Person] = []
+        for index, item in enumerate(value):
+            path = f"reps.people[{index}]"
+            if not isinstance(item, Mapping):
+                self.fail(path, f"must be a table, got {item!r}")
+                continue
+            self.unknown_keys(item, {"name", "leads", "start_day", "ramp_days", "leave_day"}, path)
+            name = item.get("name", "")
+            if not isinstance(name, str):
+                self.fail(f"{path}.name", f"must be a string, got {name!r}")
+            leads = self.integer(item, "leads", path, minimum=1) if "leads" in item else None
+            start = self.number({"start_day": 0.0, **item}, "start_day", path, strict=False)
+            ramp = self.number({"ramp_days": 0.0, **item}, "ramp_days", path, strict=False)
+            leave = self.number(item, "leave_day", path) if "leave_day" in item else None
+            if start is not None and leave is not None and leave <= start:
+                self.fail(f"{path}.leave_day", f"must be after start_day ({start:g}), got {leave:g}")
+                continue
+            bad = ("leads" in item and leads is None) or ("leave_day" in item and leave is None)
+            if isinstance(name, str) and start is not None and ramp is not None and not bad:
+                people.append(Person(name, leads, start, ramp, leave))
+        return tuple(people) if len(people) == len(value) else None
 
     def measurement(self, data: Mapping[str, Any]) -> Measurement | None:
         table = self.table(data, "measurement", "")

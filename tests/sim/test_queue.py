@@ -30,7 +30,7 @@ from pipesim import (
 )
 from pipesim.distributions import Array, Distribution
 from pipesim.engines import des, explain, queue
-from pipesim.engines.common import Flow, trial_draws
+from pipesim.engines.common import Flow, trial_draws, window
 from pipesim.errors import EngineError
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.toml"))
@@ -110,7 +110,7 @@ def test_the_recursion_serves_simpys_leads_exactly_as_simpy_does(seed: int) -> N
         assert math.isclose(outcomes.wait_days[0], floor.mean_wait, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def one_per_trial(values: Array, trial: NDArray[np.int64], trials: int, seed: int) -> Array:
+def one_per_trial(values: Array, trial: NDArray[np.int32], trials: int, seed: int) -> Array:
     """One value drawn at random from each trial that has any: independent samples for KS (leads of one
     trial share a queue, so pooling them all would overstate the sample size)."""
     rng = np.random.default_rng(seed)
@@ -187,3 +187,58 @@ def test_same_seed_same_answer_across_blocks_and_reps_share_leads() -> None:
     assert np.array_equal(free.revenue, none.revenue)
     assert np.all(free.wait_days == 0)
     assert np.all(free.revenue >= once.revenue - 1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pooled_measurements_equal_the_coordinate_reading(seed: int) -> None:
+    """The per-lead measurements read with boolean masks and pooled in place equal the plain reading
+    (``np.nonzero`` coordinates, each block's trial indices shifted by its offset, then concatenated)."""
+    model = random_model(seed)
+    blocks = []
+    for block in range(3):
+        floor = queue.draw(model, seed, block, 40)
+        start = queue.starts(model, floor)
+        _, flow = queue.measure(model, floor, start)
+        finish = start + floor.hold
+        low, high = window(model)
+        waited = floor.new & (floor.arrival >= low) & (floor.arrival <= high)
+        won = floor.won & (finish <= model.horizon_days) & floor.new & waited
+        wait_trial, wait_lead = np.nonzero(waited)
+        won_trial, won_lead = np.nonzero(won)
+        expected_waits = (
+            np.minimum(start[wait_trial, wait_lead], model.horizon_days)
+            - floor.arrival[wait_trial, wait_lead]
+        )
+        assert np.array_equal(flow.waits, expected_waits)
+        assert np.array_equal(flow.wait_trial, wait_trial)
+        assert np.array_equal(
+            flow.lead_times, finish[won_trial, won_lead] - floor.arrival[won_trial, won_lead]
+        )
+        assert np.array_equal(flow.lead_time_trial, won_trial)
+        blocks.append(flow)
+    pooled = Flow.concat(blocks)
+    shifted = np.concatenate([flow.wait_trial + 40 * index for index, flow in enumerate(blocks)])
+    assert np.array_equal(pooled.wait_trial, shifted)
+    assert np.array_equal(pooled.waits, np.concatenate([flow.waits for flow in blocks]))
+
+
+def _count_by_sorting(times: Array, points: Array, horizon: float) -> Array:
+    """The reference reading of queue lengths: rows laid end to end, one ``searchsorted``."""
+    trials, leads = times.shape
+    span = horizon + 2.0
+    shifted = np.minimum(times, horizon + 1.0) + (np.arange(trials) * span)[:, None]
+    queries = points[None, :] + (np.arange(trials) * span)[:, None]
+    found = np.searchsorted(shifted.reshape(-1), queries.reshape(-1), side="right").reshape(trials, -1)
+    counts: Array = (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+    return counts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weekly_counts_by_bisection_equal_the_sorted_reading(seed: int) -> None:
+    model = random_model(seed)
+    floor = queue.draw(model, seed, 0, 50)
+    start = queue.starts(model, floor)
+    weeks = np.arange(0.0, model.horizon_days + 0.5, 3.5)  # points within the horizon, as week ends are
+    for times in (floor.arrival, start, np.minimum(start, 5.0), np.full_like(start, np.inf)):
+        expected = _count_by_sorting(times, weeks, model.horizon_days)
+        assert np.array_equal(queue._count_at_or_before(times, weeks, model.horizon_days), expected)

@@ -98,6 +98,41 @@ CloseOutcome.WON: The deal was won.
 CloseOutcome.LOST: The deal was lost.
 CompleteActivityInput: Mark an activity done.
 CompleteActivityInput.activityId: The Activity to mark done.
+CapacityPlanInput: The capacity curve to compute: reps added 0..repsAdded on the same simulated leads.
+CapacityPlanInput.pipelineId: The Pipeline.
+CapacityPlanInput.repsAdded: The most reps added (1 to 10): rows for 0, 1, ..., repsAdded.
+CapacityPlanInput.horizonDays: Days ahead to simulate.
+CapacityPlanInput.goal: A revenue goal, for the chance of reaching it with each rep count.
+CapacityPlanInput.trials: Monte Carlo trials per rep count (2 to 5000; default 1000).
+CapacityPlanInput.seed: Random seed; every rep count sees the same leads (common random numbers).
+CapacityPlanInput.asOf: Calibrate on the history up to this moment (with a time zone) instead of now.
+CapacityPlanResult: What each added rep buys: revenue, goal odds, waits and utilisation per rep count.
+CapacityPlanResult.pipelineId: The Pipeline.
+CapacityPlanResult.horizonDays: Days simulated.
+CapacityPlanResult.trials: Monte Carlo trials per rep count.
+CapacityPlanResult.seed: Random seed used.
+CapacityPlanResult.engine: The simulation engine that ran (queue: the FIFO rep-slot engine).
+CapacityPlanResult.goal: The goal asked about; null if none.
+CapacityPlanResult.reps: Reps in the calibrated model, before any are added.
+CapacityPlanResult.rows: One row per rep count, fewest reps first.
+CapacityPlanResult.knee: Reps added after which one more buys less than half the one before; null if none.
+CapacityPlanResult.summary: The curve in words: what the 1st, 2nd, ... added rep buys, and the knee.
+CapacityPlanResult.calibration: What the model learnt from history.
+CapacityPlanRow: The model with some reps added.
+CapacityPlanRow.repsAdded: Reps added to the calibrated team.
+CapacityPlanRow.reps: Reps in all.
+CapacityPlanRow.revenue: Revenue won within the horizon.
+CapacityPlanRow.wins: Deals won within the horizon.
+CapacityPlanRow.pGoal: Chance of reaching the goal; null without a goal.
+CapacityPlanRow.waitP90Days: 90th percentile of a new lead's wait for a free rep, in days.
+CapacityPlanRow.utilisation: Share of rep capacity in use over the measurement window.
+CapacityPlanRow.gain: Mean revenue this row adds over the row before (paired trials); null on the first row.
+CapacityPlanRow.gainSe: Monte Carlo standard error of the gain; null on the first row.
+MeasuredValue: A value estimated by simulation, with its Monte Carlo standard error.
+MeasuredValue.value: The estimate; null when nothing was measured (no lead arrived in the window).
+MeasuredValue.se: Its Monte Carlo standard error; null when it could not be computed.
+Query.capacityPlan(input): The pipeline and how many reps to add at most.
+Query.capacityPlan: The capacity curve of the calibrated model: what each added rep buys, the knee named.
 CountRange: A simulated count: mean, spread and percentiles over the trials.
 CountRange.mean: Mean over the trials.
 CountRange.sd: Standard deviation over the trials.

@@ -19,6 +19,7 @@ from strawberry.types.graphql import OperationType
 
 from pipegraph.api import types
 from pipegraph.api.api_keys import ApiKeyMutations, ApiKeyQuery
+from pipegraph.api.capacity_plan import CapacityPlanQuery
 from pipegraph.api.descriptions import describe
 from pipegraph.api.errors import ErrorPresentation, is_presented, log_errors, present_errors
 from pipegraph.api.execution import FastFieldExecutionContext, PerEventExecutionContext
@@ -44,6 +45,7 @@ QUERY_TYPES: tuple[type, ...] = (
     CoreQuery,
     MetricsQuery,
     ForecastQuery,
+    CapacityPlanQuery,
     SimulationJobQuery,
     WebhookQuery,
     ApiKeyQuery,

@@ -201,7 +201,7 @@ def apply_changes(
                 raise ValidationError(
                     f"leaves {count} reps; at least one is needed", field=f"{where}.repsDelta"
                 )
-            variant = replace(variant, reps=pipesim.Reps(count, reps.leads_each))
+            variant = replace(variant, reps=replace(reps, count=count))
             described.append(f"reps {reps.count} → {count}")
             continue
         if change.stage_id is None:
@@ -260,3 +260,42 @@ async def what_if(
     variant, described = apply_changes(calibration.model, calibration.report, changes)
     comparison = await pool.run_shared(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
     return WhatIfAnswer(comparison, calibration.report, described, horizon_days)
+
+
+MAX_REPS_ADDED = 10
+CAPACITY_TRIALS = 1_000  # per rep count: the curve runs 1 + repsAdded simulations on the same leads
+
+
+@dataclass(frozen=True)
+class CapacityAnswer:
+    plan: pipesim.CapacityPlan
+    report: CalibrationReport
+    horizon_days: float
+    reps: int  # reps in the calibrated model, before any are added
+
+
+async def capacity_plan(
+    session: AsyncSession,
+    pool: SimulationPool,
+    *,
+    pipeline_id: int,
+    horizon_days: float,
+    reps_added: int = 5,
+    goal_cents: int | None = None,
+    trials: int = CAPACITY_TRIALS,
+    seed: int = 0,
+    as_of: datetime | None = None,
+) -> CapacityAnswer:
+    """The capacity curve of the calibrated model: 0..``reps_added`` reps added, on common random numbers."""
+    check_sizes(horizon_days=horizon_days, trials=trials, seed=seed, limit=MAX_INTERACTIVE_CAPACITY_TRIALS)
+    if not 1 <= reps_added <= MAX_REPS_ADDED:
+        raise ValidationError(f"must be between 1 and {MAX_REPS_ADDED}, got {reps_added}", field="repsAdded")
+    goal = check_goal(goal_cents, required=False)
+    calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=True)
+    model = calibration.model
+    if model.reps is None:
+        raise ValidationError("the pipeline has no active reps with capacity to plan", field="pipelineId")
+    plan = await pool.run_shared(
+        pipesim.capacity, model, tuple(range(reps_added + 1)), trials, seed, goal=goal
+    )
+    return CapacityAnswer(plan, calibration.report, horizon_days, model.reps.reps)

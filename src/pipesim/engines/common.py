@@ -113,27 +113,36 @@ class Flow:
     standard error can respect that leads of one trial are not independent."""
 
     waits: Array
-    wait_trial: NDArray[np.int64]
+    wait_trial: NDArray[np.int32]
     lead_times: Array
-    lead_time_trial: NDArray[np.int64]
+    lead_time_trial: NDArray[np.int32]
     utilisation: Array  # (trials,) share of rep-slot time in use during the window
     queue: Array  # (trials, weeks) leads waiting for a slot at the end of each week
 
     @staticmethod
     def concat(parts: list[Flow]) -> Flow:
+        if len(parts) == 1:
+            return parts[0]
         offsets = np.cumsum([0] + [len(part.utilisation) for part in parts[:-1]])
         return Flow(
             waits=np.concatenate([part.waits for part in parts]),
-            wait_trial=np.concatenate(
-                [part.wait_trial + offset for part, offset in zip(parts, offsets, strict=True)]
-            ),
+            wait_trial=_shifted([part.wait_trial for part in parts], offsets),
             lead_times=np.concatenate([part.lead_times for part in parts]),
-            lead_time_trial=np.concatenate(
-                [part.lead_time_trial + offset for part, offset in zip(parts, offsets, strict=True)]
-            ),
+            lead_time_trial=_shifted([part.lead_time_trial for part in parts], offsets),
             utilisation=np.concatenate([part.utilisation for part in parts]),
             queue=np.concatenate([part.queue for part in parts]),
         )
+
+
+def _shifted(indices: list[NDArray[np.int32]], offsets: NDArray[np.int64]) -> NDArray[np.int32]:
+    """Per-block trial indices laid end to end, each block's shifted by its first trial: one output
+    array, shifted in place (no temporary per block — these arrays hold one entry per lead)."""
+    out = np.concatenate(indices)
+    low = 0
+    for part, offset in zip(indices, offsets, strict=True):
+        out[low : low + len(part)] += offset
+        low += len(part)
+    return out
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,19 @@ class SalesFloor:
         self.model = model
         self.env = simpy.Environment()
         reps = model.reps
-        self.slots = simpy.Resource(self.env, capacity=reps.slots) if reps is not None else None
+        self.slots = (
+            simpy.Resource(self.env, capacity=reps.slots) if reps is not None and reps.uniform else None
+        )
+        # Reps with hire dates, ramps or leaving dates: each slot a token in a store, put in when it
+        # opens, taken out when it closes, not given back by a lead ending at or after its closing.
+        self.store: simpy.Store | None = None
+        self.closes: list[float] = []
+        if reps is not None and not reps.uniform:
+            self.store = simpy.Store(self.env)
+            opens, self.closes = reps.slot_times()
+            for token, (opening, closing) in enumerate(zip(opens, self.closes, strict=True)):
+                if opening < closing:
+                    self.env.process(self.open_slot(token, opening, closing))
         has_work = any(stage.work is not None for stage in model.stages)
         self.reps = simpy.Resource(self.env, capacity=reps.count) if reps is not None and has_work else None
         self.wait_window = wait_window if wait_window is not None else window(model)
@@ -73,6 +85,17 @@ class SalesFloor:
         self.finishes: dict[int, float] = {}  # id(lead) -> when it was won or lost
         self.won: set[int] = set()  # id(lead) of leads won by the horizon
 
+    def open_slot(self, token: int, opening: float, closing: float) -> Generator[Any, Any, None]:
+        """Puts slot ``token`` in the store at its opening and takes it out at its closing if idle."""
+        assert self.store is not None
+        if opening > 0:
+            yield self.env.timeout(opening)
+        self.store.put(token)
+        if math.isfinite(closing):
+            yield self.env.timeout(closing - self.env.now)
+            if token in self.store.items:
+                self.store.items.remove(token)
+
     def source(self, leads: list[Lead]) -> Generator[Any, Any, None]:
         """Releases new leads at their arrival times."""
         for lead in leads:
@@ -82,13 +105,13 @@ class SalesFloor:
 
     def lead(self, lead: Lead) -> Generator[Any, Any, None]:
         env = self.env
-        slot = None
-        if self.slots is not None:
+        slot: Any = None
+        if self.slots is not None or self.store is not None:
             counted = not lead.existing and self.wait_window[0] <= lead.arrival <= self.wait_window[1]
-            slot = self.slots.request()
+            slot = self.slots.request() if self.slots is not None else self.store.get()  # type: ignore[union-attr]
             if counted:
                 self.waiting[id(lead)] = lead.arrival
-            yield slot
+            token = yield slot
             if counted:
                 del self.waiting[id(lead)]
                 self.wait_total += env.now - lead.arrival
@@ -111,6 +134,8 @@ class SalesFloor:
         self.finishes[id(lead)] = env.now
         if slot is not None and self.slots is not None:
             self.slots.release(slot)
+        elif self.store is not None and env.now < self.closes[token]:
+            self.store.put(token)  # back at the end: the slot idle the longest is taken first
 
     def run(self, leads: list[Lead]) -> None:
         """Existing leads first (they hold their slots already), then new ones as they arrive."""

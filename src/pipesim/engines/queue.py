@@ -102,33 +102,46 @@ def _group_rows(
 def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
     draws = trial_draws(model, seed, block, trials)
     counts = [int(draws.new_leads.max(initial=0)), *cohort_counts(model)]
-    parts: list[tuple[Array, Array, NDArray[np.bool_], Array, NDArray[np.bool_]]] = []
-    for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
+    indexed = list(enumerate(zip(groups(model), counts, strict=True)))
+    # Columns in queue order; each group writes its own slice of arrays made once for the block (no
+    # concatenation of per-group arrays, which costs as much as drawing them).
+    order = indexed[1:] + indexed[:1] if model.arrivals.kind == "poisson" else indexed
+    width = sum(counts)
+    floor = Floor(
+        arrival=np.zeros((trials, width)),
+        hold=np.empty((trials, width)),
+        won=np.empty((trials, width), dtype=bool),
+        deal=np.zeros((trials, width)),
+        new=np.zeros((trials, width), dtype=bool),
+    )
+    low = 0
+    for index, (group, count) in order:
+        columns = slice(low, low + count)
+        low += count
         rng = stream(seed, block, QUEUE_LEADS, index)
         hold, won = _group_rows(model, rng, (trials, count), draws.p, group.start, group.age_days)
-        arrival = np.zeros((trials, count))
-        present: NDArray[np.bool_] = np.ones((trials, count), dtype=bool)
+        floor.hold[:, columns] = hold
         if not group.existing:
-            present = np.arange(count)[None, :] < draws.new_leads[:, None]
-            won = won & present
+            present: NDArray[np.bool_] = np.arange(count)[None, :] < draws.new_leads[:, None]
+            won &= present
+            floor.new[:, columns] = present
+            arrival = floor.arrival[:, columns]
             if model.arrivals.kind == "poisson":
                 # Arrivals given their count are uniform; sorting them puts the row in queue order, and
                 # the other columns are i.i.d. across leads, so they need not follow.
-                arrival = rng.random((trials, count)) * model.horizon_days
+                arrival[:] = rng.random((trials, count)) * model.horizon_days
                 arrival[~present] = np.inf
                 arrival.sort(axis=1)
             else:
                 arrival[~present] = np.inf
-        deal = np.full((trials, count), group.value if group.value is not None else 0.0)
+        floor.won[:, columns] = won
         if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
+            deal = np.zeros((trials, count))
             deal[won] = model.deal_size.ppf(rng.random(int(won.sum())))
-        new: NDArray[np.bool_] = present & (not group.existing)
-        parts.append((arrival, hold, won, deal, new))
-    if model.arrivals.kind == "poisson":
-        parts = parts[1:] + parts[:1]  # open leads hold their slots before the first arrival
-    if len(parts) == 1:
-        return Floor(*parts[0])
-    return Floor(*(np.concatenate([part[k] for part in parts], axis=1) for k in range(5)))
+            floor.deal[:, columns] = deal
+        else:
+            floor.deal[:, columns] = group.value
+    return floor
 
 
 def fifo_starts(arrival: Array, hold: Array, servers: int | None) -> Array:
@@ -152,6 +165,45 @@ def fifo_starts(arrival: Array, hold: Array, servers: int | None) -> Array:
         np.maximum(arrivals[k], flat[where], out=begin)
         flat[where] = begin + holds[k]
     return np.ascontiguousarray(start.T)
+
+
+def fifo_starts_people(arrival: Array, hold: Array, opens: Array, closes: Array) -> Array:
+    """Start of service of each lead when slots open and close at their own times (ramps, hires,
+    leaving dates): the same recursion, a slot's next free time starting at its opening; a lead takes
+    the slot free the longest among those it can still start on before they close (arrivals never
+    decrease along a row, so a slot passed by its closing stays closed). A lead no slot can take
+    starts at ``inf`` (still queued at the end)."""
+    trials, leads = arrival.shape
+    arrivals, holds = np.ascontiguousarray(arrival.T), np.ascontiguousarray(hold.T)
+    start = np.empty_like(arrivals)
+    slots = len(opens)
+    free = np.where(opens < closes, opens, np.inf)[None, :].repeat(trials, axis=0)
+    close = np.broadcast_to(closes, (trials, slots))
+    flat = free.reshape(-1)
+    offsets = np.arange(trials) * slots
+    rows = np.arange(trials)
+    for k in range(leads):
+        # A slot whose closing the lead arrives at or after can never serve anyone after it either.
+        free[arrivals[k][:, None] >= close] = np.inf
+        where = free.argmin(axis=1)
+        chosen = free[rows, where]
+        begin = np.maximum(arrivals[k], chosen)
+        begin[~np.isfinite(chosen)] = np.inf
+        start[k] = begin
+        after = begin + holds[k]
+        where += offsets
+        # A slot freed at or after its closing takes no one else.
+        flat[where] = np.where(after < close[rows, where - offsets], after, np.inf)
+    return np.ascontiguousarray(start.T)
+
+
+def starts(model: Model, floor: Floor) -> Array:
+    """Start times on the model's rep slots: the plain recursion when every slot is open throughout."""
+    reps = model.reps
+    if reps is None or reps.uniform:
+        return fifo_starts(floor.arrival, floor.hold, reps.slots if reps is not None else None)
+    opens, closes = reps.slot_times()
+    return fifo_starts_people(floor.arrival, floor.hold, np.array(opens), np.array(closes))
 
 
 def measure(model: Model, floor: Floor, start: Array) -> tuple[Outcomes, Flow]:
@@ -189,34 +241,53 @@ def flow_of(
     """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times."""
     horizon = model.horizon_days
     low, high = window(model)
-    slots = model.reps.slots if model.reps is not None else None
-    wait_trial, wait_lead = np.nonzero(waited)
-    won_trial, won_lead = np.nonzero(won_in_window)
-    if slots is None:
+    # Boolean masks read row by row, as ``np.nonzero`` would, without building the lead coordinates;
+    # each value's trial is its row, repeated as many times as the row has values.
+    rows = np.arange(len(arrival), dtype=np.int32)  # 4 bytes a lead: these arrays hold every lead
+    wait_trial = np.repeat(rows, np.count_nonzero(waited, axis=1))
+    won_trial = np.repeat(rows, np.count_nonzero(won_in_window, axis=1))
+    if model.reps is None:
         utilisation = np.zeros(len(arrival))
     else:
         busy = np.clip(np.minimum(finish, high) - np.maximum(start, low), 0.0, None)
-        utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / (slots * (high - low))
+        utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / slot_days(model, low, high)
     weeks = week_ends(model)
     return Flow(
-        waits=np.minimum(start[wait_trial, wait_lead], horizon) - arrival[wait_trial, wait_lead],
-        wait_trial=wait_trial.astype(np.int64),
-        lead_times=finish[won_trial, won_lead] - arrival[won_trial, won_lead],
-        lead_time_trial=won_trial.astype(np.int64),
+        waits=np.minimum(start[waited], horizon) - arrival[waited],
+        wait_trial=wait_trial,
+        lead_times=finish[won_in_window] - arrival[won_in_window],
+        lead_time_trial=won_trial,
         utilisation=utilisation,
         queue=_count_at_or_before(arrival, weeks, horizon) - _count_at_or_before(start, weeks, horizon),
     )
 
 
+def slot_days(model: Model, low: float, high: float) -> float:
+    """Slot-days open within ``[low, high]``: the denominator of utilisation. A lead still held when its
+    rep leaves counts as busy until it ends, so a team losing people can read slightly above 1."""
+    assert model.reps is not None
+    opens, closes = model.reps.slot_times()
+    days = np.clip(np.minimum(closes, high) - np.maximum(opens, low), 0.0, None).sum()
+    return float(days) if days > 0 else 1.0
+
+
 def _count_at_or_before(times: Array, points: Array, horizon: float) -> Array:
-    """Per row of non-decreasing ``times``, how many are <= each point: one ``searchsorted`` over the
-    rows laid end to end (row r shifted by r × span), instead of a (rows, leads, points) comparison."""
+    """Per row of non-decreasing ``times``, how many are <= each point (points within the horizon): a
+    binary search for every (row, point) at once — a few steps over a (rows, points) array instead of
+    touching every lead."""
     trials, leads = times.shape
-    span = horizon + 2.0
-    shifted = np.minimum(times, horizon + 1.0) + (np.arange(trials) * span)[:, None]
-    queries = points[None, :] + (np.arange(trials) * span)[:, None]
-    found = np.searchsorted(shifted.reshape(-1), queries.reshape(-1), side="right").reshape(trials, -1)
-    counts: Array = (found - (np.arange(trials) * leads)[:, None]).astype(np.float64)
+    flat = times.reshape(-1)
+    base = (np.arange(trials, dtype=np.int64) * leads)[:, None]
+    query = np.broadcast_to(points[None, :], (trials, len(points)))
+    low = np.zeros((trials, len(points)), dtype=np.int64)
+    high = np.full((trials, len(points)), leads, dtype=np.int64)
+    for _ in range(leads.bit_length()):  # bisect_right, all searches in step
+        middle = (low + high) // 2
+        active = low < high
+        right = active & (flat[base + np.minimum(middle, leads - 1)] <= query)
+        low = np.where(right, middle + 1, low)
+        high = np.where(active & ~right, middle, high)
+    counts: Array = low.astype(np.float64)
     return counts
 
 
@@ -224,8 +295,7 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
     """Outcomes (with per-lead measurements) of ``trials`` trials of block ``block``."""
     check(model)
     floor = draw(model, seed, block, trials)
-    slots = model.reps.slots if model.reps is not None else None
-    outcomes, flow = measure(model, floor, fifo_starts(floor.arrival, floor.hold, slots))
+    outcomes, flow = measure(model, floor, starts(model, floor))
     return Outcomes(
         outcomes.wins_new,
         outcomes.wins_existing,

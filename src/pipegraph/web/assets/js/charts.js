@@ -27,13 +27,14 @@ function frame(width, height, title) {
 
 /**
  * Horizontal bars, one row per item: {label, value, text, marker?, markerLabel?, className?}.
- * `marker` draws a tick at that value (e.g. a stage's target days).
+ * `marker` draws a tick at that value (e.g. a stage's target days). `options.max`: the value a full bar
+ * stands for, at least (e.g. 1 for shares), so small values do not fill the width.
  */
 export function barChart(items, options) {
   const width = fitWidth(options.width ?? 640);
   if (width < 520) return stackedBars(items, { ...options, width });
   const { title, row = 30, labelWidth = 170, valueWidth = 120, centered = false } = options;
-  const max = Math.max(1e-9, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
+  const max = Math.max(options.max ?? 1e-9, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
   const plot = width - labelWidth - valueWidth;
   const root = frame(width, items.length * row + 10, title);
   items.forEach((item, index) => {
@@ -58,9 +59,9 @@ export function barChart(items, options) {
 }
 
 /** Narrow screens: the label and the value text on one line, the bar (and its tick) under them. */
-function stackedBars(items, { title, width, centered = false }) {
+function stackedBars(items, { title, width, centered = false, max: scale = 1e-9 }) {
   const row = 40;
-  const max = Math.max(1e-9, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
+  const max = Math.max(scale, ...items.map((item) => Math.max(item.value ?? 0, item.marker ?? 0)));
   const root = frame(width, items.length * row + 6, title);
   items.forEach((item, index) => {
     const y = 4 + index * row;
@@ -82,18 +83,18 @@ function stackedBars(items, { title, width, centered = false }) {
 
 /**
  * Lines over shared x labels: series = [{name, values, className}]. `partial` lists indices (at the
- * ends) whose points cover part of a period: the line reaches them dashed.
+ * ends) whose points cover part of a period: the line reaches them dashed. `format` writes the y ticks.
  */
-export function lineChart(labels, series, { title, width: desired = 1100, height = 240, partial = [] }) {
+export function lineChart(labels, series, { title, width: desired = 1100, height = 240, partial = [], format = (v) => String(Math.round(v)) }) {
   const width = fitWidth(desired);
-  const pad = { left: 50, right: 16, top: 14, bottom: 34 };
+  const pad = { left: 58, right: 16, top: 14, bottom: 34 };
   const root = frame(width, height, title);
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const x = (i) => pad.left + (labels.length <= 1 ? 0 : (i / (labels.length - 1)) * (width - pad.left - pad.right));
   const y = (v) => height - pad.bottom - (v / max) * (height - pad.top - pad.bottom);
   root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
-  root.append(svg("text", { x: pad.left - 6, y: y(max) + 4, "text-anchor": "end", class: "tick" }, String(Math.round(max))));
-  root.append(svg("text", { x: pad.left - 6, y: y(0) + 4, "text-anchor": "end", class: "tick" }, "0"));
+  root.append(svg("text", { x: pad.left - 6, y: y(max) + 4, "text-anchor": "end", class: "tick" }, format(max)));
+  root.append(svg("text", { x: pad.left - 6, y: y(0) + 4, "text-anchor": "end", class: "tick" }, format(0)));
   const step = Math.max(1, Math.ceil(labels.length / Math.max(3, Math.floor(width / 90))));
   labels.forEach((label, i) => {
     if (i % step === 0) root.append(svg("text", { x: x(i), y: height - 12, "text-anchor": "middle", class: "tick" }, label));

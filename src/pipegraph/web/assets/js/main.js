@@ -3,6 +3,7 @@
 import { apiKey, request, setApiKey } from "./graphql.js";
 import { bindFilters, onLiveStatus, showBoard } from "./board.js";
 import { bindDialogDefaults } from "./dialogs.js";
+import { bindCapacity, showCapacity } from "./capacity.js";
 import { bindForecast, showForecast } from "./forecast.js";
 import { announce, announceFailure, clearNotice, el, setCurrency } from "./format.js";
 import { bindLeadPanel } from "./lead-panel.js";
@@ -15,7 +16,7 @@ const START_QUERY = `query Start {
 }`;
 
 const PIPELINE_STORAGE = "pipegraph.pipelineId";
-const VIEWS = ["board", "metrics", "forecast"];
+const VIEWS = ["board", "metrics", "forecast", "capacity"];
 const app = { pipelines: [], users: [], pipeline: null, shown: {} };
 
 /** Ask for a key in the dialog; resolves once one is entered. */
@@ -75,6 +76,8 @@ async function render() {
       await showMetrics(pipeline, Number(document.getElementById("metrics-window").value));
     } else if (view === "forecast") {
       await showForecast(pipeline);
+    } else if (view === "capacity") {
+      await showCapacity(pipeline);
     }
   } catch (error) {
     app.shown[view] = null;
@@ -100,6 +103,7 @@ async function main() {
   });
   bindFilters();
   bindForecast();
+  bindCapacity();
   bindLeadPanel();
   bindDialogDefaults();
   let offline = false;
