@@ -23,7 +23,9 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from pipesim.distributions import Array
+from pipesim.engines import cohorts
 from pipesim.engines.common import (
+    COHORTS,
     WINNERS,
     Group,
     Outcomes,
@@ -86,7 +88,35 @@ def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
 
 
 def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
-    """Outcomes of ``trials`` trials of block ``block``."""
+    """Outcomes of ``trials`` trials of block ``block``: per group, the eventual wins as in
+    :func:`simulate_per_winner` (the same draws), then the in-horizon wins and their revenue drawn for
+    the group as a whole (:mod:`pipesim.engines.cohorts`) — equal in distribution, ``O(groups × trials)``."""
+    check(model)
+    draws = trial_draws(model, seed, block, trials)
+    wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
+    revenue = [np.zeros(trials), np.zeros(trials)]
+    for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
+        eventual = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start))
+        q = cohorts.in_horizon_probability(model, group)
+        inside = binomial_inverse(stream(seed, block, COHORTS, index, 0).random(trials), eventual, q)
+        slot = 1 if group.existing else 0
+        wins[slot] += inside
+        if group.value is not None:
+            revenue[slot] += inside * group.value
+        else:
+            revenue[slot] += cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+    return Outcomes(
+        wins_new=wins[0],
+        wins_existing=wins[1],
+        revenue_new=revenue[0],
+        revenue_existing=revenue[1],
+        wait_days=np.zeros(trials),
+    )
+
+
+def simulate_per_winner(model: Model, seed: int, block: int, trials: int) -> Outcomes:
+    """The reference for :func:`simulate`: a row per eventual winner with its own arrival, stage times
+    and deal size, ``O(winners)`` per trial."""
     check(model)
     draws = trial_draws(model, seed, block, trials)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
