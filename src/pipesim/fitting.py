@@ -175,8 +175,11 @@ def fit_family(family: Family, exits: Array, running: Array) -> FamilyFit:
         raise ValueError("a duration fit needs at least one exit")
 
     def negative_log_likelihood(p: Array) -> float:
-        with np.errstate(all="ignore"):
-            total = spec.logpdf(p, exits).sum() + spec.logsf(p, running).sum()
+        try:
+            with np.errstate(all="ignore"):
+                total = spec.logpdf(p, exits).sum() + spec.logsf(p, running).sum()
+        except OverflowError:  # a line search far out: ``math.exp`` of a huge log-parameter
+            return 1e300
         return -float(total) if np.isfinite(total) else 1e300
 
     logs = np.log(exits)

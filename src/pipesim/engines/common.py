@@ -28,6 +28,7 @@ ARRIVALS = 1
 WINNERS = 2
 LEADS = 3
 QUEUE_LEADS = 4
+COHORTS = 5  # a group's in-horizon wins and deal sums (``engines.cohorts``)
 
 
 def stream(seed: int, block: int, *key: int) -> np.random.Generator:
