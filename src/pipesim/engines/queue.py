@@ -50,6 +50,11 @@ BLOCK_TRIALS = 500
 
 def reason(model: Model) -> str | None:
     """Why this engine cannot run the model, or ``None`` when it can."""
+    if model.has_parameter_uncertainty or model.arrivals.varies:
+        return (
+            "uncertain times, deal sizes or arrival rates and arrivals that vary in time are drawn per "
+            "trial by the vectorized and SimPy engines only — use engine 'des'"
+        )
     for index, stage in enumerate(model.stages):
         if stage.work is not None:
             return (
