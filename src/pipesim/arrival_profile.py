@@ -68,8 +68,5 @@ def arrival_times(arrivals: Arrivals, horizon_days: float, u: Array) -> Array:
     b = arrivals.trend_per_day
     start = day.astype(np.float64)
     safe = np.where(weight > 0, weight, 1.0)
-    if b == 0.0:
-        times = start + left / safe
-    else:
-        times = np.log(np.exp(b * start) + left * b / safe) / b
-    return np.clip(np.where(weight > 0, times, start), 0.0, horizon_days)
+    times = start + left / safe if b == 0.0 else np.log(np.exp(b * start) + left * b / safe) / b
+    return np.asarray(np.clip(np.where(weight > 0, times, start), 0.0, horizon_days), dtype=np.float64)

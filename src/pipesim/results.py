@@ -104,7 +104,8 @@ class RevenueBand(_Serialisable):
             return ()
         low, mid, high = np.percentile(cumulative, [10, 50, 90], axis=0)
         return tuple(
-            RevenueBand(float(day), float(low[i]), float(mid[i]), float(high[i])) for i, day in enumerate(days)
+            RevenueBand(float(day), float(low[i]), float(mid[i]), float(high[i]))
+            for i, day in enumerate(days)
         )
 
 

@@ -298,13 +298,17 @@ def _arrival_issues(arrivals: Arrivals, horizon_days: float) -> list[Issue]:
             issues.append(Issue("arrivals.weekday", "needs at least one weekday with a weight > 0"))
     if not (isinstance(arrivals.start_weekday, int) and 0 <= arrivals.start_weekday <= 6):
         issues.append(
-            Issue("arrivals.start_weekday", f"must be 0 (Monday) to 6 (Sunday), got {arrivals.start_weekday!r}")
+            Issue(
+                "arrivals.start_weekday", f"must be 0 (Monday) to 6 (Sunday), got {arrivals.start_weekday!r}"
+            )
         )
     trend = arrivals.trend_per_day
     # exp(trend · horizon) beyond ~e^20 overflows counts long before it means anything.
     if not (math.isfinite(trend) and abs(trend) * (horizon_days if math.isfinite(horizon_days) else 0) <= 20):
         issues.append(
-            Issue("arrivals.trend_per_day", f"must be finite with |trend| x horizon_days <= 20, got {trend!r}")
+            Issue(
+                "arrivals.trend_per_day", f"must be finite with |trend| x horizon_days <= 20, got {trend!r}"
+            )
         )
     return issues
 
@@ -554,7 +558,14 @@ class _Reader:
             count = self.integer(table, "count", "arrivals", minimum=0)
             return None if count is None else Arrivals.batch(count)
         if kind == "poisson":
-            allowed = {"kind", "rate_per_day", "weekday", "start_weekday", "trend_per_day", "rate_uncertainty"}
+            allowed = {
+                "kind",
+                "rate_per_day",
+                "weekday",
+                "start_weekday",
+                "trend_per_day",
+                "rate_uncertainty",
+            }
             self.unknown_keys(table, allowed, "arrivals")
             rate = self.number(table, "rate_per_day", "arrivals", strict=False)
             weekday = self.weekday(table.get("weekday"))

@@ -8,6 +8,7 @@ computed here day by day with ``scipy.integrate.quad`` (independent of the engin
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -34,7 +35,7 @@ def _rate(t: float) -> float:
 
 def _expected_by(day: float) -> float:
     edges = [*range(0, math.ceil(day)), day]
-    return sum(integrate.quad(_rate, a, min(b, day))[0] for a, b in zip(edges, edges[1:], strict=False))
+    return sum(float(integrate.quad(_rate, a, min(b, day))[0]) for a, b in itertools.pairwise(edges))
 
 
 def test_expected_count_is_the_integral_of_the_rate() -> None:

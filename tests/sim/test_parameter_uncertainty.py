@@ -111,7 +111,10 @@ BASE = {
         ({"stages": [{**BASE["stages"][0], "time_uncertainty": "wide"}]}, "stages[0].time_uncertainty"),  # type: ignore[index]
         ({"stages": [{**BASE["stages"][0], "time_uncertainty": 9}]}, "stages[0].time_uncertainty"),  # type: ignore[index]
         ({"deal_size_uncertainty": math.inf}, "deal_size_uncertainty"),
-        ({"arrivals": {"kind": "poisson", "rate_per_day": 1, "rate_uncertainty": -1}}, "arrivals.rate_uncertainty"),
+        (
+            {"arrivals": {"kind": "poisson", "rate_per_day": 1, "rate_uncertainty": -1}},
+            "arrivals.rate_uncertainty",
+        ),
     ],
 )
 def test_bad_uncertainty_is_refused_naming_the_field(change: dict[str, object], path: str) -> None:

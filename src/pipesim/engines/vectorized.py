@@ -66,7 +66,7 @@ def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: i
 def _finish_times_and_deals(
     model: Model, group: Group, rows: Array, draws: TrialDraws, trial_of: NDArray[np.int64]
 ) -> tuple[Array, Array]:
-    """Win time (days from the start) and deal size for each winner row (row ``i`` of trial ``trial_of[i]``)."""
+    """Win time (days from the start) and deal size for each winner row (row i of trial ``trial_of[i]``)."""
     n_stages = len(model.stages)
     if group.existing or model.arrivals.kind == "batch":
         finish = np.zeros(len(rows))
