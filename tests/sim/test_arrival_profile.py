@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from pipesim import Fixed, FixedProbability, Model, Stage
+from pipesim import Fixed, FixedProbability, Model, Reps, Stage
 from pipesim.arrival_profile import arrival_times, expected_count
 from pipesim.errors import ModelError
 from pipesim.questions import forecast
@@ -50,13 +50,18 @@ def test_arrival_times_invert_the_cumulative_rate() -> None:
         assert _expected_by(float(t)) == pytest.approx(level * total, rel=1e-8)
 
 
-@pytest.mark.parametrize(("engine", "trials"), [("vectorized", 20_000), ("des", 1_500)])
-def test_weekly_counts_match_the_exact_expectation(engine: str, trials: int) -> None:
+@pytest.mark.parametrize(
+    ("engine", "trials", "reps"),
+    [("vectorized", 20_000, None), ("des", 1_500, None), ("queue", 5_000, Reps(count=1))],
+)
+def test_weekly_counts_match_the_exact_expectation(engine: str, trials: int, reps: Reps | None) -> None:
+    # With [reps] (queue engine) a lead holds its slot for no time at all: nobody waits.
     model = Model(
         stages=(Stage("signed", FixedProbability(1.0), Fixed(0.0)),),
         deal_size=Fixed(1.0),
         arrivals=_arrivals(),
         horizon_days=HORIZON,
+        reps=reps,
     )
     result = forecast(model, trials, seed=11, engine=engine)
     assert result.revenue.mean == pytest.approx(
