@@ -1,5 +1,6 @@
-"""Charts for ``--plot``: the revenue histogram (forecast), the difference histogram (compare), the
-ranked levers (sensitivity), the capacity curve (capacity). matplotlib is imported lazily, so the
+"""Charts for ``--plot``: the revenue histogram and the fan chart of cumulative revenue by week with the
+goal line (forecast), the difference histogram (compare), the ranked levers (sensitivity), the capacity
+curve (capacity). matplotlib is imported lazily, so the
 core runs without it."""
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity | CapacityPla
         from matplotlib import pyplot
     except ImportError as exc:
         raise MissingExtraError("--plot", "plot") from exc
-    figure, axes = pyplot.subplots(figsize=(8, 4.5))
+    fan = isinstance(result, Forecast) and bool(result.revenue_by_week)
+    figure, panels = pyplot.subplots(1, 2 if fan else 1, figsize=(14 if fan else 8, 4.5), squeeze=False)
+    axes = panels[0][0]
     try:
         if isinstance(result, Forecast):
+            if fan:
+                _fan(panels[0][1], result)
             _histogram(
                 axes, result.histogram, f"Revenue within {result.horizon_days:g} days ({result.currency})"
             )
@@ -67,6 +72,22 @@ def plot(result: Forecast | LeadsNeeded | Comparison | Sensitivity | CapacityPla
         figure.savefig(path)
     finally:
         pyplot.close(figure)
+
+
+def _fan(axes: Any, result: Forecast) -> None:
+    """Cumulative revenue by week: the P10–P90 band, the P50 line and the goal as a horizontal line."""
+    days = [0.0, *(band.day for band in result.revenue_by_week)]
+    low = [0.0, *(band.p10 for band in result.revenue_by_week)]
+    mid = [0.0, *(band.p50 for band in result.revenue_by_week)]
+    high = [0.0, *(band.p90 for band in result.revenue_by_week)]
+    axes.fill_between(days, low, high, alpha=0.3, label="P10–P90")
+    axes.plot(days, mid, linewidth=2, label="P50")
+    if result.goal is not None:
+        axes.axhline(result.goal, color="firebrick", linewidth=1.5, label=f"goal {result.goal:,.0f}")
+    axes.set_xlabel("days from today")
+    axes.set_ylabel(f"revenue won so far ({result.currency})")
+    axes.set_title("Cumulative revenue by week")
+    axes.legend(loc="upper left")
 
 
 def _histogram(axes: Any, histogram: Histogram, title: str) -> None:

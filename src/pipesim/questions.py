@@ -17,7 +17,7 @@ from scipy import stats
 
 from pipesim import engines
 from pipesim.engines import analytic, vectorized
-from pipesim.engines.common import Flow, Outcomes, week_ends, window
+from pipesim.engines.common import Flow, Outcomes, fan_days, week_ends, window
 from pipesim.errors import EngineError, QuestionError
 from pipesim.parallel import Progress, map_blocks
 from pipesim.results import (
@@ -32,6 +32,7 @@ from pipesim.results import (
     LeadDays,
     LeadsNeeded,
     Lever,
+    RevenueBand,
     Sensitivity,
     Summary,
     WeeklyQueue,
@@ -157,6 +158,9 @@ def forecast(
         flow=flow_report(model, out.flow, thresholds)
         if out.flow is not None and model.needs_capacity
         else None,
+        revenue_by_week=RevenueBand.of(fan_days(model), out.revenue_by_day)
+        if out.revenue_by_day is not None
+        else (),
     )
 
 

@@ -89,6 +89,27 @@ class Histogram(_Serialisable):
 
 
 @dataclass(frozen=True)
+class RevenueBand(_Serialisable):
+    """Cumulative revenue won by ``day`` (a week's end, or the horizon): P10/P50/P90 over trials."""
+
+    day: float
+    p10: float
+    p50: float
+    p90: float
+
+    @staticmethod
+    def of(days: Array, cumulative: Array) -> tuple[RevenueBand, ...]:
+        """Bands from ``cumulative`` (trials, days): the fan chart of revenue over time."""
+        if cumulative.size == 0:
+            return ()
+        low, mid, high = np.percentile(cumulative, [10, 50, 90], axis=0)
+        return tuple(
+            RevenueBand(float(day), float(low[i]), float(mid[i]), float(high[i]))
+            for i, day in enumerate(days)
+        )
+
+
+@dataclass(frozen=True)
 class Forecast(_Serialisable):
     """Wins and revenue within the horizon."""
 
@@ -108,6 +129,7 @@ class Forecast(_Serialisable):
     engine_reason: str = ""  # why ``engine`` was picked
     flow: FlowReport | None = None  # per-lead waits, lead times, utilisation, queues (with [reps])
     moments_only: bool = False  # engine "analytic": mean and sd are exact, percentiles unavailable
+    revenue_by_week: tuple[RevenueBand, ...] = ()  # cumulative revenue by week's end: the fan chart
 
 
 @dataclass(frozen=True)

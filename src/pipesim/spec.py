@@ -43,15 +43,33 @@ class Stage:
     conversion: Conversion
     time_in_stage: Distribution = field(default_factory=lambda: Fixed(0.0))
     work: Distribution | None = None  # a rep's dedicated time at the start of the stage (needs reps)
+    # Parameter uncertainty: the sd of the log of this stage's time scale across trials. Each trial
+    # multiplies every time in the stage by exp(sd·Z), Z ~ N(0, 1): the sampling distribution of a fitted
+    # scale (or mean), so that not knowing the true time reaches the forecast's spread. 0 = known exactly.
+    time_uncertainty: float = 0.0
 
 
 @dataclass(frozen=True)
 class Arrivals:
-    """New leads: a ``batch`` of ``count`` at day 0, or ``poisson`` at ``rate_per_day`` over the horizon."""
+    """New leads: a ``batch`` of ``count`` at day 0, or ``poisson`` at ``rate_per_day`` over the horizon.
+
+    Poisson arrivals may vary in time: ``weekday`` gives seven relative weights (Monday first, mean 1) and
+    ``start_weekday`` the weekday of day 0 (0 = Monday); ``trend_per_day`` a growth rate, so the rate at
+    day ``t`` is ``rate_per_day · weekday[(start_weekday + ⌊t⌋) mod 7] · exp(trend_per_day · t)``.
+    ``rate_uncertainty`` is the sd of the log of the rate across trials (0 = known exactly)."""
 
     kind: Literal["batch", "poisson"] = "batch"
     count: int = 0
     rate_per_day: float = 0.0
+    weekday: tuple[float, ...] | None = None
+    start_weekday: int = 0
+    trend_per_day: float = 0.0
+    rate_uncertainty: float = 0.0
+
+    @property
+    def varies(self) -> bool:
+        """Whether the rate changes within the horizon (a weekday profile or a trend)."""
+        return self.kind == "poisson" and (self.weekday is not None or self.trend_per_day != 0.0)
 
     @staticmethod
     def batch(count: int) -> Arrivals:
@@ -156,6 +174,18 @@ class Model:
     currency: str = "USD"
     name: str = ""
     measurement: Measurement | None = None
+    # Parameter uncertainty of the deal size: the sd of the log of its scale across trials (each trial
+    # multiplies every drawn deal by exp(sd·Z)); the mean's sampling distribution. 0 = known exactly.
+    deal_size_uncertainty: float = 0.0
+
+    @property
+    def has_parameter_uncertainty(self) -> bool:
+        """Whether times in stage, deal size or the arrival rate vary from trial to trial."""
+        return (
+            self.deal_size_uncertainty > 0
+            or self.arrivals.rate_uncertainty > 0
+            or any(stage.time_uncertainty > 0 for stage in self.stages)
+        )
 
     def __post_init__(self) -> None:
         issues = _check_model(self)
@@ -197,8 +227,18 @@ class Model:
         if self.arrivals.kind == "batch":
             data["arrivals"] = {"kind": "batch", "count": self.arrivals.count}
         else:
-            data["arrivals"] = {"kind": "poisson", "rate_per_day": self.arrivals.rate_per_day}
+            arrivals: dict[str, Any] = {"kind": "poisson", "rate_per_day": self.arrivals.rate_per_day}
+            if self.arrivals.weekday is not None:
+                arrivals["weekday"] = list(self.arrivals.weekday)
+                arrivals["start_weekday"] = self.arrivals.start_weekday
+            if self.arrivals.trend_per_day:
+                arrivals["trend_per_day"] = self.arrivals.trend_per_day
+            if self.arrivals.rate_uncertainty:
+                arrivals["rate_uncertainty"] = self.arrivals.rate_uncertainty
+            data["arrivals"] = arrivals
         data["deal_size"] = self.deal_size.to_mapping()
+        if self.deal_size_uncertainty:
+            data["deal_size_uncertainty"] = self.deal_size_uncertainty
         if self.reps is not None:
             data["reps"] = {"count": self.reps.count, "leads_each": self.reps.leads_each}
             if self.reps.people:
@@ -212,6 +252,8 @@ class Model:
             }
             if stage.work is not None:
                 entry["work"] = stage.work.to_mapping()
+            if stage.time_uncertainty:
+                entry["time_uncertainty"] = stage.time_uncertainty
             stages.append(entry)
         data["stages"] = stages
         if self.measurement is not None:
@@ -304,6 +346,10 @@ def _check_model(model: Model) -> list[Issue]:
     if not (model.horizon_days > 0 and math.isfinite(model.horizon_days)):
         issues.append(Issue("horizon_days", f"must be a finite number > 0, got {model.horizon_days!r}"))
     for index, stage in enumerate(model.stages):
+        issues += _uncertainty_issues(stage.time_uncertainty, f"stages[{index}].time_uncertainty")
+    issues += _uncertainty_issues(model.deal_size_uncertainty, "deal_size_uncertainty")
+    issues += _arrival_issues(model.arrivals, model.horizon_days)
+    for index, stage in enumerate(model.stages):
         if stage.work is not None and model.reps is None:
             issues.append(
                 Issue(f"stages[{index}].work", "work time needs a [reps] table (who does the work?)")
@@ -324,6 +370,49 @@ def _check_model(model: Model) -> list[Issue]:
             issues.append(
                 Issue(f"open_leads[{index}].stage", f"unknown stage {cohort.stage!r}; stages are {names}")
             )
+    return issues
+
+
+MAX_UNCERTAINTY = 3.0  # sd of a log: beyond this a "parameter" spans orders of magnitude
+
+
+def _uncertainty_issues(value: float, path: str) -> list[Issue]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return [Issue(path, f"must be a number, got {value!r}")]
+    if not (math.isfinite(value) and 0 <= value <= MAX_UNCERTAINTY):
+        return [Issue(path, f"must be a number in [0, {MAX_UNCERTAINTY:g}] (sd of a log), got {value!r}")]
+    return []
+
+
+def _arrival_issues(arrivals: Arrivals, horizon_days: float) -> list[Issue]:
+    issues = _uncertainty_issues(arrivals.rate_uncertainty, "arrivals.rate_uncertainty")
+    poisson_only = arrivals.weekday is not None or arrivals.trend_per_day or arrivals.rate_uncertainty
+    if arrivals.kind != "poisson" and poisson_only:
+        issues.append(
+            Issue("arrivals.kind", "weekday, trend_per_day and rate_uncertainty need kind = 'poisson'")
+        )
+    if arrivals.weekday is not None:
+        weights = arrivals.weekday
+        if len(weights) != 7 or not all(math.isfinite(w) and w >= 0 for w in weights):
+            issues.append(
+                Issue("arrivals.weekday", f"must be 7 numbers >= 0 (Monday first), got {list(weights)!r}")
+            )
+        elif sum(weights) <= 0:
+            issues.append(Issue("arrivals.weekday", "needs at least one weekday with a weight > 0"))
+    if not (isinstance(arrivals.start_weekday, int) and 0 <= arrivals.start_weekday <= 6):
+        issues.append(
+            Issue(
+                "arrivals.start_weekday", f"must be 0 (Monday) to 6 (Sunday), got {arrivals.start_weekday!r}"
+            )
+        )
+    trend = arrivals.trend_per_day
+    # exp(trend · horizon) beyond ~e^20 overflows counts long before it means anything.
+    if not (math.isfinite(trend) and abs(trend) * (horizon_days if math.isfinite(horizon_days) else 0) <= 20):
+        issues.append(
+            Issue(
+                "arrivals.trend_per_day", f"must be finite with |trend| x horizon_days <= 20, got {trend!r}"
+            )
+        )
     return issues
 
 
@@ -384,6 +473,7 @@ _TOP_KEYS = {
     "stages",
     "open_leads",
     "measurement",
+    "deal_size_uncertainty",
 }
 
 
@@ -528,7 +618,7 @@ class _Reader:
         if not isinstance(data, Mapping):
             self.fail(path, f"must be a table, got {data!r}")
             return None
-        self.unknown_keys(data, {"name", "conversion", "time_in_stage", "work"}, path)
+        self.unknown_keys(data, {"name", "conversion", "time_in_stage", "work", "time_uncertainty"}, path)
         name = data.get("name")
         if not isinstance(name, str) or not name.strip():
             self.fail(f"{path}.name", f"must be a non-empty string, got {name!r}")
@@ -543,7 +633,23 @@ class _Reader:
             return None
         if "work" in data and work is None:
             return None
-        return Stage(name=name, conversion=conversion, time_in_stage=time_in_stage, work=work)
+        spread = self.uncertainty(data, "time_uncertainty", path)
+        if spread is None:
+            return None
+        return Stage(
+            name=name, conversion=conversion, time_in_stage=time_in_stage, work=work, time_uncertainty=spread
+        )
+
+    def uncertainty(self, data: Mapping[str, Any], key: str, path: str) -> float | None:
+        """An optional sd of a log (default 0), checked where it is read so the issue names the key."""
+        if key not in data:
+            return 0.0
+        where = f"{path}.{key}" if path else key
+        value = self.value_number(data[key], where, strict=False)
+        if value is not None and value > MAX_UNCERTAINTY:
+            self.fail(where, f"must be a number in [0, {MAX_UNCERTAINTY:g}] (sd of a log), got {value!r}")
+            return None
+        return value
 
     def arrivals(self, data: Mapping[str, Any]) -> Arrivals | None:
         table = self.table(data, "arrivals", "")
@@ -555,11 +661,51 @@ class _Reader:
             count = self.integer(table, "count", "arrivals", minimum=0)
             return None if count is None else Arrivals.batch(count)
         if kind == "poisson":
-            self.unknown_keys(table, {"kind", "rate_per_day"}, "arrivals")
+            allowed = {
+                "kind",
+                "rate_per_day",
+                "weekday",
+                "start_weekday",
+                "trend_per_day",
+                "rate_uncertainty",
+            }
+            self.unknown_keys(table, allowed, "arrivals")
             rate = self.number(table, "rate_per_day", "arrivals", strict=False)
-            return None if rate is None else Arrivals.poisson(rate)
+            weekday = self.weekday(table.get("weekday"))
+            start = self.integer({"start_weekday": 0, **table}, "start_weekday", "arrivals", minimum=0)
+            trend = (
+                self.value_number(table["trend_per_day"], "arrivals.trend_per_day", minimum=-math.inf)
+                if "trend_per_day" in table
+                else 0.0
+            )
+            spread = self.uncertainty(table, "rate_uncertainty", "arrivals")
+            if rate is None or start is None or trend is None or spread is None:
+                return None
+            if "weekday" in table and weekday is None:
+                return None
+            return Arrivals(
+                "poisson",
+                rate_per_day=rate,
+                weekday=weekday,
+                start_weekday=start,
+                trend_per_day=trend,
+                rate_uncertainty=spread,
+            )
         self.fail("arrivals.kind", f"must be 'batch' or 'poisson', got {kind!r}")
         return None
+
+    def weekday(self, value: Any) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != 7:
+            self.fail("arrivals.weekday", f"must be a list of 7 numbers (Monday first), got {value!r}")
+            return None
+        weights = [
+            self.value_number(item, f"arrivals.weekday[{i}]", strict=False) for i, item in enumerate(value)
+        ]
+        if any(weight is None for weight in weights):
+            return None
+        return tuple(weight for weight in weights if weight is not None)
 
     def reps(self, data: Mapping[str, Any]) -> Reps | None:
         table = self.table(data, "reps", "")
@@ -656,6 +802,7 @@ class _Reader:
             stages = [self.stage(item, f"stages[{index}]") for index, item in enumerate(raw_stages)]
         cohorts = self.open_leads(data["open_leads"]) if "open_leads" in data else ()
         measurement = self.measurement(data) if "measurement" in data else None
+        deal_spread = self.uncertainty(data, "deal_size_uncertainty", "")
         if self.issues:
             return None
         assert horizon is not None
@@ -675,6 +822,7 @@ class _Reader:
                 currency=str(currency),
                 name=str(name),
                 measurement=measurement,
+                deal_size_uncertainty=deal_spread or 0.0,
             )
 
         return construct

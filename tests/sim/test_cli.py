@@ -66,6 +66,16 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert target.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_forecast_plot_has_the_fan_chart_with_the_goal(tmp_path: Path) -> None:
+    from matplotlib import image
+
+    with_fan = tmp_path / "fan.png"
+    assert run("forecast", SMB, "--trials", "500", "--goal", "100000", "--plot", str(with_fan))[0] == 0
+    # The fan sits beside the histogram: a figure twice as wide as a single chart's.
+    height, width = image.imread(str(with_fan)).shape[:2]
+    assert width / height > 2.5
+
+
 def test_every_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["forecast", "--help"])

@@ -43,7 +43,7 @@ def test_waiting_for_a_rep_matches_erlang_c() -> None:
     waits = []
     for trial in range(trials):
         floor = des.SalesFloor(model, wait_window=(100.0, 1100.0))  # skip warm-up and unfinished tail
-        floor.run(des.trial_leads(model, seed, 0, trial, draws.p[trial], int(draws.new_leads[trial])))
+        floor.run(des.trial_leads(model, seed, 0, trial, draws))
         waits.append(floor.mean_wait)
     expected = erlang_c_wait(2.0, 1.0, 3)
     assert math.isclose(expected, 4 / 9)

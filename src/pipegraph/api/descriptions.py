@@ -191,11 +191,17 @@ ForecastResult.wins: Deals won within the horizon.
 ForecastResult.expectedRevenue: Mean revenue won.
 ForecastResult.goal: The goal asked about; null if none.
 ForecastResult.histogram: Distribution of revenue over the trials.
+ForecastResult.revenueByWeek: Cumulative revenue won by the end of each week of the horizon (and by the horizon itself): P10/P50/P90 over the trials, the bands of a fan chart.
 ForecastResult.calibration: What the model learnt from history.
 Goal.pipelineId: The Pipeline the goal is for.
 Goal.periodStart: First day of the period.
 Goal.periodEnd: Last day of the period (inclusive).
 Goal.amount: Revenue to win in the period.
+RevenueBand: Cumulative revenue won by a day of the horizon, over the trials.
+RevenueBand.day: Days from the start of the horizon.
+RevenueBand.p10: 10th percentile of the revenue won by that day.
+RevenueBand.p50: Median revenue won by that day.
+RevenueBand.p90: 90th percentile of the revenue won by that day.
 HistogramBucket: Trials whose revenue fell in [low, high).
 HistogramBucket.low: Lower bound (inclusive).
 HistogramBucket.high: Upper bound (exclusive).

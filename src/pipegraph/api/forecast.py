@@ -287,6 +287,14 @@ class HistogramBucket:
 
 
 @strawberry.type
+class RevenueBand:
+    day: float
+    p10: Money
+    p50: Money
+    p90: Money
+
+
+@strawberry.type
 class ForecastResult:
     pipeline_id: strawberry.ID
     horizon_days: float
@@ -299,6 +307,7 @@ class ForecastResult:
     goal: Money | None
     p_goal: Probability | None = strawberry.field(description="P(revenue ≥ goal within the horizon).")
     histogram: list[HistogramBucket]
+    revenue_by_week: list[RevenueBand]
     from_open_leads: RevenueRange = strawberry.field(
         description="Revenue from leads already in the pipeline."
     )
@@ -323,6 +332,10 @@ class ForecastResult:
             histogram=[
                 HistogramBucket(low=money(edges[i]), high=money(edges[i + 1]), trials=count)
                 for i, count in enumerate(counts)
+            ],
+            revenue_by_week=[
+                RevenueBand(day=band.day, p10=money(band.p10), p50=money(band.p50), p90=money(band.p90))
+                for band in f.revenue_by_week
             ],
             from_open_leads=RevenueRange.of(f.revenue_existing),
             from_new_leads=RevenueRange.of(f.revenue_new),

@@ -34,7 +34,12 @@ Parameters, each with the count of history behind it in the :class:`CalibrationR
   mean value of the pipeline's leads (else ``PRIOR_DEAL_SIZE``) and a coefficient of variation of 1.
 - Arrivals: Poisson at ``created / window days`` over the last ``window_days`` before ``as_of`` (shorter
   when the pipeline is younger). Leads created straight into a later stage count as arrivals at the
-  first stage. Fewer than ``MIN_ARRIVALS``: rate 0 (no new leads assumed).
+  first stage. Fewer than ``MIN_ARRIVALS``: rate 0 (no new leads assumed). Where the window's creations
+  show a weekday profile or a trend, the model carries them (``forecasting/arrivals.py``).
+- Parameter uncertainty (``parameter_uncertainty``): each fitted time in stage, the deal size and the
+  arrival rate carry the sd of the log of their scale, ``SE(mean) / mean`` by the delta method, so each
+  trial draws its own parameters as the conversions already do; parameters from the prior carry
+  ``PRIOR_UNCERTAINTY``.
 - Reps: active users with role REP and their mean capacity. They enter the model only on request
   (``with_capacity``), because pipesim then holds a rep slot for every open lead, and a real pipeline
   often holds more stale open leads than its nominal capacity.
@@ -60,6 +65,7 @@ from sqlalchemy.orm import aliased
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
+from pipegraph.services.forecasting.arrivals import ArrivalShape, creation_days, fit_shape
 from pipegraph.services.forecasting.durations import fit_stage_durations, stay_samples, survival_curves
 from pipegraph.services.metrics_sql import at, days_between
 from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps
@@ -79,6 +85,7 @@ DEFAULT_WINDOW_DAYS = 90.0  # arrival-rate window
 VALUE_BAND_RATIO = 2.0  # open-lead cohorts: values within a band differ by at most this factor
 AIC_MARGIN = 4.0  # another family replaces the exponential only with considerably more support
 MIN_STAGE_DAYS = 1.0 / 24  # an exponential needs a positive mean; an hour is "instant" for a pipeline
+PRIOR_UNCERTAINTY = 0.5  # sd of the log of a parameter taken from the prior: about ×/÷ 1.65
 WON_POSITION = 1_000_000  # target position of a win: beyond every stage
 _OPEN, _WON, _LOST = LeadStatus.OPEN.value, LeadStatus.WON.value, LeadStatus.LOST.value
 
@@ -130,6 +137,7 @@ class ArrivalFit:
     rate_per_day: float
     rate_se: float | None
     source: Source
+    shape: ArrivalShape | None = None  # weekday profile and trend, where the history supports them
 
 
 @dataclass(frozen=True)
@@ -497,6 +505,28 @@ def _cohorts(stage_rows: list[Any], rows: list[Any]) -> tuple[OpenLeads, ...]:
     )
 
 
+def _log_sd(se: float | None, mean: float) -> float:
+    """The sd of the log of a positive parameter from its standard error (delta method), capped."""
+    if se is None or not mean > 0:
+        return PRIOR_UNCERTAINTY
+    return min(se / mean, PRIOR_UNCERTAINTY)
+
+
+def _model_arrivals(fit: ArrivalFit, uncertainty: bool) -> Arrivals:
+    spread = _log_sd(fit.rate_se, fit.rate_per_day) if uncertainty and fit.rate_per_day > 0 else 0.0
+    shape = fit.shape
+    if shape is None or (shape.weekday is None and shape.trend_per_day == 0.0):
+        return Arrivals("poisson", rate_per_day=fit.rate_per_day, rate_uncertainty=spread)
+    return Arrivals(
+        "poisson",
+        rate_per_day=shape.rate_per_day,
+        weekday=shape.weekday,
+        start_weekday=shape.start_weekday,
+        trend_per_day=shape.trend_per_day,
+        rate_uncertainty=spread,
+    )
+
+
 # --- the entry point ----------------------------------------------------------------------------------
 
 
@@ -516,6 +546,8 @@ async def calibrate(
     window_days: float = DEFAULT_WINDOW_DAYS,
     with_capacity: bool = False,
     time_families: bool = True,
+    parameter_uncertainty: bool = True,
+    arrival_shape: bool = True,
     reader: HistoryReader | None = None,
 ) -> Calibration:
     """The calibrated model of a pipeline over ``horizon_days`` from ``as_of``, and what stands behind it.
@@ -553,6 +585,9 @@ async def calibrate(
     won = reads.won_cents
     deal = _fit_deal_size(won, None if len(won) >= MIN_WINS else await _mean_lead_value(session, pipeline_id))
     arrivals = reads.arrivals
+    if arrival_shape and arrivals.source is Source.HISTORY:
+        created = await creation_days(session, pipeline_id, as_of, window_days)
+        arrivals = replace(arrivals, shape=fit_shape(created, as_of, window_days, horizon_days))
     rep_count, capacity = await _reps(session)
     leads_each = max(round(capacity / rep_count), 1) if rep_count else 0
     in_model = with_capacity and rep_count > 0 and capacity > 0
@@ -578,11 +613,17 @@ async def calibrate(
 
     model = Model(
         stages=tuple(
-            SimStage(name=fit.name, conversion=fit.conversion, time_in_stage=fit.time_in_stage)
+            SimStage(
+                name=fit.name,
+                conversion=fit.conversion,
+                time_in_stage=fit.time_in_stage,
+                time_uncertainty=_log_sd(fit.mean_days_se, fit.mean_days) if parameter_uncertainty else 0.0,
+            )
             for fit in fits
         ),
         deal_size=LogNormal(deal.mean, deal.sd),
-        arrivals=Arrivals.poisson(arrivals.rate_per_day),
+        deal_size_uncertainty=_log_sd(deal.mean_se, deal.mean) if parameter_uncertainty else 0.0,
+        arrivals=_model_arrivals(arrivals, parameter_uncertainty),
         horizon_days=float(horizon_days),
         reps=Reps(rep_count, leads_each) if in_model else None,
         open_leads=cohorts,

@@ -39,6 +39,11 @@ class Moments:
 def check(model: Model) -> None:
     if model.needs_capacity:
         raise EngineError("the analytic engine has no rep capacity; this model has [reps] — use engine 'des'")
+    if model.has_parameter_uncertainty or model.arrivals.varies:
+        raise EngineError(
+            "the analytic engine has no closed form for uncertain times, deal sizes or arrival rates, or "
+            "for arrivals that vary in time — use 'vectorized'"
+        )
     for group in groups(model):
         _finish_probability(model, group)
 

@@ -8,7 +8,9 @@ or how many workers there are.
 Groups. New leads form group 0 and start at the first stage; each open-lead cohort is a further group
 that starts at its current stage with its age in that stage. Per-trial draws (one row per trial) hold the
 conversion probabilities — Beta ones drawn once per trial, so parameter uncertainty carries into the
-spread — and one uniform per group for its number of wins.
+spread — and one uniform per group for its number of wins. Models that state the uncertainty of their
+times in stage, deal size or arrival rate also get per-trial scale factors ``exp(sd·Z)`` from a stream of
+their own, so models without it draw exactly the numbers they always did.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipesim.distributions import Array
+from pipesim.arrival_profile import expected_count
+from pipesim.distributions import Array, Distribution, Exponential, Fixed
 from pipesim.spec import Model
 
 # Purposes of the streams, the second element of every spawn key.
@@ -29,6 +32,7 @@ WINNERS = 2
 LEADS = 3
 QUEUE_LEADS = 4
 COHORTS = 5  # a group's in-horizon wins and deal sums (``engines.cohorts``)
+PARAMETERS = 6
 
 
 def stream(seed: int, block: int, *key: int) -> np.random.Generator:
@@ -65,6 +69,8 @@ class TrialDraws:
     p: Array  # (trials, stages) conversion probabilities
     win_u: Array  # (trials, groups) uniforms that set each group's number of wins
     new_leads: NDArray[np.int64]  # (trials,) number of new leads
+    time_scale: Array  # (trials, stages) factor on every time in each stage (1: no uncertainty)
+    deal_scale: Array  # (trials,) factor on every drawn deal size
 
 
 def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
@@ -73,12 +79,46 @@ def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
     p = np.empty((trials, n_stages))
     for index, stage in enumerate(model.stages):
         p[:, index] = stage.conversion.ppf(u[:, index])
+    time_scale, deal_scale, rate_scale = _parameter_scales(model, seed, block, trials)
     if model.arrivals.kind == "batch":
         new_leads = np.full(trials, model.arrivals.count, dtype=np.int64)
     else:
-        expected = model.arrivals.rate_per_day * model.horizon_days
-        new_leads = stream(seed, block, ARRIVALS).poisson(expected, trials).astype(np.int64)
-    return TrialDraws(p=p, win_u=u[:, n_stages:], new_leads=new_leads)
+        expected = expected_count(model.arrivals, model.horizon_days)
+        lam = expected if model.arrivals.rate_uncertainty == 0 else expected * rate_scale
+        new_leads = stream(seed, block, ARRIVALS).poisson(lam, trials).astype(np.int64)
+    return TrialDraws(
+        p=p, win_u=u[:, n_stages:], new_leads=new_leads, time_scale=time_scale, deal_scale=deal_scale
+    )
+
+
+def _parameter_scales(model: Model, seed: int, block: int, trials: int) -> tuple[Array, Array, Array]:
+    """Per-trial factors exp(sd·Z) for each stage's times, the deal size and the arrival rate."""
+    n_stages = len(model.stages)
+    if not model.has_parameter_uncertainty:
+        return np.ones((trials, n_stages)), np.ones(trials), np.ones(trials)
+    z = stream(seed, block, PARAMETERS).standard_normal((trials, n_stages + 2))
+    sd_times = np.array([stage.time_uncertainty for stage in model.stages])
+    time_scale = np.exp(z[:, :n_stages] * sd_times)
+    deal_scale = np.exp(z[:, n_stages] * model.deal_size_uncertainty)
+    rate_scale = np.exp(z[:, n_stages + 1] * model.arrivals.rate_uncertainty)
+    return time_scale, deal_scale, rate_scale
+
+
+def scaled_time(duration: Distribution, u: Array, age: float, scale: Array) -> Array:
+    """Time still to spend in a stage whose times are multiplied by ``scale`` (one per row), for a lead
+    already ``age`` days in it: ``scale·T`` conditioned on exceeding the age, minus the age."""
+    if age <= 0:
+        return duration.ppf(u) * scale
+    if np.all(scale == 1.0):
+        return duration.remaining(u, age)
+    if isinstance(duration, Exponential):
+        return duration.ppf(u) * scale  # memoryless at any scale
+    if isinstance(duration, Fixed):
+        return np.maximum(duration.value * scale - age, 0.0)
+    below = duration.cdf(age / scale)
+    gone = below >= 1.0  # older than any time allowed: the stage ends now
+    level = np.where(gone, 0.0, below + u * (1.0 - below))
+    return np.where(gone, 0.0, np.maximum(duration.ppf(level) * scale - age, 0.0))
 
 
 def win_probability_from(p: Array, start: int) -> Array:
@@ -94,6 +134,25 @@ def window(model: Model) -> tuple[float, float]:
 
 
 MAX_WEEKS = 520
+
+
+def fan_days(model: Model) -> Array:
+    """Days at which cumulative revenue is read for the fan chart: each week's end within the horizon and
+    the horizon itself, at most ``MAX_WEEKS`` + 1 of them."""
+    weeks = np.arange(1, min(math.ceil(model.horizon_days / 7), MAX_WEEKS + 1), dtype=np.float64) * 7
+    return np.append(weeks[weeks < model.horizon_days], model.horizon_days)
+
+
+def revenue_by_day(
+    days: Array, trial_of: NDArray[np.int64], finish: Array, deals: Array, trials: int
+) -> Array:
+    """(trials, len(days)) revenue won by each day (wins after the last day are not counted)."""
+    slot = np.searchsorted(days, finish, side="left")
+    inside = slot < len(days)
+    flat = np.bincount(
+        trial_of[inside] * len(days) + slot[inside], weights=deals[inside], minlength=trials * len(days)
+    )
+    return np.cumsum(flat.reshape(trials, len(days)), axis=1)
 
 
 def week_ends(model: Model) -> Array:
@@ -156,6 +215,7 @@ class Outcomes:
     revenue_existing: Array
     wait_days: Array  # mean wait of new leads for a free rep slot (0 without capacity limits)
     flow: Flow | None = None  # per-lead measurements, from engines that model rep capacity
+    revenue_by_day: Array | None = None  # (trials, fan days) cumulative revenue, see :func:`fan_days`
 
     @property
     def trials(self) -> int:
@@ -173,7 +233,12 @@ class Outcomes:
     def concat(parts: list[Outcomes]) -> Outcomes:
         flows = [part.flow for part in parts if part.flow is not None]
         columns = {name: np.concatenate([getattr(part, name) for part in parts]) for name in _OUTCOME_FIELDS}
-        return Outcomes(**columns, flow=Flow.concat(flows) if len(flows) == len(parts) and flows else None)
+        fans = [part.revenue_by_day for part in parts if part.revenue_by_day is not None]
+        return Outcomes(
+            **columns,
+            flow=Flow.concat(flows) if len(flows) == len(parts) and flows else None,
+            revenue_by_day=np.concatenate(fans) if len(fans) == len(parts) and fans else None,
+        )
 
 
 _OUTCOME_FIELDS = ("wins_new", "wins_existing", "revenue_new", "revenue_existing", "wait_days")

@@ -22,14 +22,18 @@ from typing import Any
 import numpy as np
 import simpy
 
+from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
 from pipesim.engines.common import (
     LEADS,
     Flow,
     Group,
     Outcomes,
+    TrialDraws,
     cohort_counts,
+    fan_days,
     groups,
+    scaled_time,
     stream,
     trial_draws,
     window,
@@ -84,6 +88,8 @@ class SalesFloor:
         self.starts: dict[int, float] = {}  # id(lead) -> when it got a slot
         self.finishes: dict[int, float] = {}  # id(lead) -> when it was won or lost
         self.won: set[int] = set()  # id(lead) of leads won by the horizon
+        self.days = fan_days(model)
+        self.by_day = np.zeros(len(self.days))  # revenue won in each fan period (summed at the end)
 
     def open_slot(self, token: int, opening: float, closing: float) -> Generator[Any, Any, None]:
         """Puts slot ``token`` in the store at its opening and takes it out at its closing if idle."""
@@ -131,6 +137,9 @@ class SalesFloor:
             self.wins[kind] += 1
             self.revenue[kind] += lead.deal
             self.won.add(id(lead))
+            period = int(np.searchsorted(self.days, env.now, side="left"))
+            if period < len(self.days):
+                self.by_day[period] += lead.deal
         self.finishes[id(lead)] = env.now
         if slot is not None and self.slots is not None:
             self.slots.release(slot)
@@ -168,9 +177,11 @@ class SalesFloor:
         return flow_of(self.model, arrival.reshape(1, -1), start, finish, waited, won & waited)
 
 
-def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
+def draw_leads(
+    model: Model, rows: Array, group: Group, p: Array, time_scale: Array, deal_scale: float
+) -> list[Lead]:
     """Turns a group's uniform rows (one per lead) into leads. Columns: S conversion, arrival, S times,
-    deal, S work times."""
+    deal, S work times. ``time_scale`` (one per stage) and ``deal_scale`` are the trial's parameter draws."""
     n_stages = len(model.stages)
     if len(rows) == 0:
         return []
@@ -179,22 +190,21 @@ def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
     if group.existing or model.arrivals.kind == "batch":
         arrival = np.zeros(len(rows))
     else:
-        arrival = rows[:, n_stages] * model.horizon_days
+        arrival = arrival_times(model.arrivals, model.horizon_days, rows[:, n_stages])
     times = np.zeros((len(rows), n_stages - group.start))
     work = np.zeros_like(times)
     for column, index in enumerate(range(group.start, n_stages)):
         stage = model.stages[index]
         u = rows[:, n_stages + 1 + index]
-        if index == group.start and group.age_days > 0:
-            times[:, column] = stage.time_in_stage.remaining(u, group.age_days)
-        else:
-            times[:, column] = stage.time_in_stage.ppf(u)
+        age = group.age_days if index == group.start else 0.0
+        scale = np.full(len(rows), time_scale[index])
+        times[:, column] = scaled_time(stage.time_in_stage, u, age, scale)
         if stage.work is not None:
             work[:, column] = stage.work.ppf(rows[:, 2 * n_stages + 2 + index])
     deals = (
         np.full(len(rows), group.value)
         if group.value is not None
-        else model.deal_size.ppf(rows[:, 2 * n_stages + 1])
+        else model.deal_size.ppf(rows[:, 2 * n_stages + 1]) * deal_scale
     )
     order = np.argsort(arrival, kind="stable")
     return [
@@ -211,25 +221,28 @@ def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
     ]
 
 
-def trial_leads(model: Model, seed: int, block: int, trial: int, p: Array, new_leads: int) -> list[Lead]:
+def trial_leads(model: Model, seed: int, block: int, trial: int, draws: TrialDraws) -> list[Lead]:
     width = 3 * len(model.stages) + 2
     leads: list[Lead] = []
-    counts = [new_leads, *cohort_counts(model)]
+    counts = [int(draws.new_leads[trial]), *cohort_counts(model)]
+    p, time_scale, deal_scale = draws.p[trial], draws.time_scale[trial], float(draws.deal_scale[trial])
     for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
         rows = stream(seed, block, LEADS, trial, index).random((count, width))
-        leads += draw_leads(model, rows, group, p)
+        leads += draw_leads(model, rows, group, p, time_scale, deal_scale)
     return leads
 
 
 def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
     draws = trial_draws(model, seed, block, trials)
     out = np.zeros((5, trials))
+    by_day = np.zeros((trials, len(fan_days(model))))
     flows = []
     for trial in range(trials):
         floor = SalesFloor(model)
-        leads = trial_leads(model, seed, block, trial, draws.p[trial], int(draws.new_leads[trial]))
+        leads = trial_leads(model, seed, block, trial, draws)
         floor.run(leads)
         out[:, trial] = (*floor.wins, *floor.revenue, floor.mean_wait)
+        by_day[trial] = np.cumsum(floor.by_day)
         flows.append(floor.flow(leads))
     return Outcomes(
         wins_new=out[0],
@@ -238,4 +251,5 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
         revenue_existing=out[3],
         wait_days=out[4],
         flow=Flow.concat(flows),
+        revenue_by_day=by_day,
     )

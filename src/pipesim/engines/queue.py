@@ -30,13 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
 from pipesim.engines.common import (
     QUEUE_LEADS,
     Flow,
     Outcomes,
     cohort_counts,
+    fan_days,
     groups,
+    revenue_by_day,
+    scaled_time,
     stream,
     trial_draws,
     week_ends,
@@ -78,10 +82,16 @@ class Floor:
 
 
 def _group_rows(
-    model: Model, rng: np.random.Generator, shape: tuple[int, int], p: Array, start: int, age: float
+    model: Model,
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    p: Array,
+    start: int,
+    age: float,
+    time_scale: Array,
 ) -> tuple[Array, NDArray[np.bool_]]:
     """Holding time and won flag of each lead of a ``(trials, leads)`` group, drawing one contiguous
-    uniform array per stage conversion and per time in stage."""
+    uniform array per stage conversion and per time in stage (times scaled by the trial's draw)."""
     n_stages = len(model.stages)
     converts = [rng.random(shape) < p[:, index, None] for index in range(start, n_stages)]
     passed = np.full(shape, n_stages - start)
@@ -91,7 +101,7 @@ def _group_rows(
     for column, index in enumerate(range(start, n_stages)):
         duration = model.stages[index].time_in_stage
         u = rng.random(shape)
-        times = duration.remaining(u, age) if column == 0 and age > 0 else duration.ppf(u)
+        times = scaled_time(duration, u, age if column == 0 else 0.0, time_scale[:, index, None])
         # A lead spends the stage it is lost in too, then leaves (as in the SimPy story).
         times[passed < column] = 0.0
         hold += times
@@ -119,7 +129,9 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
         columns = slice(low, low + count)
         low += count
         rng = stream(seed, block, QUEUE_LEADS, index)
-        hold, won = _group_rows(model, rng, (trials, count), draws.p, group.start, group.age_days)
+        hold, won = _group_rows(
+            model, rng, (trials, count), draws.p, group.start, group.age_days, draws.time_scale
+        )
         floor.hold[:, columns] = hold
         if not group.existing:
             present: NDArray[np.bool_] = np.arange(count)[None, :] < draws.new_leads[:, None]
@@ -129,7 +141,7 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
             if model.arrivals.kind == "poisson":
                 # Arrivals given their count are uniform; sorting them puts the row in queue order, and
                 # the other columns are i.i.d. across leads, so they need not follow.
-                arrival[:] = rng.random((trials, count)) * model.horizon_days
+                arrival[:] = arrival_times(model.arrivals, model.horizon_days, rng.random((trials, count)))
                 arrival[~present] = np.inf
                 arrival.sort(axis=1)
             else:
@@ -137,7 +149,8 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
         floor.won[:, columns] = won
         if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
             deal = np.zeros((trials, count))
-            deal[won] = model.deal_size.ppf(rng.random(int(won.sum())))
+            scale = np.broadcast_to(draws.deal_scale[:, None], (trials, count))[won]
+            deal[won] = model.deal_size.ppf(rng.random(int(won.sum()))) * scale
             floor.deal[:, columns] = deal
         else:
             floor.deal[:, columns] = group.value
@@ -220,12 +233,20 @@ def measure(model: Model, floor: Floor, start: Array) -> tuple[Outcomes, Flow]:
     mean_wait = np.divide(
         np.where(waited, wait, 0.0).sum(axis=1), n_waited, out=np.zeros(len(n_waited)), where=n_waited > 0
     )
+    trial_of, lead = np.nonzero(counted)
     outcomes = Outcomes(
         wins_new=new.sum(axis=1).astype(np.float64),
         wins_existing=existing.sum(axis=1).astype(np.float64),
         revenue_new=np.where(new, floor.deal, 0.0).sum(axis=1),
         revenue_existing=np.where(existing, floor.deal, 0.0).sum(axis=1),
         wait_days=mean_wait,
+        revenue_by_day=revenue_by_day(
+            fan_days(model),
+            trial_of.astype(np.int64),
+            finish[trial_of, lead],
+            floor.deal[trial_of, lead],
+            len(new),
+        ),
     )
     return outcomes, flow_of(model, floor.arrival, start, finish, waited, new & waited)
 
@@ -303,4 +324,5 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
         outcomes.revenue_existing,
         outcomes.wait_days,
         flow=flow,
+        revenue_by_day=outcomes.revenue_by_day,
     )

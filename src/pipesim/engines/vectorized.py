@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
 from pipesim.engines import cohorts
 from pipesim.engines.common import (
@@ -31,7 +32,10 @@ from pipesim.engines.common import (
     Outcomes,
     TrialDraws,
     cohort_counts,
+    fan_days,
     groups,
+    revenue_by_day,
+    scaled_time,
     stream,
     trial_draws,
     win_probability_from,
@@ -61,24 +65,24 @@ def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: i
     return stream(seed, block, WINNERS, group_index, chunk).random((trials, CHUNK, width))
 
 
-def _finish_times_and_deals(model: Model, group: Group, rows: Array) -> tuple[Array, Array]:
-    """Win time (days from the start) and deal size for each winner row."""
+def _finish_times_and_deals(
+    model: Model, group: Group, rows: Array, draws: TrialDraws, trial_of: NDArray[np.int64]
+) -> tuple[Array, Array]:
+    """Win time (days from the start) and deal size for each winner row (row i of trial ``trial_of[i]``)."""
     n_stages = len(model.stages)
     if group.existing or model.arrivals.kind == "batch":
         finish = np.zeros(len(rows))
     else:
-        finish = rows[:, 0] * model.horizon_days  # Poisson arrivals are uniform given their count
+        # Given their count, Poisson arrivals are independent with density rate(t) / its integral.
+        finish = arrival_times(model.arrivals, model.horizon_days, rows[:, 0])
     for index in range(group.start, n_stages):
         duration = model.stages[index].time_in_stage
-        u = rows[:, 1 + index]
-        if index == group.start and group.age_days > 0:
-            finish += duration.remaining(u, group.age_days)
-        else:
-            finish += duration.ppf(u)
+        age = group.age_days if index == group.start else 0.0
+        finish += scaled_time(duration, rows[:, 1 + index], age, draws.time_scale[trial_of, index])
     if group.value is not None:
         deals = np.full(len(rows), group.value)
     else:
-        deals = model.deal_size.ppf(rows[:, n_stages + 1])
+        deals = model.deal_size.ppf(rows[:, n_stages + 1]) * draws.deal_scale[trial_of]
     return finish, deals
 
 
@@ -121,6 +125,8 @@ def simulate_per_winner(model: Model, seed: int, block: int, trials: int) -> Out
     draws = trial_draws(model, seed, block, trials)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
+    days = fan_days(model)
+    by_day = np.zeros((trials, len(days)))
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
         eventual = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start))
         slot = 1 if group.existing else 0
@@ -129,16 +135,18 @@ def simulate_per_winner(model: Model, seed: int, block: int, trials: int) -> Out
             mask = rank[None, :] < eventual[:, None]
             trial_of = np.nonzero(mask)[0]
             rows = _winner_rows(model, seed, block, index, chunk, trials)[mask]
-            finish, deals = _finish_times_and_deals(model, group, rows)
+            finish, deals = _finish_times_and_deals(model, group, rows, draws, trial_of)
             inside = finish <= model.horizon_days
             wins[slot] += np.bincount(trial_of, weights=inside, minlength=trials)
             revenue[slot] += np.bincount(trial_of, weights=deals * inside, minlength=trials)
+            by_day += revenue_by_day(days, trial_of, finish, deals, trials)
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
         revenue_new=revenue[0],
         revenue_existing=revenue[1],
         wait_days=np.zeros(trials),
+        revenue_by_day=by_day,
     )
 
 
@@ -162,7 +170,8 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
         if not open_trials.any():
             break
         rows = _winner_rows(model, seed, block, 0, chunk, trials).reshape(trials * CHUNK, -1)
-        finish, deals = _finish_times_and_deals(model, group, rows)
+        trial_of = np.repeat(np.arange(trials), CHUNK)
+        finish, deals = _finish_times_and_deals(model, group, rows, draws, trial_of)
         counted = (deals * (finish <= model.horizon_days)).reshape(trials, CHUNK)
         running = carried[:, None] + np.cumsum(counted, axis=1)
         reached = running >= short[:, None]

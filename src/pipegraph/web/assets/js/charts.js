@@ -156,3 +156,62 @@ export function histogram(buckets, markers, { title, format, width: desired = 11
   });
   return root;
 }
+
+/**
+ * A fan chart of cumulative revenue over the horizon: bands [{day, p10, p50, p90}] (numbers), the
+ * P10–P90 area, the P50 line and, when given, the goal as a horizontal line. Starts at day 0, revenue 0.
+ */
+export function fanChart(bands, goal, { title, format, width: desired = 1100, height = 300 }) {
+  const width = fitWidth(desired);
+  const pad = { left: 16, right: 16, top: 26, bottom: 30 };
+  const root = frame(width, height, title);
+  if (!bands.length) return root;
+  const points = [{ day: 0, p10: 0, p50: 0, p90: 0 }, ...bands];
+  const lastDay = points.at(-1).day;
+  const top = Math.max(...points.map((p) => p.p90), goal ?? 0, 1e-9);
+  const x = (day) => pad.left + (day / lastDay) * (width - pad.left - pad.right);
+  const y = (value) => height - pad.bottom - (value / top) * (height - pad.top - pad.bottom);
+  const line = (key) => points.map((p) => `${x(p.day)},${y(p[key])}`);
+  const area = [...line("p90"), ...line("p10").reverse()].join(" ");
+  const band = svg("polygon", { points: area, class: "fan-band" });
+  band.append(svg("title", {}, "P10–P90 of revenue won so far"));
+  root.append(band);
+  for (const key of ["p10", "p90"]) root.append(svg("polyline", { points: line(key).join(" "), class: `fan-edge ${key}` }));
+  root.append(svg("polyline", { points: line("p50").join(" "), class: "fan-median" }));
+  const base = height - pad.bottom;
+  root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: base, y2: base, class: "axis" }));
+  // Day labels at least TICK_GAP pixels apart (fewer on a phone), the horizon's always shown.
+  const TICK_GAP = 64;
+  const endX = x(lastDay);
+  let shown = pad.left;
+  root.append(svg("text", { x: pad.left, y: height - 10, class: "tick" }, "today"));
+  points.forEach((p, index) => {
+    const px = x(p.day);
+    const last = index === points.length - 1;
+    if (index === 0 || (!last && (px - shown < TICK_GAP || endX - px < TICK_GAP))) return;
+    shown = px;
+    const anchor = last ? "end" : "middle";
+    root.append(svg("text", { x: px, y: height - 10, "text-anchor": anchor, class: "tick" }, `day ${Math.round(p.day)}`));
+  });
+  const end = points.at(-1);
+  const labels = [
+    { value: end.p90, text: `P90 ${format(end.p90)}`, className: "p90" },
+    { value: end.p50, text: `P50 ${format(end.p50)}`, className: "p50" },
+    { value: end.p10, text: `P10 ${format(end.p10)}`, className: "p10" },
+  ];
+  let previous = -Infinity;
+  for (const label of labels) {
+    // Stacked from the top, at least a line apart, so close percentiles never overprint.
+    const ly = Math.max(y(label.value) + 4, previous + 14);
+    previous = ly;
+    root.append(svg("text", { x: width - pad.right - 4, y: ly, "text-anchor": "end", class: `fan-label ${label.className}` }, label.text));
+  }
+  if (goal !== null && goal !== undefined) {
+    const gy = y(goal);
+    const group = svg("g", { class: "marker goal", "data-marker": "Goal" });
+    group.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: gy, y2: gy }));
+    group.append(svg("text", { x: pad.left + 4, y: gy - 5 }, `Goal ${format(goal)}`));
+    root.append(group);
+  }
+  return root;
+}

@@ -1,8 +1,9 @@
-// The forecast view: the revenue distribution with P10/P50/P90 and the goal line, P(goal), leads
+// The forecast view: the revenue distribution with P10/P50/P90 and the goal line, a fan chart of
+// revenue won by week (P10–P90 band, P50 line, goal line), P(goal), leads
 // needed beside the naive reverse funnel, and what-if controls that rerun a paired comparison.
 
 import { request } from "./graphql.js";
-import { histogram } from "./charts.js";
+import { fanChart, histogram } from "./charts.js";
 import { announce, el, money, number, percent } from "./format.js";
 
 const RANGE = "mean p10 p50 p90";
@@ -14,6 +15,7 @@ const FORECAST_QUERY = `query Forecast($input: ForecastInput!) {
     wins { p10 p50 p90 }
     pGoal { value se }
     histogram { low high trials }
+    revenueByWeek { day p10 p50 p90 }
     fromOpenLeads { p50 }
     fromNewLeads { p50 }
     calibration { stages { stageId name conversion } reps { count } }
@@ -111,6 +113,8 @@ function forecastSection(result) {
   ];
   if (result.goal !== null) markers.push({ value: Number(result.goal), label: "Goal", className: "goal" });
   const buckets = result.histogram.map((b) => ({ low: Number(b.low), high: Number(b.high), trials: b.trials }));
+  const bands = result.revenueByWeek.map((b) => ({ day: b.day, p10: Number(b.p10), p50: Number(b.p50), p90: Number(b.p90) }));
+  const goal = result.goal === null ? null : Number(result.goal);
   return el(
     "div",
     {},
@@ -129,6 +133,12 @@ function forecastSection(result) {
       { class: "card-box", id: "forecast-histogram" },
       el("figcaption", {}, `Revenue within ${number(result.horizonDays)} days, ${number(result.trials)} trials (${result.engine})`),
       histogram(buckets, markers, { title: "Revenue distribution", format }),
+    ),
+    el(
+      "figure",
+      { class: "card-box", id: "forecast-fan" },
+      el("figcaption", {}, `Revenue won so far, week by week: P10–P90 band and P50 line${goal === null ? "" : ", goal line"}`),
+      fanChart(bands, goal, { title: "Cumulative revenue by week, P10/P50/P90", format }),
     ),
   );
 }

@@ -1,0 +1,123 @@
+"""Arrivals that vary in time: a weekday profile and a trend, fitted from the window's creations.
+
+Day ``k`` of the window is the 24 hours starting ``k`` days after its start; the forecast's day ``t`` the
+24 hours starting ``t`` days after ``as_of`` — so a day's weekday is the weekday of ``as_of`` shifted by
+whole days, both in history and in the model (``Arrivals.start_weekday``).
+
+Counts per day are Poisson with mean ``r · w[weekday] · exp(b · t)`` (``t`` in days from ``as_of``,
+negative in the window). Weekday weights are the mean count per weekday relative to the mean (the
+maximum-likelihood answer given the trend); the trend ``b`` is the maximum-likelihood growth rate given the
+weights (Newton steps on one parameter), with its standard error from the observed information. Each is
+kept only when the history supports it: the weekday profile when a chi-square test of the weekday totals
+against a flat week gives p < ``PROFILE_P``, the trend when ``|b| ≥ TREND_Z`` standard errors; otherwise
+the rate stays flat, as before. A kept trend is capped so the rate at most doubles or halves over the
+horizon: extrapolating a trend is the riskiest part of the forecast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from scipy import stats
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipegraph.db.models import Lead
+from pipegraph.services.metrics_sql import at
+
+MIN_DAYS = 28  # whole days of history the profile and trend need
+MIN_CREATED = 50  # creations in the window they need
+PROFILE_P = 0.01
+TREND_Z = 2.0
+MAX_GROWTH = math.log(2.0)  # |b| × horizon at most: the rate at most doubles or halves
+
+
+@dataclass(frozen=True)
+class ArrivalShape:
+    """The fitted shape of arrivals: ``None``/0 where the history does not support one."""
+
+    days: int  # whole days of the window used
+    created: int  # creations in those days
+    weekday: tuple[float, ...] | None  # Monday first, mean 1
+    start_weekday: int  # weekday of ``as_of`` (0 = Monday)
+    trend_per_day: float
+    trend_se: float | None
+    rate_per_day: float  # mean rate at ``as_of`` (weekday mean 1)
+
+
+async def creation_days(
+    session: AsyncSession, pipeline_id: int, as_of: datetime, window_days: float
+) -> list[float]:
+    """Days from ``as_of`` (negative) of the pipeline's creations in the window."""
+    start = as_of - timedelta(days=window_days)
+    statement = select(Lead.created_at).where(
+        Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at <= at(as_of)
+    )
+    return [(created - as_of).total_seconds() / 86_400 for created in (await session.scalars(statement))]
+
+
+def fit_shape(
+    days_from_as_of: list[float], as_of: datetime, window_days: float, horizon_days: float
+) -> ArrivalShape | None:
+    """The weekday profile and trend of creations at ``days_from_as_of``; ``None`` with too little history."""
+    span = min(int(window_days), int(-min(days_from_as_of, default=0.0)) + 1)
+    slots = np.floor(np.asarray(days_from_as_of, dtype=np.float64))  # -span .. -1 (0: exactly at as_of)
+    slots = slots[(slots >= -span) & (slots < 0)]
+    if span < MIN_DAYS or len(slots) < MIN_CREATED:
+        return None
+    counts = np.bincount((slots + span).astype(np.int64), minlength=span).astype(np.float64)
+    t = np.arange(-span, 0, dtype=np.float64) + 0.5  # each day's middle
+    start_weekday = as_of.weekday()
+    weekday_of = (start_weekday + np.arange(-span, 0)) % 7
+    weights, trend, trend_se = np.ones(7), 0.0, None
+    for _ in range(3):  # alternate: weights given the trend, trend given the weights
+        exposure = np.bincount(weekday_of, weights=np.exp(trend * t), minlength=7)
+        totals = np.bincount(weekday_of, weights=counts, minlength=7)
+        weights = np.where(exposure > 0, totals / np.maximum(exposure, 1e-300), 0.0)
+        weights = weights / weights.mean() if weights.mean() > 0 else np.ones(7)
+        trend, trend_se = _trend(counts, t, weights[weekday_of])
+    days_per_weekday = np.bincount(weekday_of, minlength=7).astype(np.float64)
+    totals = np.bincount(weekday_of, weights=counts, minlength=7)
+    expected = totals.sum() * days_per_weekday / days_per_weekday.sum()
+    profile_p = float(stats.chisquare(totals, expected).pvalue)
+    keep_profile = profile_p < PROFILE_P
+    keep_trend = trend_se is not None and abs(trend) >= TREND_Z * trend_se
+    weights = weights if keep_profile else np.ones(7)
+    if keep_trend:
+        trend = float(np.clip(trend, -MAX_GROWTH / horizon_days, MAX_GROWTH / horizon_days))
+    else:
+        trend = 0.0
+    # The rate at as_of: the flat-window count rescaled by the shape's exposure over the window.
+    window_exposure = float(np.sum(weights[weekday_of] * np.exp(trend * t)))
+    return ArrivalShape(
+        days=span,
+        created=int(counts.sum()),
+        weekday=tuple(float(w) for w in weights) if keep_profile else None,
+        start_weekday=start_weekday,
+        trend_per_day=trend,
+        trend_se=trend_se,
+        rate_per_day=float(counts.sum()) / window_exposure,
+    )
+
+
+def _trend(counts: np.ndarray, t: np.ndarray, weights: np.ndarray) -> tuple[float, float | None]:
+    """Maximum-likelihood b of counts ~ Poisson(a · weights · exp(b t)), ``a`` profiled out."""
+    b = 0.0
+    for _ in range(30):
+        mass = weights * np.exp(b * t)
+        if mass.sum() <= 0:
+            return 0.0, None
+        share = mass / mass.sum()
+        mean_t = float(share @ t)
+        score = float(counts @ t) - counts.sum() * mean_t
+        information = counts.sum() * float(share @ (t - mean_t) ** 2)
+        if information <= 0:
+            return 0.0, None
+        step = score / information
+        b += step
+        if abs(step) < 1e-10:
+            break
+    return b, 1.0 / math.sqrt(information)
