@@ -87,7 +87,8 @@ function stackedBars(items, { title, width, centered = false, max: scale = 1e-9 
  */
 export function lineChart(labels, series, { title, width: desired = 1100, height = 240, partial = [], format = (v) => String(Math.round(v)) }) {
   const width = fitWidth(desired);
-  const pad = { left: 58, right: 16, top: 14, bottom: 34 };
+  // The legend sits above the plot, one line per series, so no line runs under it.
+  const pad = { left: 58, right: 16, top: 14 * series.length + 10, bottom: 34 };
   const root = frame(width, height, title);
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const x = (i) => pad.left + (labels.length <= 1 ? 0 : (i / (labels.length - 1)) * (width - pad.left - pad.right));
@@ -109,7 +110,7 @@ export function lineChart(labels, series, { title, width: desired = 1100, height
     }
     root.append(svg("polyline", { points: points(first, last), class: `series full ${s.className ?? ""}` }));
     root.append(
-      svg("text", { x: width - pad.right, y: pad.top + 14 * index, "text-anchor": "end", class: `legend ${s.className ?? ""}` }, s.name),
+      svg("text", { x: width - pad.right, y: 12 + 14 * index, "text-anchor": "end", class: `legend ${s.className ?? ""}` }, s.name),
     );
   });
   return root;
