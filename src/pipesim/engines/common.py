@@ -9,6 +9,13 @@ Groups. New leads form group 0 and start at the first stage; each open-lead coho
 that starts at its current stage with its age in that stage. Per-trial draws (one row per trial) hold the
 conversion probabilities — Beta ones drawn once per trial, so parameter uncertainty carries into the
 spread — and one uniform per group for its number of wins.
+
+Segments. A model with segments draws each segment's conversions per trial too, from a stream of its
+own (so a model without segments sees exactly the numbers it saw before). Given a trial's conversions
+every new lead independently picks a segment by share and then wins with that segment's probability, so
+a new lead wins with probability ``Σ share_s · P_s`` and a winner belongs to segment s with probability
+``share_s · P_s / Σ share_t · P_t``: engines draw wins from the first and each winner's segment from the
+second. An open-lead cohort keeps the segment it names.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ ARRIVALS = 1
 WINNERS = 2
 LEADS = 3
 QUEUE_LEADS = 4
+SEGMENTS = 5
 
 
 def stream(seed: int, block: int, *key: int) -> np.random.Generator:
@@ -42,12 +50,19 @@ class Group:
     age_days: float  # days already spent in that stage
     value: float | None  # known deal size, else drawn from the model's deal size
     existing: bool
+    segment: int | None = None  # an open cohort's segment (index into model.segments)
 
 
 def groups(model: Model) -> list[Group]:
     found = [Group(0, 0.0, None, existing=False)]
     found += [
-        Group(model.stage_index(cohort.stage), cohort.age_days, cohort.value, existing=True)
+        Group(
+            model.stage_index(cohort.stage),
+            cohort.age_days,
+            cohort.value,
+            existing=True,
+            segment=None if cohort.segment is None else model.segment_index(cohort.segment),
+        )
         for cohort in model.open_leads
     ]
     return found
@@ -64,6 +79,22 @@ class TrialDraws:
     p: Array  # (trials, stages) conversion probabilities
     win_u: Array  # (trials, groups) uniforms that set each group's number of wins
     new_leads: NDArray[np.int64]  # (trials,) number of new leads
+    p_segments: Array  # (trials, segments, stages) each segment's conversion probabilities
+
+    def group_p(self, group: Group) -> Array:
+        """(trials, stages) conversions of a group's leads (a cohort's segment's, else the stages')."""
+        return self.p if group.segment is None else self.p_segments[:, group.segment, :]
+
+    def segment_wins(self, model: Model) -> Array:
+        """(trials, segments) ``share_s · P_s``: a new lead's chance to be won in segment s."""
+        shares = np.array([segment.share for segment in model.segments])
+        return np.asarray(np.prod(self.p_segments, axis=2) * shares[None, :], dtype=np.float64)
+
+    def new_lead_win_probability(self, model: Model) -> Array:
+        """(trials,) probability that a new lead is eventually won."""
+        if not model.segments:
+            return win_probability_from(self.p, 0)
+        return np.asarray(self.segment_wins(model).sum(axis=1), dtype=np.float64)
 
 
 def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
@@ -77,7 +108,25 @@ def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
     else:
         expected = model.arrivals.rate_per_day * model.horizon_days
         new_leads = stream(seed, block, ARRIVALS).poisson(expected, trials).astype(np.int64)
-    return TrialDraws(p=p, win_u=u[:, n_stages:], new_leads=new_leads)
+    p_segments = np.empty((trials, len(model.segments), n_stages))
+    if model.segments:
+        su = stream(seed, block, SEGMENTS).random((trials, len(model.segments), n_stages))
+        for s_index, segment in enumerate(model.segments):
+            for index in range(n_stages):
+                if segment.conversions is None:
+                    p_segments[:, s_index, index] = p[:, index]
+                else:
+                    p_segments[:, s_index, index] = segment.conversions[index].ppf(su[:, s_index, index])
+    return TrialDraws(p=p, win_u=u[:, n_stages:], new_leads=new_leads, p_segments=p_segments)
+
+
+def pick_segment(weights: Array, u: Array) -> NDArray[np.int64]:
+    """Per row, the segment whose share of ``weights`` (rows × segments, not normalised) ``u`` falls in."""
+    cumulative = np.cumsum(weights, axis=1)
+    total = cumulative[:, -1:]
+    scaled = u.reshape(-1, 1) * np.where(total > 0, total, 1.0)
+    picked = (cumulative <= scaled).sum(axis=1)
+    return np.asarray(np.minimum(picked, weights.shape[1] - 1), dtype=np.int64)
 
 
 def win_probability_from(p: Array, start: int) -> Array:

@@ -9,7 +9,8 @@ time in stage, then converts or is lost. Wins after the horizon do not count.
 Randomness is per lead: lead j of a trial takes its stage outcomes, times, deal size and work times from
 row j of the trial's lead stream, by inversion — so a variant model (one more rep, a faster stage) sees
 the same leads, and the paired difference isolates the change. All of a trial's draws are made up front,
-vectorised; SimPy then only sequences the events.
+vectorised; SimPy then only sequences the events. With segments, a new lead's row also picks its segment
+by share (last column), whose conversions and deal size it then uses; an open cohort keeps its segment.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from numpy.typing import NDArray
 
 from pipesim.distributions import Array
 from pipesim.engines.common import (
@@ -30,6 +32,7 @@ from pipesim.engines.common import (
     Outcomes,
     cohort_counts,
     groups,
+    pick_segment,
     stream,
     trial_draws,
     window,
@@ -143,13 +146,30 @@ class SalesFloor:
         return flow_of(self.model, arrival.reshape(1, -1), start, finish, waited, won & waited)
 
 
-def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
+def _segments_of(model: Model, rows: Array, group: Group) -> NDArray[np.int64] | None:
+    """Each lead's segment index, or None when the group's leads use the stages' own conversions."""
+    if group.segment is not None:
+        return np.full(len(rows), group.segment, dtype=np.int64)
+    if not model.segments or group.existing:
+        return None
+    shares = np.array([[segment.share for segment in model.segments]])
+    return pick_segment(np.repeat(shares, len(rows), axis=0), rows[:, -1])
+
+
+def draw_leads(
+    model: Model, rows: Array, group: Group, p: Array, p_segments: Array | None = None
+) -> list[Lead]:
     """Turns a group's uniform rows (one per lead) into leads. Columns: S conversion, arrival, S times,
-    deal, S work times."""
+    deal, S work times (and the segment, with segments). ``p_segments``: (segments, S) conversions."""
     n_stages = len(model.stages)
     if len(rows) == 0:
         return []
-    converts = rows[:, group.start : n_stages] < p[group.start :]
+    segment_of = _segments_of(model, rows, group)
+    if segment_of is None or p_segments is None:
+        p_lead = np.broadcast_to(p, (len(rows), n_stages))
+    else:
+        p_lead = p_segments[segment_of]
+    converts = rows[:, group.start : n_stages] < p_lead[:, group.start :]
     passed = np.where(converts.all(axis=1), n_stages - group.start, np.argmin(converts, axis=1))
     if group.existing or model.arrivals.kind == "batch":
         arrival = np.zeros(len(rows))
@@ -166,11 +186,17 @@ def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
             times[:, column] = stage.time_in_stage.ppf(u)
         if stage.work is not None:
             work[:, column] = stage.work.ppf(rows[:, 2 * n_stages + 2 + index])
-    deals = (
-        np.full(len(rows), group.value)
-        if group.value is not None
-        else model.deal_size.ppf(rows[:, 2 * n_stages + 1])
-    )
+    deal_u = rows[:, 2 * n_stages + 1]
+    if group.value is not None:
+        deals = np.full(len(rows), group.value)
+    elif segment_of is None:
+        deals = model.deal_size.ppf(deal_u)
+    else:
+        deals = np.empty(len(rows))
+        for index, segment in enumerate(model.segments):
+            mine = segment_of == index
+            if mine.any():
+                deals[mine] = (segment.deal_size or model.deal_size).ppf(deal_u[mine])
     order = np.argsort(arrival, kind="stable")
     return [
         Lead(
@@ -186,13 +212,21 @@ def draw_leads(model: Model, rows: Array, group: Group, p: Array) -> list[Lead]:
     ]
 
 
-def trial_leads(model: Model, seed: int, block: int, trial: int, p: Array, new_leads: int) -> list[Lead]:
-    width = 3 * len(model.stages) + 2
+def trial_leads(
+    model: Model,
+    seed: int,
+    block: int,
+    trial: int,
+    p: Array,
+    new_leads: int,
+    p_segments: Array | None = None,
+) -> list[Lead]:
+    width = 3 * len(model.stages) + 2 + (1 if model.segments else 0)
     leads: list[Lead] = []
     counts = [new_leads, *cohort_counts(model)]
     for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
         rows = stream(seed, block, LEADS, trial, index).random((count, width))
-        leads += draw_leads(model, rows, group, p)
+        leads += draw_leads(model, rows, group, p, p_segments)
     return leads
 
 
@@ -202,7 +236,15 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
     flows = []
     for trial in range(trials):
         floor = SalesFloor(model)
-        leads = trial_leads(model, seed, block, trial, draws.p[trial], int(draws.new_leads[trial]))
+        leads = trial_leads(
+            model,
+            seed,
+            block,
+            trial,
+            draws.p[trial],
+            int(draws.new_leads[trial]),
+            draws.p_segments[trial],
+        )
         floor.run(leads)
         out[:, trial] = (*floor.wins, *floor.revenue, floor.mean_wait)
         flows.append(floor.flow(leads))

@@ -4,6 +4,8 @@ Per trial and per group of leads, the number of eventual wins is one binomial dr
 ``W = F⁻¹(u; n, P)`` with ``P`` the product of the stage conversions from the group's stage onward —
 equal in distribution to thinning the leads stage by stage. Only the winners then need more randomness:
 an arrival time (Poisson arrivals), a time in each remaining stage for the horizon cut-off, and a deal size.
+With segments, a new winner also takes its segment from its row (the winners' segment mix; see
+``engines.common``), which sets its deal size.
 
 Common random numbers. The k-th winner of a trial takes its arrival, times and deal size from row k of
 its group's winner stream, by inversion. Because ``W`` is an inverse CDF of the same uniform, a variant
@@ -30,6 +32,7 @@ from pipesim.engines.common import (
     TrialDraws,
     cohort_counts,
     groups,
+    pick_segment,
     stream,
     trial_draws,
     win_probability_from,
@@ -55,11 +58,32 @@ def binomial_inverse(u: Array, n: NDArray[np.int64] | int, p: Array) -> NDArray[
 
 
 def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: int, trials: int) -> Array:
-    width = len(model.stages) + 2  # arrival, one time per stage, deal size
+    # arrival, one time per stage, deal size (and the segment, with segments)
+    width = len(model.stages) + 2 + (1 if model.segments else 0)
     return stream(seed, block, WINNERS, group_index, chunk).random((trials, CHUNK, width))
 
 
-def _finish_times_and_deals(model: Model, group: Group, rows: Array) -> tuple[Array, Array]:
+def _deals(model: Model, group: Group, rows: Array, segment_wins: Array | None) -> Array:
+    """Deal size of each winner row; ``segment_wins`` (rows × segments) weighs a new winner's segment."""
+    u = rows[:, len(model.stages) + 1]
+    if group.value is not None:
+        return np.full(len(rows), group.value)
+    if group.segment is not None:
+        return (model.segments[group.segment].deal_size or model.deal_size).ppf(u)
+    if not model.segments or group.existing or segment_wins is None:
+        return model.deal_size.ppf(u)
+    picked = pick_segment(segment_wins, rows[:, -1])
+    deals = np.empty(len(rows))
+    for index, segment in enumerate(model.segments):
+        mine = picked == index
+        if mine.any():
+            deals[mine] = (segment.deal_size or model.deal_size).ppf(u[mine])
+    return deals
+
+
+def _finish_times_and_deals(
+    model: Model, group: Group, rows: Array, segment_wins: Array | None = None
+) -> tuple[Array, Array]:
     """Win time (days from the start) and deal size for each winner row."""
     n_stages = len(model.stages)
     if group.existing or model.arrivals.kind == "batch":
@@ -73,11 +97,7 @@ def _finish_times_and_deals(model: Model, group: Group, rows: Array) -> tuple[Ar
             finish += duration.remaining(u, group.age_days)
         else:
             finish += duration.ppf(u)
-    if group.value is not None:
-        deals = np.full(len(rows), group.value)
-    else:
-        deals = model.deal_size.ppf(rows[:, n_stages + 1])
-    return finish, deals
+    return finish, _deals(model, group, rows, segment_wins)
 
 
 def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
@@ -91,15 +111,21 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
     draws = trial_draws(model, seed, block, trials)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
+    segment_wins = draws.segment_wins(model) if model.segments else None
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
-        eventual = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start))
+        if group.existing:
+            p_win = win_probability_from(draws.group_p(group), group.start)
+        else:
+            p_win = draws.new_lead_win_probability(model)
+        eventual = binomial_inverse(draws.win_u[:, index], leads, p_win)
         slot = 1 if group.existing else 0
         for chunk in range(math.ceil(int(eventual.max(initial=0)) / CHUNK)):
             rank = chunk * CHUNK + np.arange(CHUNK)
             mask = rank[None, :] < eventual[:, None]
             trial_of = np.nonzero(mask)[0]
             rows = _winner_rows(model, seed, block, index, chunk, trials)[mask]
-            finish, deals = _finish_times_and_deals(model, group, rows)
+            weights = None if segment_wins is None else segment_wins[trial_of]
+            finish, deals = _finish_times_and_deals(model, group, rows, weights)
             inside = finish <= model.horizon_days
             wins[slot] += np.bincount(trial_of, weights=inside, minlength=trials)
             revenue[slot] += np.bincount(trial_of, weights=deals * inside, minlength=trials)
@@ -127,12 +153,14 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
     needed_wins = np.where(short <= 0, 0, -1).astype(np.int64)  # -1: not yet reached
     carried = np.zeros(trials)
     group = groups(model)[0]
+    segment_wins = draws.segment_wins(model) if model.segments else None
+    weights = None if segment_wins is None else np.repeat(segment_wins, CHUNK, axis=0)
     for chunk in range(math.ceil(max_winners / CHUNK)):
         open_trials = needed_wins < 0
         if not open_trials.any():
             break
         rows = _winner_rows(model, seed, block, 0, chunk, trials).reshape(trials * CHUNK, -1)
-        finish, deals = _finish_times_and_deals(model, group, rows)
+        finish, deals = _finish_times_and_deals(model, group, rows, weights)
         counted = (deals * (finish <= model.horizon_days)).reshape(trials, CHUNK)
         running = carried[:, None] + np.cumsum(counted, axis=1)
         reached = running >= short[:, None]
@@ -140,7 +168,7 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
         newly = open_trials & reached.any(axis=1)
         needed_wins[newly] = chunk * CHUNK + first[newly] + 1
         carried = running[:, -1]
-    p_win = win_probability_from(draws.p, 0)
+    p_win = draws.new_lead_win_probability(model)
     return _fewest_leads(needed_wins, draws.win_u[:, 0], p_win)
 
 
