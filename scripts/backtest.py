@@ -14,6 +14,7 @@ fresh SQLite file, calibrates there (``as_of`` = cut-off), and asks two question
   actual open leads): did they reach the goal? The naive answer is pipesim's reverse funnel.
 
     python scripts/backtest.py [--backtests 200] [--seed 1] [--workers 2] [--trials 2000] [--truths all]
+        [--segments]
 
 ``--truths`` picks the truths played out (comma-separated, or ``all``): ``exponential`` is the model's
 own assumption; the others each break one of them — ``weibull`` and ``lognormal`` times in stage (same
@@ -127,7 +128,9 @@ def _batch_revenue(truth: TruePipeline, rng: np.random.Generator, leads: int) ->
     return batch.revenue_between(CUT_OFF_DAYS, CUT_OFF_DAYS + HORIZON_DAYS)
 
 
-async def _one(index: int, seed: int, trials: int, directory: str, kind: str) -> Outcome:
+async def _one(
+    index: int, seed: int, trials: int, directory: str, kind: str, segments: bool = False
+) -> Outcome:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     draft = _truth(rng)
     truth = TruePipeline(
@@ -145,6 +148,8 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
         await migrate.upgrade(store.engine)
         pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=CUT_OFF_DAYS)
         async with store.read() as session:
+            # With --segments: the segmented model beside the pooled one (both with fitted families).
+            variants = [(True, True), (True, False)] if segments else [(True, False), (False, False)]
             new, old = [
                 await calibrate(
                     session,
@@ -152,8 +157,9 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
                     horizon_days=HORIZON_DAYS,
                     as_of=as_of,
                     time_families=families,
+                    segments=segmented,
                 )
-                for families in (True, False)
+                for families, segmented in variants
             ]
     finally:
         await store.dispose()
@@ -193,8 +199,8 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
     )
 
 
-def run_one(index: int, seed: int, trials: int, directory: str, kind: str) -> Outcome:
-    return asyncio.run(_one(index, seed, trials, directory, kind))
+def run_one(index: int, seed: int, trials: int, directory: str, kind: str, segments: bool = False) -> Outcome:
+    return asyncio.run(_one(index, seed, trials, directory, kind, segments))
 
 
 def _share(hits: np.ndarray) -> str:
@@ -238,6 +244,12 @@ def main() -> None:
         default="exponential",
         help=f"comma-separated truths, or 'all' (default exponential); one of {', '.join(TRUTHS)}",
     )
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="compare the model with segments (source, owner) against the pooled one, instead of "
+        "fitted families against the exponential model",
+    )
     args = parser.parse_args()
     kinds = list(TRUTHS) if args.truths == "all" else [kind.strip() for kind in args.truths.split(",")]
     unknown = [kind for kind in kinds if kind not in TRUTHS]
@@ -249,7 +261,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory, ProcessPoolExecutor(args.workers) as pool:
         futures = {
             kind: [
-                pool.submit(run_one, index, args.seed, args.trials, directory, kind)
+                pool.submit(run_one, index, args.seed, args.trials, directory, kind, args.segments)
                 for index in range(args.backtests)
             ]
             for kind in kinds
@@ -264,7 +276,10 @@ def main() -> None:
     )
     print(f"cut-off after {CUT_OFF_DAYS:g} days of history, horizon {HORIZON_DAYS:g} days")
     print()
-    print("Each cell: the model with fitted families of times in stage · the exponential model.")
+    if args.segments:
+        print("Each cell: the model with segments (source, owner) · the pooled model (both fitted families).")
+    else:
+        print("Each cell: the model with fitted families of times in stage · the exponential model.")
     print()
     print(
         "| truth | P10–P90 contains realised (nominal 80%) | below P10 / above P90 | MAPE of P50 "

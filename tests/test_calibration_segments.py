@@ -3,15 +3,20 @@ of new leads, open leads in their segment, and the exported model read back by p
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
+from metrics_fixture import load
 
+from pipegraph.cli import main
+from pipegraph.db import migrate
 from pipegraph.db.session import Store
 from pipegraph.services.calibration import Calibration, calibrate
 from pipegraph.services.calibration_synthetic import TruePipeline, TrueSource, generate, write_history
-from pipesim import from_toml
+from pipesim import forecast, from_toml
 from pipesim.segments import shift_source, without_owner
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
@@ -92,3 +97,27 @@ async def test_reps_are_pooled_and_a_rep_can_leave(store: Store) -> None:
     gone = without_owner(model, weak.owner or "")
     assert gone.win_probability > model.win_probability
     assert all(c.segment != weak.name for c in gone.open_leads)
+
+
+def test_export_model_with_segments_writes_toml_that_pipesim_reads(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def prepare() -> None:
+        store = Store.from_url(database_url)
+        try:
+            await migrate.upgrade(store.engine)
+            await load(store)
+        finally:
+            await store.dispose()
+
+    asyncio.run(prepare())
+    argv = ["export-model", "--database-url", database_url, "--pipeline", "Fixture", "--segments"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "# segment " in out
+    model = from_toml(out)
+    assert model.segments
+    assert math.isclose(sum(segment.share for segment in model.segments), 1.0)
+    assert sum(cohort.count for cohort in model.open_leads) == 4
+    assert all(cohort.segment is not None for cohort in model.open_leads)
+    assert forecast(model, trials=200, seed=1).revenue_existing.mean > 0  # runs as exported

@@ -154,6 +154,7 @@ class CalibrationReport:
     open_leads: int
     open_cohorts: int
     notes: tuple[str, ...] = field(default=())
+    segments: tuple[tuple[Segment, float], ...] = ()  # each segment and its win probability
 
 
 @dataclass(frozen=True)
@@ -691,6 +692,7 @@ async def calibrate(
         open_leads=sum(cohort.count for cohort in cohorts),
         open_cohorts=len(cohorts),
         notes=tuple(notes),
+        segments=tuple((segment, model.segment_win_probability(segment)) for segment in model.segments),
     )
     return Calibration(model=model, report=report)
 
@@ -717,15 +719,27 @@ def describe(report: CalibrationReport) -> list[str]:
         + ("" if reps.in_model else " (not in the model: add a [reps] table to simulate capacity)")
     )
     lines.append(f"open leads: {report.open_leads} in {report.open_cohorts} cohorts")
+    lines += [
+        f"segment {segment.name}: {segment.share:.1%} of new leads, wins {win:.3f} of them"
+        for segment, win in report.segments
+    ]
     return lines + [f"note: {note}" for note in report.notes]
 
 
 async def export_model(
-    session: AsyncSession, *, pipeline_name: str, horizon_days: float, as_of: datetime | None = None
+    session: AsyncSession,
+    *,
+    pipeline_name: str,
+    horizon_days: float,
+    as_of: datetime | None = None,
+    segments: bool = False,
 ) -> str:
     """The calibrated model as pipesim TOML, headed by comments that say what stands behind it;
-    ``as_of`` calibrates on the history up to then (what the model would have been)."""
+    ``as_of`` calibrates on the history up to then (what the model would have been); ``segments`` adds
+    conversion by source and owner."""
     pipeline_id = await pipeline_id_for_name(session, pipeline_name)
-    result = await calibrate(session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of)
+    result = await calibrate(
+        session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of, segments=segments
+    )
     header = "".join(f"# {line}\n" for line in describe(result.report))
     return header + "\n" + result.model.to_toml()
