@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from metrics_fixture import load
 
+from metrics_fixture import load
 from pipegraph.cli import main
 from pipegraph.db import migrate
 from pipegraph.db.session import Store
