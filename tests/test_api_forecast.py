@@ -133,7 +133,7 @@ async def test_forecast_matches_the_exact_mean_of_the_calibrated_model(
     }
     data = (await client.run(FORECAST, variables))["forecast"]
     async with store.read() as session:
-        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60)).model
+        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60, segments=True)).model
     exact = exact_mean_revenue(model)
     revenue = data["revenue"]
     mean, se = float(revenue["mean"]), float(revenue["se"])
@@ -255,7 +255,9 @@ async def test_a_forecast_as_of_a_past_moment_uses_the_history_up_to_then(
 ODDS = """
 query($p: ID!, $h: Int!) {
   leads(pipelineId: $p, first: 40) {
-    edges { node { status daysInStage winProbability(horizonDays: $h) stage { name } } }
+    edges {
+      node { status daysInStage winProbability(horizonDays: $h) stage { name } source owner { email } }
+    }
   }
 }
 """
@@ -267,13 +269,16 @@ async def test_each_open_lead_has_its_odds_of_winning_within_the_horizon(
     data = await client.run(ODDS, {"p": _gid(pipeline_id), "h": 60})
     leads = [edge["node"] for edge in data["leads"]["edges"]]
     async with store.read() as session:
-        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60)).model
+        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60, segments=True)).model
     assert any(lead["status"] == "OPEN" for lead in leads)
     for lead in leads:
         if lead["status"] != "OPEN":
             assert lead["winProbability"] is None
             continue
-        expected = win_probability(model, lead["stage"]["name"], lead["daysInStage"], 60)
+        owner = None if lead["owner"] is None else lead["owner"]["email"]
+        expected = win_probability(
+            model, lead["stage"]["name"], lead["daysInStage"], 60, lead["source"], owner
+        )
         assert expected is not None
         assert 0 <= lead["winProbability"] <= 1
         assert lead["winProbability"] == pytest.approx(expected, abs=0.02)  # calibrated a moment apart

@@ -121,3 +121,21 @@ def test_export_model_with_segments_writes_toml_that_pipesim_reads(
     assert sum(cohort.count for cohort in model.open_leads) == 4
     assert all(cohort.segment is not None for cohort in model.open_leads)
     assert forecast(model, trials=200, seed=1).revenue_existing.mean > 0  # runs as exported
+
+
+def test_a_leads_odds_use_its_segment() -> None:
+    """Odds by segment: the (source, owner) cell, else the source's owner-less cell, else the stages'."""
+    from pipegraph.services.forecasting.lead_odds import win_probability
+    from pipesim import Arrivals, Fixed, FixedProbability, Model, Segment, Stage
+
+    stages = (Stage("a", FixedProbability(0.5), Fixed(1.0)), Stage("b", FixedProbability(0.4), Fixed(1.0)))
+    cells = (
+        Segment("web / ann", 0.5, (FixedProbability(0.9), FixedProbability(0.8)), None, "web", "ann"),
+        Segment("web", 0.5, (FixedProbability(0.6), FixedProbability(0.5)), None, "web"),
+    )
+    model = Model(stages, Fixed(1.0), Arrivals.batch(0), 30.0, segments=cells)
+    assert win_probability(model, "a", 0.0, 30, "web", "ann") == pytest.approx(0.72)
+    assert win_probability(model, "a", 0.0, 30, "web", "bob") == pytest.approx(0.30)
+    assert win_probability(model, "b", 0.0, 30, "web", "ann") == pytest.approx(0.8)
+    assert win_probability(model, "a", 0.0, 30, "phone", "ann") == pytest.approx(0.20)
+    assert win_probability(model, "a", 0.0, 1.5, "web", "ann") == 0.0  # two days of stages left
