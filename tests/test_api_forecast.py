@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,13 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy import integrate, linalg
+from sqlalchemy import select
 
 from api_support import Client, make_client
 from pipegraph.api import ids
+from pipegraph.db.models import User
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
 from pipegraph.services.calibration import calibrate
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
+from pipegraph.services.calibration_synthetic import TruePipeline, TrueSource, generate, write_history
 from pipegraph.services.forecasting.lead_odds import win_probability
 from pipesim import Model
 
@@ -329,3 +332,28 @@ def test_money_is_rounded_to_cents() -> None:
 
     assert money(1234.5678) == Decimal("1234.57")
     assert money(0.0) == Decimal("0.00")
+
+
+async def test_what_if_by_segment_shifts_sources_and_lets_a_rep_go(client: Client, store: Store) -> None:
+    truth = replace(
+        TRUTH,
+        sources=(TrueSource("cold outreach", 0.6, 0.6), TrueSource("referral", 0.4, 1.4)),
+        rep_strengths=(0.6, 1.2),
+    )
+    lives = generate(truth, np.random.default_rng(12), DAYS)
+    pk = await write_history(store, truth, lives, origin=utcnow() - timedelta(days=DAYS), until=DAYS)
+    base = {"pipelineId": _gid(pk), "horizonDays": 60, "trials": 400}
+    shift = {"shiftFraction": 0.5, "shiftFromSource": "cold outreach", "shiftToSource": "referral"}
+    data = (await client.run(WHAT_IF, {"input": {**base, "changes": [shift]}}))["whatIf"]
+    assert float(data["variant"]["mean"]) > float(data["base"]["mean"])  # referral converts better
+    assert data["changes"] == ["50% of new cold outreach leads come from referral instead"]
+    async with store.read() as session:
+        model = (await calibrate(session, pipeline_id=pk, horizon_days=60, segments=True)).model
+        weakest = min((s for s in model.segments if s.owner), key=lambda s: model.segment_win_probability(s))
+        user_id = (await session.execute(select(User.id).where(User.email == weakest.owner))).scalar_one()
+    leaves = {"repLeaves": ids.encode("User", user_id)}
+    data = (await client.run(WHAT_IF, {"input": {**base, "changes": [leaves]}}))["whatIf"]
+    assert float(data["variant"]["mean"]) > float(data["base"]["mean"])  # the weaker rep's leads do better
+    bad = {**shift, "shiftToSource": "fax"}
+    body = (await client.raw(WHAT_IF, {"input": {**base, "changes": [bad]}})).json()
+    assert body["errors"][0]["extensions"]["field"] == "input.changes[0].shiftToSource"
