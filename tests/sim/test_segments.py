@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +212,18 @@ def test_a_rep_leaving_spreads_their_leads_and_pools_their_open_leads() -> None:
 def test_what_if_by_segment_refuses_what_the_model_cannot_express(call: object, field: str) -> None:
     with pytest.raises(QuestionError, match=f"^{field}:"):
         call(segmented())  # type: ignore[operator]
+
+
+def test_the_command_line_compares_by_segment(tmp_path: Path) -> None:
+    from pipesim.cli import main
+
+    path = tmp_path / "model.toml"
+    path.write_text(segmented().to_toml(), encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["compare", str(path), "--shift-source", "cold", "referral", "0.2", "--trials", "500", "--json"]
+    assert main(argv, out, err) == 0
+    assert json.loads(out.getvalue())["difference"]["mean"] > 0
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["compare", str(path), "--rep-leaves", "carol", "--trials", "50"], out, err) == 2
+    assert "owner: unknown owner 'carol'" in err.getvalue()
+    assert main(["compare", str(path), "--trials", "50"], out, err) == 2
