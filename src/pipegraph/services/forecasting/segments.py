@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -184,10 +185,9 @@ def _merged(found: list[Segment], total: int) -> tuple[Segment, ...]:
 
 
 def lognormal_deal(values_cents: list[int], minimum: int) -> Distribution | None:
+    """A log-normal by maximum likelihood on won values (cents); None with fewer than ``minimum``."""
     if len(values_cents) < minimum:
         return None
-    import numpy as np
-
     logs = np.log(np.asarray(values_cents, dtype=np.float64) / 100)
     mu, sigma = float(np.mean(logs)), float(np.std(logs))
     mean = float(np.exp(mu + sigma**2 / 2))
