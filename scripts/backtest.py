@@ -25,6 +25,10 @@ and trend where the history shows them) and the old one (exponential times, only
 a flat arrival rate).
 
     python scripts/backtest.py [--backtests 100] [--truths all] [--demo-seeds 1,2,3,4,5,6] [--workers 1]
+        [--segments]
+
+``--segments`` compares the segmented model (conversion per source and owner, partially pooled) with
+the same model without segments instead.
 
 ``--truths`` picks the truths played out (comma-separated, ``all`` or ``none``): ``exponential`` is the
 model's own assumption; the others each break one of them — ``weibull`` and ``lognormal`` times in stage
@@ -120,9 +124,18 @@ class Outcome:
     naive_reached: bool | None = None
 
 
-async def _calibrate_both(store: Store, pipeline_id: int, as_of: datetime) -> tuple[Calibration, Calibration]:
+async def _calibrate_both(
+    store: Store, pipeline_id: int, as_of: datetime, segments: bool = False
+) -> tuple[Calibration, Calibration]:
+    """The new model and the one it is compared with: the old model, or with ``segments`` the new model
+    without segments (so the rows show what segments add)."""
     async with store.read() as session:
-        new = await calibrate(session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of)
+        new = await calibrate(
+            session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of, segments=segments
+        )
+        if segments:
+            old = await calibrate(session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of)
+            return new, old
         old = await calibrate(
             session,
             pipeline_id=pipeline_id,
@@ -182,7 +195,9 @@ def _odds(model: pipesim.Model, leads: list[tuple[str, float]]) -> tuple[float, 
     return tuple(win_probability(model, stage, age, HORIZON_DAYS) or 0.0 for stage, age in leads)
 
 
-async def _one(index: int, seed: int, trials: int, directory: str, kind: str) -> Outcome:
+async def _one(
+    index: int, seed: int, trials: int, directory: str, kind: str, segments: bool = False
+) -> Outcome:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     draft = _truth(rng)
     truth = replace(draft, deal_sd=draft.deal_mean * float(rng.uniform(0.3, 1.0)))
@@ -192,7 +207,7 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
     try:
         await migrate.upgrade(store.engine)
         pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=CUT_OFF_DAYS)
-        new, old = await _calibrate_both(store, pipeline_id, ORIGIN + timedelta(days=CUT_OFF_DAYS))
+        new, old = await _calibrate_both(store, pipeline_id, ORIGIN + timedelta(days=CUT_OFF_DAYS), segments)
     finally:
         await store.dispose()
     realised = lives.revenue_between(CUT_OFF_DAYS, CUT_OFF_DAYS + HORIZON_DAYS)
@@ -237,14 +252,14 @@ async def _one(index: int, seed: int, trials: int, directory: str, kind: str) ->
     )
 
 
-def run_one(index: int, seed: int, trials: int, directory: str, kind: str) -> Outcome:
-    return asyncio.run(_one(index, seed, trials, directory, kind))
+def run_one(index: int, seed: int, trials: int, directory: str, kind: str, segments: bool = False) -> Outcome:
+    return asyncio.run(_one(index, seed, trials, directory, kind, segments))
 
 
 # --- the demo data, split in time -----------------------------------------------------------------------
 
 
-async def _demo(demo_seed: int, trials: int, directory: str) -> list[Outcome]:
+async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = False) -> list[Outcome]:
     store = Store.from_url(f"sqlite:///{Path(directory) / f'demo_{demo_seed}.sqlite3'}")
     as_of = DEMO_NOW - timedelta(days=HORIZON_DAYS)
     outcomes = []
@@ -254,7 +269,7 @@ async def _demo(demo_seed: int, trials: int, directory: str) -> list[Outcome]:
         async with store.read() as session:
             pipelines = list((await session.scalars(select(Pipeline.id).order_by(Pipeline.id))).all())
         for pipeline_id in pipelines:
-            new, old = await _calibrate_both(store, pipeline_id, as_of)
+            new, old = await _calibrate_both(store, pipeline_id, as_of, segments)
             async with store.read() as session:
                 realised = await _demo_won_value(session, pipeline_id, as_of)
                 leads, won = await _demo_open_leads(session, pipeline_id, as_of)
@@ -328,8 +343,8 @@ async def _demo_open_leads(
     return leads, tuple(row.lead_id in winners for row in stays)
 
 
-def run_demo(demo_seed: int, trials: int, directory: str) -> list[Outcome]:
-    return asyncio.run(_demo(demo_seed, trials, directory))
+def run_demo(demo_seed: int, trials: int, directory: str, segments: bool = False) -> list[Outcome]:
+    return asyncio.run(_demo(demo_seed, trials, directory, segments))
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -451,6 +466,11 @@ def main() -> None:
         default="1,2,3,4,5,6",
         help="demo data seeds for the time-split backtest, comma-separated; '' for none (default 1–6)",
     )
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="compare the segmented model (conversion by source and owner) with the same model without segments",
+    )
     args = parser.parse_args()
     if args.truths == "all":
         kinds = list(TRUTHS)
@@ -471,10 +491,10 @@ def main() -> None:
     started = time.perf_counter()
     results: dict[str, list[Outcome]] = {}
     with tempfile.TemporaryDirectory() as directory, _executor(args.workers) as pool:
-        demo_futures = [pool.submit(run_demo, seed, args.trials, directory) for seed in demo_seeds]
+        demo_futures = [pool.submit(run_demo, seed, args.trials, directory, args.segments) for seed in demo_seeds]
         futures = {
             kind: [
-                pool.submit(run_one, index, args.seed, args.trials, directory, kind)
+                pool.submit(run_one, index, args.seed, args.trials, directory, kind, args.segments)
                 for index in range(args.backtests)
             ]
             for kind in kinds
@@ -490,7 +510,10 @@ def main() -> None:
     )
     print(f"synthetic: cut-off after {CUT_OFF_DAYS:g} days of history; horizon {HORIZON_DAYS:g} days")
     print()
-    print("Each cell: the new model · the old model.")
+    if args.segments:
+        print("Each cell: the segmented model · the same model without segments.")
+    else:
+        print("Each cell: the new model · the old model.")
     print()
     print(
         "| truth | backtests | P10–P90 contains realised (nominal 80%) | below P10 / above P90 | MAPE of P50 "

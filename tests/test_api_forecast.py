@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,13 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy import integrate, linalg
+from sqlalchemy import select
 
 from api_support import Client, make_client
 from pipegraph.api import ids
+from pipegraph.db.models import User
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
 from pipegraph.services.calibration import calibrate
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
+from pipegraph.services.calibration_synthetic import TruePipeline, TrueSource, generate, write_history
 from pipegraph.services.forecasting.lead_odds import win_probability
 from pipesim import Model
 
@@ -133,7 +136,7 @@ async def test_forecast_matches_the_exact_mean_of_the_calibrated_model(
     }
     data = (await client.run(FORECAST, variables))["forecast"]
     async with store.read() as session:
-        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60)).model
+        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60, segments=True)).model
     exact = exact_mean_revenue(model)
     revenue = data["revenue"]
     mean, se = float(revenue["mean"]), float(revenue["se"])
@@ -255,7 +258,9 @@ async def test_a_forecast_as_of_a_past_moment_uses_the_history_up_to_then(
 ODDS = """
 query($p: ID!, $h: Int!) {
   leads(pipelineId: $p, first: 40) {
-    edges { node { status daysInStage winProbability(horizonDays: $h) stage { name } } }
+    edges {
+      node { status daysInStage winProbability(horizonDays: $h) stage { name } source owner { email } }
+    }
   }
 }
 """
@@ -267,13 +272,16 @@ async def test_each_open_lead_has_its_odds_of_winning_within_the_horizon(
     data = await client.run(ODDS, {"p": _gid(pipeline_id), "h": 60})
     leads = [edge["node"] for edge in data["leads"]["edges"]]
     async with store.read() as session:
-        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60)).model
+        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60, segments=True)).model
     assert any(lead["status"] == "OPEN" for lead in leads)
     for lead in leads:
         if lead["status"] != "OPEN":
             assert lead["winProbability"] is None
             continue
-        expected = win_probability(model, lead["stage"]["name"], lead["daysInStage"], 60)
+        owner = None if lead["owner"] is None else lead["owner"]["email"]
+        expected = win_probability(
+            model, lead["stage"]["name"], lead["daysInStage"], 60, lead["source"], owner
+        )
         assert expected is not None
         assert 0 <= lead["winProbability"] <= 1
         assert lead["winProbability"] == pytest.approx(expected, abs=0.02)  # calibrated a moment apart
@@ -376,3 +384,26 @@ async def test_capacity_plan_refuses_bad_input_naming_the_field(client: Client, 
         variables = {"input": {"pipelineId": _gid(pipeline_id), key: value}}
         body = (await client.raw(CAPACITY_PLAN, variables)).json()
         assert body["errors"][0]["extensions"]["field"] == field, body
+async def test_what_if_by_segment_shifts_sources_and_lets_a_rep_go(client: Client, store: Store) -> None:
+    truth = replace(
+        TRUTH,
+        sources=(TrueSource("cold outreach", 0.6, 0.6), TrueSource("referral", 0.4, 1.4)),
+        rep_strengths=(0.6, 1.2),
+    )
+    lives = generate(truth, np.random.default_rng(12), DAYS)
+    pk = await write_history(store, truth, lives, origin=utcnow() - timedelta(days=DAYS), until=DAYS)
+    base = {"pipelineId": _gid(pk), "horizonDays": 60, "trials": 400}
+    shift = {"shiftFraction": 0.5, "shiftFromSource": "cold outreach", "shiftToSource": "referral"}
+    data = (await client.run(WHAT_IF, {"input": {**base, "changes": [shift]}}))["whatIf"]
+    assert float(data["variant"]["mean"]) > float(data["base"]["mean"])  # referral converts better
+    assert data["changes"] == ["50% of new cold outreach leads come from referral instead"]
+    async with store.read() as session:
+        model = (await calibrate(session, pipeline_id=pk, horizon_days=60, segments=True)).model
+        weakest = min((s for s in model.segments if s.owner), key=lambda s: model.segment_win_probability(s))
+        user_id = (await session.execute(select(User.id).where(User.email == weakest.owner))).scalar_one()
+    leaves = {"repLeaves": ids.encode("User", user_id)}
+    data = (await client.run(WHAT_IF, {"input": {**base, "changes": [leaves]}}))["whatIf"]
+    assert float(data["variant"]["mean"]) > float(data["base"]["mean"])  # the weaker rep's leads do better
+    bad = {**shift, "shiftToSource": "fax"}
+    body = (await client.raw(WHAT_IF, {"input": {**base, "changes": [bad]}})).json()
+    assert body["errors"][0]["extensions"]["field"] == "input.changes[0].shiftToSource"

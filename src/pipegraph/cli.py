@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WHEN",
         help="calibrate on the history up to WHEN (ISO 8601; a date alone means the end of that day, UTC)",
     )
+    export_model.add_argument(
+        "--segments",
+        action="store_true",
+        help="add segments: conversion by source and owner (partially pooled), their mix, deal sizes",
+    )
     export_model.set_defaults(handler=_export_model)
     cli_webhooks.register(commands, database, _run_with_settings)
 
@@ -497,7 +502,11 @@ def _export_model(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         async with store.read() as session:
             sys.stdout.write(
                 await export_model(
-                    session, pipeline_name=args.pipeline, horizon_days=args.horizon_days, as_of=args.as_of
+                    session,
+                    pipeline_name=args.pipeline,
+                    horizon_days=args.horizon_days,
+                    as_of=args.as_of,
+                    segments=args.segments,
                 )
             )
         return 0

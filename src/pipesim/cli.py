@@ -13,12 +13,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from pipesim import questions
+from pipesim import questions, segments
 from pipesim.engines import ENGINE_NAMES
-from pipesim.errors import PipesimError
+from pipesim.errors import PipesimError, QuestionError
 from pipesim.parallel import executor_for
 from pipesim.results import CapacityPlan, Comparison, Forecast, LeadsNeeded, Sensitivity, Summary
-from pipesim.spec import load_model
+from pipesim.spec import Model, load_model
 
 
 class ProgressBar:
@@ -63,7 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     leads.add_argument("--goal", type=float, required=True, help="revenue goal within the horizon")
     leads.add_argument("--confidence", type=float, default=0.9, help="required P(goal), default 0.9")
     compare = command("compare", "Paired what-if: the same simulated leads under MODEL and VARIANT.")
-    compare.add_argument("variant", metavar="VARIANT", help="variant model file (same stages)")
+    compare.add_argument(
+        "variant", metavar="VARIANT", nargs="?", help="variant model file (same stages); default MODEL"
+    )
+    compare.add_argument(
+        "--shift-source",
+        nargs=3,
+        metavar=("FROM", "TO", "FRACTION"),
+        help="what-if by segment: FRACTION of the new leads of source FROM arrive as source TO leads",
+    )
+    compare.add_argument(
+        "--rep-leaves",
+        metavar="OWNER",
+        help="what-if by segment: OWNER leaves (their new leads spread, their open leads pooled)",
+    )
     compare.add_argument("--goal", type=float, help="also report the change in P(revenue >= GOAL)")
     sensitivity = command("sensitivity", "Which stage's improvement moves the outcome most (the bottleneck).")
     sensitivity.add_argument("--goal", type=float, help="rank by the change in P(revenue >= GOAL)")
@@ -248,6 +261,23 @@ def _render_capacity(result: CapacityPlan) -> str:
     return "\n".join(lines)
 
 
+def _variant(model: Model, args: argparse.Namespace) -> Model:
+    """VARIANT (default MODEL) with the segment what-ifs applied."""
+    if args.variant is None and args.shift_source is None and args.rep_leaves is None:
+        raise QuestionError("VARIANT: give a variant model file, --shift-source or --rep-leaves")
+    variant = model if args.variant is None else load_model(args.variant)
+    if args.shift_source is not None:
+        source, target, fraction = args.shift_source
+        try:
+            share = float(fraction)
+        except ValueError:
+            raise QuestionError(f"fraction: must be a number in [0, 1], got {fraction!r}") from None
+        variant = segments.shift_source(variant, source, target, share)
+    if args.rep_leaves is not None:
+        variant = segments.without_owner(variant, args.rep_leaves)
+    return variant
+
+
 def _run(
     args: argparse.Namespace, progress: ProgressBar
 ) -> Forecast | LeadsNeeded | Comparison | Sensitivity | CapacityPlan:
@@ -271,7 +301,7 @@ def _run(
         if args.command == "leads-needed":
             return questions.leads_needed(model, args.goal, args.confidence, **common)
         if args.command == "compare":
-            return questions.compare(model, load_model(args.variant), goal=args.goal, **common)
+            return questions.compare(model, _variant(model, args), goal=args.goal, **common)
         return questions.sensitivity(model, goal=args.goal, improvement=args.improvement, **common)
 
 

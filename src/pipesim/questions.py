@@ -290,7 +290,7 @@ def _bisect_rate(
         _, out = simulate(variant, trials, seed, engine=engine, executor=executor)
         return Estimate.proportion(out.revenue >= goal)
 
-    per_lead = model.win_probability * model.deal_size.mean
+    per_lead = model.win_probability * model.mean_deal_size
     high = max(7 * goal / max(per_lead, 1e-12) / model.horizon_days, 1e-6)
     low, found = 0.0, p_goal(high)
     while found.value < confidence:

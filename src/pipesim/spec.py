@@ -1,4 +1,4 @@
-"""The model: stages, conversions, times in stage, deal sizes, arrivals, reps, open leads, horizon.
+"""The model: stages, conversions, times in stage, deal sizes, arrivals, reps, open leads, segments, horizon.
 
 A model is a tree of frozen dataclasses, built either in code (``Model(stages=(Stage(...), ...), ...)``)
 or from a TOML/JSON file via :func:`load_model`. Parsing collects every problem before raising one
@@ -159,6 +159,28 @@ class OpenLeads:
     count: int
     age_days: float = 0.0
     value: float | None = None
+    segment: str | None = None  # the segment the leads belong to; None: the stages' own conversions
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A kind of lead — a source, an owner, or both — with its own conversions and deal size.
+
+    Each new lead draws its segment from the model's mix (``share``); an open-lead cohort names its
+    segment. ``conversions`` has one entry per stage; ``None`` (or no deal size) means the model's own."""
+
+    name: str
+    share: float
+    conversions: tuple[Conversion, ...] | None = None
+    deal_size: Distribution | None = None
+    source: str | None = None
+    owner: str | None = None
+
+    def conversion(self, stages: tuple[Stage, ...], index: int) -> Conversion:
+        return stages[index].conversion if self.conversions is None else self.conversions[index]
+
+
+SHARE_TOLERANCE = 1e-6  # segment shares must sum to 1 within this
 
 
 @dataclass(frozen=True)
@@ -186,6 +208,7 @@ class Model:
             or self.arrivals.rate_uncertainty > 0
             or any(stage.time_uncertainty > 0 for stage in self.stages)
         )
+    segments: tuple[Segment, ...] = ()
 
     def __post_init__(self) -> None:
         issues = _check_model(self)
@@ -201,8 +224,30 @@ class Model:
 
     @property
     def win_probability(self) -> float:
-        """Expected probability that a new lead is eventually won (product of mean conversions)."""
-        return math.prod(stage.conversion.mean for stage in self.stages)
+        """Expected probability that a new lead is eventually won (product of mean conversions; with
+        segments, their mix of such products)."""
+        if not self.segments:
+            return math.prod(stage.conversion.mean for stage in self.stages)
+        return sum(segment.share * self.segment_win_probability(segment) for segment in self.segments)
+
+    def segment_win_probability(self, segment: Segment, start: int = 0) -> float:
+        count = len(self.stages)
+        return math.prod(segment.conversion(self.stages, i).mean for i in range(start, count))
+
+    def segment_index(self, name: str) -> int:
+        return [segment.name for segment in self.segments].index(name)
+
+    @property
+    def mean_deal_size(self) -> float:
+        """Mean deal size of a won new lead (with segments: weighted by each segment's share of wins)."""
+        if not self.segments:
+            return self.deal_size.mean
+        weights = [segment.share * self.segment_win_probability(segment) for segment in self.segments]
+        total = sum(weights)
+        if total <= 0:
+            return self.deal_size.mean
+        sizes = [(segment.deal_size or self.deal_size).mean for segment in self.segments]
+        return sum(w * x for w, x in zip(weights, sizes, strict=True)) / total
 
     @property
     def needs_capacity(self) -> bool:
@@ -270,8 +315,12 @@ class Model:
                 }
                 if cohort.value is not None:
                     item["value"] = cohort.value
+                if cohort.segment is not None:
+                    item["segment"] = cohort.segment
                 cohorts.append(item)
             data["open_leads"] = cohorts
+        if self.segments:
+            data["segments"] = [_segment_mapping(segment) for segment in self.segments]
         return data
 
     def to_toml(self) -> str:
@@ -334,6 +383,51 @@ def _check_reps(reps: Reps, model: Model) -> list[Issue]:
     return issues
 
 
+def _segment_mapping(segment: Segment) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": segment.name, "share": segment.share}
+    if segment.source is not None:
+        entry["source"] = segment.source
+    if segment.owner is not None:
+        entry["owner"] = segment.owner
+    if segment.conversions is not None:
+        entry["conversions"] = [conversion.to_value() for conversion in segment.conversions]
+    if segment.deal_size is not None:
+        entry["deal_size"] = segment.deal_size.to_mapping()
+    return entry
+
+
+def _check_segments(model: Model) -> list[Issue]:
+    issues: list[Issue] = []
+    names = [segment.name for segment in model.segments]
+    for index, segment in enumerate(model.segments):
+        path = f"segments[{index}]"
+        if not segment.name.strip():
+            issues.append(Issue(f"{path}.name", "must be a non-empty string"))
+        elif names.index(segment.name) != index:
+            issues.append(Issue(f"{path}.name", f"duplicate segment name {segment.name!r}"))
+        if not (math.isfinite(segment.share) and 0 <= segment.share <= 1):
+            issues.append(Issue(f"{path}.share", f"must be a share in [0, 1], got {segment.share!r}"))
+        if segment.conversions is not None and len(segment.conversions) != len(model.stages):
+            issues.append(
+                Issue(
+                    f"{path}.conversions",
+                    f"needs one conversion per stage ({len(model.stages)}), got {len(segment.conversions)}",
+                )
+            )
+    total = math.fsum(segment.share for segment in model.segments)
+    if model.segments and abs(total - 1) > SHARE_TOLERANCE:
+        issues.append(Issue("segments", f"shares must sum to 1, got {total:.9g}"))
+    for index, cohort in enumerate(model.open_leads):
+        if cohort.segment is not None and cohort.segment not in names:
+            issues.append(
+                Issue(
+                    f"open_leads[{index}].segment",
+                    f"unknown segment {cohort.segment!r}; segments are {names}",
+                )
+            )
+    return issues
+
+
 def _check_model(model: Model) -> list[Issue]:
     """Cross-field rules, checked however the model was built (file or code)."""
     issues: list[Issue] = []
@@ -370,7 +464,7 @@ def _check_model(model: Model) -> list[Issue]:
             issues.append(
                 Issue(f"open_leads[{index}].stage", f"unknown stage {cohort.stage!r}; stages are {names}")
             )
-    return issues
+    return issues + _check_segments(model)
 
 
 MAX_UNCERTAINTY = 3.0  # sd of a log: beyond this a "parameter" spans orders of magnitude
@@ -474,6 +568,7 @@ _TOP_KEYS = {
     "open_leads",
     "measurement",
     "deal_size_uncertainty",
+    "segments",
 }
 
 
@@ -768,16 +863,66 @@ class _Reader:
             if not isinstance(item, Mapping):
                 self.fail(path, f"must be a table, got {item!r}")
                 continue
-            self.unknown_keys(item, {"stage", "count", "age_days", "value"}, path)
+            self.unknown_keys(item, {"stage", "count", "age_days", "value", "segment"}, path)
             stage = item.get("stage")
             if not isinstance(stage, str):
                 self.fail(f"{path}.stage", f"must be a stage name, got {stage!r}")
             count = self.integer(item, "count", path, minimum=0)
             age = self.number({"age_days": 0.0, **item}, "age_days", path, strict=False)
             deal = self.number(item, "value", path, strict=False) if "value" in item else None
+            segment = item.get("segment")
+            if segment is not None and not isinstance(segment, str):
+                self.fail(f"{path}.segment", f"must be a segment name, got {segment!r}")
+                segment = None
             if isinstance(stage, str) and count is not None and age is not None:
-                cohorts.append(OpenLeads(stage=stage, count=count, age_days=age, value=deal))
+                cohorts.append(OpenLeads(stage=stage, count=count, age_days=age, value=deal, segment=segment))
         return tuple(cohorts)
+
+    def optional_name(self, item: Mapping[str, Any], key: str, path: str) -> str | None:
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            self.fail(f"{path}.{key}", f"must be a string, got {value!r}")
+            return None
+        return value
+
+    def segments(self, value: Any) -> tuple[Segment, ...] | None:
+        if not isinstance(value, list):
+            self.fail("segments", f"must be a list of tables, got {value!r}")
+            return None
+        found: list[Segment] = []
+        for index, item in enumerate(value):
+            path = f"segments[{index}]"
+            if not isinstance(item, Mapping):
+                self.fail(path, f"must be a table, got {item!r}")
+                continue
+            self.unknown_keys(item, {"name", "share", "source", "owner", "conversions", "deal_size"}, path)
+            name = item.get("name")
+            if not isinstance(name, str) or not name.strip():
+                self.fail(f"{path}.name", f"must be a non-empty string, got {name!r}")
+            share = self.number(item, "share", path, strict=False)
+            source = self.optional_name(item, "source", path)
+            owner = self.optional_name(item, "owner", path)
+            conversions: tuple[Conversion, ...] | None = None
+            ok = True
+            if "conversions" in item:
+                raw = item["conversions"]
+                if not isinstance(raw, list):
+                    self.fail(
+                        f"{path}.conversions", f"must be a list with one conversion per stage, got {raw!r}"
+                    )
+                    ok = False
+                else:
+                    parsed = [
+                        self.conversion(entry, f"{path}.conversions[{i}]") for i, entry in enumerate(raw)
+                    ]
+                    ok = all(entry is not None for entry in parsed)
+                    conversions = tuple(entry for entry in parsed if entry is not None)
+            deal = self.distribution(item["deal_size"], f"{path}.deal_size") if "deal_size" in item else None
+            if "deal_size" in item and deal is None:
+                ok = False
+            if ok and isinstance(name, str) and name.strip() and share is not None:
+                found.append(Segment(name, share, conversions, deal, source, owner))
+        return tuple(found)
 
     def model(self, data: Mapping[str, Any]) -> Any:
         """Returns a zero-argument constructor so cross-field checks run only on well-typed parts."""
@@ -803,12 +948,14 @@ class _Reader:
         cohorts = self.open_leads(data["open_leads"]) if "open_leads" in data else ()
         measurement = self.measurement(data) if "measurement" in data else None
         deal_spread = self.uncertainty(data, "deal_size_uncertainty", "")
+        segments = self.segments(data["segments"]) if "segments" in data else ()
         if self.issues:
             return None
         assert horizon is not None
         assert arrivals is not None
         assert deal_size is not None
         assert cohorts is not None
+        assert segments is not None
         built = tuple(stage for stage in stages if stage is not None)
 
         def construct() -> Model:
@@ -823,6 +970,7 @@ class _Reader:
                 name=str(name),
                 measurement=measurement,
                 deal_size_uncertainty=deal_spread or 0.0,
+                segments=segments,
             )
 
         return construct

@@ -453,7 +453,9 @@ class LeadsNeededInput:
     )
 
 
-@strawberry.input(description="One change; set exactly one of conversion, daysFactor, repsDelta.")
+@strawberry.input(
+    description="One change; set exactly one of conversion, daysFactor, repsDelta, shiftFraction, repLeaves."
+)
 class WhatIfChange:
     stage_id: strawberry.ID | None = strawberry.field(default=None, description="For stage changes.")
     conversion: float | None = strawberry.field(default=None, description="New mean conversion (0-1).")
@@ -462,6 +464,22 @@ class WhatIfChange:
     )
     reps_delta: int | None = strawberry.field(
         default=None, description="Reps added (negative: removed); simulates rep capacity (slower)."
+    )
+    shift_fraction: float | None = strawberry.field(
+        default=None,
+        description="Share (0-1) of the new leads of `shiftFromSource` that arrive as `shiftToSource` "
+        "leads instead; the model then simulates segments (conversion by source and owner).",
+    )
+    shift_from_source: str | None = strawberry.field(
+        default=None, description="For shiftFraction: the source whose new leads move."
+    )
+    shift_to_source: str | None = strawberry.field(
+        default=None, description="For shiftFraction: the source they move to."
+    )
+    rep_leaves: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A rep (User) who leaves: their share of new leads is spread over the others and "
+        "their open leads go to the pool of their source.",
     )
 
 
@@ -489,6 +507,10 @@ def _changes(changes: list[WhatIfChange]) -> list[questions.Change]:
             conversion=c.conversion,
             days_factor=c.days_factor,
             reps_delta=c.reps_delta,
+            shift_fraction=c.shift_fraction,
+            shift_from_source=c.shift_from_source,
+            shift_to_source=c.shift_to_source,
+            rep_leaves=ids.decode_optional(c.rep_leaves, "User", field=f"changes[{i}].repLeaves"),
         )
         for i, c in enumerate(changes)
     ]

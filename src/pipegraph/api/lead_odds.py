@@ -1,4 +1,5 @@
-"""``Lead.winProbability``: the pipeline's calibration, once per request, and each lead's odds from it."""
+"""``Lead.winProbability``: the pipeline's calibration (with segments), once per request, and each lead's
+odds from it, by its stage, age, source and owner."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ async def _model(info: Info, pipeline_pk: int) -> Model:
             async with info.context.store.read() as session:
                 calibrations = simulation_pool(info).calibrations
                 calibration = await calibrations.calibration(
-                    session, pipeline_id=pipeline_pk, horizon_days=90
+                    session, pipeline_id=pipeline_pk, horizon_days=90, segments=True
                 )
             return calibration.model
 
@@ -33,11 +34,18 @@ async def _model(info: Info, pipeline_pk: int) -> Model:
 
 
 async def win_probability(
-    info: Info, *, pipeline_pk: int, stage: str, age_days: float, horizon_days: int
+    info: Info,
+    *,
+    pipeline_pk: int,
+    stage: str,
+    age_days: float,
+    horizon_days: int,
+    source: str | None = None,
+    owner: str | None = None,
 ) -> float | None:
     if not 1 <= horizon_days <= MAX_HORIZON_DAYS:
         raise ValidationError(
             f"must be between 1 and {MAX_HORIZON_DAYS} days, got {horizon_days}", field="horizonDays"
         )
     model = await _model(info, pipeline_pk)
-    return lead_odds.win_probability(model, stage, age_days, horizon_days)
+    return lead_odds.win_probability(model, stage, age_days, horizon_days, source, owner)

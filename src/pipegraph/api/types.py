@@ -270,8 +270,9 @@ class Lead(Node):
 
     @strawberry.field(
         description="Probability that this open lead is won within `horizonDays`, from its stage, its days "
-        "in the stage and the pipeline's calibrated model: the conversions from here to the close and the "
-        "time they take. Null for closed leads and leads outside the sales stages."
+        "in the stage, its source and owner, and the pipeline's calibrated model: the conversions of its "
+        "segment (source and owner, partially pooled) from here to the close and the time they take. "
+        "Null for closed leads and leads outside the sales stages."
     )
     async def win_probability(
         self,
@@ -286,6 +287,8 @@ class Lead(Node):
             stage=self.stage.name,
             age_days=self.days_in_stage(),
             horizon_days=horizon_days,
+            source=self.source,
+            owner=None if self.owner is None else self.owner.email,
         )
 
     @strawberry.field

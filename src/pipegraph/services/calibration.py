@@ -66,9 +66,10 @@ from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHi
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.forecasting.arrivals import ArrivalShape, creation_days, fit_shape
+from pipegraph.services.forecasting import segments as segment_fit
 from pipegraph.services.forecasting.durations import fit_stage_durations, stay_samples, survival_curves
 from pipegraph.services.metrics_sql import at, days_between
-from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps
+from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps, Segment
 from pipesim import Stage as SimStage
 from pipesim.distributions import Distribution
 from pipesim.fitting import DurationFit, Family
@@ -161,6 +162,7 @@ class CalibrationReport:
     open_leads: int
     open_cohorts: int
     notes: tuple[str, ...] = field(default=())
+    segments: tuple[tuple[Segment, float], ...] = ()  # each segment and its win probability
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,20 @@ async def _stage_rows(session: AsyncSession, pipeline_id: int) -> list[Any]:
     return list((await session.execute(statement)).all())
 
 
-async def _stay_outcomes(session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime) -> list[Any]:
-    """Per stage, per way a stay ended (and where to): count and days. At most stages² rows."""
+def segment_key(by: str | None) -> Any:
+    """The lead column a segment is read from: its source, its owner's email, or none (one pool)."""
+    if by == "source":
+        return Lead.source
+    if by == "owner":
+        return select(User.email).where(User.id == Lead.owner_id).correlate(Lead).scalar_subquery()
+    return literal("")
+
+
+async def _stay_outcomes(
+    session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, by: str | None = None
+) -> list[Any]:
+    """Per stage, per way a stay ended (and where to): count and days. At most stages² rows (times the
+    segments of ``by``, when given: each row then carries its ``segment``)."""
     w = _history(pipeline_id, as_of)
     stage, other = aliased(Stage), aliased(Stage)
     kind = case(
@@ -221,16 +235,14 @@ async def _stay_outcomes(session: AsyncSession, dialect: str, pipeline_id: int, 
         else_=literal(None, Integer),
     )
     days = days_between(dialect, w.c.changed_at, func.coalesce(w.c.next_at, at(as_of)))
+    columns = [stage.id.label("stage_id"), kind.label("kind"), target.label("target"), days.label("days")]
+    if by is not None:
+        columns.append(func.coalesce(segment_key(by), "").label("segment"))
+    joined = select(*columns).select_from(w).join(stage, stage.id == w.c.stage_id)
+    if by is not None:
+        joined = joined.join(Lead, Lead.id == w.c.lead_id)
     stays = (
-        select(
-            stage.id.label("stage_id"),
-            kind.label("kind"),
-            target.label("target"),
-            days.label("days"),
-        )
-        .select_from(w)
-        .join(stage, stage.id == w.c.stage_id)
-        .outerjoin(other, other.id == w.c.next_stage_id)
+        joined.outerjoin(other, other.id == w.c.next_stage_id)
         .where(
             w.c.status == _OPEN,
             stage.is_post_sale.is_(False),
@@ -238,13 +250,14 @@ async def _stay_outcomes(session: AsyncSession, dialect: str, pipeline_id: int, 
         )
         .subquery("stays")
     )
+    keys = [stays.c.stage_id, stays.c.kind, stays.c.target]
+    if by is not None:
+        keys.append(stays.c.segment)
     statement = select(
-        stays.c.stage_id,
-        stays.c.kind,
-        stays.c.target,
+        *keys,
         func.count().label("n"),
         cast(func.coalesce(func.sum(stays.c.days), 0.0), Float).label("days"),
-    ).group_by(stays.c.stage_id, stays.c.kind, stays.c.target)
+    ).group_by(*keys)
     return list((await session.execute(statement)).all())
 
 
@@ -259,16 +272,28 @@ def value_band(value: Any) -> Any:
     return case(*whens, else_=literal(len(edges) + 1))
 
 
-async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime) -> list[Any]:
+async def _open_cohorts(
+    session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, by_segment: bool = False
+) -> list[Any]:
+    """Open stays by stage and value band (and by source and owner: ``by_segment``)."""
     w = _history(pipeline_id, as_of)
     stage = aliased(Stage)
     band = value_band(Lead.value_cents)
+    extra = (
+        [
+            func.coalesce(segment_key("source"), "").label("source"),
+            func.coalesce(segment_key("owner"), "").label("owner"),
+        ]
+        if by_segment
+        else []
+    )
     open_stays = (
         select(
             stage.id.label("stage_id"),
             band.label("band"),
             Lead.value_cents.label("value_cents"),
             days_between(dialect, w.c.changed_at, at(as_of)).label("age"),
+            *extra,
         )
         .select_from(w)
         .join(stage, stage.id == w.c.stage_id)
@@ -281,16 +306,18 @@ async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, a
         )
         .subquery("open_stays")
     )
+    keys = [open_stays.c.stage_id, open_stays.c.band]
+    if by_segment:
+        keys += [open_stays.c.source, open_stays.c.owner]
     statement = (
         select(
-            open_stays.c.stage_id,
-            open_stays.c.band,
+            *keys,
             func.count().label("n"),
             cast(func.avg(open_stays.c.value_cents), Float).label("value_cents"),
             cast(func.avg(open_stays.c.age), Float).label("age"),
         )
-        .group_by(open_stays.c.stage_id, open_stays.c.band)
-        .order_by(open_stays.c.stage_id, open_stays.c.band)
+        .group_by(*keys)
+        .order_by(*keys)
     )
     return list((await session.execute(statement)).all())
 
@@ -492,6 +519,62 @@ def _with_family(fit: StageFit, families: DurationFit | None) -> StageFit:
     )
 
 
+async def _segments(
+    session: AsyncSession,
+    dialect: str,
+    pipeline_id: int,
+    as_of: datetime,
+    window_days: float,
+    stage_rows: list[Any],
+    fits: tuple[StageFit, ...],
+) -> tuple[tuple[Segment, ...], tuple[OpenLeads, ...]]:
+    """The model's segments (``forecasting/segments.py``) and the open cohorts, each in its segment."""
+    stage_ids = [row.id for row in stage_rows]
+
+    async def rates(by: str) -> tuple[segment_fit.SegmentRates, int]:
+        rows = await _stay_outcomes(session, dialect, pipeline_id, as_of, by=by)
+        grouped: dict[str, list[Any]] = {}
+        for row in rows:
+            grouped.setdefault(str(row.segment), []).append(row)
+        counts = {
+            name: {sid: (t.advances, t.losses) for sid, t in _tally(stage_rows, part).items()}
+            for name, part in grouped.items()
+        }
+        return segment_fit.pooled_by_stage(stage_ids, counts), len(grouped)
+
+    by_source, _ = await rates("source")
+    by_owner, owners = await rates("owner")
+    arrivals = await segment_fit.arrivals_by_cell(session, pipeline_id, as_of, window_days, segment_key)
+    open_rows = await _open_cohorts(session, dialect, pipeline_id, as_of, by_segment=True)
+    with_owners = owners > 1
+    won = await segment_fit.won_values_by_source(session, pipeline_id, as_of, MAX_DEAL_SAMPLE)
+    deals = {
+        source: deal
+        for source, values in won.items()
+        if (deal := segment_fit.lognormal_deal(values, MIN_WINS)) is not None
+    }
+    built = segment_fit.build_segments(
+        tuple(fit.conversion for fit in fits),
+        by_source,
+        by_owner if with_owners else None,
+        arrivals,
+        {(str(row.source), str(row.owner)) for row in open_rows},
+        deals,
+    )
+    names = {row.id: row.name for row in stage_rows}
+    cohorts = tuple(
+        OpenLeads(
+            stage=names[row.stage_id],
+            count=int(row.n),
+            age_days=max(float(row.age or 0.0), 0.0),
+            value=None if int(row.band) == 0 else float(row.value_cents) / 100,
+            segment=segment_fit.cell_name(str(row.source), str(row.owner) if with_owners else None),
+        )
+        for row in open_rows
+    )
+    return built, cohorts
+
+
 def _cohorts(stage_rows: list[Any], rows: list[Any]) -> tuple[OpenLeads, ...]:
     names = {row.id: row.name for row in stage_rows}
     return tuple(
@@ -549,9 +632,11 @@ async def calibrate(
     parameter_uncertainty: bool = True,
     arrival_shape: bool = True,
     reader: HistoryReader | None = None,
+    segments: bool = False,
 ) -> Calibration:
     """The calibrated model of a pipeline over ``horizon_days`` from ``as_of``, and what stands behind it.
 
+    ``segments`` adds conversion by source and owner, their mix and deal sizes (``forecasting/segments.py``).
     ``reader`` reads the history's sums (default :func:`read_history`, which pairs history rows and
     serves any ``as_of``); ``calibration_fast`` passes one that reads the totals kept beside it."""
     if not (horizon_days > 0 and math.isfinite(horizon_days)):
@@ -593,6 +678,11 @@ async def calibrate(
     in_model = with_capacity and rep_count > 0 and capacity > 0
     reps = RepsFit(rep_count, capacity, leads_each, in_model)
     cohorts = _cohorts(stage_rows, reads.cohorts)
+    model_segments: tuple[Segment, ...] = ()
+    if segments:
+        model_segments, cohorts = await _segments(
+            session, dialect, pipeline_id, as_of, window_days, stage_rows, fits
+        )
 
     notes = [
         f"{fit.name}: conversion from the prior (only {fit.advances + fit.losses} decided stays)"
@@ -629,6 +719,7 @@ async def calibrate(
         open_leads=cohorts,
         currency=pipeline.currency,
         name=pipeline.name,
+        segments=model_segments,
     )
     report = CalibrationReport(
         pipeline_id=pipeline_id,
@@ -642,6 +733,7 @@ async def calibrate(
         open_leads=sum(cohort.count for cohort in cohorts),
         open_cohorts=len(cohorts),
         notes=tuple(notes),
+        segments=tuple((segment, model.segment_win_probability(segment)) for segment in model.segments),
     )
     return Calibration(model=model, report=report)
 
@@ -668,15 +760,27 @@ def describe(report: CalibrationReport) -> list[str]:
         + ("" if reps.in_model else " (not in the model: add a [reps] table to simulate capacity)")
     )
     lines.append(f"open leads: {report.open_leads} in {report.open_cohorts} cohorts")
+    lines += [
+        f"segment {segment.name}: {segment.share:.1%} of new leads, wins {win:.3f} of them"
+        for segment, win in report.segments
+    ]
     return lines + [f"note: {note}" for note in report.notes]
 
 
 async def export_model(
-    session: AsyncSession, *, pipeline_name: str, horizon_days: float, as_of: datetime | None = None
+    session: AsyncSession,
+    *,
+    pipeline_name: str,
+    horizon_days: float,
+    as_of: datetime | None = None,
+    segments: bool = False,
 ) -> str:
     """The calibrated model as pipesim TOML, headed by comments that say what stands behind it;
-    ``as_of`` calibrates on the history up to then (what the model would have been)."""
+    ``as_of`` calibrates on the history up to then (what the model would have been); ``segments`` adds
+    conversion by source and owner."""
     pipeline_id = await pipeline_id_for_name(session, pipeline_name)
-    result = await calibrate(session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of)
+    result = await calibrate(
+        session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of, segments=segments
+    )
     header = "".join(f"# {line}\n" for line in describe(result.report))
     return header + "\n" + result.model.to_toml()

@@ -95,9 +95,10 @@ class CalibrationCache:
         horizon_days: float,
         window_days: float = DEFAULT_WINDOW_DAYS,
         with_capacity: bool = False,
+        segments: bool = False,
     ) -> Calibration:
         """``calibrate_now`` of the pipeline, or the kept one while its stamp stands and it is fresh."""
-        key = (pipeline_id, window_days, with_capacity)
+        key = (pipeline_id, window_days, with_capacity, segments)
         current = await stamp(session, pipeline_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # a question arriving meanwhile waits here, then finds the entry
@@ -109,6 +110,7 @@ class CalibrationCache:
                     horizon_days=horizon_days,
                     window_days=window_days,
                     with_capacity=with_capacity,
+                    segments=segments,
                 )
                 self.calibrations += 1
                 entry = _Entry(current, self.clock(), made)

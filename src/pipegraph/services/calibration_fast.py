@@ -232,6 +232,7 @@ async def calibrate_now(
     horizon_days: float,
     window_days: float = DEFAULT_WINDOW_DAYS,
     with_capacity: bool = False,
+    segments: bool = False,
 ) -> Calibration:
     """``calibration.calibrate`` as of now, from the kept totals (:func:`read_now`)."""
     return await calibrate(
@@ -242,4 +243,5 @@ async def calibrate_now(
         window_days=window_days,
         with_capacity=with_capacity,
         reader=read_now,
+        segments=segments,
     )

@@ -23,13 +23,16 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import pipesim
+from pipegraph.db.models import User
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.calibration import Calibration, CalibrationReport, calibrate
 from pipegraph.services.simulation_pool import SimulationPool
+from pipesim import segments
 
 # Re-exported for the API layer, which never imports pipesim itself.
 Forecast = pipesim.Forecast
@@ -55,6 +58,14 @@ class Change:
     conversion: float | None = None  # new mean conversion of the stage, same weight of evidence
     days_factor: float | None = None  # multiplies the stage's time in stage
     reps_delta: int | None = None  # reps added (or removed, negative)
+    shift_fraction: float | None = None  # share of one source's new leads that come from another
+    shift_from_source: str | None = None
+    shift_to_source: str | None = None
+    rep_leaves: int | None = None  # a user's id: their new leads spread, their open leads pooled
+
+    @property
+    def by_segment(self) -> bool:
+        return self.shift_fraction is not None or self.rep_leaves is not None
 
 
 @dataclass(frozen=True)
@@ -122,16 +133,26 @@ async def _calibrated(
     horizon_days: float,
     as_of: datetime | None,
     capacity: bool,
+    segmented: bool = False,
 ) -> Calibration:
     """As of now: the pool's shared calibration (read from the kept totals); else the reference."""
     if as_of is None:
         return await pool.calibrations.calibration(
-            session, pipeline_id=pipeline_id, horizon_days=horizon_days, with_capacity=capacity
+            session,
+            pipeline_id=pipeline_id,
+            horizon_days=horizon_days,
+            with_capacity=capacity,
+            segments=segmented,
         )
     if as_of.tzinfo is not None and as_of > utcnow():
         raise ValidationError("must not be in the future", field="asOf")
     return await calibrate(
-        session, pipeline_id=pipeline_id, horizon_days=horizon_days, as_of=as_of, with_capacity=capacity
+        session,
+        pipeline_id=pipeline_id,
+        horizon_days=horizon_days,
+        as_of=as_of,
+        with_capacity=capacity,
+        segments=segmented,
     )
 
 
@@ -179,18 +200,62 @@ async def leads_needed(
     return LeadsNeededAnswer(answer, calibration.report, horizon_days=horizon_days)
 
 
+_SEGMENT_FIELDS = {
+    "from_source": "shiftFromSource",
+    "to_source": "shiftToSource",
+    "fraction": "shiftFraction",
+    "owner": "repLeaves",
+}
+
+
+def _segment_change(
+    model: pipesim.Model, change: Change, where: str, owners: dict[int, str]
+) -> tuple[pipesim.Model, str]:
+    """A what-if by segment (``pipesim.segments``), its refusals naming the input's field."""
+    try:
+        if change.shift_fraction is not None:
+            source, target = change.shift_from_source or "", change.shift_to_source or ""
+            variant = segments.shift_source(model, source, target, change.shift_fraction)
+            return variant, f"{change.shift_fraction:.0%} of new {source} leads come from {target} instead"
+        assert change.rep_leaves is not None
+        email = owners.get(change.rep_leaves)
+        if email is None:
+            raise NotFoundError("no such user", field=f"{where}.repLeaves")
+        return segments.without_owner(model, email), f"{email} leaves: new leads spread, open leads pooled"
+    except pipesim.QuestionError as error:
+        name, _, message = str(error).partition(": ")
+        raise ValidationError(message, field=f"{where}.{_SEGMENT_FIELDS.get(name, name)}") from None
+
+
 def apply_changes(
-    model: pipesim.Model, report: CalibrationReport, changes: list[Change]
+    model: pipesim.Model,
+    report: CalibrationReport,
+    changes: list[Change],
+    owners: dict[int, str] | None = None,
 ) -> tuple[pipesim.Model, tuple[str, ...]]:
-    """The variant model and each change in words; field paths name the change at fault."""
+    """The variant model and each change in words; field paths name the change at fault. ``owners``
+    maps user ids to the emails segments are keyed by (for ``repLeaves``)."""
+    owners = owners or {}
     by_id = {fit.stage_id: index for index, fit in enumerate(report.stages)}
     described: list[str] = []
     variant = model
     for index, change in enumerate(changes):
         where = f"changes[{index}]"
-        values = [change.conversion, change.days_factor, change.reps_delta]
+        values = [
+            change.conversion,
+            change.days_factor,
+            change.reps_delta,
+            change.shift_fraction,
+            change.rep_leaves,
+        ]
         if sum(value is not None for value in values) != 1:
-            raise ValidationError("set exactly one of conversion, daysFactor, repsDelta", field=where)
+            raise ValidationError(
+                "set exactly one of conversion, daysFactor, repsDelta, shiftFraction, repLeaves", field=where
+            )
+        if change.by_segment:
+            variant, said = _segment_change(variant, change, where, owners)
+            described.append(said)
+            continue
         if change.reps_delta is not None:
             if change.stage_id is not None:
                 raise ValidationError("a reps change applies to the whole team; omit stageId", field=where)
@@ -254,10 +319,18 @@ async def what_if(
     goal = check_goal(goal_cents, required=False)
     if not changes:
         raise ValidationError("needs at least one change", field="changes")
-    calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=capacity)
+    segmented = any(change.by_segment for change in changes)
+    calibration = await _calibrated(
+        session, pool, pipeline_id, horizon_days, as_of, capacity=capacity, segmented=segmented
+    )
     if capacity and calibration.model.reps is None:
         raise ValidationError("the pipeline has no active reps with capacity to change", field="changes")
-    variant, described = apply_changes(calibration.model, calibration.report, changes)
+    leaving = [change.rep_leaves for change in changes if change.rep_leaves is not None]
+    owners: dict[int, str] = {}
+    if leaving:
+        rows = await session.execute(select(User.id, User.email).where(User.id.in_(leaving)))
+        owners = {int(user_id): str(email) for user_id, email in rows.all()}
+    variant, described = apply_changes(calibration.model, calibration.report, changes, owners)
     comparison = await pool.run_shared(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
     return WhatIfAnswer(comparison, calibration.report, described, horizon_days)
 

@@ -44,6 +44,10 @@ def check(model: Model) -> None:
             "the analytic engine has no closed form for uncertain times, deal sizes or arrival rates, or "
             "for arrivals that vary in time — use 'vectorized'"
         )
+    if model.segments:
+        raise EngineError(
+            "the analytic engine has no segments; this model has [[segments]] — use 'vectorized'"
+        )
     for group in groups(model):
         _finish_probability(model, group)
 
@@ -153,7 +157,7 @@ def leads_needed(model: Model, goal: float, confidence: float) -> int | None:
     limit; ``None`` otherwise."""
     fixed_deal = isinstance(model.deal_size, Fixed) and model.deal_size.value > 0
     fixed_p = all(stage.conversion.is_fixed for stage in model.stages)
-    if not fixed_deal or not fixed_p or model.open_leads or model.needs_capacity:
+    if not fixed_deal or not fixed_p or model.open_leads or model.needs_capacity or model.segments:
         return None
     try:
         q = _finish_probability(model.with_new_leads(1), groups(model)[0])
@@ -170,5 +174,5 @@ def leads_needed(model: Model, goal: float, confidence: float) -> int | None:
 
 def naive_leads(model: Model, goal: float) -> int:
     """The reverse-funnel figure: goal ÷ mean deal ÷ product of mean conversions, no variance, no horizon."""
-    per_lead = model.win_probability * model.deal_size.mean
+    per_lead = model.win_probability * model.mean_deal_size
     return math.ceil(goal / per_lead) if per_lead > 0 else 0

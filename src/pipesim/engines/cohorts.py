@@ -50,6 +50,13 @@ APPROX_ERROR = 1e-3  # largest next-order error (probability) accepted from the 
 DEAL_CHUNK = 256  # deal sizes drawn per trial at a time for large exact sums
 
 
+def covers(model: Model) -> bool:
+    """Whether a group's leads share one finish-time law and one deal law in every trial, as the group
+    draws assume: not with segments (a winner's deal law depends on its segment), parameter uncertainty
+    (times and deals scaled per trial) or arrivals that vary over the horizon."""
+    return not (model.segments or model.has_parameter_uncertainty or model.arrivals.varies)
+
+
 @functools.cache
 def _atoms() -> Array:
     return (np.arange(ATOMS) + 0.5) / ATOMS

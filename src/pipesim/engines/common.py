@@ -11,6 +11,13 @@ conversion probabilities — Beta ones drawn once per trial, so parameter uncert
 spread — and one uniform per group for its number of wins. Models that state the uncertainty of their
 times in stage, deal size or arrival rate also get per-trial scale factors ``exp(sd·Z)`` from a stream of
 their own, so models without it draw exactly the numbers they always did.
+
+Segments. A model with segments draws each segment's conversions per trial too, from a stream of its
+own (so a model without segments sees exactly the numbers it saw before). Given a trial's conversions
+every new lead independently picks a segment by share and then wins with that segment's probability, so
+a new lead wins with probability ``Σ share_s · P_s`` and a winner belongs to segment s with probability
+``share_s · P_s / Σ share_t · P_t``: engines draw wins from the first and each winner's segment from the
+second. An open-lead cohort keeps the segment it names.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ LEADS = 3
 QUEUE_LEADS = 4
 COHORTS = 5  # a group's in-horizon wins and deal sums (``engines.cohorts``)
 PARAMETERS = 6
+SEGMENTS = 7
 
 
 def stream(seed: int, block: int, *key: int) -> np.random.Generator:
@@ -47,12 +55,19 @@ class Group:
     age_days: float  # days already spent in that stage
     value: float | None  # known deal size, else drawn from the model's deal size
     existing: bool
+    segment: int | None = None  # an open cohort's segment (index into model.segments)
 
 
 def groups(model: Model) -> list[Group]:
     found = [Group(0, 0.0, None, existing=False)]
     found += [
-        Group(model.stage_index(cohort.stage), cohort.age_days, cohort.value, existing=True)
+        Group(
+            model.stage_index(cohort.stage),
+            cohort.age_days,
+            cohort.value,
+            existing=True,
+            segment=None if cohort.segment is None else model.segment_index(cohort.segment),
+        )
         for cohort in model.open_leads
     ]
     return found
@@ -71,6 +86,22 @@ class TrialDraws:
     new_leads: NDArray[np.int64]  # (trials,) number of new leads
     time_scale: Array  # (trials, stages) factor on every time in each stage (1: no uncertainty)
     deal_scale: Array  # (trials,) factor on every drawn deal size
+    p_segments: Array  # (trials, segments, stages) each segment's conversion probabilities
+
+    def group_p(self, group: Group) -> Array:
+        """(trials, stages) conversions of a group's leads (a cohort's segment's, else the stages')."""
+        return self.p if group.segment is None else self.p_segments[:, group.segment, :]
+
+    def segment_wins(self, model: Model) -> Array:
+        """(trials, segments) ``share_s · P_s``: a new lead's chance to be won in segment s."""
+        shares = np.array([segment.share for segment in model.segments])
+        return np.asarray(np.prod(self.p_segments, axis=2) * shares[None, :], dtype=np.float64)
+
+    def new_lead_win_probability(self, model: Model) -> Array:
+        """(trials,) probability that a new lead is eventually won."""
+        if not model.segments:
+            return win_probability_from(self.p, 0)
+        return np.asarray(self.segment_wins(model).sum(axis=1), dtype=np.float64)
 
 
 def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
@@ -86,9 +117,32 @@ def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
         expected = expected_count(model.arrivals, model.horizon_days)
         lam = expected if model.arrivals.rate_uncertainty == 0 else expected * rate_scale
         new_leads = stream(seed, block, ARRIVALS).poisson(lam, trials).astype(np.int64)
+    p_segments = np.empty((trials, len(model.segments), n_stages))
+    if model.segments:
+        su = stream(seed, block, SEGMENTS).random((trials, len(model.segments), n_stages))
+        for s_index, segment in enumerate(model.segments):
+            for index in range(n_stages):
+                if segment.conversions is None:
+                    p_segments[:, s_index, index] = p[:, index]
+                else:
+                    p_segments[:, s_index, index] = segment.conversions[index].ppf(su[:, s_index, index])
     return TrialDraws(
-        p=p, win_u=u[:, n_stages:], new_leads=new_leads, time_scale=time_scale, deal_scale=deal_scale
+        p=p,
+        win_u=u[:, n_stages:],
+        new_leads=new_leads,
+        time_scale=time_scale,
+        deal_scale=deal_scale,
+        p_segments=p_segments,
     )
+
+
+def pick_segment(weights: Array, u: Array) -> NDArray[np.int64]:
+    """Per row, the segment whose share of ``weights`` (rows × segments, not normalised) ``u`` falls in."""
+    cumulative = np.cumsum(weights, axis=1)
+    total = cumulative[:, -1:]
+    scaled = u.reshape(-1, 1) * np.where(total > 0, total, 1.0)
+    picked = (cumulative <= scaled).sum(axis=1)
+    return np.asarray(np.minimum(picked, weights.shape[1] - 1), dtype=np.int64)
 
 
 def _parameter_scales(model: Model, seed: int, block: int, trials: int) -> tuple[Array, Array, Array]:

@@ -9,7 +9,8 @@ time in stage, then converts or is lost. Wins after the horizon do not count.
 Randomness is per lead: lead j of a trial takes its stage outcomes, times, deal size and work times from
 row j of the trial's lead stream, by inversion — so a variant model (one more rep, a faster stage) sees
 the same leads, and the paired difference isolates the change. All of a trial's draws are made up front,
-vectorised; SimPy then only sequences the events.
+vectorised; SimPy then only sequences the events. With segments, a new lead's row also picks its segment
+by share (last column), whose conversions and deal size it then uses; an open cohort keeps its segment.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from numpy.typing import NDArray
 
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
@@ -33,6 +35,7 @@ from pipesim.engines.common import (
     cohort_counts,
     fan_days,
     groups,
+    pick_segment,
     scaled_time,
     stream,
     trial_draws,
@@ -177,15 +180,37 @@ class SalesFloor:
         return flow_of(self.model, arrival.reshape(1, -1), start, finish, waited, won & waited)
 
 
+def _segments_of(model: Model, rows: Array, group: Group) -> NDArray[np.int64] | None:
+    """Each lead's segment index, or None when the group's leads use the stages' own conversions."""
+    if group.segment is not None:
+        return np.full(len(rows), group.segment, dtype=np.int64)
+    if not model.segments or group.existing:
+        return None
+    shares = np.array([[segment.share for segment in model.segments]])
+    return pick_segment(np.repeat(shares, len(rows), axis=0), rows[:, -1])
+
+
 def draw_leads(
-    model: Model, rows: Array, group: Group, p: Array, time_scale: Array, deal_scale: float
+    model: Model,
+    rows: Array,
+    group: Group,
+    p: Array,
+    time_scale: Array,
+    deal_scale: float,
+    p_segments: Array | None = None,
 ) -> list[Lead]:
     """Turns a group's uniform rows (one per lead) into leads. Columns: S conversion, arrival, S times,
-    deal, S work times. ``time_scale`` (one per stage) and ``deal_scale`` are the trial's parameter draws."""
+    deal, S work times (and the segment, with segments). ``time_scale`` (one per stage) and
+    ``deal_scale`` are the trial's parameter draws; ``p_segments``: (segments, S) conversions."""
     n_stages = len(model.stages)
     if len(rows) == 0:
         return []
-    converts = rows[:, group.start : n_stages] < p[group.start :]
+    segment_of = _segments_of(model, rows, group)
+    if segment_of is None or p_segments is None:
+        p_lead = np.broadcast_to(p, (len(rows), n_stages))
+    else:
+        p_lead = p_segments[segment_of]
+    converts = rows[:, group.start : n_stages] < p_lead[:, group.start :]
     passed = np.where(converts.all(axis=1), n_stages - group.start, np.argmin(converts, axis=1))
     if group.existing or model.arrivals.kind == "batch":
         arrival = np.zeros(len(rows))
@@ -201,11 +226,17 @@ def draw_leads(
         times[:, column] = scaled_time(stage.time_in_stage, u, age, scale)
         if stage.work is not None:
             work[:, column] = stage.work.ppf(rows[:, 2 * n_stages + 2 + index])
-    deals = (
-        np.full(len(rows), group.value)
-        if group.value is not None
-        else model.deal_size.ppf(rows[:, 2 * n_stages + 1]) * deal_scale
-    )
+    deal_u = rows[:, 2 * n_stages + 1]
+    if group.value is not None:
+        deals = np.full(len(rows), group.value)
+    elif segment_of is None:
+        deals = model.deal_size.ppf(deal_u) * deal_scale
+    else:
+        deals = np.empty(len(rows))
+        for index, segment in enumerate(model.segments):
+            mine = segment_of == index
+            if mine.any():
+                deals[mine] = (segment.deal_size or model.deal_size).ppf(deal_u[mine]) * deal_scale
     order = np.argsort(arrival, kind="stable")
     return [
         Lead(
@@ -222,13 +253,13 @@ def draw_leads(
 
 
 def trial_leads(model: Model, seed: int, block: int, trial: int, draws: TrialDraws) -> list[Lead]:
-    width = 3 * len(model.stages) + 2
+    width = 3 * len(model.stages) + 2 + (1 if model.segments else 0)
     leads: list[Lead] = []
     counts = [int(draws.new_leads[trial]), *cohort_counts(model)]
     p, time_scale, deal_scale = draws.p[trial], draws.time_scale[trial], float(draws.deal_scale[trial])
     for index, (group, count) in enumerate(zip(groups(model), counts, strict=True)):
         rows = stream(seed, block, LEADS, trial, index).random((count, width))
-        leads += draw_leads(model, rows, group, p, time_scale, deal_scale)
+        leads += draw_leads(model, rows, group, p, time_scale, deal_scale, draws.p_segments[trial])
     return leads
 
 

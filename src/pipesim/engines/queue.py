@@ -54,6 +54,8 @@ BLOCK_TRIALS = 500
 
 def reason(model: Model) -> str | None:
     """Why this engine cannot run the model, or ``None`` when it can."""
+    if model.segments:
+        return "segments: the queue recursion draws one conversion per stage for all leads — use engine 'des'"
     for index, stage in enumerate(model.stages):
         if stage.work is not None:
             return (

@@ -4,6 +4,8 @@ Per trial and per group of leads, the number of eventual wins is one binomial dr
 ``W = F⁻¹(u; n, P)`` with ``P`` the product of the stage conversions from the group's stage onward —
 equal in distribution to thinning the leads stage by stage. Only the winners then need more randomness:
 an arrival time (Poisson arrivals), a time in each remaining stage for the horizon cut-off, and a deal size.
+With segments, a new winner also takes its segment from its row (the winners' segment mix; see
+``engines.common``), which sets its deal size.
 
 Common random numbers. The k-th winner of a trial takes its arrival, times and deal size from row k of
 its group's winner stream, by inversion. Because ``W`` is an inverse CDF of the same uniform, a variant
@@ -34,6 +36,7 @@ from pipesim.engines.common import (
     cohort_counts,
     fan_days,
     groups,
+    pick_segment,
     revenue_by_day,
     scaled_time,
     stream,
@@ -61,12 +64,39 @@ def binomial_inverse(u: Array, n: NDArray[np.int64] | int, p: Array) -> NDArray[
 
 
 def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: int, trials: int) -> Array:
-    width = len(model.stages) + 2  # arrival, one time per stage, deal size
+    # arrival, one time per stage, deal size (and the segment, with segments)
+    width = len(model.stages) + 2 + (1 if model.segments else 0)
     return stream(seed, block, WINNERS, group_index, chunk).random((trials, CHUNK, width))
 
 
+def _deals(
+    model: Model, group: Group, rows: Array, deal_scale: Array, segment_wins: Array | None
+) -> Array:
+    """Deal size of each winner row; ``deal_scale`` is each row's trial factor on drawn deal sizes and
+    ``segment_wins`` (rows × segments) weighs a new winner's segment."""
+    u = rows[:, len(model.stages) + 1]
+    if group.value is not None:
+        return np.full(len(rows), group.value)
+    if group.segment is not None:
+        return (model.segments[group.segment].deal_size or model.deal_size).ppf(u) * deal_scale
+    if not model.segments or group.existing or segment_wins is None:
+        return model.deal_size.ppf(u) * deal_scale
+    picked = pick_segment(segment_wins, rows[:, -1])
+    deals = np.empty(len(rows))
+    for index, segment in enumerate(model.segments):
+        mine = picked == index
+        if mine.any():
+            deals[mine] = (segment.deal_size or model.deal_size).ppf(u[mine]) * deal_scale[mine]
+    return deals
+
+
 def _finish_times_and_deals(
-    model: Model, group: Group, rows: Array, draws: TrialDraws, trial_of: NDArray[np.int64]
+    model: Model,
+    group: Group,
+    rows: Array,
+    draws: TrialDraws,
+    trial_of: NDArray[np.int64],
+    segment_wins: Array | None = None,
 ) -> tuple[Array, Array]:
     """Win time (days from the start) and deal size for each winner row (row i of trial ``trial_of[i]``)."""
     n_stages = len(model.stages)
@@ -79,11 +109,7 @@ def _finish_times_and_deals(
         duration = model.stages[index].time_in_stage
         age = group.age_days if index == group.start else 0.0
         finish += scaled_time(duration, rows[:, 1 + index], age, draws.time_scale[trial_of, index])
-    if group.value is not None:
-        deals = np.full(len(rows), group.value)
-    else:
-        deals = model.deal_size.ppf(rows[:, n_stages + 1]) * draws.deal_scale[trial_of]
-    return finish, deals
+    return finish, _deals(model, group, rows, draws.deal_scale[trial_of], segment_wins)
 
 
 def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
@@ -97,6 +123,8 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
     as :func:`simulate_per_winner` — equal in distribution, ``O(groups × trials)``."""
     check(model)
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
+    if not cohorts.covers(model):
+        return simulate_per_winner(model, seed, block, trials, draws)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
@@ -118,24 +146,33 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
     )
 
 
-def simulate_per_winner(model: Model, seed: int, block: int, trials: int) -> Outcomes:
+def simulate_per_winner(
+    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None
+) -> Outcomes:
     """The reference for :func:`simulate`: a row per eventual winner with its own arrival, stage times
-    and deal size, ``O(winners)`` per trial."""
+    and deal size, ``O(winners)`` per trial. It also serves the models the group draws do not cover
+    (:func:`pipesim.engines.cohorts.covers`)."""
     check(model)
-    draws = trial_draws(model, seed, block, trials)
+    draws = trial_draws(model, seed, block, trials) if draws is None else draws
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
     days = fan_days(model)
     by_day = np.zeros((trials, len(days)))
+    segment_wins = draws.segment_wins(model) if model.segments else None
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
-        eventual = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start))
+        if group.existing:
+            p_win = win_probability_from(draws.group_p(group), group.start)
+        else:
+            p_win = draws.new_lead_win_probability(model)
+        eventual = binomial_inverse(draws.win_u[:, index], leads, p_win)
         slot = 1 if group.existing else 0
         for chunk in range(math.ceil(int(eventual.max(initial=0)) / CHUNK)):
             rank = chunk * CHUNK + np.arange(CHUNK)
             mask = rank[None, :] < eventual[:, None]
             trial_of = np.nonzero(mask)[0]
             rows = _winner_rows(model, seed, block, index, chunk, trials)[mask]
-            finish, deals = _finish_times_and_deals(model, group, rows, draws, trial_of)
+            weights = None if segment_wins is None else segment_wins[trial_of]
+            finish, deals = _finish_times_and_deals(model, group, rows, draws, trial_of, weights)
             inside = finish <= model.horizon_days
             wins[slot] += np.bincount(trial_of, weights=inside, minlength=trials)
             revenue[slot] += np.bincount(trial_of, weights=deals * inside, minlength=trials)
@@ -165,13 +202,15 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
     needed_wins = np.where(short <= 0, 0, -1).astype(np.int64)  # -1: not yet reached
     carried = np.zeros(trials)
     group = groups(model)[0]
+    segment_wins = draws.segment_wins(model) if model.segments else None
+    weights = None if segment_wins is None else np.repeat(segment_wins, CHUNK, axis=0)
     for chunk in range(math.ceil(max_winners / CHUNK)):
         open_trials = needed_wins < 0
         if not open_trials.any():
             break
         rows = _winner_rows(model, seed, block, 0, chunk, trials).reshape(trials * CHUNK, -1)
         trial_of = np.repeat(np.arange(trials), CHUNK)
-        finish, deals = _finish_times_and_deals(model, group, rows, draws, trial_of)
+        finish, deals = _finish_times_and_deals(model, group, rows, draws, trial_of, weights)
         counted = (deals * (finish <= model.horizon_days)).reshape(trials, CHUNK)
         running = carried[:, None] + np.cumsum(counted, axis=1)
         reached = running >= short[:, None]
@@ -179,7 +218,7 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
         newly = open_trials & reached.any(axis=1)
         needed_wins[newly] = chunk * CHUNK + first[newly] + 1
         carried = running[:, -1]
-    p_win = win_probability_from(draws.p, 0)
+    p_win = draws.new_lead_win_probability(model)
     return _fewest_leads(needed_wins, draws.win_u[:, 0], p_win)
 
 

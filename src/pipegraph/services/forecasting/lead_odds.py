@@ -7,7 +7,8 @@ stages sum to at most ``H``. The time part is a Monte Carlo estimate over ``SAMP
 (a fixed seed, so a page of leads gets consistent, repeatable odds); the answer depends on the lead
 only through its stage and age, so leads of the same stage and day share one computation.
 
-Not yet by source or owner: every lead of a stage and age gets the same odds.
+By source and owner: when the model has segments, the lead's conversions are those of its segment —
+the (source, owner) cell, else its source's owner-less cell, else the stages' own.
 """
 
 from __future__ import annotations
@@ -24,19 +25,41 @@ AGE_STEP_DAYS = 0.1  # ages are rounded to this before computing: nearby ages sh
 _SEED = 20_240_101
 
 
-def win_probability(model: Model, stage: str, age_days: float, horizon_days: float) -> float | None:
-    """P(won within ``horizon_days``) for an open lead in ``stage`` for ``age_days``; None when the
-    stage is not one the model simulates (post-sale or removed)."""
+def segment_of(model: Model, source: str | None, owner: str | None) -> int | None:
+    """Index of the lead's segment in ``model.segments``, or None for the stages' own conversions."""
+    cells = {(segment.source, segment.owner): index for index, segment in enumerate(model.segments)}
+    for key in ((source or "", owner or ""), (source or "", None)):
+        if key in cells:
+            return cells[key]
+    return None
+
+
+def win_probability(
+    model: Model,
+    stage: str,
+    age_days: float,
+    horizon_days: float,
+    source: str | None = None,
+    owner: str | None = None,
+) -> float | None:
+    """P(won within ``horizon_days``) for an open lead in ``stage`` for ``age_days``, from ``source``
+    and with ``owner`` (an email); None when the stage is not one the model simulates."""
     if stage not in model.stage_names:
         return None
     age = round(max(age_days, 0.0) / AGE_STEP_DAYS) * AGE_STEP_DAYS
-    return _win_probability(model, model.stage_index(stage), age, float(horizon_days))
+    segment = segment_of(model, source, owner)
+    return _win_probability(model, model.stage_index(stage), age, float(horizon_days), segment)
 
 
 @functools.lru_cache(maxsize=4096)
-def _win_probability(model: Model, start: int, age: float, horizon: float) -> float:
+def _win_probability(
+    model: Model, start: int, age: float, horizon: float, segment: int | None = None
+) -> float:
     stages = model.stages[start:]
-    converts = math.prod(stage.conversion.mean for stage in stages)
+    if segment is None:
+        converts = math.prod(stage.conversion.mean for stage in stages)
+    else:
+        converts = model.segment_win_probability(model.segments[segment], start)
     if converts == 0.0:
         return 0.0
     u = np.random.default_rng(_SEED).random((len(stages), SAMPLES))
