@@ -104,17 +104,26 @@ TAIL = 1e-6  # below this survival at the age, the remaining time is read from t
 
 @functools.lru_cache(maxsize=1024)
 def _in_horizon(stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: bool) -> float:
+    return _finished_by(stages, start, age, horizon, arrival, horizon)
+
+
+@functools.lru_cache(maxsize=1024)
+def _finished_by(
+    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: bool, day: float
+) -> float:
+    """P(finish <= ``day``) for a winner of the group, ``day`` within the horizon (on its grid)."""
     later = _later_stages(stages, start, horizon, arrival)
     grid = np.linspace(0.0, horizon, GRID + 1)
     duration = stages[start].time_in_stage
     below = float(duration.cdf(np.array([age]))[0]) if age > 0 else 0.0
     if 1.0 - below > TAIL:
-        # P(start's remaining time <= horizon - t), weighted by the later time's masses at the points t.
-        remaining = (duration.cdf(age + horizon - grid) - below) / (1.0 - below)
+        # P(start's remaining time <= day - t), weighted by the later time's masses at the points t.
+        remaining = (duration.cdf(age + day - grid) - below) / (1.0 - below)
+        remaining[grid > day] = 0.0
         return float(np.clip(np.dot(later, np.clip(remaining, 0.0, 1.0)), 0.0, 1.0))
     # Deep in the tail the ratio loses its digits: average over the law's own remaining-time quantiles.
     cdf = np.cumsum(later) - later / 2  # P(later <= t) at the points: each mass spreads over a tent
-    slack = horizon - duration.remaining(_atoms(), age)
+    slack = day - duration.remaining(_atoms(), age)
     inside = slack >= 0
     return float(np.clip(np.interp(slack[inside], grid, cdf).sum() / ATOMS, 0.0, 1.0))
 
@@ -124,6 +133,40 @@ def in_horizon_probability(model: Model, group: Group) -> float:
     arrival = not group.existing and model.arrivals.kind != "batch"
     age = group.age_days if group.existing else 0.0
     return _in_horizon(model.stages, group.start, age, model.horizon_days, arrival)
+
+
+def finished_by(model: Model, group: Group, days: Array) -> Array:
+    """P(finish <= d) for a winner of ``group`` at each of ``days`` (within the horizon, increasing)."""
+    arrival = not group.existing and model.arrivals.kind != "batch"
+    age = group.age_days if group.existing else 0.0
+    values = [_finished_by(model.stages, group.start, age, model.horizon_days, arrival, float(d)) for d in days]
+    return np.maximum.accumulate(np.asarray(values, dtype=np.float64))
+
+
+def cumulative_by_day(
+    model: Model, group: Group, days: Array, inside: NDArray[np.int64], revenue: Array, rng: np.random.Generator
+) -> Array:
+    """(trials, len(days)) cumulative revenue of the group's ``inside`` in-horizon winners by each day.
+
+    Given that a winner finishes within the horizon, the interval it finishes in has the probabilities
+    of :func:`finished_by` (normalised), independently of the others: the counts per interval are one
+    multinomial draw. Deals are independent of finish times, so given a trial's in-horizon revenue the
+    revenue won by day d is, in expectation, that total times the share of winners in by d — used here,
+    which keeps every trial's last value equal to its revenue (the fan's weeks understate only the
+    deal-size part of a week's spread)."""
+    trials = len(inside)
+    by_day = np.zeros((trials, len(days)))
+    q = finished_by(model, group, days)
+    if q[-1] <= 0 or not inside.any():
+        return by_day
+    shares = np.diff(np.concatenate([[0.0], q])) / q[-1]
+    shares = np.clip(shares, 0.0, None)
+    shares /= shares.sum()
+    counts = rng.multinomial(inside, shares)
+    cumulative = np.cumsum(counts, axis=1)
+    average = np.divide(revenue, inside, out=np.zeros(trials), where=inside > 0)
+    by_day[:] = cumulative * average[:, None]
+    return by_day
 
 
 # --- deal sums ------------------------------------------------------------------------------------

@@ -127,6 +127,8 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
         return simulate_per_winner(model, seed, block, trials, draws)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
+    days = fan_days(model)
+    by_day = np.zeros((trials, len(days)))
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
         # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
         q = cohorts.in_horizon_probability(model, group)
@@ -134,15 +136,19 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
         slot = 1 if group.existing else 0
         wins[slot] += inside
         if group.value is not None:
-            revenue[slot] += inside * group.value
+            gained = inside * group.value
         else:
-            revenue[slot] += cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+            gained = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+        revenue[slot] += gained
+        fan = stream(seed, block, COHORTS, index, 2)
+        by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, fan)
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
         revenue_new=revenue[0],
         revenue_existing=revenue[1],
         wait_days=np.zeros(trials),
+        revenue_by_day=by_day,
     )
 
 
