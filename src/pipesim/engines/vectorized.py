@@ -98,13 +98,17 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
         # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
         q = cohorts.in_horizon_probability(model, group)
-        inside = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q)
+        inside = binomial_inverse(
+            draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q
+        )
         slot = 1 if group.existing else 0
         wins[slot] += inside
         if group.value is not None:
             revenue[slot] += inside * group.value
         else:
-            revenue[slot] += cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+            revenue[slot] += cohorts.deal_sums(
+                model.deal_size, inside, stream(seed, block, COHORTS, index, 1)
+            )
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
