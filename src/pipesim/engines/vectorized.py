@@ -1,5 +1,9 @@
 """The fast path: numpy, no capacity limits, whole blocks of trials at once.
 
+:func:`simulate` draws each group's in-horizon wins and their revenue for the group as a whole
+(:mod:`pipesim.engines.cohorts`, ``O(groups × trials)``); :func:`simulate_per_winner`, described below,
+draws a row per winner and stays as its reference (``tests/sim/test_cohorts.py``).
+
 Per trial and per group of leads, the number of eventual wins is one binomial draw by inversion,
 ``W = F⁻¹(u; n, P)`` with ``P`` the product of the stage conversions from the group's stage onward —
 equal in distribution to thinning the leads stage by stage. Only the winners then need more randomness:
