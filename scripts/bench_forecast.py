@@ -18,7 +18,8 @@ and seeded synthetic data of one pipeline (``demo.load_synthetic``, about 5.6 hi
 24 months ending when it is loaded), the questions asked of "B2B Sales" at its default sizes.
 
     python scripts/bench_forecast.py [--sizes demo 100000 1000000] [--repeat 5] [--no-sqlite]
-        [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--keep-data DIR]
+        [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--keep-data DIR] [--no-reference]
+        [--simulation-workers N]
 
 ``--keep-data DIR`` keeps the loaded SQLite files in DIR and the PostgreSQL databases
 (``forecast_bench_<leads>``) and reuses them on the next run (loading a million leads takes many
@@ -115,7 +116,9 @@ async def _load(url: str, size: str) -> str:
         await store.dispose()
 
 
-async def measure(url: str, repeat: int) -> tuple[str, dict[str, float]]:
+async def measure(
+    url: str, repeat: int, with_reference: bool = True, workers: int = 1
+) -> tuple[str, dict[str, float]]:
     store = Store.from_url(url)
     async with store.write() as session:
         admin = await users.create_user(
@@ -140,13 +143,15 @@ async def measure(url: str, repeat: int) -> tuple[str, dict[str, float]]:
         async with store.read() as session:
             return await shared.calibration(session, pipeline_id=pk, horizon_days=90)
 
-    figures["calibration, reference"] = await _median(repeat, reference)
+    if with_reference:
+        figures["calibration, reference"] = await _median(repeat, reference)
     figures["calibration, kept totals"] = await _median(repeat, totals)
     figures["calibration, shared (hit)"] = await _median(repeat, hit)
     report = (await totals()).report
 
     # "Before" can outlast the default 30 s request limit at 100,000 leads on a busy machine.
-    settings = Settings.from_env({"PIPEGRAPH_REQUEST_TIMEOUT": "600"}, database_url=url)
+    environ = {"PIPEGRAPH_REQUEST_TIMEOUT": "600", "PIPEGRAPH_SIMULATION_WORKERS": str(workers)}
+    settings = Settings.from_env(environ, database_url=url)
     app = create_app(settings, store=store)
     pool: SimulationPool = app.state.simulations
     try:
@@ -168,10 +173,11 @@ async def measure(url: str, repeat: int) -> tuple[str, dict[str, float]]:
                 pool.calibrations.clear()
                 await view()
 
-            fast = pool.calibrations
-            pool.calibrations = ReferenceCalibrations()
-            figures["view, before (reference, each question)"] = await _median(repeat, view)
-            pool.calibrations = fast
+            if with_reference:
+                fast = pool.calibrations
+                pool.calibrations = ReferenceCalibrations()
+                figures["view, before (reference, each question)"] = await _median(repeat, view)
+                pool.calibrations = fast
             figures["view, after a write (shared, from totals)"] = await _median(repeat, view_after_write)
             figures["view, repeat (shared, kept)"] = await _median(repeat, view)
 
@@ -221,7 +227,7 @@ async def _sqlite(size: str, args: argparse.Namespace, workdir: Path) -> tuple[s
         await connection.exec_driver_sql("ANALYZE")
     await store.dispose()
     try:
-        return (described, *await measure(url, args.repeat))
+        return (described, *await measure(url, args.repeat, not args.no_reference, args.simulation_workers))
     finally:
         if args.keep_data is None:
             for suffix in ("", "-wal", "-shm"):
@@ -242,7 +248,7 @@ async def _postgres(size: str, args: argparse.Namespace) -> tuple[str, str, dict
         await migrate.upgrade(store.engine)
         await store.dispose()
         await _admin(url, "VACUUM ANALYZE")
-        return (described, *await measure(url, args.repeat))
+        return (described, *await measure(url, args.repeat, not args.no_reference, args.simulation_workers))
     finally:
         if not keep:
             await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -275,6 +281,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each measure (default 5)")
     parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
+    parser.add_argument(
+        "--simulation-workers", type=int, default=1, help="interactive simulation processes (default 1)"
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the reference calibration (minutes at 1,000,000)"
+    )
     parser.add_argument("--postgres-url", help="PostgreSQL server to create the databases on (none: skip)")
     parser.add_argument("--keep-data", help="directory for the SQLite files; keep and reuse all data")
     asyncio.run(main(parser.parse_args()))

@@ -27,7 +27,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Float, case, cast, func, select, union_all
+from sqlalchemy import Float, cast, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.flow_days import EXIT
@@ -138,11 +138,14 @@ async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, a
 async def _arrivals_count(
     session: AsyncSession, pipeline_id: int, as_of: datetime, window_days: float
 ) -> tuple[int, datetime | None]:
+    """Leads created in the window, and the first creation: two index ranges of
+    ``ix_leads_pipeline_created`` (the window's, and one entry for the minimum), not every lead."""
     start = as_of - timedelta(days=window_days)
+    created = (Lead.pipeline_id == pipeline_id, Lead.created_at <= at(as_of))
     statement = select(
-        func.coalesce(func.sum(case((Lead.created_at >= at(start), 1), else_=0)), 0).label("n"),
-        func.min(Lead.created_at).label("first"),
-    ).where(Lead.pipeline_id == pipeline_id, Lead.created_at <= at(as_of))
+        select(func.count()).where(*created, Lead.created_at >= at(start)).scalar_subquery().label("n"),
+        select(func.min(Lead.created_at)).where(*created).scalar_subquery().label("first"),
+    )
     row = (await session.execute(statement)).one()
     return int(row.n), row.first
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Hashable
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,7 +83,7 @@ def _uniform_arrival() -> Array:
 
 
 @functools.lru_cache(maxsize=64)
-def _deposited(law: Distribution, horizon: float) -> Array:
+def _deposited(law: Any, horizon: float) -> Array:  # a Distribution: frozen, so hashable
     return _deposit(law.ppf(_atoms()), horizon)
 
 
@@ -91,7 +93,7 @@ def _later_stages(stages: tuple[Stage, ...], start: int, horizon: float, arrival
     when ``arrival``), cut at the horizon."""
     mass = np.zeros(GRID + 1)
     mass[0] = 1.0
-    parts = [_deposited(stage.time_in_stage, horizon) for stage in stages[start + 1 :]]
+    parts = [_deposited(cast(Hashable, stage.time_in_stage), horizon) for stage in stages[start + 1 :]]
     if arrival:
         parts.append(_uniform_arrival())
     for part in parts:
@@ -180,7 +182,9 @@ def raw_moments(law: Distribution) -> tuple[float, float, float, float] | None:
     elif isinstance(law, Exponential):
         values = [math.factorial(n) * law.mean_value**n for n in orders]
     elif isinstance(law, Gamma):
-        values = [law.scale**n * math.exp(math.lgamma(law.shape + n) - math.lgamma(law.shape)) for n in orders]
+        values = [
+            law.scale**n * math.exp(math.lgamma(law.shape + n) - math.lgamma(law.shape)) for n in orders
+        ]
     elif isinstance(law, Weibull):
         values = [law.scale**n * math.gamma(1 + n / law.shape) for n in orders]
     elif isinstance(law, LogNormal):
@@ -198,7 +202,7 @@ def raw_moments(law: Distribution) -> tuple[float, float, float, float] | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _gamma_terms(law: Distribution) -> tuple[float, float, float, int] | None:
+def _gamma_terms(law: Any) -> tuple[float, float, float, int] | None:  # a Distribution
     """Mean, standard deviation and skewness of one deal, and the fewest wins from which the translated
     gamma is accurate enough (``None``: never)."""
     moments = raw_moments(law)
@@ -236,12 +240,12 @@ def deal_sums(law: Distribution, wins: NDArray[np.int64], rng: np.random.Generat
     trials = len(wins)
     totals = np.zeros(trials)
     if isinstance(law, Fixed):
-        return wins * law.value
+        return np.asarray(wins * law.value, dtype=np.float64)
     # Exact part: the first EXACT_DEALS deals of every trial, always drawn (common random numbers).
     rows = law.ppf(rng.random((trials, EXACT_DEALS)))
     taken = np.arange(EXACT_DEALS)[None, :] < wins[:, None]
     totals += (rows * taken).sum(axis=1)
-    terms = _gamma_terms(law)
+    terms = _gamma_terms(cast(Hashable, law))
     approx_u = rng.random(trials)
     large = wins > EXACT_DEALS
     if terms is not None:
