@@ -97,12 +97,16 @@ def _group_rows(
     passed = np.full(shape, n_stages - start)
     for column in reversed(range(n_stages - start)):  # the first stage not converted out of wins
         passed[~converts[column]] = column
-    hold = np.zeros(shape)
+    hold = np.zeros(0)
     for column, index in enumerate(range(start, n_stages)):
         duration = model.stages[index].time_in_stage
         u = rng.random(shape)
         times = scaled_time(duration, u, age if column == 0 else 0.0, time_scale[:, index, None])
-        # A lead spends the stage it is lost in too, then leaves (as in the SimPy story).
+        # A lead spends the stage it is lost in too, then leaves (as in the SimPy story); every lead
+        # spends its first stage, so only later stages are masked.
+        if column == 0:
+            hold = times
+            continue
         times[passed < column] = 0.0
         hold += times
     won: NDArray[np.bool_] = passed == n_stages - start
