@@ -52,7 +52,7 @@ def test_the_recursion_serves_simpys_leads_exactly_with_people(seed: int) -> Non
     opens, closes = (np.array(times) for times in model.reps.slot_times())
     draws = trial_draws(model, seed, 0, 4)
     for trial in range(4):
-        leads = des.trial_leads(model, seed, 0, trial, draws.p[trial], int(draws.new_leads[trial]))
+        leads = des.trial_leads(model, seed, 0, trial, draws)
         floor = des.SalesFloor(model)
         floor.run(leads)
         table = floor_of(leads)

@@ -252,7 +252,7 @@ def measure(model: Model, floor: Floor, start: Array) -> tuple[Outcomes, Flow]:
             len(new),
         ),
     )
-    return outcomes, flow_of(model, floor.arrival, start, finish, waited, new & waited)
+    return outcomes, flow_of(model, floor.arrival, start, finish, waited, new & waited, wait)
 
 
 def flow_of(
@@ -262,8 +262,10 @@ def flow_of(
     finish: Array,
     waited: NDArray[np.bool_],
     won_in_window: NDArray[np.bool_],
+    wait: Array | None = None,
 ) -> Flow:
-    """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times."""
+    """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times;
+    ``wait`` (every lead's wait, ``min(start, horizon) - arrival``) saves recomputing it when known."""
     horizon = model.horizon_days
     low, high = window(model)
     # Boolean masks read row by row, as ``np.nonzero`` would, without building the lead coordinates;
@@ -278,7 +280,7 @@ def flow_of(
         utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / slot_days(model, low, high)
     weeks = week_ends(model)
     return Flow(
-        waits=np.minimum(start[waited], horizon) - arrival[waited],
+        waits=wait[waited] if wait is not None else np.minimum(start[waited], horizon) - arrival[waited],
         wait_trial=wait_trial,
         lead_times=finish[won_in_window] - arrival[won_in_window],
         lead_time_trial=won_trial,
