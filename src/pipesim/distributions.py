@@ -248,9 +248,10 @@ class Triangular(_Inversion):
         if b == a:
             return np.full(np.shape(u), a, dtype=np.float64)
         split = (c - a) / (b - a)
-        left = a + np.sqrt(u * (b - a) * (c - a))
-        right = b - np.sqrt((1 - u) * (b - a) * (b - c))
-        return np.where(u < split, left, right)
+        below = u < split
+        # One square root per value (of whichever side it falls on), not one per side.
+        root = np.sqrt(np.where(below, u * (b - a) * (c - a), (1 - u) * (b - a) * (b - c)))
+        return np.where(below, a + root, b - root)
 
     def cdf(self, x: Array) -> Array:
         a, c, b = self.low, self.mode, self.high

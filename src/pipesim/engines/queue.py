@@ -99,12 +99,16 @@ def _group_rows(
     passed = np.full(shape, n_stages - start)
     for column in reversed(range(n_stages - start)):  # the first stage not converted out of wins
         passed[~converts[column]] = column
-    hold = np.zeros(shape)
+    hold = np.zeros(0)
     for column, index in enumerate(range(start, n_stages)):
         duration = model.stages[index].time_in_stage
         u = rng.random(shape)
         times = scaled_time(duration, u, age if column == 0 else 0.0, time_scale[:, index, None])
-        # A lead spends the stage it is lost in too, then leaves (as in the SimPy story).
+        # A lead spends the stage it is lost in too, then leaves (as in the SimPy story); every lead
+        # spends its first stage, so only later stages are masked.
+        if column == 0:
+            hold = times
+            continue
         times[passed < column] = 0.0
         hold += times
     won: NDArray[np.bool_] = passed == n_stages - start
@@ -250,7 +254,7 @@ def measure(model: Model, floor: Floor, start: Array) -> tuple[Outcomes, Flow]:
             len(new),
         ),
     )
-    return outcomes, flow_of(model, floor.arrival, start, finish, waited, new & waited)
+    return outcomes, flow_of(model, floor.arrival, start, finish, waited, new & waited, wait)
 
 
 def flow_of(
@@ -260,8 +264,10 @@ def flow_of(
     finish: Array,
     waited: NDArray[np.bool_],
     won_in_window: NDArray[np.bool_],
+    wait: Array | None = None,
 ) -> Flow:
-    """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times."""
+    """Per-lead waits and lead times, slot utilisation and weekly queue lengths from start times;
+    ``wait`` (every lead's wait, ``min(start, horizon) - arrival``) saves recomputing it when known."""
     horizon = model.horizon_days
     low, high = window(model)
     # Boolean masks read row by row, as ``np.nonzero`` would, without building the lead coordinates;
@@ -276,7 +282,7 @@ def flow_of(
         utilisation = np.where(np.isfinite(busy), busy, 0.0).sum(axis=1) / slot_days(model, low, high)
     weeks = week_ends(model)
     return Flow(
-        waits=np.minimum(start[waited], horizon) - arrival[waited],
+        waits=wait[waited] if wait is not None else np.minimum(start[waited], horizon) - arrival[waited],
         wait_trial=wait_trial,
         lead_times=finish[won_in_window] - arrival[won_in_window],
         lead_time_trial=won_trial,
