@@ -469,7 +469,7 @@ def main() -> None:
     parser.add_argument(
         "--segments",
         action="store_true",
-        help="compare the segmented model (conversion by source and owner) with the same model without segments",
+        help="compare the segmented model (conversion by source and owner) with the model without segments",
     )
     args = parser.parse_args()
     if args.truths == "all":
@@ -491,7 +491,9 @@ def main() -> None:
     started = time.perf_counter()
     results: dict[str, list[Outcome]] = {}
     with tempfile.TemporaryDirectory() as directory, _executor(args.workers) as pool:
-        demo_futures = [pool.submit(run_demo, seed, args.trials, directory, args.segments) for seed in demo_seeds]
+        demo_futures = [
+            pool.submit(run_demo, seed, args.trials, directory, args.segments) for seed in demo_seeds
+        ]
         futures = {
             kind: [
                 pool.submit(run_one, index, args.seed, args.trials, directory, kind, args.segments)

@@ -73,6 +73,7 @@ class ReferenceCalibrations(CalibrationCache):
         horizon_days: float,
         window_days: float = 90.0,
         with_capacity: bool = False,
+        segments: bool = False,
     ) -> Calibration:
         return await calibrate(
             session,
@@ -80,6 +81,7 @@ class ReferenceCalibrations(CalibrationCache):
             horizon_days=horizon_days,
             window_days=window_days,
             with_capacity=with_capacity,
+            segments=segments,
         )
 
 

@@ -384,6 +384,8 @@ async def test_capacity_plan_refuses_bad_input_naming_the_field(client: Client, 
         variables = {"input": {"pipelineId": _gid(pipeline_id), key: value}}
         body = (await client.raw(CAPACITY_PLAN, variables)).json()
         assert body["errors"][0]["extensions"]["field"] == field, body
+
+
 async def test_what_if_by_segment_shifts_sources_and_lets_a_rep_go(client: Client, store: Store) -> None:
     truth = replace(
         TRUTH,

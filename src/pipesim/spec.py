@@ -208,6 +208,7 @@ class Model:
             or self.arrivals.rate_uncertainty > 0
             or any(stage.time_uncertainty > 0 for stage in self.stages)
         )
+
     segments: tuple[Segment, ...] = ()
 
     def __post_init__(self) -> None:

@@ -65,8 +65,8 @@ from sqlalchemy.orm import aliased
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.forecasting.arrivals import ArrivalShape, creation_days, fit_shape
 from pipegraph.services.forecasting import segments as segment_fit
+from pipegraph.services.forecasting.arrivals import ArrivalShape, creation_days, fit_shape
 from pipegraph.services.forecasting.durations import fit_stage_durations, stay_samples, survival_curves
 from pipegraph.services.metrics_sql import at, days_between
 from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps, Segment

@@ -141,12 +141,19 @@ def finished_by(model: Model, group: Group, days: Array) -> Array:
     """P(finish <= d) for a winner of ``group`` at each of ``days`` (within the horizon, increasing)."""
     arrival = not group.existing and model.arrivals.kind != "batch"
     age = group.age_days if group.existing else 0.0
-    values = [_finished_by(model.stages, group.start, age, model.horizon_days, arrival, float(d)) for d in days]
+    values = [
+        _finished_by(model.stages, group.start, age, model.horizon_days, arrival, float(d)) for d in days
+    ]
     return np.maximum.accumulate(np.asarray(values, dtype=np.float64))
 
 
 def cumulative_by_day(
-    model: Model, group: Group, days: Array, inside: NDArray[np.int64], revenue: Array, rng: np.random.Generator
+    model: Model,
+    group: Group,
+    days: Array,
+    inside: NDArray[np.int64],
+    revenue: Array,
+    rng: np.random.Generator,
 ) -> Array:
     """(trials, len(days)) cumulative revenue of the group's ``inside`` in-horizon winners by each day.
 

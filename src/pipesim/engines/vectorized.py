@@ -69,9 +69,7 @@ def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: i
     return stream(seed, block, WINNERS, group_index, chunk).random((trials, CHUNK, width))
 
 
-def _deals(
-    model: Model, group: Group, rows: Array, deal_scale: Array, segment_wins: Array | None
-) -> Array:
+def _deals(model: Model, group: Group, rows: Array, deal_scale: Array, segment_wins: Array | None) -> Array:
     """Deal size of each winner row; ``deal_scale`` is each row's trial factor on drawn deal sizes and
     ``segment_wins`` (rows × segments) weighs a new winner's segment."""
     u = rows[:, len(model.stages) + 1]
@@ -132,11 +130,13 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
     for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
         # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
         q = cohorts.in_horizon_probability(model, group)
-        inside = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q)
+        inside = binomial_inverse(
+            draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q
+        )
         slot = 1 if group.existing else 0
         wins[slot] += inside
         if group.value is not None:
-            gained = inside * group.value
+            gained: Array = np.asarray(inside * group.value, dtype=np.float64)
         else:
             gained = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
         revenue[slot] += gained
