@@ -1,14 +1,23 @@
-"""The weekday profile and trend of arrivals, fitted from creation times (no database needed)."""
+"""The weekday profile and trend of arrivals fitted from creation times, and the calibrated model stating
+its parameter uncertainty and the arrivals' shape."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
+from pipegraph.db.session import Store
+from pipegraph.services.calibration import calibrate
+from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
 from pipegraph.services.forecasting.arrivals import fit_shape
+from pipesim.arrival_profile import expected_count
 
 AS_OF = datetime(2024, 6, 5, 9, 30, tzinfo=UTC)  # a Wednesday
+ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday, as in the synthetic generator
 PROFILE = np.array([1.4, 1.2, 1.1, 1.0, 0.9, 0.25, 0.15])
 PROFILE = PROFILE / PROFILE.mean()
 
@@ -64,3 +73,46 @@ def test_trend_is_capped_so_the_rate_at_most_doubles_over_the_horizon() -> None:
     shape = fit_shape(_creations(np.random.default_rng(2), 5.0, 0.03, np.ones(7), 120), AS_OF, 120, 90)
     assert shape is not None
     assert 0 < shape.trend_per_day <= np.log(2) / 90 + 1e-12
+
+
+async def test_calibration_states_its_uncertainty_and_the_arrival_shape_in_the_model(store: Store) -> None:
+    # A weekday-shaped, growing stream (Monday-first profile; the origin is a Monday) over 240 days.
+    truth = TruePipeline(
+        conversions=(0.6, 0.5),
+        mean_days=(6.0, 9.0),
+        arrivals_per_day=8.0,
+        deal_mean=2_000.0,
+        deal_sd=800.0,
+        weekday_profile=(1.3, 1.2, 1.1, 1.0, 0.9, 0.3, 0.2),
+    )
+    lives = generate(truth, np.random.default_rng(9), 240.0)
+    pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=240.0)
+    as_of = ORIGIN + timedelta(days=240)
+    async with store.read() as session:
+        result = await calibrate(session, pipeline_id=pipeline_id, horizon_days=90, as_of=as_of)
+        flat = await calibrate(
+            session,
+            pipeline_id=pipeline_id,
+            horizon_days=90,
+            as_of=as_of,
+            parameter_uncertainty=False,
+            arrival_shape=False,
+        )
+    model, report = result.model, result.report
+    for stage, fit in zip(model.stages, report.stages, strict=True):
+        assert fit.mean_days_se is not None
+        assert stage.time_uncertainty == pytest.approx(fit.mean_days_se / fit.mean_days)
+    assert report.deal_size.mean_se is not None
+    assert model.deal_size_uncertainty == pytest.approx(report.deal_size.mean_se / report.deal_size.mean)
+    assert model.arrivals.rate_uncertainty == pytest.approx(1 / math.sqrt(report.arrivals.created))
+    assert model.arrivals.weekday is not None
+    assert model.arrivals.start_weekday == as_of.weekday()
+    profile = np.array(truth.weekday_profile) / np.mean(truth.weekday_profile)
+    # ~700 leads in 90 days, ~100 per weekday: each weight within ~4 Poisson SEs (about 40 %).
+    assert np.allclose(model.arrivals.weekday, profile, rtol=0.4)
+    # The old model: no uncertainty beyond conversion and a flat rate.
+    assert not flat.model.has_parameter_uncertainty
+    assert not flat.model.arrivals.varies
+    # Without the trend, both models expect about the same number of new leads over 13 whole weeks.
+    shaped = replace(model.arrivals, trend_per_day=0.0)
+    assert expected_count(shaped, 91) == pytest.approx(flat.model.arrivals.rate_per_day * 91, rel=0.1)

@@ -191,7 +191,7 @@ ForecastResult.wins: Deals won within the horizon.
 ForecastResult.expectedRevenue: Mean revenue won.
 ForecastResult.goal: The goal asked about; null if none.
 ForecastResult.histogram: Distribution of revenue over the trials.
-ForecastResult.revenueByWeek: Cumulative revenue by each week's end and the horizon: P10/P50/P90, a fan chart.
+ForecastResult.revenueByWeek: Revenue won by each week's end and by the horizon: P10/P50/P90 (a fan chart).
 ForecastResult.calibration: What the model learnt from history.
 Goal.pipelineId: The Pipeline the goal is for.
 Goal.periodStart: First day of the period.
