@@ -247,11 +247,22 @@ class Triangular(_Inversion):
         a, c, b = self.low, self.mode, self.high
         if b == a:
             return np.full(np.shape(u), a, dtype=np.float64)
-        split = (c - a) / (b - a)
-        below = u < split
-        # One square root per value (of whichever side it falls on), not one per side.
-        root = np.sqrt(np.where(below, u * (b - a) * (c - a), (1 - u) * (b - a) * (b - c)))
-        return np.where(below, a + root, b - root)
+        u = np.asarray(u, dtype=np.float64)
+        if u.ndim == 0:
+            return self.ppf(u.reshape(1)).reshape(())
+        below = u < (c - a) / (b - a)
+        # One square root per value (of whichever side it falls on), not one per side, computed in
+        # one buffer: the same operations in the same order as ``a + sqrt(u·(b−a)·(c−a))`` below the
+        # mode and ``b − sqrt((1−u)·(b−a)·(b−c))`` above it, without a temporary per step.
+        t = np.subtract(1.0, u)
+        np.copyto(t, u, where=below)
+        t *= b - a
+        np.multiply(t, c - a, out=t, where=below)
+        np.multiply(t, b - c, out=t, where=~below)
+        np.sqrt(t, out=t)
+        out = np.subtract(b, t)
+        np.add(a, t, out=out, where=below)
+        return out
 
     def cdf(self, x: Array) -> Array:
         a, c, b = self.low, self.mode, self.high
