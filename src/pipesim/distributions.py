@@ -109,7 +109,12 @@ class Exponential(_Inversion):
         return self.mean_value**2
 
     def ppf(self, u: Array) -> Array:
-        return -self.mean_value * np.log1p(-u)
+        if np.ndim(u) == 0 or np.asarray(u).dtype != np.float64:
+            return -self.mean_value * np.log1p(-np.asarray(u))
+        t = np.negative(u)  # -mean·log1p(-u) in one buffer: the same operations, bit for bit
+        np.log1p(t, out=t)
+        t *= -self.mean_value
+        return t
 
     def cdf(self, x: Array) -> Array:
         return -np.expm1(-np.maximum(x, 0.0) / self.mean_value)

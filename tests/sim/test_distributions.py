@@ -88,3 +88,11 @@ def test_triangular_inverse_cdf_equals_the_plain_formula(low: float, mode: float
     triangular = Triangular(low, mode, high)
     assert np.array_equal(triangular.ppf(u), plain)
     assert np.array_equal(triangular.ppf(np.float64(0.3)), triangular.ppf(np.array([0.3]))[0])
+
+
+def test_exponential_inverse_cdf_equals_the_plain_formula() -> None:
+    """The in-place inverse CDF gives bit for bit ``-mean·log1p(-u)``, arrays and scalars."""
+    u = np.random.default_rng(4).random((40, 50))
+    u[0, 0] = 0.0
+    assert np.array_equal(Exponential(6.0).ppf(u), -6.0 * np.log1p(-u))
+    assert Exponential(6.0).ppf(0.5) == -6.0 * math.log1p(-0.5)

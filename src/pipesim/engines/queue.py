@@ -157,8 +157,10 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
         floor.won[:, columns] = won
         if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
             deal = np.zeros((trials, count))
-            scale = np.broadcast_to(draws.deal_scale[:, None], (trials, count))[won]
-            deal[won] = model.deal_size.ppf(rng.random(int(won.sum()))) * scale
+            sizes = model.deal_size.ppf(rng.random(int(won.sum())))
+            if not np.all(draws.deal_scale == 1.0):  # scales of 1 (no uncertainty) need no gather
+                sizes *= np.broadcast_to(draws.deal_scale[:, None], (trials, count))[won]
+            deal[won] = sizes
             floor.deal[:, columns] = deal
         else:
             floor.deal[:, columns] = group.value
