@@ -109,7 +109,12 @@ class Exponential(_Inversion):
         return self.mean_value**2
 
     def ppf(self, u: Array) -> Array:
-        return -self.mean_value * np.log1p(-u)
+        if np.ndim(u) == 0 or np.asarray(u).dtype != np.float64:
+            return -self.mean_value * np.log1p(-np.asarray(u))
+        t = np.negative(u)  # -mean·log1p(-u) in one buffer: the same operations, bit for bit
+        np.log1p(t, out=t)
+        t *= -self.mean_value
+        return t
 
     def cdf(self, x: Array) -> Array:
         return -np.expm1(-np.maximum(x, 0.0) / self.mean_value)
@@ -247,11 +252,22 @@ class Triangular(_Inversion):
         a, c, b = self.low, self.mode, self.high
         if b == a:
             return np.full(np.shape(u), a, dtype=np.float64)
-        split = (c - a) / (b - a)
-        below = u < split
-        # One square root per value (of whichever side it falls on), not one per side.
-        root = np.sqrt(np.where(below, u * (b - a) * (c - a), (1 - u) * (b - a) * (b - c)))
-        return np.where(below, a + root, b - root)
+        u = np.asarray(u, dtype=np.float64)
+        if u.ndim == 0:
+            return self.ppf(u.reshape(1)).reshape(())
+        below = u < (c - a) / (b - a)
+        # One square root per value (of whichever side it falls on), not one per side, computed in
+        # one buffer: the same operations in the same order as ``a + sqrt(u·(b−a)·(c−a))`` below the
+        # mode and ``b − sqrt((1−u)·(b−a)·(b−c))`` above it, without a temporary per step.
+        t = np.subtract(1.0, u)
+        np.copyto(t, u, where=below)
+        t *= b - a
+        np.multiply(t, c - a, out=t, where=below)
+        np.multiply(t, b - c, out=t, where=~below)
+        np.sqrt(t, out=t)
+        out = np.subtract(b, t)
+        np.add(a, t, out=out, where=below)
+        return out
 
     def cdf(self, x: Array) -> Array:
         a, c, b = self.low, self.mode, self.high

@@ -74,3 +74,25 @@ def test_weibull_agrees_with_scipy() -> None:
     # The closed-form conditional draw equals the generic inversion shared by the other families.
     assert np.allclose(weibull.remaining(u, 6.0), _Inversion.remaining(weibull, u, 6.0), rtol=1e-9)
     assert weibull.scaled(2.0) == Weibull(0.7, 20.0)
+
+
+@pytest.mark.parametrize(("low", "mode", "high"), [(3, 7, 21), (2, 2, 9), (1, 8, 8), (0.5, 1.5, 2.5)])
+def test_triangular_inverse_cdf_equals_the_plain_formula(low: float, mode: float, high: float) -> None:
+    """The in-place inverse CDF gives bit for bit the two-branch formula it replaces, arrays and scalars."""
+    u = np.random.default_rng(3).random((40, 50))
+    u[0, :3] = [0.0, (mode - low) / (high - low), np.nextafter(1.0, 0.0)]
+    a, c, b = float(low), float(mode), float(high)
+    below = u < (c - a) / (b - a)
+    root = np.sqrt(np.where(below, u * (b - a) * (c - a), (1 - u) * (b - a) * (b - c)))
+    plain = np.where(below, a + root, b - root)
+    triangular = Triangular(low, mode, high)
+    assert np.array_equal(triangular.ppf(u), plain)
+    assert np.array_equal(triangular.ppf(np.float64(0.3)), triangular.ppf(np.array([0.3]))[0])
+
+
+def test_exponential_inverse_cdf_equals_the_plain_formula() -> None:
+    """The in-place inverse CDF gives bit for bit ``-mean·log1p(-u)``, arrays and scalars."""
+    u = np.random.default_rng(4).random((40, 50))
+    u[0, 0] = 0.0
+    assert np.array_equal(Exponential(6.0).ppf(u), -6.0 * np.log1p(-u))
+    assert Exponential(6.0).ppf(0.5) == -6.0 * math.log1p(-0.5)

@@ -242,3 +242,36 @@ def test_weekly_counts_by_bisection_equal_the_sorted_reading(seed: int) -> None:
     for times in (floor.arrival, start, np.minimum(start, 5.0), np.full_like(start, np.inf)):
         expected = _count_by_sorting(times, weeks, model.horizon_days)
         assert np.array_equal(queue._count_at_or_before(times, weeks, model.horizon_days), expected)
+
+
+def test_one_uniform_per_lead_gives_each_exit_stage_its_exact_probability() -> None:
+    """The stage a lead leaves in, drawn from one uniform against the running products of conversions:
+    with fixed times the holding time names the stage, and each share is within 4 SE of its exact value."""
+    p_stage = (0.7, 0.5, 0.8)
+    model = Model(
+        stages=tuple(
+            Stage(f"s{i}", FixedProbability(p), Fixed(days))
+            for i, (p, days) in enumerate(zip(p_stage, (1, 2, 4), strict=True))
+        ),
+        deal_size=LogNormal(10_000, 4_000),
+        arrivals=Arrivals.batch(100),
+        horizon_days=60,
+        reps=Reps(1, 5),
+    )
+    trials, leads = 200, 100
+    p = np.broadcast_to(np.array(p_stage), (trials, 3))
+    hold, won = queue._group_rows(
+        model, np.random.default_rng(5), (trials, leads), p, 0, 0.0, np.ones((trials, 3))
+    )
+    n = trials * leads
+    exact = {
+        1.0: 1 - p_stage[0],
+        3.0: p_stage[0] * (1 - p_stage[1]),
+        7.0: p_stage[0] * p_stage[1],
+    }
+    assert set(np.unique(hold)) == set(exact)
+    shares = [(float(np.mean(hold == days)), share) for days, share in exact.items()]
+    shares.append((float(np.mean(won)), p_stage[0] * p_stage[1] * p_stage[2]))
+    for observed, share in shares:
+        assert abs(observed - share) <= 4 * math.sqrt(share * (1 - share) / n)
+    assert not np.any(won & (hold != 7.0))  # a winner passed every stage

@@ -162,7 +162,10 @@ def scaled_time(duration: Distribution, u: Array, age: float, scale: Array) -> A
     """Time still to spend in a stage whose times are multiplied by ``scale`` (one per row), for a lead
     already ``age`` days in it: ``scale·T`` conditioned on exceeding the age, minus the age."""
     if age <= 0:
-        return duration.ppf(u) * scale
+        times = duration.ppf(u)
+        if not np.all(scale == 1.0):  # without parameter uncertainty every scale is 1: skip the pass
+            times *= scale
+        return times
     if np.all(scale == 1.0):
         return duration.remaining(u, age)
     if isinstance(duration, Exponential):

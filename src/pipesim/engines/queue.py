@@ -17,10 +17,10 @@ Where it does not apply: stage ``work`` needs a rep (``reps.count`` of them, sha
 while the lead also holds a slot, so holding times depend on the rep queue and the rep queue on who
 holds slots — a loop the recursion cannot express. ``auto`` then picks SimPy and says why.
 
-Randomness. Each group of leads draws from its own stream, one ``(trials, leads)`` array per stage
-conversion and time in stage, then arrivals, then deal sizes for the winners only; none of it depends
-on the reps, so a variant with more or fewer reps sees the same leads and a paired difference isolates
-the change in capacity.
+Randomness. Each group of leads draws from its own stream, one ``(trials, leads)`` array for the stage
+each lead leaves in, one per time in stage, then arrivals, then deal sizes for the winners only; none of
+it depends on the reps, so a variant with more or fewer reps sees the same leads and a paired difference
+isolates the change in capacity.
 """
 
 from __future__ import annotations
@@ -92,26 +92,28 @@ def _group_rows(
     age: float,
     time_scale: Array,
 ) -> tuple[Array, NDArray[np.bool_]]:
-    """Holding time and won flag of each lead of a ``(trials, leads)`` group, drawing one contiguous
-    uniform array per stage conversion and per time in stage (times scaled by the trial's draw)."""
+    """Holding time and won flag of each lead of a ``(trials, leads)`` group: one uniform per lead for
+    the stage it leaves in, then one contiguous uniform array per time in stage (times scaled by the
+    trial's draw)."""
     n_stages = len(model.stages)
-    converts = [rng.random(shape) < p[:, index, None] for index in range(start, n_stages)]
-    passed = np.full(shape, n_stages - start)
-    for column in reversed(range(n_stages - start)):  # the first stage not converted out of wins
-        passed[~converts[column]] = column
+    # A lead reaches stage ``start + j`` (j >= 1) when it converted out of the j stages before, with
+    # probability ``prod(p[start:start + j])``; one uniform below that product says so, and the same
+    # uniform below the product over every stage says it is won. Equal in law to one uniform per
+    # stage, at a fraction of the draws and comparisons.
+    reach = np.cumprod(p[:, start:], axis=1)
+    exit_u = rng.random(shape)
     hold = np.zeros(0)
     for column, index in enumerate(range(start, n_stages)):
         duration = model.stages[index].time_in_stage
         u = rng.random(shape)
         times = scaled_time(duration, u, age if column == 0 else 0.0, time_scale[:, index, None])
         # A lead spends the stage it is lost in too, then leaves (as in the SimPy story); every lead
-        # spends its first stage, so only later stages are masked.
+        # spends its first stage, so only later stages are masked (added where reached, no scatter).
         if column == 0:
             hold = times
             continue
-        times[passed < column] = 0.0
-        hold += times
-    won: NDArray[np.bool_] = passed == n_stages - start
+        np.add(hold, times, out=hold, where=exit_u < reach[:, column - 1, None])
+    won: NDArray[np.bool_] = exit_u < reach[:, -1, None]
     return hold, won
 
 
@@ -155,8 +157,10 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
         floor.won[:, columns] = won
         if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
             deal = np.zeros((trials, count))
-            scale = np.broadcast_to(draws.deal_scale[:, None], (trials, count))[won]
-            deal[won] = model.deal_size.ppf(rng.random(int(won.sum()))) * scale
+            sizes = model.deal_size.ppf(rng.random(int(won.sum())))
+            if not np.all(draws.deal_scale == 1.0):  # scales of 1 (no uncertainty) need no gather
+                sizes *= np.broadcast_to(draws.deal_scale[:, None], (trials, count))[won]
+            deal[won] = sizes
             floor.deal[:, columns] = deal
         else:
             floor.deal[:, columns] = group.value
