@@ -158,3 +158,16 @@ async def test_breakdown_indexes_round_trip(database_url: str) -> None:
         ]
     finally:
         await store.dispose()
+
+
+async def test_pipeline_created_index_only_on_sqlite_and_round_trip(database_url: str) -> None:
+    store = Store.from_url(database_url)
+    try:
+        await migrate.upgrade(store.engine)
+        assert ("ix_leads_pipeline_created" in await _lead_indexes(store)) == store.is_sqlite
+        await migrate.downgrade(store.engine, "0013")
+        assert "ix_leads_pipeline_created" in await _lead_indexes(store)
+        await migrate.upgrade(store.engine)
+        assert ("ix_leads_pipeline_created" in await _lead_indexes(store)) == store.is_sqlite
+    finally:
+        await store.dispose()

@@ -198,7 +198,10 @@ class Lead(Base):
         CheckConstraint("value_cents >= 0", name="value_non_negative"),
         CheckConstraint("qualification_score BETWEEN 0 AND 100", name="qualification_score_range"),
         Index("ix_leads_pipeline_stage_status", "pipeline_id", "stage_id", "status"),
-        Index("ix_leads_pipeline_created", "pipeline_id", "created_at"),
+        # SQLite only: there every index ends with the rowid, so this one alone gives the lead listing
+        # its (created_at, id) order; on PostgreSQL ix_leads_pipeline_created_dimensions, which starts
+        # with the same columns, serves the same scans, and each lead insert saves an index update.
+        Index("ix_leads_pipeline_created", "pipeline_id", "created_at").ddl_if(dialect="sqlite"),
         Index("ix_leads_owner", "owner_id"),
         Index("ix_leads_stage_id", "stage_id", "id"),
         # Metrics: current occupants per stage, and leads closed in a window, read from the index alone.
@@ -221,9 +224,9 @@ class Lead(Base):
         # on PostgreSQL, instead of a heap fetch per loss). SQLite reads a row by its integer primary
         # key directly, so there the index would only cost writes.
         Index("ix_leads_id_value", "id", postgresql_include=["value_cents"]).ddl_if(dialect="postgresql"),
-        # Breakdowns: the leads created in a window, with each dimension, from the index alone. An
-        # index of its own: the lead listing reads ix_leads_pipeline_created in (created_at, id) order,
-        # which more columns would break.
+        # Breakdowns: the leads created in a window, with each dimension, from the index alone. On
+        # SQLite an index of its own: the lead listing reads ix_leads_pipeline_created in
+        # (created_at, rowid) order, which more columns would break.
         Index("ix_leads_pipeline_created_dimensions", "pipeline_id", "created_at", *_DIMENSIONS),
     )
 

@@ -9,7 +9,8 @@ cut-off), the same sums are kept already:
 - stays still running: the open leads (``ix_leads_pipeline_status_stage_entered``), each with the start
   of its current stay, the latest ``entered_at`` of its stays (one index probe a lead; the lead's
   ``stage_entered_at`` would not do: a reopen into the same stage starts a stay but keeps it);
-- arrivals: the leads created in the window (``ix_leads_pipeline_created``), one per creation row;
+- arrivals: the leads created in the window (``ix_leads_pipeline_created``, on PostgreSQL
+  ``ix_leads_pipeline_created_dimensions``), one per creation row;
 - wins: while no win was undone, the won leads, newest first (``ix_leads_pipeline_status_closed``);
   otherwise per stage and where they were won, one index range of the stays ending in a win, newest
   first (``ix_stage_stays_pipeline_exit_duration``), merged by the database.

@@ -17,10 +17,10 @@ page cache (``_page_cache``).
 
 The result equals the row-by-row path's, table by table (``tests/test_imports_bulk.py`` proves it):
 the leads get ids in row order (PostgreSQL draws them, and the history rows' ids, from their sequences
-after ordering by row; SQLite, with one writer at a time, counts on from the largest id), and the stays
-and totals are those the history delimits, as ``pipegraph.db.stays.derive_stays`` computes them. The
-events are logged with their positions but not NOTIFYed one by one: subscribers resuming from a
-position read them from the log.
+batch by batch as it stages the rows; SQLite, with one writer at a time, counts on from the largest
+id), and the stays and totals are those the history delimits, as ``pipegraph.db.stays.derive_stays``
+computes them. The events are logged with their positions but not NOTIFYed one by one: subscribers
+resuming from a position read them from the log.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from pipegraph.services.webhooks.events import record_import_finished, record_le
 BATCH_ROWS = 5_000
 SQLITE_APPLY_CACHE_KIB = 64 * 1024
 STAGING = "import_staging"
-# Staged columns, in COPY order; ``lead_id`` follows from the row number on SQLite (a generated column)
-# and is drawn on PostgreSQL after staging.
+# Staged columns, in COPY order; ``lead_id`` follows from the row number on SQLite (a generated column);
+# on PostgreSQL each batch draws its lead and history ids before its COPY (``_POSTGRESQL_IDS``).
 _STAGED = (
     "row_no",
     "stage_id",
@@ -72,6 +72,7 @@ _STAGING_TYPES = (
     "integer", "integer", "integer", "text", "text", "text", "text", "text", "text", "bigint", "date",
     "boolean", "boolean", "boolean", "boolean", "integer",
 )  # fmt: skip
+_POSTGRESQL_IDS = (("lead_id", "bigint"), ("history_id", "bigint"))
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -148,8 +149,7 @@ async def import_leads_bulk(
             at=at or utcnow(),
             check_references=check_references,
         )
-    imported = "import_rows" if dialect == "postgresql" else STAGING  # as _apply names them
-    await _record_webhooks(session, imported, first is not None, actor=actor, pipeline_id=pipeline_id)
+    await _record_webhooks(session, STAGING, first is not None, actor=actor, pipeline_id=pipeline_id)
     if dialect == "sqlite":
         await connection.exec_driver_sql(f"DROP TABLE {STAGING}")
     return BulkOutcome(rows=loaded, first_lead_id=first, last_lead_id=last)
@@ -200,6 +200,7 @@ async def _page_cache(connection: AsyncConnection, dialect: str) -> AsyncIterato
 async def _create_staging(connection: AsyncConnection, dialect: str) -> None:
     columns = ", ".join(f"{name} {kind}" for name, kind in zip(_STAGED, _STAGING_TYPES, strict=True))
     if dialect == "postgresql":
+        columns += "".join(f", {name} {kind}" for name, kind in _POSTGRESQL_IDS)
         # Dropped with the transaction, committed or not: a killed import leaves no staging behind.
         await connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} ({columns}) ON COMMIT DROP")
     else:
@@ -218,7 +219,12 @@ async def _stage(connection: AsyncConnection, dialect: str, batch: list[tuple[An
     if dialect == "postgresql":
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(STAGING, records=batch, columns=list(_STAGED))
+        # The batch's ids, drawn in row order as one create_lead per row draws them: the staged rows
+        # are applied as they are, with no copy to number them and no ANALYZE of that copy.
+        drawn = await driver.fetch(_DRAW_IDS, len(batch))
+        records = [(*record, ids[0], ids[1]) for record, ids in zip(batch, drawn, strict=True)]
+        columns = [*_STAGED, *(name for name, _ in _POSTGRESQL_IDS)]
+        await driver.copy_records_to_table(STAGING, records=records, columns=columns)
     else:
         marks = ", ".join("?" for _ in _STAGED)
         insert = f"INSERT INTO {STAGING} ({', '.join(_STAGED)}) VALUES ({marks})"
@@ -294,16 +300,6 @@ async def _apply(
     check_references: bool,
 ) -> tuple[int | None, int | None]:
     rows = STAGING
-    if dialect == "postgresql":
-        rows = "import_rows"
-        # Ids drawn after the sort (PostgreSQL evaluates volatile output columns after ORDER BY).
-        await connection.exec_driver_sql(
-            f"CREATE TEMP TABLE {rows} ON COMMIT DROP AS "
-            f"SELECT s.*, nextval({_sequence('leads')}) AS lead_id, "
-            f"nextval({_sequence('stage_history')}) AS history_id "
-            f"FROM {STAGING} s ORDER BY s.row_no"
-        )
-        await connection.exec_driver_sql(f"ANALYZE {rows}")
     parameters = {
         "pipeline_id": pipeline_id,
         "at": at,
@@ -327,6 +323,12 @@ def _sequence(table: str) -> str:
     """The table's id sequence, looked up once per statement: a plain ``pg_get_serial_sequence`` call
     is evaluated (and the name resolved) for every row, which took longer than drawing the ids."""
     return f"(SELECT CAST(pg_get_serial_sequence('{table}', 'id') AS regclass))"
+
+
+# Lead and history ids in pairs, drawn in the order the function scan yields its rows.
+_DRAW_IDS = (
+    f"SELECT nextval({_sequence('leads')}), nextval({_sequence('stage_history')}) FROM generate_series(1, $1)"
+)
 
 
 async def _run(connection: AsyncConnection, statements: list[str], parameters: dict[str, Any]) -> None:
