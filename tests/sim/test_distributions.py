@@ -87,7 +87,8 @@ def test_triangular_inverse_cdf_equals_the_plain_formula(low: float, mode: float
     plain = np.where(below, a + root, b - root)
     triangular = Triangular(low, mode, high)
     assert np.array_equal(triangular.ppf(u), plain)
-    assert np.array_equal(triangular.ppf(np.float64(0.3))  # type: ignore[arg-type], triangular.ppf(np.array([0.3]))[0])
+    scalar = triangular.ppf(np.float64(0.3))  # type: ignore[arg-type]
+    assert np.array_equal(scalar, triangular.ppf(np.array([0.3]))[0])
 
 
 def test_exponential_inverse_cdf_equals_the_plain_formula() -> None:
