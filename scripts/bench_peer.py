@@ -58,6 +58,7 @@ import argparse
 import asyncio
 import functools
 import json
+import re
 import os
 import signal
 import statistics
@@ -197,7 +198,18 @@ for line in io.lines("$bodies") do
 end
 local counted = $counted
 local sent = 0
+-- wrk calls the first thread's request() once to check it before any connection opens, and discards
+-- the request; that call must not use up a turn (its lead's later versions would all be CONFLICTs).
+local threads_seen = 0
+setup = function(thread)
+  thread:set("checked", threads_seen > 0)
+  threads_seen = threads_seen + 1
+end
 request = function()
+  if not checked then
+    checked = true
+    return wrk.format(nil, nil, nil, "{}")
+  end
   sent = sent + 1
   local turn = turns[(sent - 1) % #turns + 1]
   local round = math.floor((sent - 1) / #turns)
@@ -207,6 +219,15 @@ request = function()
     body = string.gsub(body, '"$version"', tostring(turn.version + round))
   end
   return wrk.format(nil, nil, nil, body)
+end
+-- Answers that are not a plain success (an HTTP error, GraphQL errors, pipegraph's userErrors), kept so a
+-- refused change is told apart from one answered as done and not written.
+local refusals = io.open("$refusals", "a")
+response = function(status, headers, body)
+  if status ~= 200 or string.find(body, '"errors"', 1, true) or string.find(body, '"userErrors":[{', 1, true) then
+    refusals:write(status, "\\t", (string.gsub(string.sub(body, 1, 400), "%c", " ")), "\\n")
+    refusals:flush()
+  end
 end
 """)
 # A lead's turns in a run: its version when the run starts, and (document, variables) in rotation.
@@ -317,9 +338,19 @@ async def _write_sets(
 
 
 async def lead_states(url: str, lead_ids: Sequence[int]) -> dict[int, asyncpg.Record]:
-    """Each lead's version, status, stage and another stage before the sale of its pipeline."""
+    """Each lead's version, status, stage and another stage before the sale of its pipeline, read once
+    the writes still running from the previous run have ended (wrk leaves requests in flight when it
+    stops; a version read before they commit would make every turn of that lead a CONFLICT)."""
     connection = await asyncpg.connect(url)
     try:
+        for _ in range(100):
+            busy = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+            if not busy:
+                break
+            await asyncio.sleep(0.05)
         rows = await connection.fetch(
             "SELECT l.id, l.version, l.status, l.stage_id, (SELECT s.id FROM stages s "
             "WHERE s.pipeline_id = l.pipeline_id AND s.id <> l.stage_id AND NOT s.is_post_sale "
@@ -571,11 +602,13 @@ class Bench:
 
     def wrk(self, server: Server, lines: Sequence[str], seconds: float, connections: int) -> str:
         (self.directory / "bodies.jsonl").write_text("".join(f"{line}\n" for line in lines))
+        (self.directory / "refusals.tsv").write_text("")
         script = self.directory / "bench.lua"
         script.write_text(
             WRK_SCRIPT.substitute(
                 authorization="".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in server.headers.items()),
                 bodies=self.directory / "bodies.jsonl",
+                refusals=self.directory / "refusals.tsv",
                 counted="true" if any(VERSION in line for line in lines) else "false",
                 counter=TITLE_COUNTER,
                 version=VERSION,
@@ -601,6 +634,7 @@ class Bench:
         output = self.wrk(server, lines, seconds, connections)
         server_after, backends_after = cpu_seconds(server.pid), backends_cpu(self.database_url)
         result = parse_wrk(output)
+        refusals = (self.directory / "refusals.tsv").read_text().splitlines()
         per_request = 1000 / max(result.requests, 1)
         server_cpu = None
         if server_after is not None and server_before is not None:
@@ -610,6 +644,8 @@ class Bench:
             spent = sum(after - backends_before.get(pid, 0.0) for pid, after in backends_after.items())
             postgres_cpu = spent * per_request
         errors, kinds = result.errors, [result.error_kinds] if result.error_kinds else []
+        if refusals:
+            errors, kinds = errors + len(refusals), [*kinds, refusal_summary(refusals)]
         if query == "update":
             leads = self.fixture.update_leads[name]
             if missing := asyncio.run(_missing_writes(self.database_url, leads, label, result.requests)):
@@ -618,8 +654,8 @@ class Bench:
             # Every answered change bumped its lead's version (a refused one, e.g. a CONFLICT, did not).
             after = asyncio.run(lead_states(self.database_url, write_sets(query, self.fixture)[name]))
             changes = sum(after[pk]["version"] for pk in after) - sum(version for version, _ in turns)
-            if changes < result.requests:
-                missing = result.requests - changes
+            if changes < result.requests - len(refusals):
+                missing = result.requests - len(refusals) - changes
                 errors, kinds = errors + missing, [*kinds, f"{missing} answered changes not written"]
         return Run(
             query,
@@ -656,6 +692,18 @@ class Bench:
                 print_summary(group)
                 groups.append(group)
         return groups
+
+
+def refusal_summary(refusals: Sequence[str]) -> str:
+    """How many answers were refusals, by their error code (or HTTP status), with the first one."""
+    codes: dict[str, int] = {}
+    for line in refusals:
+        status, _, answer = line.partition("\t")
+        found = re.search(r'"code":"([A-Z_]+)"', answer)
+        code = found.group(1) if found else f"HTTP {status}"
+        codes[code] = codes.get(code, 0) + 1
+    counted = ", ".join(f"{count} {code}" for code, count in sorted(codes.items()))
+    return f"refused: {counted} (first: {refusals[0].partition(chr(9))[2][:200]})"
 
 
 async def _missing_writes(url: str, lead_ids: Sequence[int], label: str, requests: int) -> int:
