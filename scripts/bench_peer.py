@@ -58,8 +58,8 @@ import argparse
 import asyncio
 import functools
 import json
-import re
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -224,7 +224,8 @@ end
 -- refused change is told apart from one answered as done and not written.
 local refusals = io.open("$refusals", "a")
 response = function(status, headers, body)
-  if status ~= 200 or string.find(body, '"errors"', 1, true) or string.find(body, '"userErrors":[{', 1, true) then
+  local refused = string.find(body, '"errors"', 1, true) or string.find(body, '"userErrors":[{', 1, true)
+  if status ~= 200 or refused then
     refusals:write(status, "\\t", (string.gsub(string.sub(body, 1, 400), "%c", " ")), "\\n")
     refusals:flush()
   end
