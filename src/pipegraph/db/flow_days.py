@@ -76,7 +76,9 @@ _TYPES = ("integer", "date", "text", "integer", "text", "integer", "text", "inte
 _INSERT_ROW_LOCKED = text(
     f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
     f"SELECT {', '.join(f'CAST(:{c} AS {t})' for c, t in zip((*_KEY, 'n', 'seconds_sum'), _TYPES, strict=True))} "
-    f"WHERE EXISTS (SELECT pg_advisory_xact_lock({LOCK_SPACE}, CAST(:pipeline_id AS integer))) {ADD_TO_STORED}"
+    # Not EXISTS (SELECT lock): PostgreSQL drops the select list of an EXISTS subquery, the lock with it.
+    f"WHERE (SELECT count(*) FROM (SELECT pg_advisory_xact_lock({LOCK_SPACE}, CAST(:pipeline_id AS integer)))"
+    f" AS locked) = 1 {ADD_TO_STORED}"
 ).bindparams(bindparam("day", type_=Date))
 
 
