@@ -367,7 +367,8 @@ async def test_a_move_locks_the_daily_totals_only_once_it_holds_the_pipeline_loc
             assert updated != "UPDATE 0"
             await held.rollback()
             payload = (await move)["moveLead"]
-            assert payload["userErrors"] == [] and payload["lead"]["version"] == lead["version"] + 1
+            assert payload["userErrors"] == []
+            assert payload["lead"]["version"] == lead["version"] + 1
         finally:
             await holder.close()
             await other.close()

@@ -68,17 +68,18 @@ _INSERT_ROW = text(
     f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
     f"VALUES ({', '.join(f':{column}' for column in (*_KEY, 'n', 'seconds_sum'))}) {ADD_TO_STORED}"
 ).bindparams(bindparam("day", type_=Date))
-_TYPES = ("integer", "date", "text", "integer", "text", "integer", "text", "integer", "bigint", "double precision")
+_TYPES = ("integer", "date", "text", "integer", "text", "integer", "text", "integer", "bigint", "float8")
+_CAST_ROW = ", ".join(f"CAST(:{c} AS {t})" for c, t in zip((*_KEY, "n", "seconds_sum"), _TYPES, strict=True))
 # On PostgreSQL each row first takes its pipeline's event lock (pipegraph.db.lead_events; taking it
 # again in the same transaction is free). Today's rows of a pipeline are shared by all its writers, and
 # every writer takes that lock before its events anyway: a writer that locked the rows first would hold
 # them while it queued for the lock, so waits for the rows would chain behind waits for the lock.
 _INSERT_ROW_LOCKED = text(
     f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
-    f"SELECT {', '.join(f'CAST(:{c} AS {t})' for c, t in zip((*_KEY, 'n', 'seconds_sum'), _TYPES, strict=True))} "
+    f"SELECT {_CAST_ROW} "
     # Not EXISTS (SELECT lock): PostgreSQL drops the select list of an EXISTS subquery, the lock with it.
-    f"WHERE (SELECT count(*) FROM (SELECT pg_advisory_xact_lock({LOCK_SPACE}, CAST(:pipeline_id AS integer)))"
-    f" AS locked) = 1 {ADD_TO_STORED}"
+    "WHERE (SELECT count(*) FROM (SELECT "
+    f"pg_advisory_xact_lock({LOCK_SPACE}, CAST(:pipeline_id AS integer))) AS locked) = 1 {ADD_TO_STORED}"
 ).bindparams(bindparam("day", type_=Date))
 
 

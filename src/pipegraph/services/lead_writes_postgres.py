@@ -75,7 +75,8 @@ SELECT {notify_each("$6::text")} FROM event
 # While any webhook endpoint is enabled, the lead's UPDATE matches no row and the general path writes the
 # change, whose session records the webhook event in the outbox with it (pipegraph.db.webhook_outbox).
 # $1 lead, $2 version read, $3 event kind, $4 now, $5 actor, $6 channel; then the lead's new details.
-_DETAILS = """
+_DETAILS = (
+    """
 WITH lead AS (
     UPDATE leads SET title = $7::text, owner_id = $8::integer, company = $9::text, contact_name = $10::text,
         contact_email = $11::text, contact_phone = $12::text, source = $13::text, value_cents = $14::bigint,
@@ -84,7 +85,10 @@ WITH lead AS (
         updated_at = $4::timestamptz, version = version + 1
     WHERE id = $1 AND version = $2 AND NOT EXISTS (SELECT FROM webhook_endpoints WHERE enabled)
     RETURNING id, pipeline_id, version
-),""" + _LOCKED.format(after="") + _EVENT
+),"""
+    + _LOCKED.format(after="")
+    + _EVENT
+)
 
 _KEY_ARRAYS = (
     "$15::date[], $16::text[], $17::integer[], $18::text[], $19::integer[], $20::text[], $21::integer[]"
@@ -92,7 +96,8 @@ _KEY_ARRAYS = (
 # $1–$6 as above; the lead's new stage and status ($7, $8), stage_entered_at, closed_at, lost_reason,
 # value_cents ($9–$12), the history row's from-stage and from-status ($13, $14), the ended stay's length
 # ($23), and the daily totals as arrays ($15–$22: key columns, days in stage, n, seconds).
-_HISTORY = f"""
+_HISTORY = (
+    """
 WITH lead AS (
     UPDATE leads SET stage_id = $7::integer, status = $8::text, stage_entered_at = $9::timestamptz,
         closed_at = $10::timestamptz, lost_reason = $11::text, value_cents = $12::bigint,
@@ -114,9 +119,9 @@ WITH lead AS (
     INSERT INTO stage_stays (history_id, lead_id, pipeline_id, stage_id, status, entered_at)
     SELECT id, lead_id, pipeline_id, $7::integer, $8::text, $4::timestamptz FROM history
     RETURNING 1
-),""" + _LOCKED.format(
-    after="WHERE (SELECT count(*) FROM ended) + (SELECT count(*) FROM started) >= 0"
-) + f"""
+),"""
+    + _LOCKED.format(after="WHERE (SELECT count(*) FROM ended) + (SELECT count(*) FROM started) >= 0")
+    + f"""
 totals AS (
     INSERT INTO stage_flow_days
         (pipeline_id, day, kind, stage_id, status, next_stage_id, next_status, days_in_stage, n, seconds_sum)
@@ -126,7 +131,9 @@ totals AS (
     ORDER BY 2, 3, 4, 5, 6, 7, 8
     {flow_days.ADD_TO_STORED}
     RETURNING 1
-),""" + _EVENT
+),"""
+    + _EVENT
+)
 
 
 def _model(model: type[M], row: Mapping[str, Any], alias: str, attributes: Sequence[tuple[str, str]]) -> M:
