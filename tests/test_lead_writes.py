@@ -26,6 +26,7 @@ from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.api import ids
 from pipegraph.db import migrate
 from pipegraph.db.direct import DirectConnections
+from pipegraph.db.lead_events import LOCK_SPACE
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 
@@ -318,3 +319,56 @@ async def test_on_sqlite_a_change_is_a_few_statements_in_one_transaction(
     assert len(counts[True]) == 8, counts[True]
     assert counts[True][0] == "BEGIN IMMEDIATE"
     assert len(counts[False]) > len(counts[True])
+
+
+async def _waiting_for(connection: asyncpg.Connection, wait_event: str) -> None:
+    """Return once some other backend of the database waits for a lock of that kind."""
+    for _ in range(500):
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = $1",
+            wait_event,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no backend waits for a lock of kind {wait_event}")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "general"])
+async def test_a_move_locks_the_daily_totals_only_once_it_holds_the_pipeline_lock(
+    postgres_url: str, direct: bool
+) -> None:
+    """Every writer of a pipeline shares today's totals and queues for its event lock: a move that
+    waits for the lock must not hold the totals meanwhile, or the writers behind it would wait for
+    them through its whole commit."""
+    async with _client(postgres_url, direct=direct) as (client, _store):
+        pipeline = await create_pipeline(client)
+        stages = [stage["id"] for stage in pipeline["stages"]]
+        lead = await create_lead(client, pipeline["id"])
+        url = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+        holder, other = await asyncpg.connect(url), await asyncpg.connect(url)
+        try:
+            pipeline_id = await holder.fetchval("SELECT pipeline_id FROM leads")
+            assert await holder.fetchval("SELECT count(*) FROM stage_flow_days") > 0
+            held = holder.transaction()
+            await held.start()
+            await holder.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, pipeline_id)
+            values = {"leadId": lead["id"], "toStageId": stages[1], "expectedVersion": lead["version"]}
+            move = asyncio.create_task(client.run(MUTATIONS["move"], {"i": values}))
+            await _waiting_for(other, "advisory")
+            # Every total of the pipeline, the rows the move will change among them, is free.
+            await other.execute("SET lock_timeout = '5s'")
+            async with other.transaction():
+                updated = await other.execute(
+                    "UPDATE stage_flow_days SET n = n WHERE pipeline_id = $1", pipeline_id
+                )
+            assert updated != "UPDATE 0"
+            await held.rollback()
+            payload = (await move)["moveLead"]
+            assert payload["userErrors"] == []
+            assert payload["lead"]["version"] == lead["version"] + 1
+        finally:
+            await holder.close()
+            await other.close()

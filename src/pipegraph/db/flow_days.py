@@ -26,6 +26,7 @@ from sqlalchemy import Date, Integer, bindparam, delete, literal_column, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
+from pipegraph.db.lead_events import LOCK_SPACE
 from pipegraph.db.models import StageFlowDay, whole_days_text
 
 ENTRY, EXIT = "E", "X"
@@ -66,6 +67,19 @@ ADD_TO_STORED = (
 _INSERT_ROW = text(
     f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
     f"VALUES ({', '.join(f':{column}' for column in (*_KEY, 'n', 'seconds_sum'))}) {ADD_TO_STORED}"
+).bindparams(bindparam("day", type_=Date))
+_TYPES = ("integer", "date", "text", "integer", "text", "integer", "text", "integer", "bigint", "float8")
+_CAST_ROW = ", ".join(f"CAST(:{c} AS {t})" for c, t in zip((*_KEY, "n", "seconds_sum"), _TYPES, strict=True))
+# On PostgreSQL each row first takes its pipeline's event lock (pipegraph.db.lead_events; taking it
+# again in the same transaction is free). Today's rows of a pipeline are shared by all its writers, and
+# every writer takes that lock before its events anyway: a writer that locked the rows first would hold
+# them while it queued for the lock, so waits for the rows would chain behind waits for the lock.
+_INSERT_ROW_LOCKED = text(
+    f"INSERT INTO stage_flow_days ({', '.join(_KEY)}, n, seconds_sum) "
+    f"SELECT {_CAST_ROW} "
+    # Not EXISTS (SELECT lock): PostgreSQL drops the select list of an EXISTS subquery, the lock with it.
+    "WHERE (SELECT count(*) FROM (SELECT "
+    f"pg_advisory_xact_lock({LOCK_SPACE}, CAST(:pipeline_id AS integer))) AS locked) = 1 {ADD_TO_STORED}"
 ).bindparams(bindparam("day", type_=Date))
 
 
@@ -169,7 +183,8 @@ async def apply(executor: Executor, totals: Mapping[Key, tuple[int, float]]) -> 
     """Add ``totals`` to the stored rows, in one statement.
 
     Rows go in key order: concurrent writers then lock shared rows (today's entries into a stage) in
-    the same order and cannot deadlock on them.
+    the same order and cannot deadlock on them. On PostgreSQL a pipeline's rows are locked only once
+    its event lock is held (``_INSERT_ROW_LOCKED``).
     """
     if not totals:
         return
@@ -177,4 +192,5 @@ async def apply(executor: Executor, totals: Mapping[Key, tuple[int, float]]) -> 
         dict(zip(_KEY, key, strict=True)) | {"n": n, "seconds_sum": seconds}
         for key, (n, seconds) in sorted(totals.items())
     ]
-    await executor.execute(_INSERT_ROW, rows)
+    locked = _dialect(executor) == "postgresql"
+    await executor.execute(_INSERT_ROW_LOCKED if locked else _INSERT_ROW, rows)

@@ -6,9 +6,10 @@ subscriber that missed events (a slow reader, a lost connection, a server restar
 with :func:`events_after` from the last position it saw, so nothing acknowledged is ever lost to it.
 
 Within one pipeline, positions follow commit order. SQLite admits one writer at a time. On PostgreSQL
-a writer takes a transaction-scoped advisory lock per pipeline just before its events get their ids
-and holds it until it commits, so an event never commits after one of a higher position of its
-pipeline: "the pipeline's events after position p" is complete once p has been seen.
+a writer takes a transaction-scoped advisory lock per pipeline before its events get their ids (and
+before it changes the pipeline's daily totals, which every writer of the pipeline shares) and holds it
+until it commits, so an event never commits after one of a higher position of its pipeline: "the
+pipeline's events after position p" is complete once p has been seen.
 """
 
 from __future__ import annotations

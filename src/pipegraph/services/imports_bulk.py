@@ -278,10 +278,12 @@ def _apply_statements(dialect: str, rows: str) -> list[str]:
                    NULL, NULL, NULL, NULL
             FROM stage_history h WHERE h.{new_leads}""",
         ]
-    statements.append(flow_days.totals_sql(dialect, new_leads))
     if dialect == "postgresql":
-        # Event positions follow commit order within a pipeline (see pipegraph.db.lead_events).
+        # Event positions follow commit order within a pipeline (see pipegraph.db.lead_events); the lock
+        # comes before the daily totals, whose rows every writer of the pipeline locks after it
+        # (pipegraph.db.flow_days.apply), so that no writer holds them while it queues for it.
         statements.append(f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, :pipeline_id)")
+    statements.append(flow_days.totals_sql(dialect, new_leads))
     statements.append(
         f"""INSERT INTO lead_events (pipeline_id, lead_id, kind, version, occurred_at, actor_id)
         SELECT {pipeline}, lead_id, '{_CREATED}', 1, {at}, {actor}

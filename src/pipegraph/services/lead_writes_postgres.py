@@ -3,8 +3,13 @@
 One prepared statement reads the facts; one more writes everything, in autocommit (a single statement
 is its own transaction, so no ``BEGIN`` or ``COMMIT``), through asyncpg connections of its own
 (:mod:`pipegraph.db.direct`). The write statement's parts run in the general path's order (lead row,
-history, stays, daily totals, then the pipeline's event lock, held until the commit, and the event
+history, stays, then the pipeline's event lock, held until the commit, the daily totals and the event
 with its ``NOTIFY``), so the two paths cannot deadlock each other.
+
+The daily totals come after the lock because every writer of the pipeline shares today's rows and
+queues for the lock anyway: a writer holding the rows while it waited for the lock would make the
+writers behind it wait for the rows too, through its whole commit. In this order no writer waits for
+the rows (``tests/test_lead_writes.py`` holds the lock and updates the rows while a move waits).
 """
 
 from __future__ import annotations
@@ -52,11 +57,14 @@ LEFT JOIN users o ON o.id = CASE WHEN $3::boolean THEN $4::integer ELSE l.owner_
 WHERE l.id = $1
 """
 
-# The event, once the pipeline's event lock is held; ``{after}`` names the CTEs that must run first.
-_EVENT = f"""
+# The pipeline's event lock, held until the commit; ``{after}`` names the CTEs that must run first.
+_LOCKED = f"""
 locked AS MATERIALIZED (
     SELECT pg_advisory_xact_lock({LOCK_SPACE}, lead.pipeline_id) FROM lead {{after}}
-), event AS (
+),"""
+# The event, once the lock is held.
+_EVENT = f"""
+event AS (
     INSERT INTO lead_events (pipeline_id, lead_id, kind, version, occurred_at, actor_id)
     SELECT lead.pipeline_id, lead.id, $3::text, lead.version, $4::timestamptz, $5::integer FROM lead, locked
     RETURNING id, pipeline_id, lead_id, kind, version, occurred_at, actor_id
@@ -67,7 +75,8 @@ SELECT {notify_each("$6::text")} FROM event
 # While any webhook endpoint is enabled, the lead's UPDATE matches no row and the general path writes the
 # change, whose session records the webhook event in the outbox with it (pipegraph.db.webhook_outbox).
 # $1 lead, $2 version read, $3 event kind, $4 now, $5 actor, $6 channel; then the lead's new details.
-_DETAILS = """
+_DETAILS = (
+    """
 WITH lead AS (
     UPDATE leads SET title = $7::text, owner_id = $8::integer, company = $9::text, contact_name = $10::text,
         contact_email = $11::text, contact_phone = $12::text, source = $13::text, value_cents = $14::bigint,
@@ -76,7 +85,10 @@ WITH lead AS (
         updated_at = $4::timestamptz, version = version + 1
     WHERE id = $1 AND version = $2 AND NOT EXISTS (SELECT FROM webhook_endpoints WHERE enabled)
     RETURNING id, pipeline_id, version
-),""" + _EVENT.format(after="")
+),"""
+    + _LOCKED.format(after="")
+    + _EVENT
+)
 
 _KEY_ARRAYS = (
     "$15::date[], $16::text[], $17::integer[], $18::text[], $19::integer[], $20::text[], $21::integer[]"
@@ -84,7 +96,8 @@ _KEY_ARRAYS = (
 # $1–$6 as above; the lead's new stage and status ($7, $8), stage_entered_at, closed_at, lost_reason,
 # value_cents ($9–$12), the history row's from-stage and from-status ($13, $14), the ended stay's length
 # ($23), and the daily totals as arrays ($15–$22: key columns, days in stage, n, seconds).
-_HISTORY = f"""
+_HISTORY = (
+    """
 WITH lead AS (
     UPDATE leads SET stage_id = $7::integer, status = $8::text, stage_entered_at = $9::timestamptz,
         closed_at = $10::timestamptz, lost_reason = $11::text, value_cents = $12::bigint,
@@ -106,18 +119,20 @@ WITH lead AS (
     INSERT INTO stage_stays (history_id, lead_id, pipeline_id, stage_id, status, entered_at)
     SELECT id, lead_id, pipeline_id, $7::integer, $8::text, $4::timestamptz FROM history
     RETURNING 1
-), totals AS (
+),"""
+    + _LOCKED.format(after="WHERE (SELECT count(*) FROM ended) + (SELECT count(*) FROM started) >= 0")
+    + f"""
+totals AS (
     INSERT INTO stage_flow_days
         (pipeline_id, day, kind, stage_id, status, next_stage_id, next_status, days_in_stage, n, seconds_sum)
     SELECT (SELECT pipeline_id FROM lead), t.*
     FROM unnest({_KEY_ARRAYS}, $22::bigint[], $24::double precision[]) AS t
-    WHERE EXISTS (SELECT FROM lead)
+    WHERE EXISTS (SELECT FROM locked)
     ORDER BY 2, 3, 4, 5, 6, 7, 8
     {flow_days.ADD_TO_STORED}
     RETURNING 1
-),""" + _EVENT.format(
-    after="WHERE (SELECT count(*) FROM ended) + (SELECT count(*) FROM started) "
-    "+ (SELECT count(*) FROM totals) >= 0"
+),"""
+    + _EVENT
 )
 
 
