@@ -91,10 +91,11 @@ def _group_rows(
     start: int,
     age: float,
     time_scale: Array,
+    out: Array | None = None,
 ) -> tuple[Array, NDArray[np.bool_]]:
     """Holding time and won flag of each lead of a ``(trials, leads)`` group: one uniform per lead for
     the stage it leaves in, then one contiguous uniform array per time in stage (times scaled by the
-    trial's draw)."""
+    trial's draw). Holding times go to ``out`` (the group's columns of the block) when given."""
     n_stages = len(model.stages)
     # A lead reaches stage ``start + j`` (j >= 1) when it converted out of the j stages before, with
     # probability ``prod(p[start:start + j])``; one uniform below that product says so, and the same
@@ -114,7 +115,13 @@ def _group_rows(
             hold = times
             continue
         times *= exit_u < reach[:, column - 1, None]
-        hold += times
+        if out is not None and index == n_stages - 1:
+            hold = np.add(hold, times, out=out)  # the last sum goes straight to the block's columns
+        else:
+            hold += times
+    if out is not None and hold is not out:
+        out[...] = hold
+        hold = out
     won: NDArray[np.bool_] = exit_u < reach[:, -1, None]
     return hold, won
 
@@ -137,35 +144,47 @@ def draw(model: Model, seed: int, block: int, trials: int) -> Floor:
     low = 0
     for index, (group, count) in order:
         columns = slice(low, low + count)
-        low += count
         rng = stream(seed, block, QUEUE_LEADS, index)
-        hold, won = _group_rows(
-            model, rng, (trials, count), draws.p, group.start, group.age_days, draws.time_scale
+        _, won = _group_rows(
+            model,
+            rng,
+            (trials, count),
+            draws.p,
+            group.start,
+            group.age_days,
+            draws.time_scale,
+            out=floor.hold[:, columns],
         )
-        floor.hold[:, columns] = hold
         if not group.existing:
-            present: NDArray[np.bool_] = np.arange(count)[None, :] < draws.new_leads[:, None]
-            won &= present
-            floor.new[:, columns] = present
             arrival = floor.arrival[:, columns]
+            if np.all(draws.new_leads == count):  # every trial has as many new leads (a batch): no padding
+                floor.new[:, columns] = True
+                present = None
+            else:
+                present = np.arange(count)[None, :] < draws.new_leads[:, None]
+                won &= present
+                floor.new[:, columns] = present
             if model.arrivals.kind == "poisson":
                 # Arrivals given their count are uniform; sorting them puts the row in queue order, and
                 # the other columns are i.i.d. across leads, so they need not follow.
                 arrival[:] = arrival_times(model.arrivals, model.horizon_days, rng.random((trials, count)))
+            if present is not None:
                 arrival[~present] = np.inf
+            if model.arrivals.kind == "poisson":
                 arrival.sort(axis=1)
-            else:
-                arrival[~present] = np.inf
         floor.won[:, columns] = won
         if group.value is None:  # deal sizes matter only for winners: draw and invert only theirs
-            deal = np.zeros((trials, count))
-            sizes = model.deal_size.ppf(rng.random(int(won.sum())))
+            picked = np.flatnonzero(won)  # row-major within the group, as ``won`` masks it
+            sizes = model.deal_size.ppf(rng.random(len(picked)))
+            trial_of = picked // count
             if not np.all(draws.deal_scale == 1.0):  # scales of 1 (no uncertainty) need no gather
-                sizes *= np.broadcast_to(draws.deal_scale[:, None], (trials, count))[won]
-            deal[won] = sizes
-            floor.deal[:, columns] = deal
+                sizes *= np.take(draws.deal_scale, trial_of)
+            if width != count:  # the group's columns within the block's rows
+                picked += trial_of * (width - count) + low
+            np.put(floor.deal, picked, sizes)
         else:
             floor.deal[:, columns] = group.value
+        low += count
     return floor
 
 
