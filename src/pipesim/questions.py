@@ -61,8 +61,11 @@ def simulate(
     engine: str = "auto",
     executor: Executor | None = None,
     progress: Progress | None = None,
+    detail: bool = True,
 ) -> tuple[str, Outcomes]:
-    """Raw per-trial outcomes from a Monte Carlo engine, and the engine's name."""
+    """Raw per-trial outcomes from a Monte Carlo engine, and the engine's name. ``detail=False`` lets
+    the engine skip per-lead measurements and revenue by week, for questions that read revenue and
+    wins only; those are the same either way."""
     _check_trials(trials)
     name = engines.choose(model, engine)
     parts = map_blocks(
@@ -73,6 +76,7 @@ def simulate(
         block_trials=engines.BLOCK_TRIALS[name],
         executor=executor,
         progress=progress,
+        detail=detail,
     )
     return name, Outcomes.concat(parts)
 
@@ -287,7 +291,7 @@ def _bisect_rate(
 
     def p_goal(per_week: float) -> Estimate:
         variant = replace(model, arrivals=replace(model.arrivals, rate_per_day=per_week / 7))
-        _, out = simulate(variant, trials, seed, engine=engine, executor=executor)
+        _, out = simulate(variant, trials, seed, engine=engine, executor=executor, detail=False)
         return Estimate.proportion(out.revenue >= goal)
 
     per_lead = model.win_probability * model.mean_deal_size
@@ -319,7 +323,9 @@ def _bisect_leads(
     progress: Progress | None,
 ) -> tuple[int, Estimate]:
     def p_goal(leads: int) -> Estimate:
-        _, out = simulate(model.with_new_leads(leads), trials, seed, engine=engine, executor=executor)
+        _, out = simulate(
+            model.with_new_leads(leads), trials, seed, engine=engine, executor=executor, detail=False
+        )
         if progress is not None:
             progress(0)
         return Estimate.proportion(out.revenue >= goal)
@@ -362,8 +368,13 @@ def compare(
     if engine == "auto":  # one engine for both, so the pair shares its random numbers
         picked = {engines.choose(base), engines.choose(variant)}
         engine = next(name for name in ("des", "queue", "vectorized") if name in picked)
-    name, first = simulate(base, trials, seed, engine=engine, executor=executor, progress=progress)
-    _, second = simulate(variant, trials, seed, engine=name, executor=executor, progress=progress)
+    # Revenue and wins only: the engines may skip per-lead measurements.
+    name, first = simulate(
+        base, trials, seed, engine=engine, executor=executor, progress=progress, detail=False
+    )
+    _, second = simulate(
+        variant, trials, seed, engine=name, executor=executor, progress=progress, detail=False
+    )
     difference = second.revenue - first.revenue
     goal_parts: tuple[Estimate | None, Estimate | None, Estimate | None] = (None, None, None)
     if goal is not None:
@@ -407,7 +418,9 @@ def sensitivity(
     _check_goal(goal)
     if not 0 < improvement < 1:
         raise QuestionError(f"improvement: must be strictly between 0 and 1, got {improvement}")
-    name, base = simulate(model, trials, seed, engine=engine, executor=executor, progress=progress)
+    name, base = simulate(  # revenue only, as for every variant below
+        model, trials, seed, engine=engine, executor=executor, progress=progress, detail=False
+    )
     percent = f"{improvement:.0%}"
     levers: list[Lever] = []
     for index, stage in enumerate(model.stages):
@@ -422,7 +435,9 @@ def sensitivity(
             variant = model.replace_stage(
                 index, conversion=changed.conversion, time_in_stage=changed.time_in_stage
             )
-            _, out = simulate(variant, trials, seed, engine=name, executor=executor, progress=progress)
+            _, out = simulate(
+                variant, trials, seed, engine=name, executor=executor, progress=progress, detail=False
+            )
             p_goal = None
             if goal is not None:
                 p_goal = Estimate.mean_of((out.revenue >= goal).astype(float) - (base.revenue >= goal))

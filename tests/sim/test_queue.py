@@ -199,6 +199,7 @@ def test_pooled_measurements_equal_the_coordinate_reading(seed: int) -> None:
         floor = queue.draw(model, seed, block, 40)
         start = queue.starts(model, floor)
         _, flow = queue.measure(model, floor, start)
+        assert flow is not None
         finish = start + floor.hold
         low, high = window(model)
         waited = floor.new & (floor.arrival >= low) & (floor.arrival <= high)

@@ -330,7 +330,9 @@ def flow_of(
     weeks = week_ends(model)
     picked = np.flatnonzero(won_in_window)
     return Flow(
-        waits=_select(wait, waited) if wait is not None else np.minimum(start[waited], horizon) - arrival[waited],
+        waits=_select(wait, waited)
+        if wait is not None
+        else np.minimum(start[waited], horizon) - arrival[waited],
         wait_trial=wait_trial,
         lead_times=np.take(finish, picked) - np.take(arrival, picked),
         lead_time_trial=won_trial,
