@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from pipesim import engines
-from pipesim.engines import analytic, vectorized
+from pipesim.engines import analytic, queue, vectorized
 from pipesim.engines.common import Flow, Outcomes, fan_days, week_ends, window
 from pipesim.errors import EngineError, QuestionError
 from pipesim.parallel import Progress, map_blocks
@@ -38,7 +38,7 @@ from pipesim.results import (
     WeeklyQueue,
     pooled,
 )
-from pipesim.spec import Measurement, Model
+from pipesim.spec import Measurement, Model, Reps
 
 DEFAULT_TRIALS = 10_000
 
@@ -369,12 +369,18 @@ def compare(
         picked = {engines.choose(base), engines.choose(variant)}
         engine = next(name for name in ("des", "queue", "vectorized") if name in picked)
     # Revenue and wins only: the engines may skip per-lead measurements.
-    name, first = simulate(
-        base, trials, seed, engine=engine, executor=executor, progress=progress, detail=False
-    )
-    _, second = simulate(
-        variant, trials, seed, engine=name, executor=executor, progress=progress, detail=False
-    )
+    name = engines.choose(base, engine)
+    if name == "queue" and _same_but_reps(base, variant):
+        first, second = _teams(
+            base, (base.reps, variant.reps), trials, seed, executor, progress, detail=False
+        )
+    else:
+        name, first = simulate(
+            base, trials, seed, engine=engine, executor=executor, progress=progress, detail=False
+        )
+        _, second = simulate(
+            variant, trials, seed, engine=name, executor=executor, progress=progress, detail=False
+        )
     difference = second.revenue - first.revenue
     goal_parts: tuple[Estimate | None, Estimate | None, Estimate | None] = (None, None, None)
     if goal is not None:
@@ -399,6 +405,42 @@ def compare(
         p_goal_variant=goal_parts[1],
         p_goal_difference=goal_parts[2],
     )
+
+
+def _same_but_reps(base: Model, variant: Model) -> bool:
+    """Whether the models differ in their reps at most (so they see the same drawn leads)."""
+    return replace(variant, reps=base.reps) == base
+
+
+def _teams(
+    model: Model,
+    teams: tuple[Reps | None, ...],
+    trials: int,
+    seed: int,
+    executor: Executor | None,
+    progress: Progress | None,
+    *,
+    detail: bool,
+) -> list[Outcomes]:
+    """The queue engine's outcomes of ``model`` with each team of reps, every block's leads drawn once
+    for all of them (the same numbers as one run per team)."""
+    _check_trials(trials)
+    queue.check(model)
+    for team in teams:
+        queue.check(replace(model, reps=team))
+    counted = None if progress is None else (lambda done: progress(done * len(teams)))
+    parts = map_blocks(
+        queue.simulate_teams,
+        model,
+        trials=trials,
+        seed=seed,
+        block_trials=queue.BLOCK_TRIALS,
+        executor=executor,
+        progress=counted,
+        teams=teams,
+        detail=detail,
+    )
+    return [Outcomes.concat([part[index] for part in parts]) for index in range(len(teams))]
 
 
 def sensitivity(

@@ -25,7 +25,7 @@ isolates the change in capacity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +47,7 @@ from pipesim.engines.common import (
     window,
 )
 from pipesim.errors import EngineError
-from pipesim.spec import Model
+from pipesim.spec import Model, Reps
 
 BLOCK_TRIALS = 500
 # Times in stage whose inverse CDF is a few arithmetic passes: for these a later stage is inverted for
@@ -390,6 +390,20 @@ def simulate(model: Model, seed: int, block: int, trials: int, *, detail: bool =
     unless ``detail`` is off."""
     check(model)
     floor = draw(model, seed, block, trials)
+    return _served(model, floor, detail)
+
+
+def simulate_teams(
+    model: Model, seed: int, block: int, trials: int, *, teams: tuple[Reps | None, ...], detail: bool = True
+) -> list[Outcomes]:
+    """:func:`simulate` of ``replace(model, reps=team)`` for each team, the leads drawn once: nothing
+    drawn depends on the reps, so each team's outcomes are exactly what :func:`simulate` gives it."""
+    check(model)
+    floor = draw(model, seed, block, trials)
+    return [_served(replace(model, reps=team), floor, detail) for team in teams]
+
+
+def _served(model: Model, floor: Floor, detail: bool) -> Outcomes:
     outcomes, flow = measure(model, floor, starts(model, floor), detail=detail)
     return Outcomes(
         outcomes.wins_new,
