@@ -83,18 +83,17 @@ def simulate(
 
 def flow_report(model: Model, flow: Flow, thresholds: tuple[float, ...] = ()) -> FlowReport:
     """Per-lead waits and lead times, utilisation and weekly queues, with Monte Carlo errors."""
-    trials = len(flow.utilisation)
     exceeds = tuple(
-        Exceedance(t, pooled(flow.waits, flow.wait_trial, trials, lambda sample, t=t: np.mean(sample > t)))
+        Exceedance(t, pooled(flow.waits, flow.wait_counts, lambda sample, t=t: np.mean(sample > t)))
         for t in thresholds
     )
     weeks = week_ends(model)
     queue = np.percentile(flow.queue, [10, 50, 90], axis=0) if len(weeks) else np.zeros((3, 0))
     return FlowReport(
         window=window(model),
-        wait=LeadDays.of(flow.waits, flow.wait_trial, trials),
+        wait=LeadDays.of(flow.waits, flow.wait_counts),
         wait_exceeds=exceeds,
-        lead_time=LeadDays.of(flow.lead_times, flow.lead_time_trial, trials),
+        lead_time=LeadDays.of(flow.lead_times, flow.lead_time_counts),
         utilisation=Estimate.mean_of(flow.utilisation),
         queue_by_week=tuple(
             WeeklyQueue(float(day), float(queue[0, i]), float(queue[1, i]), float(queue[2, i]))

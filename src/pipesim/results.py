@@ -197,15 +197,15 @@ BATCHES = 20  # trial batches for the standard error of per-lead statistics
 QUANTILES = (0.5, 0.9, 0.99)  # per-lead quantiles reported
 
 
-def pooled(values: Array, trial: NDArray[np.int32], trials: int, statistic: Any) -> Estimate:
+def pooled(values: Array, counts: NDArray[np.int64], statistic: Any) -> Estimate:
     """A per-lead statistic over all leads, with a batch-means standard error: leads of one trial share a
     queue and are not independent, so the error comes from the spread of the statistic over
-    ``BATCHES`` groups of whole trials."""
-    return pooled_all(values, trial, trials, lambda sample: np.array([statistic(sample)]))[0]
+    ``BATCHES`` groups of whole trials. ``values`` are in trial order, ``counts[i]`` of them trial i's."""
+    return pooled_all(values, counts, lambda sample: np.array([statistic(sample)]))[0]
 
 
 def pooled_all(
-    values: Array, trial: NDArray[np.int32], trials: int, statistics: Callable[[Array], Array]
+    values: Array, counts: NDArray[np.int64], statistics: Callable[[Array], Array]
 ) -> tuple[Estimate, ...]:
     """:func:`pooled` for several statistics computed together (e.g. ``np.quantile`` at several levels
     partitions the sample once for all of them): one estimate per value ``statistics`` returns."""
@@ -213,13 +213,10 @@ def pooled_all(
     if len(values) == 0:
         return tuple(Estimate(math.nan, math.nan) for _ in range(count))
     whole = np.asarray(statistics(values), dtype=np.float64)
-    if np.any(trial[1:] < trial[:-1]):
-        order = np.argsort(trial, kind="stable")
-        values, trial = values[order], trial[order]
-    # Whole-trial batches: the first lead of trial ceil(i·trials/BATCHES) starts batch i (integer
-    # queries, so the search does not convert every trial index to a float).
-    firsts = np.ceil(np.arange(BATCHES + 1) * trials / BATCHES).astype(trial.dtype)
-    bounds = np.searchsorted(trial, firsts)
+    # Whole-trial batches: the first value of trial ceil(i·trials/BATCHES) starts batch i.
+    trials = len(counts)
+    ends = np.concatenate(([0], np.cumsum(counts)))  # values before each trial
+    bounds = ends[np.ceil(np.arange(BATCHES + 1) * trials / BATCHES).astype(np.int64)]
     parts = np.array(
         [
             np.asarray(statistics(values[a:b]), dtype=np.float64)
@@ -253,12 +250,10 @@ class LeadDays(_Serialisable):
     p99: Estimate
 
     @staticmethod
-    def of(values: Array, trial: NDArray[np.int32], trials: int) -> LeadDays:
+    def of(values: Array, counts: NDArray[np.int64]) -> LeadDays:
         # The three quantiles from one partition of each sample.
-        p50, p90, p99 = pooled_all(values, trial, trials, lambda sample: np.quantile(sample, QUANTILES))
-        return LeadDays(
-            leads=len(values), mean=pooled(values, trial, trials, np.mean), p50=p50, p90=p90, p99=p99
-        )
+        p50, p90, p99 = pooled_all(values, counts, lambda sample: np.quantile(sample, QUANTILES))
+        return LeadDays(leads=len(values), mean=pooled(values, counts, np.mean), p50=p50, p90=p90, p99=p99)
 
 
 @dataclass(frozen=True)

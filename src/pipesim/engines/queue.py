@@ -328,10 +328,7 @@ def flow_of(
     horizon = model.horizon_days
     low, high = window(model)
     # Boolean masks read row by row, as ``np.nonzero`` would, without building the lead coordinates;
-    # each value's trial is its row, repeated as many times as the row has values.
-    rows = np.arange(len(arrival), dtype=np.int32)  # 4 bytes a lead: these arrays hold every lead
-    wait_trial = np.repeat(rows, np.count_nonzero(waited, axis=1))
-    won_trial = np.repeat(rows, np.count_nonzero(won_in_window, axis=1))
+    # each row's count of values says which values are its trial's.
     if model.reps is None:
         utilisation = np.zeros(len(arrival))
     else:
@@ -348,9 +345,9 @@ def flow_of(
         waits=_select(wait, waited)
         if wait is not None
         else np.minimum(start[waited], horizon) - arrival[waited],
-        wait_trial=wait_trial,
+        wait_counts=np.count_nonzero(waited, axis=1).astype(np.int64),
         lead_times=np.take(finish, picked) - np.take(arrival, picked),
-        lead_time_trial=won_trial,
+        lead_time_counts=np.count_nonzero(won_in_window, axis=1).astype(np.int64),
         utilisation=utilisation,
         queue=_count_at_or_before(arrival, weeks, horizon) - _count_at_or_before(start, weeks, horizon),
     )
