@@ -115,7 +115,8 @@ def _group_rows(
         # spends its first stage, so only later stages are masked: a time times 0 or 1 (exact, as the
         # times are finite) added to every lead, three times faster than a masked ``add(where=)``.
         if column == 0:
-            hold = scaled_time(duration, u, age, time_scale[:, index, None])
+            # Contiguous, so a flat view of it can take the reached leads' later times in place.
+            hold = np.ascontiguousarray(scaled_time(duration, u, age, time_scale[:, index, None]))
             continue
         reached = exit_u < reach[:, column - 1, None]
         if not isinstance(duration, CHEAP) or np.count_nonzero(reached) < SUBSET_SHARE * reached.size:
