@@ -41,6 +41,10 @@ from pipesim.results import (
 from pipesim.spec import Measurement, Model, Reps
 
 DEFAULT_TRIALS = 10_000
+# A capacity curve on the queue engine draws each block's leads once for every team when trials × teams
+# is at most this: every team's per-lead measurements are then held at once (about 10 kB a trial for
+# 1,000 leads), so bigger curves run team by team (the same numbers either way).
+SHARED_DRAW_TRIALS = 10_000
 
 
 def _check_trials(trials: int) -> None:
@@ -521,9 +525,16 @@ def capacity(
         raise QuestionError(f"reps: the reps to add must be whole numbers >= 0, got {list(added)}")
     rows: list[CapacityRow] = []
     previous = None
-    for extra in steps:
-        variant = replace(model, reps=replace(model.reps, count=model.reps.count + extra))
-        name, out = simulate(variant, trials, seed, engine=engine, executor=executor, progress=progress)
+    teams = tuple(replace(model.reps, count=model.reps.count + extra) for extra in steps)
+    shared = None
+    if engines.choose(model, engine) == "queue" and trials * len(teams) <= SHARED_DRAW_TRIALS:
+        shared = _teams(model, teams, trials, seed, executor, progress, detail=True)
+    for index, extra in enumerate(steps):
+        variant = replace(model, reps=teams[index])
+        if shared is not None:
+            name, out = "queue", shared[index]
+        else:
+            name, out = simulate(variant, trials, seed, engine=engine, executor=executor, progress=progress)
         flow = flow_report(variant, out.flow) if out.flow is not None else None
         rows.append(
             CapacityRow(

@@ -25,6 +25,7 @@ from pipesim import (
     Reps,
     Stage,
     Triangular,
+    capacity,
     compare,
     load_model,
     simulate,
@@ -33,6 +34,7 @@ from pipesim.distributions import Array, Distribution
 from pipesim.engines import des, explain, queue
 from pipesim.engines.common import Flow, trial_draws, window
 from pipesim.errors import EngineError
+from pipesim.questions import SHARED_DRAW_TRIALS, flow_report
 from pipesim.results import Summary
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.toml"))
@@ -347,3 +349,19 @@ def test_compare_of_a_rep_change_draws_once_and_answers_as_two_runs() -> None:
     assert paired.engine == "queue"
     assert paired.difference == Summary.of(variant.revenue - base.revenue)
     assert paired.wins_difference == Summary.of(variant.wins - base.wins)
+
+
+def test_capacity_curve_on_one_draw_equals_team_by_team() -> None:
+    """A small curve draws the leads once for every team; each row equals its own run."""
+    model = random_model(5)
+    assert model.reps is not None
+    plan = capacity(model, range(3), 600, seed=2)
+    assert SHARED_DRAW_TRIALS >= 600 * 3
+    for row in plan.rows:
+        variant = replace(model, reps=replace(model.reps, count=model.reps.count + row.added))
+        _, alone = simulate(variant, 600, seed=2, engine="queue")
+        assert row.engine == "queue"
+        assert row.revenue == Summary.of(alone.revenue)
+        assert row.wins == Summary.of(alone.wins)
+        assert alone.flow is not None
+        assert row.wait_p90 == flow_report(variant, alone.flow).wait.p90
