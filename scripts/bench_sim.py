@@ -6,15 +6,20 @@ Prints: vectorised vs SimPy-engine trials/s (target >= 1000x), the SimPy engine 
 the same flow (target >= 0.8x), a 10,000-trial forecast of 1,000 leads (target <= 0.2 s), a leads-needed
 solve at 90 % (target <= 1 s) and the speed-up of 2 worker processes over one.
 
-Capacity rows (the README's reps model, examples/readme_team.toml): queue engine vs SimPy engine per
-trial in the same run (target >= 300x), a 10,000-trial forecast (target <= 2 s; wall and CPU seconds,
-since CPU time is what one free core would take), and a paired compare with one rep added at 2,000
-trials — what ``whatIf`` with ``repsDelta`` runs (target <= 1 s).
+Capacity rows (the README's reps model, examples/readme_team.toml): 10,000 trials on the queue engine
+(target <= 2 s; wall and CPU seconds, medians of 3, since CPU time is what one free core would take) and
+the same as a forecast with its per-lead waits; the queue engine vs the SimPy engine per trial in this
+run (information: the issue's "300x" was 588 s for 10,000 SimPy trials when it was filed against the
+2 s target); and a paired compare with one rep added at 2,000 trials — what ``whatIf`` with
+``repsDelta`` runs (target <= 1 s; scripts/bench_whatif.py times it over HTTP). Load averages are
+printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -93,20 +98,30 @@ def cpu_and_wall(action: Callable[[], Any]) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
+def median_cpu_and_wall(repeats: int, action: Callable[[], Any]) -> tuple[float, float]:
+    runs = [cpu_and_wall(action) for _ in range(repeats)]
+    return statistics.median(cpu for cpu, _ in runs), statistics.median(wall for _, wall in runs)
+
+
 def capacity_rows(des_trials: int) -> None:
     model = load_model(README_MODEL)
     assert model.reps is not None
     simulate(model, 500, seed=0)  # warm imports and caches
-    fast_cpu, fast_wall = cpu_and_wall(lambda: simulate(model, 10_000, seed=1, engine="queue"))
+    print(f"load average {', '.join(f'{value:.2f}' for value in os.getloadavg())}")
+    fast_cpu, fast_wall = median_cpu_and_wall(3, lambda: simulate(model, 10_000, seed=1, engine="queue"))
     slow_cpu, slow_wall = cpu_and_wall(lambda: simulate(model, des_trials, seed=1, engine="des"))
     print(f"capacity model: {README_MODEL.name} (1,000 leads, 12 open, 120 rep slots, 90 days)")
     print(f"queue engine, 10,000 trials  {fast_wall:8.2f} s wall  {fast_cpu:8.2f} s CPU   (target <= 2 s)")
+    fc_cpu, fc_wall = median_cpu_and_wall(3, lambda: forecast(model, 10_000, seed=1, thresholds=(1.0,)))
+    print(f"forecast (with waits, P(wait > 1 d)) {fc_wall:5.2f} s wall  {fc_cpu:8.2f} s CPU")
     print(f"SimPy engine, {des_trials} trials  {slow_wall:11.2f} s wall  {slow_cpu:8.2f} s CPU")
     per_fast, per_slow = fast_cpu / 10_000, slow_cpu / des_trials
-    print(f"ratio queue / SimPy per trial (CPU)      {per_slow / per_fast:10,.0f}x   (target >= 300x)")
+    # The goal is the 2 s above: 10,000 trials took 588 s on the SimPy engine when the goal was set, so
+    # "300x" meant 588 s -> 2 s. This ratio is measured in this run, for information.
+    print(f"ratio queue / SimPy per trial, CPU, this run {per_slow / per_fast:8,.0f}x   (information)")
     more = replace(model, reps=Reps(model.reps.count + 1, model.reps.leads_each))
     compare(model, more, 500, seed=0)
-    cpu, wall = cpu_and_wall(lambda: compare(model, more, 2000, seed=2))
+    cpu, wall = median_cpu_and_wall(3, lambda: compare(model, more, 2000, seed=2))
     print(f"compare +1 rep, 2,000 trials (whatIf)  {wall:8.3f} s wall  {cpu:8.3f} s CPU   (target <= 1 s)")
     # Reps as people: one rep leaves on day 45, a hire starts on day 10 ramping over 30 days. The queue
     # engine then runs the recursion with per-slot opening and closing times.
@@ -120,6 +135,7 @@ def capacity_rows(des_trials: int) -> None:
         f"with people, queue 2,000 trials {fast_cpu:8.2f} s CPU; SimPy {des_trials} trials {slow_cpu:.2f} s"
     )
     print(f"ratio queue / SimPy per trial, people (CPU) {slow_cpu / des_trials / (fast_cpu / 2_000):6,.0f}x")
+    print(f"load average {', '.join(f'{value:.2f}' for value in os.getloadavg())}")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from pipesim import engines
-from pipesim.engines import analytic, vectorized
+from pipesim.engines import analytic, queue, vectorized
 from pipesim.engines.common import Flow, Outcomes, fan_days, week_ends, window
 from pipesim.errors import EngineError, QuestionError
 from pipesim.parallel import Progress, map_blocks
@@ -38,9 +38,13 @@ from pipesim.results import (
     WeeklyQueue,
     pooled,
 )
-from pipesim.spec import Measurement, Model
+from pipesim.spec import Measurement, Model, Reps
 
 DEFAULT_TRIALS = 10_000
+# A capacity curve on the queue engine draws each block's leads once for every team when trials × teams
+# is at most this: every team's per-lead measurements are then held at once (about 10 kB a trial for
+# 1,000 leads), so bigger curves run team by team (the same numbers either way).
+SHARED_DRAW_TRIALS = 10_000
 
 
 def _check_trials(trials: int) -> None:
@@ -61,8 +65,11 @@ def simulate(
     engine: str = "auto",
     executor: Executor | None = None,
     progress: Progress | None = None,
+    detail: bool = True,
 ) -> tuple[str, Outcomes]:
-    """Raw per-trial outcomes from a Monte Carlo engine, and the engine's name."""
+    """Raw per-trial outcomes from a Monte Carlo engine, and the engine's name. ``detail=False`` lets
+    the engine skip per-lead measurements and revenue by week, for questions that read revenue and
+    wins only; those are the same either way."""
     _check_trials(trials)
     name = engines.choose(model, engine)
     parts = map_blocks(
@@ -73,24 +80,24 @@ def simulate(
         block_trials=engines.BLOCK_TRIALS[name],
         executor=executor,
         progress=progress,
+        detail=detail,
     )
     return name, Outcomes.concat(parts)
 
 
 def flow_report(model: Model, flow: Flow, thresholds: tuple[float, ...] = ()) -> FlowReport:
     """Per-lead waits and lead times, utilisation and weekly queues, with Monte Carlo errors."""
-    trials = len(flow.utilisation)
     exceeds = tuple(
-        Exceedance(t, pooled(flow.waits, flow.wait_trial, trials, lambda sample, t=t: np.mean(sample > t)))
+        Exceedance(t, pooled(flow.waits, flow.wait_counts, lambda sample, t=t: np.mean(sample > t)))
         for t in thresholds
     )
     weeks = week_ends(model)
     queue = np.percentile(flow.queue, [10, 50, 90], axis=0) if len(weeks) else np.zeros((3, 0))
     return FlowReport(
         window=window(model),
-        wait=LeadDays.of(flow.waits, flow.wait_trial, trials),
+        wait=LeadDays.of(flow.waits, flow.wait_counts),
         wait_exceeds=exceeds,
-        lead_time=LeadDays.of(flow.lead_times, flow.lead_time_trial, trials),
+        lead_time=LeadDays.of(flow.lead_times, flow.lead_time_counts),
         utilisation=Estimate.mean_of(flow.utilisation),
         queue_by_week=tuple(
             WeeklyQueue(float(day), float(queue[0, i]), float(queue[1, i]), float(queue[2, i]))
@@ -287,7 +294,7 @@ def _bisect_rate(
 
     def p_goal(per_week: float) -> Estimate:
         variant = replace(model, arrivals=replace(model.arrivals, rate_per_day=per_week / 7))
-        _, out = simulate(variant, trials, seed, engine=engine, executor=executor)
+        _, out = simulate(variant, trials, seed, engine=engine, executor=executor, detail=False)
         return Estimate.proportion(out.revenue >= goal)
 
     per_lead = model.win_probability * model.mean_deal_size
@@ -319,7 +326,9 @@ def _bisect_leads(
     progress: Progress | None,
 ) -> tuple[int, Estimate]:
     def p_goal(leads: int) -> Estimate:
-        _, out = simulate(model.with_new_leads(leads), trials, seed, engine=engine, executor=executor)
+        _, out = simulate(
+            model.with_new_leads(leads), trials, seed, engine=engine, executor=executor, detail=False
+        )
         if progress is not None:
             progress(0)
         return Estimate.proportion(out.revenue >= goal)
@@ -362,8 +371,19 @@ def compare(
     if engine == "auto":  # one engine for both, so the pair shares its random numbers
         picked = {engines.choose(base), engines.choose(variant)}
         engine = next(name for name in ("des", "queue", "vectorized") if name in picked)
-    name, first = simulate(base, trials, seed, engine=engine, executor=executor, progress=progress)
-    _, second = simulate(variant, trials, seed, engine=name, executor=executor, progress=progress)
+    # Revenue and wins only: the engines may skip per-lead measurements.
+    name = engines.choose(base, engine)
+    if name == "queue" and _same_but_reps(base, variant):
+        first, second = _teams(
+            base, (base.reps, variant.reps), trials, seed, executor, progress, detail=False
+        )
+    else:
+        name, first = simulate(
+            base, trials, seed, engine=engine, executor=executor, progress=progress, detail=False
+        )
+        _, second = simulate(
+            variant, trials, seed, engine=name, executor=executor, progress=progress, detail=False
+        )
     difference = second.revenue - first.revenue
     goal_parts: tuple[Estimate | None, Estimate | None, Estimate | None] = (None, None, None)
     if goal is not None:
@@ -390,6 +410,42 @@ def compare(
     )
 
 
+def _same_but_reps(base: Model, variant: Model) -> bool:
+    """Whether the models differ in their reps at most (so they see the same drawn leads)."""
+    return replace(variant, reps=base.reps) == base
+
+
+def _teams(
+    model: Model,
+    teams: tuple[Reps | None, ...],
+    trials: int,
+    seed: int,
+    executor: Executor | None,
+    progress: Progress | None,
+    *,
+    detail: bool,
+) -> list[Outcomes]:
+    """The queue engine's outcomes of ``model`` with each team of reps, every block's leads drawn once
+    for all of them (the same numbers as one run per team)."""
+    _check_trials(trials)
+    queue.check(model)
+    for team in teams:
+        queue.check(replace(model, reps=team))
+    counted = None if progress is None else (lambda done: progress(done * len(teams)))
+    parts = map_blocks(
+        queue.simulate_teams,
+        model,
+        trials=trials,
+        seed=seed,
+        block_trials=queue.BLOCK_TRIALS,
+        executor=executor,
+        progress=counted,
+        teams=teams,
+        detail=detail,
+    )
+    return [Outcomes.concat([part[index] for part in parts]) for index in range(len(teams))]
+
+
 def sensitivity(
     model: Model,
     trials: int = DEFAULT_TRIALS,
@@ -407,7 +463,9 @@ def sensitivity(
     _check_goal(goal)
     if not 0 < improvement < 1:
         raise QuestionError(f"improvement: must be strictly between 0 and 1, got {improvement}")
-    name, base = simulate(model, trials, seed, engine=engine, executor=executor, progress=progress)
+    name, base = simulate(  # revenue only, as for every variant below
+        model, trials, seed, engine=engine, executor=executor, progress=progress, detail=False
+    )
     percent = f"{improvement:.0%}"
     levers: list[Lever] = []
     for index, stage in enumerate(model.stages):
@@ -422,7 +480,9 @@ def sensitivity(
             variant = model.replace_stage(
                 index, conversion=changed.conversion, time_in_stage=changed.time_in_stage
             )
-            _, out = simulate(variant, trials, seed, engine=name, executor=executor, progress=progress)
+            _, out = simulate(
+                variant, trials, seed, engine=name, executor=executor, progress=progress, detail=False
+            )
             p_goal = None
             if goal is not None:
                 p_goal = Estimate.mean_of((out.revenue >= goal).astype(float) - (base.revenue >= goal))
@@ -465,9 +525,16 @@ def capacity(
         raise QuestionError(f"reps: the reps to add must be whole numbers >= 0, got {list(added)}")
     rows: list[CapacityRow] = []
     previous = None
-    for extra in steps:
-        variant = replace(model, reps=replace(model.reps, count=model.reps.count + extra))
-        name, out = simulate(variant, trials, seed, engine=engine, executor=executor, progress=progress)
+    teams = tuple(replace(model.reps, count=model.reps.count + extra) for extra in steps)
+    shared = None
+    if engines.choose(model, engine) == "queue" and trials * len(teams) <= SHARED_DRAW_TRIALS:
+        shared = _teams(model, teams, trials, seed, executor, progress, detail=True)
+    for index, extra in enumerate(steps):
+        variant = replace(model, reps=teams[index])
+        if shared is not None:
+            name, out = "queue", shared[index]
+        else:
+            name, out = simulate(variant, trials, seed, engine=engine, executor=executor, progress=progress)
         flow = flow_report(variant, out.flow) if out.flow is not None else None
         rows.append(
             CapacityRow(

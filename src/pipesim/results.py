@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,21 +194,43 @@ class Sensitivity(_Serialisable):
 
 
 BATCHES = 20  # trial batches for the standard error of per-lead statistics
+QUANTILES = (0.5, 0.9, 0.99)  # per-lead quantiles reported
 
 
-def pooled(values: Array, trial: NDArray[np.int32], trials: int, statistic: Any) -> Estimate:
+def pooled(values: Array, counts: NDArray[np.int64], statistic: Any) -> Estimate:
     """A per-lead statistic over all leads, with a batch-means standard error: leads of one trial share a
     queue and are not independent, so the error comes from the spread of the statistic over
-    ``BATCHES`` groups of whole trials."""
+    ``BATCHES`` groups of whole trials. ``values`` are in trial order, ``counts[i]`` of them trial i's."""
+    return pooled_all(values, counts, lambda sample: np.array([statistic(sample)]))[0]
+
+
+def pooled_all(
+    values: Array, counts: NDArray[np.int64], statistics: Callable[[Array], Array]
+) -> tuple[Estimate, ...]:
+    """:func:`pooled` for several statistics computed together (e.g. ``np.quantile`` at several levels
+    partitions the sample once for all of them): one estimate per value ``statistics`` returns."""
+    count = len(statistics(np.zeros(1)))
     if len(values) == 0:
-        return Estimate(math.nan, math.nan)
-    value = float(statistic(values))
-    order = np.argsort(trial, kind="stable") if np.any(np.diff(trial) < 0) else slice(None)
-    ordered, trial = values[order], trial[order]
-    bounds = np.searchsorted(trial, np.arange(BATCHES + 1) * trials / BATCHES)  # whole-trial batches
-    parts = [float(statistic(ordered[a:b])) for a, b in itertools.pairwise(bounds) if b > a]
-    se = float(np.std(parts, ddof=1)) / math.sqrt(len(parts)) if len(parts) > 1 else math.nan
-    return Estimate(value, se)
+        return tuple(Estimate(math.nan, math.nan) for _ in range(count))
+    whole = np.asarray(statistics(values), dtype=np.float64)
+    # Whole-trial batches: the first value of trial ceil(i·trials/BATCHES) starts batch i.
+    trials = len(counts)
+    ends = np.concatenate(([0], np.cumsum(counts)))  # values before each trial
+    bounds = ends[np.ceil(np.arange(BATCHES + 1) * trials / BATCHES).astype(np.int64)]
+    parts = np.array(
+        [
+            np.asarray(statistics(values[a:b]), dtype=np.float64)
+            for a, b in itertools.pairwise(bounds)
+            if b > a
+        ]
+    )
+    if len(parts) < 2:
+        return tuple(Estimate(float(v), math.nan) for v in whole)
+    # Each statistic's spread from its own contiguous column: the same summation as a 1-D sample.
+    se = [
+        float(np.std(np.ascontiguousarray(parts[:, i]), ddof=1)) / math.sqrt(len(parts)) for i in range(count)
+    ]
+    return tuple(Estimate(float(v), e) for v, e in zip(whole, se, strict=True))
 
 
 @dataclass(frozen=True)
@@ -227,17 +250,10 @@ class LeadDays(_Serialisable):
     p99: Estimate
 
     @staticmethod
-    def of(values: Array, trial: NDArray[np.int32], trials: int) -> LeadDays:
-        def quantile(q: float) -> Any:
-            return lambda sample: np.quantile(sample, q)
-
-        return LeadDays(
-            leads=len(values),
-            mean=pooled(values, trial, trials, np.mean),
-            p50=pooled(values, trial, trials, quantile(0.5)),
-            p90=pooled(values, trial, trials, quantile(0.9)),
-            p99=pooled(values, trial, trials, quantile(0.99)),
-        )
+    def of(values: Array, counts: NDArray[np.int64]) -> LeadDays:
+        # The three quantiles from one partition of each sample.
+        p50, p90, p99 = pooled_all(values, counts, lambda sample: np.quantile(sample, QUANTILES))
+        return LeadDays(leads=len(values), mean=pooled(values, counts, np.mean), p50=p50, p90=p90, p99=p99)
 
 
 @dataclass(frozen=True)

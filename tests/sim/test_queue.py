@@ -25,6 +25,8 @@ from pipesim import (
     Reps,
     Stage,
     Triangular,
+    capacity,
+    compare,
     load_model,
     simulate,
 )
@@ -32,6 +34,8 @@ from pipesim.distributions import Array, Distribution
 from pipesim.engines import des, explain, queue
 from pipesim.engines.common import Flow, trial_draws, window
 from pipesim.errors import EngineError
+from pipesim.questions import SHARED_DRAW_TRIALS, flow_report
+from pipesim.results import Summary
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.toml"))
 RANDOM_MODELS = 8  # seeded random models in the KS comparison, each with three KS tests
@@ -199,6 +203,7 @@ def test_pooled_measurements_equal_the_coordinate_reading(seed: int) -> None:
         floor = queue.draw(model, seed, block, 40)
         start = queue.starts(model, floor)
         _, flow = queue.measure(model, floor, start)
+        assert flow is not None
         finish = start + floor.hold
         low, high = window(model)
         waited = floor.new & (floor.arrival >= low) & (floor.arrival <= high)
@@ -275,3 +280,88 @@ def test_one_uniform_per_lead_gives_each_exit_stage_its_exact_probability() -> N
     for observed, share in shares:
         assert abs(observed - share) <= 4 * math.sqrt(share * (1 - share) / n)
     assert not np.any(won & (hold != 7.0))  # a winner passed every stage
+
+
+def test_later_stages_inverted_for_reaching_leads_only_give_the_same_times() -> None:
+    """Special-function stage times (gamma, lognormal) are inverted only for the leads that reach the
+    stage: the holding times equal the plain reading, every stage inverted for every lead and added
+    where reached, number for number."""
+    stages = (
+        Stage("a", FixedProbability(0.6), LogNormal(5.0, 3.0)),
+        Stage("b", FixedProbability(0.5), Gamma(2.0, 3.0)),
+        Stage("c", FixedProbability(0.7), Exponential(4.0)),
+        Stage("d", FixedProbability(0.9), Triangular(1.0, 2.0, 6.0)),
+    )
+    model = Model(
+        stages=stages,
+        deal_size=LogNormal(10_000, 4_000),
+        arrivals=Arrivals.batch(50),
+        horizon_days=60,
+        reps=Reps(1, 5),
+    )
+    trials, leads = 40, 50
+    p = np.broadcast_to(np.array([0.6, 0.5, 0.7, 0.9]), (trials, 4))
+    scale = np.exp(np.random.default_rng(3).normal(0, 0.2, (trials, 4)))
+    hold, won = queue._group_rows(model, np.random.default_rng(9), (trials, leads), p, 0, 0.0, scale)
+    rng = np.random.default_rng(9)
+    exit_u = rng.random((trials, leads))
+    reach = np.cumprod(p, axis=1)
+    expected = np.zeros((trials, leads))
+    for index, stage in enumerate(stages):
+        times = stage.time_in_stage.ppf(rng.random((trials, leads))) * scale[:, index, None]
+        expected += np.where(exit_u < reach[:, index - 1, None], times, 0.0) if index else times
+    assert np.array_equal(hold, expected)
+    assert np.array_equal(won, exit_u < reach[:, -1, None])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_teams_on_one_draw_equal_one_run_per_team(seed: int) -> None:
+    """Rep teams served from one draw of the leads give what separate runs give, measurement for
+    measurement; without detail the outcomes are the same and the measurements are skipped."""
+    model = random_model(seed)
+    assert model.reps is not None
+    teams = (model.reps, replace(model.reps, count=model.reps.count + 1), None)
+    shared = queue.simulate_teams(model, seed, 2, 60, teams=teams)
+    for team, together in zip(teams, shared, strict=True):
+        alone = queue.simulate(replace(model, reps=team), seed, 2, 60)
+        lean = queue.simulate(replace(model, reps=team), seed, 2, 60, detail=False)
+        assert lean.flow is None
+        assert lean.revenue_by_day is None
+        for name in ("wins_new", "wins_existing", "revenue_new", "revenue_existing", "wait_days"):
+            assert np.array_equal(getattr(together, name), getattr(alone, name))
+            assert np.array_equal(getattr(lean, name), getattr(alone, name))
+        assert together.revenue_by_day is not None
+        assert alone.revenue_by_day is not None
+        assert np.array_equal(together.revenue_by_day, alone.revenue_by_day)
+        assert together.flow is not None
+        assert alone.flow is not None
+        for name in ("waits", "wait_trial", "lead_times", "lead_time_trial", "utilisation", "queue"):
+            assert np.array_equal(getattr(together.flow, name), getattr(alone.flow, name))
+
+
+def test_compare_of_a_rep_change_draws_once_and_answers_as_two_runs() -> None:
+    model = random_model(4)
+    assert model.reps is not None
+    more = replace(model, reps=replace(model.reps, count=model.reps.count + 1))
+    paired = compare(model, more, 1100, seed=3)
+    _, base = simulate(model, 1100, seed=3, engine="queue")
+    _, variant = simulate(more, 1100, seed=3, engine="queue")
+    assert paired.engine == "queue"
+    assert paired.difference == Summary.of(variant.revenue - base.revenue)
+    assert paired.wins_difference == Summary.of(variant.wins - base.wins)
+
+
+def test_capacity_curve_on_one_draw_equals_team_by_team() -> None:
+    """A small curve draws the leads once for every team; each row equals its own run."""
+    model = random_model(5)
+    assert model.reps is not None
+    plan = capacity(model, range(3), 600, seed=2)
+    assert SHARED_DRAW_TRIALS >= 600 * 3
+    for row in plan.rows:
+        variant = replace(model, reps=replace(model.reps, count=model.reps.count + row.added))
+        _, alone = simulate(variant, 600, seed=2, engine="queue")
+        assert row.engine == "queue"
+        assert row.revenue == Summary.of(alone.revenue)
+        assert row.wins == Summary.of(alone.wins)
+        assert alone.flow is not None
+        assert row.wait_p90 == flow_report(variant, alone.flow).wait.p90

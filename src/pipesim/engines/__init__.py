@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from pipesim.engines import des, queue, vectorized
 from pipesim.engines.common import Outcomes
@@ -16,7 +16,17 @@ from pipesim.spec import Model
 
 ENGINE_NAMES: tuple[str, ...] = ("auto", "vectorized", "queue", "des")
 
-SIMULATORS: dict[str, Callable[[Model, int, int, int], Outcomes]] = {
+
+class Simulator(Protocol):
+    """One block of trials. ``detail=False`` may skip per-lead measurements and revenue by week (a
+    paired compare reads revenue and wins only); every other outcome stays the same."""
+
+    def __call__(
+        self, model: Model, seed: int, block: int, trials: int, *, detail: bool = True
+    ) -> Outcomes: ...
+
+
+SIMULATORS: dict[str, Simulator] = {
     "vectorized": vectorized.simulate,
     "queue": queue.simulate,
     "des": des.simulate,

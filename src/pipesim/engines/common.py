@@ -226,40 +226,43 @@ class Flow:
 
     ``waits``: each new lead arriving inside the measurement window, its wait for a rep slot (cut at the
     horizon if still queued); ``lead_times``: each new lead won within the horizon that arrived inside
-    the window, arrival to win. ``*_trial`` give each value's trial (0-based within the batch), so a
-    standard error can respect that leads of one trial are not independent."""
+    the window, arrival to win. Values are in trial order and ``*_counts`` say how many each trial has,
+    so a standard error can respect that leads of one trial are not independent; ``*_trial`` spell out
+    each value's trial (0-based within the batch) when asked — a count per trial instead of an index per
+    lead keeps tens of millions of indices out of memory."""
 
     waits: Array
-    wait_trial: NDArray[np.int32]
+    wait_counts: NDArray[np.int64]  # (trials,)
     lead_times: Array
-    lead_time_trial: NDArray[np.int32]
+    lead_time_counts: NDArray[np.int64]  # (trials,)
     utilisation: Array  # (trials,) share of rep-slot time in use during the window
     queue: Array  # (trials, weeks) leads waiting for a slot at the end of each week
+
+    @property
+    def wait_trial(self) -> NDArray[np.int32]:
+        return _trial_of(self.wait_counts)
+
+    @property
+    def lead_time_trial(self) -> NDArray[np.int32]:
+        return _trial_of(self.lead_time_counts)
 
     @staticmethod
     def concat(parts: list[Flow]) -> Flow:
         if len(parts) == 1:
             return parts[0]
-        offsets = np.cumsum([0] + [len(part.utilisation) for part in parts[:-1]])
         return Flow(
             waits=np.concatenate([part.waits for part in parts]),
-            wait_trial=_shifted([part.wait_trial for part in parts], offsets),
+            wait_counts=np.concatenate([part.wait_counts for part in parts]),
             lead_times=np.concatenate([part.lead_times for part in parts]),
-            lead_time_trial=_shifted([part.lead_time_trial for part in parts], offsets),
+            lead_time_counts=np.concatenate([part.lead_time_counts for part in parts]),
             utilisation=np.concatenate([part.utilisation for part in parts]),
             queue=np.concatenate([part.queue for part in parts]),
         )
 
 
-def _shifted(indices: list[NDArray[np.int32]], offsets: NDArray[np.int64]) -> NDArray[np.int32]:
-    """Per-block trial indices laid end to end, each block's shifted by its first trial: one output
-    array, shifted in place (no temporary per block — these arrays hold one entry per lead)."""
-    out = np.concatenate(indices)
-    low = 0
-    for part, offset in zip(indices, offsets, strict=True):
-        out[low : low + len(part)] += offset
-        low += len(part)
-    return out
+def _trial_of(counts: NDArray[np.int64]) -> NDArray[np.int32]:
+    """Each value's trial from the number of values per trial (values in trial order)."""
+    return np.repeat(np.arange(len(counts), dtype=np.int32), counts)
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ def trial_leads(model: Model, seed: int, block: int, trial: int, draws: TrialDra
     return leads
 
 
-def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
+def simulate(model: Model, seed: int, block: int, trials: int, *, detail: bool = True) -> Outcomes:
     draws = trial_draws(model, seed, block, trials)
     out = np.zeros((5, trials))
     by_day = np.zeros((trials, len(fan_days(model))))
@@ -274,13 +274,14 @@ def simulate(model: Model, seed: int, block: int, trials: int) -> Outcomes:
         floor.run(leads)
         out[:, trial] = (*floor.wins, *floor.revenue, floor.mean_wait)
         by_day[trial] = np.cumsum(floor.by_day)
-        flows.append(floor.flow(leads))
+        if detail:
+            flows.append(floor.flow(leads))
     return Outcomes(
         wins_new=out[0],
         wins_existing=out[1],
         revenue_new=out[2],
         revenue_existing=out[3],
         wait_days=out[4],
-        flow=Flow.concat(flows),
-        revenue_by_day=by_day,
+        flow=Flow.concat(flows) if detail else None,
+        revenue_by_day=by_day if detail else None,
     )

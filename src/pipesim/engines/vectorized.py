@@ -115,10 +115,13 @@ def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
     return [draws.new_leads] + [np.full(trials, count, dtype=np.int64) for count in cohort_counts(model)]
 
 
-def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None) -> Outcomes:
+def simulate(
+    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None, *, detail: bool = True
+) -> Outcomes:
     """Outcomes of ``trials`` trials of block ``block``: per group, the in-horizon wins as one binomial
     draw and their revenue as one sum (:mod:`pipesim.engines.cohorts`), from the same per-trial draws
-    as :func:`simulate_per_winner` — equal in distribution, ``O(groups × trials)``."""
+    as :func:`simulate_per_winner` — equal in distribution, ``O(groups × trials)``. ``detail`` is
+    accepted for the engines' common signature: revenue by week costs little here and is always kept."""
     check(model)
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
     if not cohorts.covers(model):
