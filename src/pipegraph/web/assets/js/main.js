@@ -5,6 +5,7 @@ import { bindFilters, onLiveStatus, showBoard } from "./board.js";
 import { bindDialogDefaults } from "./dialogs.js";
 import { bindCapacity, showCapacity } from "./capacity.js";
 import { bindForecast, showForecast } from "./forecast.js";
+import { bindImports, showImports } from "./imports.js";
 import { announce, announceFailure, clearNotice, el, setCurrency } from "./format.js";
 import { bindLeadPanel } from "./lead-panel.js";
 import { showMetrics } from "./metrics.js";
@@ -16,7 +17,7 @@ const START_QUERY = `query Start {
 }`;
 
 const PIPELINE_STORAGE = "pipegraph.pipelineId";
-const VIEWS = ["board", "metrics", "forecast", "capacity"];
+const VIEWS = ["board", "metrics", "forecast", "capacity", "imports"];
 const app = { pipelines: [], users: [], pipeline: null, shown: {} };
 
 /** Ask for a key in the dialog; resolves once one is entered. */
@@ -78,6 +79,8 @@ async function render() {
       await showForecast(pipeline);
     } else if (view === "capacity") {
       await showCapacity(pipeline);
+    } else if (view === "imports") {
+      showImports(app.pipelines, pipeline);
     }
   } catch (error) {
     app.shown[view] = null;
@@ -104,6 +107,7 @@ async function main() {
   bindFilters();
   bindForecast();
   bindCapacity();
+  bindImports();
   bindLeadPanel();
   bindDialogDefaults();
   let offline = false;

@@ -1,0 +1,136 @@
+"""The import view in Debian's Chromium against a real ``pipegraph serve``: a file imported through the
+view and counted through the API, a file with bad rows showing its problems (capped, with the total)
+and writing nothing, a running import cancelled, axe-core on each outcome, and a phone's screen.
+
+Screenshots of the outcomes at desktop and phone size go to the artefacts folder for a reviewer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from playwright.sync_api import FilePayload, Page, expect
+
+from dashboard_support import DESKTOP, PHONE, Dashboard, first_pipeline, screenshot, serious_axe_violations
+
+COUNT = "query($p: ID!) { leads(pipelineId: $p, first: 1) { totalCount } }"
+MAP = "Deal Name=title,Amount=value"
+NARROWEST = 360
+
+
+def lead_count(dashboard: Dashboard, pipeline_id: str) -> int:
+    count: int = dashboard.graphql(COUNT, p=pipeline_id)["leads"]["totalCount"]
+    return count
+
+
+def open_imports(page: Page, dashboard: Dashboard, pipeline_id: str) -> None:
+    page.goto(f"{dashboard.base_url}/#imports")
+    expect(page.locator("#imports")).to_have_attribute("data-ready", "true")
+    page.select_option("#import-pipeline", pipeline_id)
+
+
+def choose(page: Page, text: str) -> None:
+    payload: FilePayload = {"name": "leads.csv", "mimeType": "text/csv", "buffer": text.encode()}
+    page.set_input_files("#import-file", files=[payload])
+
+
+def csv_text(rows: int, *, bad_values: int = 0, last: str = "") -> str:
+    good = "".join(f"Imported {n},{n}.50,\n" for n in range(rows))
+    bad = "".join(f"Bad value {n},lots,\n" for n in range(bad_values))
+    return f"Deal Name,Amount,Stage\n{good}{bad}{last}"
+
+
+def job_of(dashboard: Dashboard, job_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{dashboard.base_url}/imports/{job_id}", headers={"Authorization": f"Bearer {dashboard.key}"}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_accessible(page: Page, where: str) -> None:
+    violations = serious_axe_violations(page)
+    assert violations == [], f"{where}: {violations}"
+
+
+def test_a_file_imported_through_the_view_is_counted_by_the_api(page: Page, dashboard: Dashboard) -> None:
+    pipeline = first_pipeline(dashboard)
+    before = lead_count(dashboard, pipeline["id"])
+    open_imports(page, dashboard, pipeline["id"])
+    choose(page, csv_text(25))
+    page.fill("#import-map", MAP)
+    page.click("#import-run")
+    expect(page.locator("#import-outcome")).to_have_attribute("data-status", "SUCCEEDED")
+    expect(page.locator("#import-summary")).to_have_text(f"Imported 25 leads into {pipeline['name']}.")
+    expect(page.locator("#import-outcome-heading")).to_be_focused()
+    expect(page.locator("#import-progress")).to_be_hidden()
+    assert lead_count(dashboard, pipeline["id"]) == before + 25
+    assert_accessible(page, "import succeeded")
+    screenshot(page, "imports-succeeded-desktop")
+
+
+def test_a_file_with_bad_rows_lists_its_problems_and_writes_nothing(page: Page, dashboard: Dashboard) -> None:
+    pipeline = first_pipeline(dashboard)
+    before = lead_count(dashboard, pipeline["id"])
+    open_imports(page, dashboard, pipeline["id"])
+    # 120 unreadable amounts, then one row with three problems: 123 in all, the first 100 listed.
+    choose(page, csv_text(5, bad_values=120, last=",-1,Nowhere\n"))
+    page.fill("#import-map", MAP)
+    # From the keyboard: Enter in the map field sends the form.
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/imports")) as posted:
+        page.press("#import-map", "Enter")
+    job = job_of(dashboard, posted.value.json()["id"])
+    # The first 100 problems, then the server's note that there are more.
+    assert (job["status"], job["problemCount"], len(job["problems"])) == ("FAILED", 123, 101)
+    expect(page.locator("#import-outcome")).to_have_attribute("data-status", "FAILED")
+    expect(page.locator("#import-summary")).to_contain_text("Nothing was imported: the file has 123 problems")
+    expect(page.locator("#import-problems caption")).to_have_text("The first 100 of 123 problems")
+    rows = page.locator("#import-problems tbody tr")
+    expect(rows).to_have_count(100)
+    first = job["problems"][0]
+    expect(rows.first.locator("th, td")).to_have_text(["6", "value", first["message"]])
+    assert lead_count(dashboard, pipeline["id"]) == before
+    assert_accessible(page, "import refused")
+    screenshot(page, "imports-problems-desktop")
+
+    page.set_viewport_size(PHONE)
+    assert_accessible(page, "import refused, phone")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, "imports-problems-phone")
+    page.set_viewport_size({"width": NARROWEST, "height": PHONE["height"]})
+    assert page.evaluate("document.documentElement.scrollWidth") <= NARROWEST
+    page.set_viewport_size(DESKTOP)
+
+
+def test_a_file_with_three_problems_in_one_row_names_each_column(page: Page, dashboard: Dashboard) -> None:
+    pipeline = first_pipeline(dashboard)
+    open_imports(page, dashboard, pipeline["id"])
+    choose(page, csv_text(2, last=",-1,Nowhere\n"))
+    page.fill("#import-map", MAP)
+    page.click("#import-run")
+    expect(page.locator("#import-problems caption")).to_have_text("3 problems")
+    cells = page.locator("#import-problems tbody tr").evaluate_all(
+        "rows => rows.map(row => [...row.children].slice(0, 2).map(cell => cell.textContent))"
+    )
+    assert cells == [["3", "title"], ["3", "value"], ["3", "stage"]]
+
+
+def test_a_running_import_is_cancelled_and_writes_nothing(page: Page, dashboard: Dashboard) -> None:
+    pipeline = first_pipeline(dashboard)
+    before = lead_count(dashboard, pipeline["id"])
+    open_imports(page, dashboard, pipeline["id"])
+    choose(page, csv_text(400_000))
+    page.fill("#import-map", MAP)
+    page.click("#import-run")
+    expect(page.locator("#import-cancel")).to_be_visible()
+    expect(page.locator("#import-rows-read")).not_to_have_text("0")
+    screenshot(page, "imports-running-desktop")
+    page.focus("#import-cancel")
+    page.keyboard.press("Enter")
+    expect(page.locator("#import-outcome")).to_have_attribute("data-status", "CANCELLED")
+    expect(page.locator("#import-summary")).to_have_text("Nothing was imported.")
+    expect(page.locator("#import-run")).to_be_enabled()
+    assert lead_count(dashboard, pipeline["id"]) == before
+    assert_accessible(page, "import cancelled")
