@@ -67,6 +67,8 @@ def test_a_file_imported_through_the_view_is_counted_by_the_api(page: Page, dash
     expect(page.locator("#import-outcome-heading")).to_be_focused()
     expect(page.locator("#import-progress")).to_be_hidden()
     assert lead_count(dashboard, pipeline["id"]) == before + 25
+    # The file is chosen afresh for another import: sending it twice would import its leads twice.
+    assert page.eval_on_selector("#import-file", "input => input.files.length") == 0
     assert_accessible(page, "import succeeded")
     screenshot(page, "imports-succeeded-desktop")
 
@@ -121,6 +123,8 @@ def test_a_running_import_is_cancelled_and_writes_nothing(page: Page, dashboard:
     pipeline = first_pipeline(dashboard)
     before = lead_count(dashboard, pipeline["id"])
     open_imports(page, dashboard, pipeline["id"])
+    polled: list[str] = []
+    page.on("request", lambda r: polled.append(r.url) if r.method == "GET" and "/imports/" in r.url else None)
     choose(page, csv_text(400_000))
     page.fill("#import-map", MAP)
     page.click("#import-run")
@@ -133,4 +137,22 @@ def test_a_running_import_is_cancelled_and_writes_nothing(page: Page, dashboard:
     expect(page.locator("#import-summary")).to_have_text("Nothing was imported.")
     expect(page.locator("#import-run")).to_be_enabled()
     assert lead_count(dashboard, pipeline["id"]) == before
+    assert polled == []  # progress and outcome came through the importProgress subscription
     assert_accessible(page, "import cancelled")
+    screenshot(page, "imports-cancelled-desktop")
+
+
+def test_without_a_websocket_the_view_follows_the_job_by_polling(page: Page, dashboard: Dashboard) -> None:
+    pipeline = first_pipeline(dashboard)
+    before = lead_count(dashboard, pipeline["id"])
+    page.route_web_socket("**/graphql", lambda socket: socket.close())
+    polled: list[str] = []
+    page.on("request", lambda r: polled.append(r.url) if r.method == "GET" and "/imports/" in r.url else None)
+    open_imports(page, dashboard, pipeline["id"])
+    choose(page, csv_text(40_000))
+    page.fill("#import-map", MAP)
+    page.click("#import-run")
+    expect(page.locator("#import-outcome")).to_have_attribute("data-status", "SUCCEEDED")
+    expect(page.locator("#import-summary")).to_have_text(f"Imported 40,000 leads into {pipeline['name']}.")
+    assert polled
+    assert lead_count(dashboard, pipeline["id"]) == before + 40_000

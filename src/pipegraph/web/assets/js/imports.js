@@ -14,7 +14,7 @@ const PROGRESS = `subscription ImportProgress($jobId: ID!) {
 const ENDED = ["SUCCEEDED", "FAILED", "CANCELLED"];
 const POLL_MS = 1000;
 
-let current = { pipelines: [], job: null, stop: null };
+let current = { pipelines: [], job: null, stop: null, cancelling: false, onImported: () => {} };
 
 const byId = (id) => document.getElementById(id);
 
@@ -132,6 +132,11 @@ function finish(job) {
   root.replaceChildren(outcomeSection(job));
   root.removeAttribute("aria-busy");
   root.dataset.status = job.status;
+  if (job.status === "SUCCEEDED") {
+    // Sending the same file again would import its leads twice: it has to be chosen again.
+    byId("import-file").value = "";
+    current.onImported(job);
+  }
   // Where the result is: a screen reader hears the heading, a keyboard continues from here.
   byId("import-outcome-heading").focus();
 }
@@ -245,7 +250,9 @@ export function showImports(pipelines, pipeline) {
   byId("imports").dataset.ready = "true";
 }
 
-export function bindImports() {
+/** `onImported(job)`: called when an import has written its leads (other views read them afresh). */
+export function bindImports(onImported = () => {}) {
+  current.onImported = onImported;
   byId("import-form").addEventListener("submit", (event) => {
     event.preventDefault();
     upload(event.target);

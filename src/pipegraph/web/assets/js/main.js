@@ -107,7 +107,12 @@ async function main() {
   bindFilters();
   bindForecast();
   bindCapacity();
-  bindImports();
+  // An import's leads reach the board and the metrics when next shown (a bulk import is not sent
+  // lead by lead to subscribers).
+  bindImports(() => {
+    app.shown.board = null;
+    app.shown.metrics = null;
+  });
   bindLeadPanel();
   bindDialogDefaults();
   let offline = false;
