@@ -123,9 +123,14 @@ async def test_a_job_started_on_one_server_is_cancelled_through_another(
             snapshots: list[dict[str, Any]] = []
             following = asyncio.create_task(_follow(b, seed, job_id, snapshots))
             await _until(lambda: _waiting_for_leads(admin), "the import to stage its rows")
-            # B knows the job only by its row: the progress A wrote there after its last batch.
-            seen = job(b, seed, job_id)
-            assert (seen["status"], seen["rowsRead"], seen["rowsLoaded"]) == ("RUNNING", ROWS, ROWS)
+
+            # B knows the job only by its row: the progress A writes there after its last batch.
+            async def staged_on_b() -> bool:
+                seen = job(b, seed, job_id)
+                assert seen["status"] == "RUNNING", seen
+                return (seen["rowsRead"], seen["rowsLoaded"]) == (ROWS, ROWS)
+
+            await _until(staged_on_b, "B to read every row staged")
             staged = {"status": "RUNNING", "rowsRead": ROWS, "rowsLoaded": ROWS, "importedCount": 0}
 
             async def followed() -> bool:

@@ -8,7 +8,9 @@ reads SUCCEEDED exactly when its leads are there. A refused import writes FAILED
 Several servers may share one PostgreSQL database, so a job is kept in its row, not in the process:
 
 - *lease*: the running server renews ``heartbeat_at`` (with rows read and loaded) after every batch
-  and every ``lease / 3`` seconds, each in a short transaction of its own beside the import's. A
+  and every ``lease / 3`` seconds, each in a short transaction of its own beside the import's, written
+  by a task of its own so the import never waits for it (and committed without waiting for the disk:
+  a heartbeat lost in a crash only ends the lease sooner). A
   server killed mid-import leaves the job RUNNING and no lead (its transaction never committed); once
   the lease has run out, any server reading the job marks it FAILED (:meth:`ImportJobs.read`), and a
   server starting marks FAILED those and its own instance's earlier jobs (:func:`fail_interrupted`).
@@ -35,7 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, update
+from sqlalchemy import ColumnElement, false, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import ImportJob, JobStatus, Role, User
@@ -209,6 +211,7 @@ class ImportJobs:
     async def _beat(self, job_id: int, running: Running) -> None:
         """Renew the lease with the progress so far; note a cancel request or a job lost to expiry."""
         async with self.store.write() as session:
+            await session.execute(text("SET LOCAL synchronous_commit = off"))
             found = await session.execute(
                 update(ImportJob)
                 .where(
@@ -225,11 +228,15 @@ class ImportJobs:
         elif row[0]:
             running.cancelled = True
 
-    async def _heartbeat(self, job_id: int, running: Running, stop: asyncio.Event) -> None:
-        """Renew the lease while the import works between batches (and while it applies the rows)."""
+    async def _heartbeat(
+        self, job_id: int, running: Running, moved: asyncio.Event, stop: asyncio.Event
+    ) -> None:
+        """Renew the lease with the latest progress when the import has ``moved`` (after a batch), and
+        every ``lease / 3`` seconds while it works (as when it applies the rows), until ``stop``."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lease / 3)
+                await asyncio.wait_for(moved.wait(), self.lease / 3)
+            moved.clear()
             if stop.is_set():
                 return
             try:
@@ -266,22 +273,21 @@ class ImportJobs:
     async def _run(self, job: ImportJob, path: Path, actor: User | None, running: Running) -> None:
         async def progress(rows_read: int, rows_loaded: int) -> None:
             running.rows_read, running.rows_loaded = rows_read, rows_loaded
-            if self.shared:
-                await self._beat(job.id, running)
+            moved.set()  # the heartbeat writes it (and reads a cancel request) beside the import
             if running.cancelled:
                 raise ImportCancelledError
             if running.lost:
                 raise ImportLostError
             await asyncio.sleep(0)  # let requests (progress, cancel) in between batches
 
-        stop = asyncio.Event()
+        moved, stop = asyncio.Event(), asyncio.Event()
         beating: asyncio.Task[None] | None = None
         outcome: dict[str, Any]
         try:
             if not await self._claim(job.id):
                 return
             if self.shared:
-                beating = asyncio.create_task(self._heartbeat(job.id, running, stop))
+                beating = asyncio.create_task(self._heartbeat(job.id, running, moved, stop))
             with path.open(encoding="utf-8", newline="") as lines:
                 async with self.store.write() as session:
                     result = await import_leads_bulk(
@@ -320,6 +326,7 @@ class ImportJobs:
             outcome = {"status": JobStatus.FAILED, "error": "internal error; nothing was imported"}
         finally:
             stop.set()
+            moved.set()
             if beating is not None:
                 await beating
             self.running.pop(job.id, None)
