@@ -303,27 +303,8 @@ class ImportJobs:
         except ImportLostError:
             logger.warning("import job %s was failed by another server; rolled back", job.id)
             return
-        except ImportCancelledError:
-            outcome = {"status": JobStatus.CANCELLED, "error": CANCELLED}
-        except ImportRejectedError as rejected:
-            outcome = {
-                "status": JobStatus.FAILED,
-                "problem_count": rejected.total,
-                "problems": json.dumps(problem_dicts(rejected.errors)),
-                "error": rejected.message,
-            }
-        except PipegraphError as error:
-            outcome = {
-                "status": JobStatus.FAILED,
-                "problem_count": 1,
-                "problems": json.dumps(problem_dicts([error])),
-                "error": error.message,
-            }
-        except UnicodeDecodeError:
-            outcome = {"status": JobStatus.FAILED, "error": "the CSV is not UTF-8 text"}
-        except Exception:
-            logger.exception("import job %s failed", job.id)
-            outcome = {"status": JobStatus.FAILED, "error": "internal error; nothing was imported"}
+        except Exception as error:  # every way an import ends without its leads, kept in the row
+            outcome = _outcome(job.id, error)
         finally:
             stop.set()
             moved.set()
@@ -344,6 +325,30 @@ class ImportJobs:
                 finished_at=utcnow(),
                 **outcome,
             )
+
+
+def _outcome(job_id: int, error: Exception) -> dict[str, Any]:
+    """The row's outcome of an import that ended with ``error`` (rolled back: nothing written)."""
+    if isinstance(error, ImportCancelledError):
+        return {"status": JobStatus.CANCELLED, "error": CANCELLED}
+    if isinstance(error, ImportRejectedError):
+        return {
+            "status": JobStatus.FAILED,
+            "problem_count": error.total,
+            "problems": json.dumps(problem_dicts(error.errors)),
+            "error": error.message,
+        }
+    if isinstance(error, PipegraphError):
+        return {
+            "status": JobStatus.FAILED,
+            "problem_count": 1,
+            "problems": json.dumps(problem_dicts([error])),
+            "error": error.message,
+        }
+    if isinstance(error, UnicodeDecodeError):
+        return {"status": JobStatus.FAILED, "error": "the CSV is not UTF-8 text"}
+    logger.error("import job %s failed", job_id, exc_info=error)
+    return {"status": JobStatus.FAILED, "error": "internal error; nothing was imported"}
 
 
 async def _set(
