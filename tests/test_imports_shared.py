@@ -26,7 +26,7 @@ import pytest
 import websockets
 
 from pipegraph.api import ids
-from server_support import Seed, ServerProcess, running_server, seed_database, stop
+from server_support import Seed, ServerProcess, graphql, running_server, seed_database, stop
 from test_imports_server import _lead_count, job, upload, write_csv
 
 pytestmark = pytest.mark.postgres
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.postgres
 LEASE_S = 2.0
 ENV = {"PIPEGRAPH_IMPORT_LEASE": str(LEASE_S)}
 ROWS = 20_000
+JOB = "query ($id: ID!) { importJob(id: $id) { status importedCount error } }"
 PROGRESS = """
 subscription ($jobId: ID!) { importProgress(jobId: $jobId) { status rowsRead rowsLoaded importedCount } }
 """
@@ -193,7 +194,10 @@ async def test_a_killed_servers_job_reads_failed_from_another_once_its_lease_ran
             a.process.send_signal(signal.SIGKILL)
             a.process.wait()
             ended = await _ended(b, seed, job_id)
+        async with httpx.AsyncClient() as client:
+            read = await graphql(client, b, seed.key, JOB, id=job_id)
         stop(b, signal.SIGTERM)
+    assert read["importJob"] == {"status": "FAILED", "importedCount": 0, "error": ended["error"]}
     assert (ended["status"], ended["importedCount"], ended["rowsLoaded"]) == ("FAILED", 0, 0)
     assert "stopped" in ended["error"]
     assert await _lead_count(postgres_url) == 0
