@@ -7,12 +7,22 @@ Screenshots of the outcomes at desktop and phone size go to the artefacts folder
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import FilePayload, Page, expect
+from playwright.sync_api import BrowserContext, FilePayload, Page, expect
 
-from dashboard_support import DESKTOP, PHONE, Dashboard, first_pipeline, screenshot, serious_axe_violations
+from dashboard_support import (
+    DESKTOP,
+    PHONE,
+    Dashboard,
+    first_pipeline,
+    screenshot,
+    serious_axe_violations,
+    viewer_key,
+)
 
 COUNT = "query($p: ID!) { leads(pipelineId: $p, first: 1) { totalCount } }"
 MAP = "Deal Name=title,Amount=value"
@@ -156,3 +166,18 @@ def test_without_a_websocket_the_view_follows_the_job_by_polling(page: Page, das
     expect(page.locator("#import-summary")).to_have_text(f"Imported 40,000 leads into {pipeline['name']}.")
     assert polled
     assert lead_count(dashboard, pipeline["id"]) == before + 40_000
+
+
+def test_a_viewer_is_told_importing_needs_a_rep(
+    browser: BrowserContext, dashboard: Dashboard, seeded: tuple[Path, str, str]
+) -> None:
+    tab = browser.new_page()
+    tab.add_init_script(f"sessionStorage.setItem('pipegraph.apiKey', {json.dumps(viewer_key(seeded[1]))})")
+    try:
+        tab.goto(f"{dashboard.base_url}/#imports")
+        expect(tab.locator("#imports")).to_have_attribute("data-ready", "true")
+        expect(tab.locator("#import-role-note")).to_be_visible()
+        expect(tab.locator("#import-run")).to_be_disabled()
+        assert_accessible(tab, "import view, viewer")
+    finally:
+        tab.close()

@@ -240,9 +240,12 @@ async function cancel() {
   }
 }
 
-/** Show the import view: the pipelines to import into, the shown one first. */
-export function showImports(pipelines, pipeline) {
+/** Show the import view: the pipelines to import into, the shown one first. A viewer may not import. */
+export function showImports(pipelines, pipeline, viewer) {
   current.pipelines = pipelines;
+  const readOnly = viewer?.role === "VIEWER";
+  byId("import-role-note").hidden = !readOnly;
+  if (readOnly) byId("import-run").disabled = true;
   const select = byId("import-pipeline");
   const chosen = select.value || pipeline.id;
   select.replaceChildren(...pipelines.map((p) => el("option", { value: p.id }, p.name)));

@@ -80,7 +80,7 @@ async function render() {
     } else if (view === "capacity") {
       await showCapacity(pipeline);
     } else if (view === "imports") {
-      showImports(app.pipelines, pipeline);
+      showImports(app.pipelines, pipeline, app.viewer);
     }
   } catch (error) {
     app.shown[view] = null;
@@ -137,6 +137,7 @@ async function main() {
   }
   app.pipelines = data.pipelines;
   app.users = data.users;
+  app.viewer = data.viewer;
   document.getElementById("viewer").textContent = `${data.viewer.name} (${data.viewer.role.toLowerCase()})`;
   if (!app.pipelines.length) {
     document.getElementById("board").replaceChildren(el("p", {}, "No pipelines yet: create one through the API."));
