@@ -179,5 +179,7 @@ def test_a_viewer_is_told_importing_needs_a_rep(
         expect(tab.locator("#import-role-note")).to_be_visible()
         expect(tab.locator("#import-run")).to_be_disabled()
         assert_accessible(tab, "import view, viewer")
+        tab.set_viewport_size(PHONE)
+        screenshot(tab, "imports-viewer-phone")
     finally:
         tab.close()
