@@ -25,7 +25,7 @@ from dashboard_support import (
 )
 
 SIZES = {"desktop": DESKTOP, "phone": PHONE}
-VIEWS = ["board", "metrics", "forecast", "capacity"]
+VIEWS = ["board", "metrics", "forecast", "capacity", "imports"]
 NARROWEST = 360  # the narrowest phone the layout promises to fit
 PAGE_SIZE = 20  # cards a column loads at a time (board.js)
 CREATE_LEAD = (

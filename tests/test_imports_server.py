@@ -147,7 +147,8 @@ async def test_a_server_killed_mid_import_leaves_nothing_and_the_job_failed(
             time.sleep(0.05)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
-    with running_server(database_url, tmp_path, name="second") as server:
+    # The same instance (host and port) starting again fails its own unfinished jobs at once.
+    with running_server(database_url, tmp_path, name="second", port=server.port) as server:
         after = job(server, seed, job_id)
     assert after["status"] == "FAILED"
     assert "stopped" in after["error"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,18 @@ def test_several_workers_on_sqlite_are_refused() -> None:
     # Subscriptions and the queue of writers are per process: a second process would miss both.
     with pytest.raises(ConfigurationError, match="PIPEGRAPH_WORKERS: 2 worker processes need PostgreSQL"):
         Settings.from_env({"PIPEGRAPH_WORKERS": "2"})
+
+
+def test_import_jobs_name_their_instance_and_lease() -> None:
+    settings = Settings.from_env({"PIPEGRAPH_INSTANCE_ID": "web-1", "PIPEGRAPH_IMPORT_LEASE": "2.5"})
+    assert (settings.import_instance, settings.import_lease) == ("web-1", 2.5)
+    # By default host and port: the same again when the server restarts, so it fails its own jobs.
+    assert Settings.from_env({"PIPEGRAPH_PORT": "8123"}).import_instance.endswith(":8123")
+    # Several workers share host and port: each names its jobs with its process id too.
+    env = {"PIPEGRAPH_DATABASE_URL": "postgresql://db/pipegraph", "PIPEGRAPH_WORKERS": "2"}
+    assert Settings.from_env(env).import_instance.endswith(f":8000:{os.getpid()}")
+    with pytest.raises(ConfigurationError, match="PIPEGRAPH_IMPORT_LEASE: must be a positive number"):
+        Settings.from_env({"PIPEGRAPH_IMPORT_LEASE": "0"})
 
 
 def test_serving_processes_collect_garbage_less_often() -> None:

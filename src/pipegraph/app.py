@@ -331,7 +331,7 @@ def create_app(
         if settings.compiled_reads
         else None
     )
-    imports = import_jobs.ImportJobs(store)
+    imports = import_jobs.ImportJobs(store, instance_id=settings.import_instance, lease=settings.import_lease)
     graphql = PipegraphGraphQL(
         schema,
         store=store,
@@ -374,14 +374,19 @@ def create_app(
             dispatcher.start()
         try:
             # Jobs a stopped server left running never committed: say so before taking requests.
-            interrupted = await import_jobs.fail_interrupted(store)
+            interrupted = await import_jobs.fail_interrupted(
+                store, instance_id=imports.instance_id, lease=imports.lease
+            )
         except Exception as error:
             if not availability.is_unavailable(error):
                 raise
             logger.warning("could not mark interrupted imports: %s", availability.describe(error))
         else:
             if interrupted:
-                logger.warning("%d import job(s) interrupted by a stop marked FAILED", interrupted)
+                logger.warning(
+                    "%d import job(s) of a stopped server (this one, or past their lease) marked FAILED",
+                    interrupted,
+                )
         try:
             yield
         finally:

@@ -51,6 +51,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     }
     if settings.dask_scheduler:
         env["PIPEGRAPH_DASK_SCHEDULER"] = settings.dask_scheduler
+    if settings.instance_id:
+        env["PIPEGRAPH_INSTANCE_ID"] = settings.instance_id
+    env["PIPEGRAPH_IMPORT_LEASE"] = repr(settings.import_lease)
     env.update(limits_environment(settings))
     return env
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,6 +124,11 @@ class Settings:
     webhook_poll_interval: float = 1.0
     webhook_connect_timeout: float = 5.0
     webhook_read_timeout: float = 10.0
+    # Import jobs (``pipegraph.services.import_jobs``): the name of this server among those sharing the
+    # database (default: host name and port, plus the process id with several workers), and how long a
+    # running job's heartbeat stays good; past it, any server marks the job FAILED.
+    instance_id: str | None = None
+    import_lease: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
@@ -137,6 +143,13 @@ class Settings:
                 "subscriptions and the queue of writers live in one process, so serve with one worker "
                 "or set PIPEGRAPH_DATABASE_URL=postgresql://..."
             )
+
+    @property
+    def import_instance(self) -> str:
+        """This server's name on the import jobs it runs: the same again after a restart, so a
+        restarted server fails its own unfinished jobs at once; unique per worker process."""
+        name = self.instance_id or f"{socket.gethostname()}:{self.port}"
+        return f"{name}:{os.getpid()}" if self.workers > 1 else name
 
     @property
     def is_sqlite(self) -> bool:
@@ -172,6 +185,10 @@ class Settings:
             values["simulation_workers"] = _parse_int("PIPEGRAPH_SIMULATION_WORKERS", raw, minimum=1)
         if scheduler := env.get("PIPEGRAPH_DASK_SCHEDULER"):
             values["dask_scheduler"] = scheduler
+        if instance := env.get("PIPEGRAPH_INSTANCE_ID"):
+            values["instance_id"] = instance
+        if (raw := env.get("PIPEGRAPH_IMPORT_LEASE")) is not None:
+            values["import_lease"] = _parse_seconds("PIPEGRAPH_IMPORT_LEASE", raw)
         values.update(_limits_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]

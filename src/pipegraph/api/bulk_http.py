@@ -6,7 +6,8 @@ temporary file, never held in memory, then imported in bulk as a job: ``202`` wi
 ``200`` once it has ended). ``GET /imports/<job ID>`` reads a job: ``status`` (QUEUED, RUNNING,
 SUCCEEDED, FAILED, CANCELLED), ``rowsRead`` and ``rowsLoaded`` while it runs, ``importedCount``, and for
 a refused file ``problemCount`` and ``problems`` (the first 100, as ``importLeads`` gives its
-``userErrors``). ``DELETE /imports/<job ID>`` cancels a running job; nothing of it is written. Every
+``userErrors``). ``DELETE /imports/<job ID>`` cancels a running job; nothing of it is written. Any
+server sharing the database answers for any job: the job lives in its row (``import_jobs``). Every
 request needs an API key (``Authorization: Bearer <key>``), as GraphQL does; errors have GraphQL's
 error shape.
 
@@ -37,7 +38,7 @@ from pipegraph.api.http_limits import error_response
 from pipegraph.api.inputs import LeadFilter
 from pipegraph.db.models import ImportJob, LeadStatus, User
 from pipegraph.db.session import Store
-from pipegraph.errors import PipegraphError, ValidationError
+from pipegraph.errors import NotFoundError, PipegraphError, ValidationError
 from pipegraph.services import exports, import_jobs
 from pipegraph.services.import_rows import parse_header_map
 
@@ -108,9 +109,10 @@ class BulkEndpoints:
         return await self._answer(job.id, 202)
 
     async def _answer(self, job_id: int, status: int) -> Response:
-        async with self.store.read() as session:
-            job = await import_jobs.get_job(session, job_id)
-        return JSONResponse(job_json(job, self.jobs.running.get(job_id)), status_code=status)
+        job, running = await self.jobs.read(job_id)
+        if job is None:
+            raise NotFoundError(f"no import job with id {job_id}", field="id")
+        return JSONResponse(job_json(job, running), status_code=status)
 
     async def read(self, request: Request) -> Response:
         if await self._viewer(request) is None:
@@ -128,8 +130,11 @@ class BulkEndpoints:
             job_id = ids.decode_as(request.path_params["job_id"], "ImportJob", field="id")
         except PipegraphError as error:
             return _refusal(error)
-        if not self.jobs.cancel(job_id):
-            return error_response(409, "the job is not running on this server", code="CONFLICT")
+        if not await self.jobs.cancel(job_id):
+            job, _ = await self.jobs.read(job_id)
+            if job is None:
+                return _refusal(NotFoundError(f"no import job with id {job_id}", field="id"))
+            return error_response(409, f"the job is not running (it is {job.status})", code="CONFLICT")
         return await self._answer(job_id, 202)
 
     async def export_leads(self, request: Request) -> Response:

@@ -1,7 +1,8 @@
 """Import jobs in GraphQL: ``importJob(id)`` and the ``importProgress`` subscription.
 
-Jobs are started by ``POST /imports`` (``pipegraph.api.bulk_http``); here they are read. Rows read and
-loaded come from the server running the job while it runs, and from the job's row once it has ended.
+Jobs are started by ``POST /imports`` (``pipegraph.api.bulk_http``); here they are read, on any server
+sharing the database. Rows read and loaded come from memory on the server running the job, and from
+the job's row elsewhere (renewed after every batch on PostgreSQL); the subscription follows the row.
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ class ImportJob:
 
 async def _read(info: Info, pk: int) -> ImportJob | None:
     context = info.context
-    async with context.store.read() as session:
-        job = await session.get(models.ImportJob, pk)
-    if job is None:
-        return None
-    running = context.imports.running.get(pk) if context.imports is not None else None
-    return ImportJob.from_model(job, running)
+    if context.imports is not None:
+        job, running = await context.imports.read(pk)
+    else:
+        async with context.store.read() as session:
+            job, running = await session.get(models.ImportJob, pk), None
+    return ImportJob.from_model(job, running) if job is not None else None
 
 
 @strawberry.type

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -531,8 +532,9 @@ class WebhookDelivery(Base):
 
 class ImportJob(Base):
     """A CSV import run in the background. The outcome is written in the import's own transaction, so
-    a job reads SUCCEEDED exactly when its leads are there; one left RUNNING by a server that died is
-    marked FAILED when a server starts (``pipegraph.services.import_jobs.fail_interrupted``)."""
+    a job reads SUCCEEDED exactly when its leads are there. The server instance running it renews
+    ``heartbeat_at`` as it goes; one whose server died is marked FAILED once that lease runs out, or at
+    once when the same instance starts again (``pipegraph.services.import_jobs``)."""
 
     __tablename__ = "import_jobs"
 
@@ -549,5 +551,9 @@ class ImportJob(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    instance_id: Mapped[str | None] = mapped_column(String(200))  # the server instance running it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by any server; the running one reads it between batches and rolls the import back.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index("ix_import_jobs_pipeline_created", "pipeline_id", "created_at"),)

@@ -70,9 +70,13 @@ export function checkPayload(payload) {
  * "connecting", "live" or "offline". Reconnects with a growing delay. With `positionOf(data)`, the
  * position of each result is kept and a reconnection subscribes with `after` set to the last one, so
  * nothing committed meanwhile is missed (also when the server ends the stream with RESUME_FROM).
- * Returns a function that stops it.
+ * `onComplete()` is called when the server ends the stream. Returns a function that stops it.
  */
-export function subscribe(query, variables, { onData, onStatus = () => {}, onError = () => {}, positionOf = null }) {
+export function subscribe(
+  query,
+  variables,
+  { onData, onStatus = () => {}, onError = () => {}, onComplete = () => {}, positionOf = null },
+) {
   let socket = null;
   let after = null;
   let stopped = false;
@@ -112,6 +116,9 @@ export function subscribe(query, variables, { onData, onStatus = () => {}, onErr
             if (positionOf) after = positionOf(message.payload.data) ?? after;
             onData(message.payload.data);
           }
+          break;
+        case "complete":
+          onComplete();
           break;
         case "error": {
           const first = message.payload?.[0];

@@ -5,6 +5,7 @@ import { bindFilters, onLiveStatus, showBoard } from "./board.js";
 import { bindDialogDefaults } from "./dialogs.js";
 import { bindCapacity, showCapacity } from "./capacity.js";
 import { bindForecast, showForecast } from "./forecast.js";
+import { bindImports, showImports } from "./imports.js";
 import { announce, announceFailure, clearNotice, el, setCurrency } from "./format.js";
 import { bindLeadPanel } from "./lead-panel.js";
 import { showMetrics } from "./metrics.js";
@@ -16,7 +17,7 @@ const START_QUERY = `query Start {
 }`;
 
 const PIPELINE_STORAGE = "pipegraph.pipelineId";
-const VIEWS = ["board", "metrics", "forecast", "capacity"];
+const VIEWS = ["board", "metrics", "forecast", "capacity", "imports"];
 const app = { pipelines: [], users: [], pipeline: null, shown: {} };
 
 /** Ask for a key in the dialog; resolves once one is entered. */
@@ -78,6 +79,8 @@ async function render() {
       await showForecast(pipeline);
     } else if (view === "capacity") {
       await showCapacity(pipeline);
+    } else if (view === "imports") {
+      showImports(app.pipelines, pipeline, app.viewer);
     }
   } catch (error) {
     app.shown[view] = null;
@@ -104,6 +107,12 @@ async function main() {
   bindFilters();
   bindForecast();
   bindCapacity();
+  // An import's leads reach the board and the metrics when next shown (a bulk import is not sent
+  // lead by lead to subscribers).
+  bindImports(() => {
+    app.shown.board = null;
+    app.shown.metrics = null;
+  });
   bindLeadPanel();
   bindDialogDefaults();
   let offline = false;
@@ -128,6 +137,7 @@ async function main() {
   }
   app.pipelines = data.pipelines;
   app.users = data.users;
+  app.viewer = data.viewer;
   document.getElementById("viewer").textContent = `${data.viewer.name} (${data.viewer.role.toLowerCase()})`;
   if (!app.pipelines.length) {
     document.getElementById("board").replaceChildren(el("p", {}, "No pipelines yet: create one through the API."));
