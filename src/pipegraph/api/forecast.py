@@ -490,7 +490,7 @@ class WhatIfInput:
     horizon_days: int = 90
     goal: Money | None = None
     trials: int | None = strawberry.field(
-        default=None, description="Default 2000, or 500 when reps change (discrete-event engine)."
+        default=None, description="Default 2000; at most 20000, or 5000 when reps change (queue engine)."
     )
     seed: int = 0
     as_of: datetime | None = strawberry.field(
