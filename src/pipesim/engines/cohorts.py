@@ -25,12 +25,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Hashable
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import signal, special
 
+from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import (
     Array,
     Distribution,
@@ -43,7 +45,7 @@ from pipesim.distributions import (
     Weibull,
 )
 from pipesim.engines.common import Group
-from pipesim.spec import Model, Stage
+from pipesim.spec import Arrivals, Model, Stage
 
 GRID = 1 << 13  # grid steps over the horizon for the finish-time convolution
 ATOMS = 1 << 13  # quantile atoms per stage-time law
@@ -54,9 +56,11 @@ DEAL_CHUNK = 256  # deal sizes drawn per trial at a time for large exact sums
 
 def covers(model: Model) -> bool:
     """Whether a group's leads share one finish-time law and one deal law in every trial, as the group
-    draws assume: not with segments (a winner's deal law depends on its segment), parameter uncertainty
-    (times and deals scaled per trial) or arrivals that vary over the horizon."""
-    return not (model.segments or model.has_parameter_uncertainty or model.arrivals.varies)
+    draws assume: not with segments (a winner's deal law depends on its segment). Parameter uncertainty
+    keeps it so given the trial — deal sizes scaled, the arrival count drawn at the trial's rate, the
+    finish-time law at the trial's time scales (:mod:`pipesim.engines.cohort_scales`) — and varying
+    arrivals change only the arrival time's law."""
+    return not model.segments
 
 
 @functools.cache
@@ -76,10 +80,15 @@ def _deposit(values: Array, horizon: float) -> Array:
     return np.asarray(mass[: GRID + 1] / ATOMS, dtype=np.float64)
 
 
-def _uniform_arrival() -> Array:
-    mass = np.full(GRID + 1, 1.0 / GRID)
-    mass[[0, -1]] = 0.5 / GRID
-    return mass
+@functools.lru_cache(maxsize=16)
+def arrival_mass(arrivals: Arrivals, horizon: float) -> Array:
+    """Grid masses of a new lead's arrival time given that it arrives within the horizon: uniform for a
+    constant rate (exact on the grid), else the profile's quantile atoms (``λ(t) / Λ(H)``)."""
+    if not arrivals.varies:
+        mass = np.full(GRID + 1, 1.0 / GRID)
+        mass[[0, -1]] = 0.5 / GRID
+        return mass
+    return _deposit(arrival_times(arrivals, horizon, _atoms()), horizon)
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,14 +97,14 @@ def _deposited(law: Any, horizon: float) -> Array:  # a Distribution: frozen, so
 
 
 @functools.lru_cache(maxsize=64)
-def _later_stages(stages: tuple[Stage, ...], start: int, horizon: float, arrival: bool) -> Array:
-    """Grid masses of the time after stage ``start`` (the later stages' times, plus a uniform arrival
-    when ``arrival``), cut at the horizon."""
+def _later_stages(stages: tuple[Stage, ...], start: int, horizon: float, arrival: Arrivals | None) -> Array:
+    """Grid masses of the time after stage ``start`` (the later stages' times, plus the arrival time of
+    a new lead when ``arrival`` is given), cut at the horizon."""
     mass = np.zeros(GRID + 1)
     mass[0] = 1.0
     parts = [_deposited(cast(Hashable, stage.time_in_stage), horizon) for stage in stages[start + 1 :]]
-    if arrival:
-        parts.append(_uniform_arrival())
+    if arrival is not None:
+        parts.append(arrival_mass(arrival, horizon))
     for part in parts:
         mass = np.maximum(signal.fftconvolve(mass, part)[: GRID + 1], 0.0)
     return mass
@@ -105,13 +114,15 @@ TAIL = 1e-6  # below this survival at the age, the remaining time is read from t
 
 
 @functools.lru_cache(maxsize=1024)
-def _in_horizon(stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: bool) -> float:
+def _in_horizon(
+    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: Arrivals | None
+) -> float:
     return _finished_by(stages, start, age, horizon, arrival, horizon)
 
 
 @functools.lru_cache(maxsize=1024)
 def _finished_by(
-    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: bool, day: float
+    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: Arrivals | None, day: float
 ) -> float:
     """P(finish <= ``day``) for a winner of the group, ``day`` within the horizon (on its grid)."""
     later = _later_stages(stages, start, horizon, arrival)
@@ -130,16 +141,24 @@ def _finished_by(
     return float(np.clip(np.interp(slack[inside], grid, cdf).sum() / ATOMS, 0.0, 1.0))
 
 
+def arrival_of(model: Model, group: Group) -> Arrivals | None:
+    """The arrivals whose time a winner of ``group`` waits for: new leads of Poisson arrivals only.
+    (The rate's uncertainty is left out: it sets how many arrive, not when.)"""
+    if group.existing or model.arrivals.kind == "batch":
+        return None
+    return replace(model.arrivals, rate_uncertainty=0.0)
+
+
 def in_horizon_probability(model: Model, group: Group) -> float:
     """Probability that a winner of ``group`` wins within the model's horizon."""
-    arrival = not group.existing and model.arrivals.kind != "batch"
+    arrival = arrival_of(model, group)
     age = group.age_days if group.existing else 0.0
     return _in_horizon(model.stages, group.start, age, model.horizon_days, arrival)
 
 
 def finished_by(model: Model, group: Group, days: Array) -> Array:
     """P(finish <= d) for a winner of ``group`` at each of ``days`` (within the horizon, increasing)."""
-    arrival = not group.existing and model.arrivals.kind != "batch"
+    arrival = arrival_of(model, group)
     age = group.age_days if group.existing else 0.0
     values = [
         _finished_by(model.stages, group.start, age, model.horizon_days, arrival, float(d)) for d in days

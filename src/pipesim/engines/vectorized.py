@@ -26,7 +26,7 @@ from scipy import stats
 
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
-from pipesim.engines import cohorts
+from pipesim.engines import cohort_scales, cohorts
 from pipesim.engines.common import (
     COHORTS,
     WINNERS,
@@ -121,15 +121,20 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
     as :func:`simulate_per_winner` — equal in distribution, ``O(groups × trials)``."""
     check(model)
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
-    if not cohorts.covers(model):
+    if not (cohorts.covers(model) and cohort_scales.covers(model)):
         return simulate_per_winner(model, seed, block, trials, draws)
+    all_groups = groups(model)
+    if any(stage.time_uncertainty > 0 for stage in model.stages):
+        q_by_trial: Array | None = cohort_scales.in_horizon_by_trial(model, all_groups, draws.time_scale)
+    else:
+        q_by_trial = None
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
     days = fan_days(model)
     by_day = np.zeros((trials, len(days)))
-    for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
+    for index, (group, leads) in enumerate(zip(all_groups, _group_leads(model, draws), strict=True)):
         # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
-        q = cohorts.in_horizon_probability(model, group)
+        q = cohorts.in_horizon_probability(model, group) if q_by_trial is None else q_by_trial[:, index]
         inside = binomial_inverse(
             draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q
         )
@@ -138,7 +143,8 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
         if group.value is not None:
             gained: Array = np.asarray(inside * group.value, dtype=np.float64)
         else:
-            gained = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+            sums = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+            gained = sums * draws.deal_scale  # the trial's factor on every drawn deal size
         revenue[slot] += gained
         fan = stream(seed, block, COHORTS, index, 2)
         by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, fan)
