@@ -85,7 +85,7 @@ def _stage_masses(law: Distribution, scale: Array, horizon: float) -> Array:
 
 
 def _convolve(a: Array, b: Array) -> Array:
-    return np.maximum(signal.fftconvolve(a, b, axes=1)[:, : GRID + 1], 0.0)
+    return np.asarray(np.maximum(signal.fftconvolve(a, b, axes=1)[:, : GRID + 1], 0.0), dtype=np.float64)
 
 
 def later_masses(model: Model, scales: Array) -> list[Array]:
