@@ -20,7 +20,7 @@ once:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import signal
@@ -33,7 +33,8 @@ from pipesim.spec import Model
 
 GRID = 1 << 9  # grid steps over the horizon
 ATOMS = 1 << 11  # quantile atoms of an arrival profile and of a remaining time deep in the tail
-NODES = 12  # Chebyshev nodes in log(scale) for the start stage
+NODE_COUNTS = (2, 3, 4, 6, 8, 12, 16, 24)  # Chebyshev node counts in log(scale), fewest first
+TOLERANCE = 1e-9  # largest interpolation error accepted on a probability (see ``interpolated``)
 SMOOTH = (Exponential, Gamma, Weibull, LogNormal)  # laws whose q is analytic in log(scale)
 
 
@@ -73,15 +74,30 @@ def bin_masses(law: Distribution, scale: Array, horizon: float) -> Array:
     return np.asarray(np.diff(cdf, axis=1), dtype=np.float64)
 
 
+def interpolated(rows_at: Callable[[Array], Array], log_s: Array) -> tuple[Array, Array]:
+    """Chebyshev nodes in log(scale) over ``log_s``'s range and ``rows_at`` at them: the fewest nodes
+    whose barycentric interpolant is within ``TOLERANCE`` of ``rows_at`` at as many points between
+    them (every row a vector of probabilities, so this bounds the error of any q made from them)."""
+    low, high = float(log_s.min()), float(log_s.max())
+    if high - low < 1e-12:
+        return np.array([low]), rows_at(np.exp(np.array([low])))
+    for count in NODE_COUNTS:
+        at = chebyshev_nodes(low, high, count)
+        rows = rows_at(np.exp(at))
+        check = chebyshev_nodes(low, high, count + 1)
+        if np.abs(barycentric(at, check) @ rows - rows_at(np.exp(check))).max() <= TOLERANCE:
+            break
+    return at, rows
+
+
 def _stage_masses(law: Distribution, scale: Array, horizon: float) -> Array:
     """Per trial (one row for all when the scale is fixed) the stage's time on the grid: the masses at
     Chebyshev nodes in log(scale), interpolated to each trial's scale."""
     log_s = np.log(scale)
-    low, high = float(log_s.min()), float(log_s.max())
-    if high - low < 1e-12:
-        return bin_masses(law, scale[:1], horizon)
-    at = chebyshev_nodes(low, high)
-    return np.asarray(barycentric(at, log_s) @ bin_masses(law, np.exp(at), horizon), dtype=np.float64)
+    at, rows = interpolated(lambda nodes: bin_masses(law, nodes, horizon), log_s)
+    if len(at) == 1:
+        return rows
+    return np.asarray(barycentric(at, log_s) @ rows, dtype=np.float64)
 
 
 def _convolve(a: Array, b: Array) -> Array:
@@ -117,20 +133,21 @@ def start_terms(law: Distribution, age: float, horizon: float, scale: Array) -> 
     """(len(scale), GRID + 1): at each grid point ``x``, P(remaining time ≤ horizon − x) for a lead
     ``age`` days into a stage whose times are ``scale × law`` — so that ``q = Σ later(x) · term(x)``."""
     grid = np.linspace(0.0, horizon, GRID + 1)
-    rows = np.empty((len(scale), GRID + 1))
-    for index, s in enumerate(scale):
-        below = float(law.cdf(np.array([age / s]))[0]) if age > 0 else 0.0
-        if 1.0 - below > TAIL:
-            rows[index] = np.clip((law.cdf((age + horizon - grid) / s) - below) / (1.0 - below), 0.0, 1.0)
-        else:
-            # Deep in the tail the ratio loses its digits: the law's own remaining-time quantiles.
-            remaining = s * law.remaining(_atoms(), age / s)
-            cumulative = np.cumsum(deposit(remaining, np.ones(1), horizon)[0])
-            rows[index] = cumulative[::-1]  # P(R ≤ H − x_i) = mass at points ≤ GRID − i
-    return rows
+    below = law.cdf(age / scale) if age > 0 else np.zeros(len(scale))
+    left = 1.0 - below
+    safe = np.where(left > TAIL, left, 1.0)
+    ends = (age + horizon - grid)[None, :] / scale[:, None]
+    rows = np.clip((law.cdf(ends) - below[:, None]) / safe[:, None], 0.0, 1.0)
+    for index in np.nonzero(left <= TAIL)[0]:
+        # Deep in the tail the ratio loses its digits: the law's own remaining-time quantiles.
+        s = float(scale[index])
+        remaining = s * law.remaining(_atoms(), age / s)
+        cumulative = np.cumsum(deposit(remaining, np.ones(1), horizon)[0])
+        rows[index] = cumulative[::-1]  # P(R ≤ H − x_i) = mass at points ≤ GRID − i
+    return np.asarray(rows, dtype=np.float64)
 
 
-def chebyshev_nodes(low: float, high: float, count: int = NODES) -> Array:
+def chebyshev_nodes(low: float, high: float, count: int) -> Array:
     k = np.arange(count)
     return np.asarray((low + high) / 2 + (high - low) / 2 * np.cos(np.pi * (2 * k + 1) / (2 * count)))
 
@@ -149,29 +166,36 @@ def barycentric(nodes: Array, x: Array) -> Array:
     return np.asarray(terms / terms.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def in_horizon_by_trial(model: Model, groups: Sequence[Group], scales: Array, nodes: int = NODES) -> Array:
+def in_horizon_by_trial(model: Model, groups: Sequence[Group], scales: Array) -> Array:
     """(trials, groups) probability that a winner of each group wins within the horizon, given each
     trial's time scales (``scales``: trials × stages)."""
     trials = len(scales)
     horizon = model.horizon_days
     later = later_masses(model, scales)
     q = np.empty((trials, len(groups)))
-    for index, group in enumerate(groups):
-        mass = later[group.start]
-        arrival = _arrival_masses(model, group)
-        if arrival is not None:
-            mass = _convolve(mass, arrival)
-        s = scales[:, group.start]
-        law = model.stages[group.start].time_in_stage
-        age = group.age_days if group.existing else 0.0
-        log_s = np.log(s)
-        low, high = float(log_s.min()), float(log_s.max())
-        if high - low < 1e-12:
-            terms = start_terms(law, age, horizon, s[:1])
-            q[:, index] = mass @ terms[0]
-            continue
-        at = chebyshev_nodes(low, high, nodes)
-        terms = start_terms(law, age, horizon, np.exp(at))
-        values = mass @ terms.T  # (trials or 1, nodes)
-        q[:, index] = (barycentric(at, log_s) * values).sum(axis=1)
+    for start in sorted({group.start for group in groups}):
+        law = model.stages[start].time_in_stage
+        log_s = np.log(scales[:, start])
+        # The start stage's terms of every group here at the nodes, stacked for one product per mass.
+        members, blocks, weights = [], [], []
+        for index, group in enumerate(groups):
+            if group.start != start:
+                continue
+            age = group.age_days if group.existing else 0.0
+            at, rows = interpolated(functools.partial(start_terms, law, age, horizon), log_s)
+            members.append(index)
+            blocks.append(rows)
+            weights.append(np.ones((1, 1)) if len(at) == 1 else barycentric(at, log_s))
+        masses = {-1: later[start]}
+        for index in members:
+            arrival = _arrival_masses(model, groups[index])
+            if arrival is not None:
+                masses[index] = _convolve(later[start], arrival)
+        stacked = np.concatenate(blocks)
+        values = {key: mass @ stacked.T for key, mass in masses.items()}  # (trials or 1, all nodes)
+        first = 0
+        for index, rows, weight in zip(members, blocks, weights, strict=True):
+            own = values.get(index, values[-1])[:, first : first + len(rows)]
+            q[:, index] = (weight * own).sum(axis=1)
+            first += len(rows)
     return np.clip(q, 0.0, 1.0)
