@@ -23,7 +23,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import signal
+from scipy import signal, special
 
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array, Distribution, Exponential, Gamma, LogNormal, Weibull
@@ -56,6 +56,7 @@ def deposit(values: Array, scale: Array, horizon: float) -> Array:
     trials = len(scale)
     position = values[None, :] * scale[:, None] * (GRID / horizon)
     keep = position <= GRID
+    position = np.where(keep, position, 0.0)  # beyond the horizon, or infinite: dropped below
     low = np.floor(position).astype(np.int64)
     share = position - low
     index = (np.arange(trials)[:, None] * (GRID + 2) + low)[keep]
@@ -129,22 +130,49 @@ def _arrival_masses(model: Model, group: Group) -> Array | None:
     return deposit(arrival_times(arrivals, model.horizon_days, _atoms()), np.ones(1), model.horizon_days)
 
 
+def log_survival(law: Distribution, x: Array) -> Array:
+    """``log P(T > x)`` of the smooth laws, accurate deep into the tail (where ``1 − F`` loses its
+    digits)."""
+    x = np.maximum(x, 0.0)
+    if isinstance(law, Exponential):
+        return np.asarray(-x / law.mean_value, dtype=np.float64)
+    if isinstance(law, Weibull):
+        return np.asarray(-((x / law.scale) ** law.shape), dtype=np.float64)
+    if isinstance(law, LogNormal):
+        with np.errstate(divide="ignore"):
+            z = (np.log(x) - law._mu) / law._sigma
+        return np.asarray(special.log_ndtr(-z), dtype=np.float64)
+    if isinstance(law, Gamma):
+        with np.errstate(divide="ignore"):
+            return np.asarray(np.log(special.gammaincc(law.shape, x / law.scale)), dtype=np.float64)
+    raise TypeError(f"no survival function for {law!r}")
+
+
 def start_terms(law: Distribution, age: float, horizon: float, scale: Array) -> Array:
     """(len(scale), GRID + 1): at each grid point ``x``, P(remaining time ≤ horizon − x) for a lead
-    ``age`` days into a stage whose times are ``scale × law`` — so that ``q = Σ later(x) · term(x)``."""
+    ``age`` days into a stage whose times are ``scale × law`` — so that ``q = Σ later(x) · term(x)``:
+    ``1 − S((age + H − x) / s) / S(age / s)``, from the log-survival function for the smooth laws (one
+    formula at every age and scale, so smooth in the scale), else — a single scale — as
+    :mod:`pipesim.engines.cohorts` does."""
     grid = np.linspace(0.0, horizon, GRID + 1)
-    below = law.cdf(age / scale) if age > 0 else np.zeros(len(scale))
-    left = 1.0 - below
-    safe = np.where(left > TAIL, left, 1.0)
     ends = (age + horizon - grid)[None, :] / scale[:, None]
-    rows = np.clip((law.cdf(ends) - below[:, None]) / safe[:, None], 0.0, 1.0)
-    for index in np.nonzero(left <= TAIL)[0]:
-        # Deep in the tail the ratio loses its digits: the law's own remaining-time quantiles.
-        s = float(scale[index])
-        remaining = s * law.remaining(_atoms(), age / s)
-        cumulative = np.cumsum(deposit(remaining, np.ones(1), horizon)[0])
-        rows[index] = cumulative[::-1]  # P(R ≤ H − x_i) = mass at points ≤ GRID − i
-    return np.asarray(rows, dtype=np.float64)
+    if isinstance(law, SMOOTH):
+        start = log_survival(law, np.asarray(age / scale))[:, None]
+        with np.errstate(invalid="ignore"):
+            rows = -np.expm1(log_survival(law, ends) - start)
+        rows = np.where(np.isfinite(start), rows, 1.0)  # older than any time allowed: ends now
+        return np.asarray(np.clip(np.nan_to_num(rows, nan=1.0), 0.0, 1.0), dtype=np.float64)
+    below = law.cdf(age / scale) if age > 0 else np.zeros(len(scale))
+    rows = np.empty((len(scale), GRID + 1))
+    for index, s in enumerate(scale):
+        if 1.0 - below[index] > TAIL:
+            rows[index] = np.clip((law.cdf(ends[index]) - below[index]) / (1.0 - below[index]), 0.0, 1.0)
+        else:
+            # Deep in the tail the ratio loses its digits: the law's own remaining-time quantiles; the
+            # mass at points below GRID − i and half of the point's own (an atom spreads over a tent).
+            mass = deposit(s * law.remaining(_atoms(), age / s), np.ones(1), horizon)[0]
+            rows[index] = (np.cumsum(mass) - mass / 2)[::-1]
+    return rows
 
 
 def chebyshev_nodes(low: float, high: float, count: int) -> Array:
