@@ -33,7 +33,7 @@ from pipesim.spec import Model
 
 GRID = 1 << 9  # grid steps over the horizon
 ATOMS = 1 << 11  # quantile atoms of an arrival profile and of a remaining time deep in the tail
-NODE_COUNTS = (2, 3, 4, 6, 8, 12, 16, 24)  # Chebyshev node counts in log(scale), fewest first
+NODE_COUNTS = (4, 6, 8, 12, 16, 24)  # Chebyshev node counts in log(scale), fewest first
 TOLERANCE = 1e-9  # largest interpolation error accepted on a probability (see ``interpolated``)
 SMOOTH = (Exponential, Gamma, Weibull, LogNormal)  # laws whose q is analytic in log(scale)
 
