@@ -104,7 +104,7 @@ def test_cohort_path_has_the_per_winner_law(name: str) -> None:
     assert cohorts.covers(model)
     assert cohort_scales.covers(model)
     reference = _outcomes(vectorized.simulate_per_winner, model, seed=1)
-    fast = _outcomes(vectorized.simulate, model, seed=2)  # independent seeds: a two-sample test
+    fast = _outcomes(vectorized.simulate_cohorts, model, seed=2)  # independent seeds: a two-sample test
     for outcome in ("wins_new", "wins_existing", "revenue_new", "revenue_existing"):
         if getattr(reference, outcome).std() == 0:
             assert getattr(fast, outcome).std() == 0
@@ -177,3 +177,16 @@ def test_laws_without_an_analytic_scale_dependence_take_the_reference_path() -> 
     one = vectorized.simulate(model, 3, 0, 200)
     reference = vectorized.simulate_per_winner(model, 3, 0, 200)
     assert np.array_equal(one.revenue, reference.revenue)
+
+
+def test_the_cheaper_exact_path_runs() -> None:
+    # Few winners a trial: rows per winner (the same numbers as the reference); many: the group draws.
+    base = MODELS["all-uncertain"]
+    small = replace(base, open_leads=base.open_leads[:2], arrivals=replace(base.arrivals, rate_per_day=1.0))
+    assert vectorized._expected_winners(small, trial_draws(small, 3, 0, 200)) < vectorized.PER_WINNER_BELOW
+    same = vectorized.simulate(small, 3, 0, 200).revenue
+    assert np.array_equal(same, vectorized.simulate_per_winner(small, 3, 0, 200).revenue)
+    large = replace(small, open_leads=tuple(replace(c, count=c.count * 20) for c in small.open_leads))
+    assert vectorized._expected_winners(large, trial_draws(large, 3, 0, 200)) > vectorized.PER_WINNER_BELOW
+    grouped = vectorized.simulate(large, 3, 0, 200).revenue
+    assert np.array_equal(grouped, vectorized.simulate_cohorts(large, 3, 0, 200).revenue)

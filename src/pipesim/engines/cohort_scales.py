@@ -31,7 +31,7 @@ from pipesim.engines.cohorts import TAIL, arrival_of
 from pipesim.engines.common import Group
 from pipesim.spec import Model
 
-GRID = 1 << 9  # grid steps over the horizon
+GRID = 1 << 8  # grid steps over the horizon
 ATOMS = 1 << 11  # quantile atoms of an arrival profile and of a remaining time deep in the tail
 NODE_COUNTS = (4, 6, 8, 12, 16, 24)  # Chebyshev node counts in log(scale), fewest first
 TOLERANCE = 1e-9  # largest interpolation error accepted on a probability (see ``interpolated``)

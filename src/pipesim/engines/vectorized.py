@@ -47,6 +47,7 @@ from pipesim.errors import EngineError
 from pipesim.spec import Model
 
 BLOCK_TRIALS = 1000
+PER_WINNER_BELOW = 200.0  # expected winners a trial below which time-scaled models take rows per winner
 CHUNK = 32  # winner rows drawn per trial per chunk
 
 
@@ -116,18 +117,41 @@ def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
 
 
 def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None) -> Outcomes:
-    """Outcomes of ``trials`` trials of block ``block``: per group, the in-horizon wins as one binomial
-    draw and their revenue as one sum (:mod:`pipesim.engines.cohorts`), from the same per-trial draws
-    as :func:`simulate_per_winner` — equal in distribution, ``O(groups × trials)``."""
+    """Outcomes of ``trials`` trials of block ``block``: the group draws (:func:`simulate_cohorts`) where
+    they cover the model, else a row per winner (:func:`simulate_per_winner`) — the two equal in
+    distribution. With per-trial time scales the group draws cost a grid convolution per stage and
+    trial, so the rows per winner run instead while they are fewer than ``PER_WINNER_BELOW`` a trial."""
     check(model)
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
     if not (cohorts.covers(model) and cohort_scales.covers(model)):
         return simulate_per_winner(model, seed, block, trials, draws)
+    if _time_scaled(model) and _expected_winners(model, draws) < PER_WINNER_BELOW:
+        return simulate_per_winner(model, seed, block, trials, draws)
+    return simulate_cohorts(model, seed, block, trials, draws)
+
+
+def _time_scaled(model: Model) -> bool:
+    return any(stage.time_uncertainty > 0 for stage in model.stages)
+
+
+def _expected_winners(model: Model, draws: TrialDraws) -> float:
+    """Mean eventual winners a trial over the block: the rows the per-winner path would draw."""
+    pairs = zip(groups(model), _group_leads(model, draws), strict=True)
+    return float(sum(np.mean(n * win_probability_from(draws.p, group.start)) for group, n in pairs))
+
+
+def simulate_cohorts(
+    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None
+) -> Outcomes:
+    """Per group, the in-horizon wins as one binomial draw and their revenue as one sum
+    (:mod:`pipesim.engines.cohorts`; per-trial time scales through :mod:`pipesim.engines.cohort_scales`),
+    from the same per-trial draws as :func:`simulate_per_winner` — equal in distribution,
+    ``O(groups × trials)``. Needs a model :func:`pipesim.engines.cohorts.covers`."""
+    draws = trial_draws(model, seed, block, trials) if draws is None else draws
     all_groups = groups(model)
-    if any(stage.time_uncertainty > 0 for stage in model.stages):
-        q_by_trial: Array | None = cohort_scales.in_horizon_by_trial(model, all_groups, draws.time_scale)
-    else:
-        q_by_trial = None
+    q_by_trial: Array | None = None
+    if _time_scaled(model):
+        q_by_trial = cohort_scales.in_horizon_by_trial(model, all_groups, draws.time_scale)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
     days = fan_days(model)
