@@ -190,3 +190,13 @@ def test_the_cheaper_exact_path_runs() -> None:
     assert vectorized._expected_winners(large, trial_draws(large, 3, 0, 200)) > vectorized.PER_WINNER_BELOW
     grouped = vectorized.simulate(large, 3, 0, 200).revenue
     assert np.array_equal(grouped, vectorized.simulate_cohorts(large, 3, 0, 200).revenue)
+
+
+def test_totals_do_not_depend_on_the_fan() -> None:
+    model = MODELS["calibrated-like"]
+    with_fan = vectorized.simulate_cohorts(model, 4, 0, 300)
+    without = vectorized.simulate_cohorts(model, 4, 0, 300, fan=False)
+    assert np.array_equal(with_fan.revenue, without.revenue)
+    assert np.array_equal(with_fan.wins, without.wins)
+    assert with_fan.revenue_by_day is not None
+    assert np.allclose(with_fan.revenue_by_day[:, -1], with_fan.revenue)

@@ -116,7 +116,9 @@ def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
     return [draws.new_leads] + [np.full(trials, count, dtype=np.int64) for count in cohort_counts(model)]
 
 
-def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None) -> Outcomes:
+def simulate(
+    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None, *, fan: bool = True
+) -> Outcomes:
     """Outcomes of ``trials`` trials of block ``block``: the group draws (:func:`simulate_cohorts`) where
     they cover the model, else a row per winner (:func:`simulate_per_winner`) — the two equal in
     distribution. With per-trial time scales the group draws cost a grid convolution per stage and
@@ -127,7 +129,7 @@ def simulate(model: Model, seed: int, block: int, trials: int, draws: TrialDraws
         return simulate_per_winner(model, seed, block, trials, draws)
     if _time_scaled(model) and _expected_winners(model, draws) < PER_WINNER_BELOW:
         return simulate_per_winner(model, seed, block, trials, draws)
-    return simulate_cohorts(model, seed, block, trials, draws)
+    return simulate_cohorts(model, seed, block, trials, draws, fan=fan)
 
 
 def _time_scaled(model: Model) -> bool:
@@ -141,12 +143,13 @@ def _expected_winners(model: Model, draws: TrialDraws) -> float:
 
 
 def simulate_cohorts(
-    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None
+    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None, *, fan: bool = True
 ) -> Outcomes:
     """Per group, the in-horizon wins as one binomial draw and their revenue as one sum
     (:mod:`pipesim.engines.cohorts`; per-trial time scales through :mod:`pipesim.engines.cohort_scales`),
     from the same per-trial draws as :func:`simulate_per_winner` — equal in distribution,
-    ``O(groups × trials)``. Needs a model :func:`pipesim.engines.cohorts.covers`."""
+    ``O(groups × trials)``. Needs a model :func:`pipesim.engines.cohorts.covers`. ``fan=False`` leaves
+    the revenue by week at zero (questions that read only the totals: the same totals)."""
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
     all_groups = groups(model)
     q_by_trial: Array | None = None
@@ -170,8 +173,9 @@ def simulate_cohorts(
             sums = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
             gained = sums * draws.deal_scale  # the trial's factor on every drawn deal size
         revenue[slot] += gained
-        fan = stream(seed, block, COHORTS, index, 2)
-        by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, fan)
+        if fan:  # the revenue by week, for the fan chart (its own stream: the totals do not depend on it)
+            weekly = stream(seed, block, COHORTS, index, 2)
+            by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, weekly)
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
@@ -233,7 +237,7 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
     check(model)
     model = model.with_new_leads(0)
     draws = trial_draws(model, seed, block, trials)
-    existing = simulate(model, seed, block, trials, draws).revenue_existing
+    existing = simulate(model, seed, block, trials, draws, fan=False).revenue_existing
     short = goal - existing  # revenue the new leads must bring
     needed_wins = np.where(short <= 0, 0, -1).astype(np.int64)  # -1: not yet reached
     carried = np.zeros(trials)
