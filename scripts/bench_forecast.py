@@ -12,10 +12,11 @@ median of ``--repeat`` runs after a warm-up:
   shared calibration emptied before each view (every view calibrates once, from the totals), and
   "repeat" with it kept (a second click, nothing written meanwhile);
 - the two simulations alone in the pool's worker (``pool.run``), which the view's times include;
-- with ``--per-winner-baseline``, the forecast's engine alone in this process, once: the cohort path
-  (``vectorized.simulate``) against the per-winner reference (``vectorized.simulate_per_winner``) on
-  the same calibrated model and trials — the models carry parameter uncertainty, which the cohort path
-  covers since ``engines.cohort_scales``.
+- with ``--per-winner-baseline``, the forecast's engine alone in this process, once each:
+  ``vectorized.simulate`` (which picks the cheaper exact path: group draws for many winners a trial)
+  against the per-winner reference (``vectorized.simulate_per_winner``) on the same calibrated model
+  and trials — the models carry parameter uncertainty, which the group draws cover since
+  ``engines.cohort_scales``.
 
 Data: the demo data set (``demo.load_demo``, 300 leads in each of four pipelines, history ending now)
 and seeded synthetic data of one pipeline (``demo.load_synthetic``, about 5.6 history rows a lead over
@@ -133,7 +134,7 @@ async def _load(url: str, size: str) -> str:
 def _engine_alone(model: pipesim.Model, figures: dict[str, float]) -> None:
     """The forecast's two blocks of 1,000 trials in this process, once each way."""
     for name, simulate in (
-        ("engine alone, cohort path (in process, once)", vectorized.simulate),
+        ("engine alone, vectorized.simulate (in process, once)", vectorized.simulate),
         ("engine alone, per-winner reference (in process, once)", vectorized.simulate_per_winner),
     ):
         started = time.perf_counter()

@@ -20,7 +20,7 @@ from pipesim import Arrivals, BetaProbability, Gamma, LogNormal, Model, OpenLead
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Distribution, Fixed
 from pipesim.engines import cohort_scales, cohorts, vectorized
-from pipesim.engines.common import Outcomes, groups, trial_draws
+from pipesim.engines.common import Outcomes, fan_days, groups, trial_draws
 
 from .test_cohorts import _model
 
@@ -200,3 +200,14 @@ def test_totals_do_not_depend_on_the_fan() -> None:
     assert np.array_equal(with_fan.wins, without.wins)
     assert with_fan.revenue_by_day is not None
     assert np.allclose(with_fan.revenue_by_day[:, -1], with_fan.revenue)
+
+
+@pytest.mark.parametrize("name", ["calibrated-like", "profile-and-uncertain"])
+def test_fan_probabilities_match_the_fine_grid(name: str) -> None:
+    model = MODELS[name]
+    days = fan_days(model)
+    for group, coarse in zip(
+        groups(model), cohort_scales.fan_probabilities(model, groups(model), days), strict=True
+    ):
+        assert coarse is not None
+        assert np.abs(coarse - cohorts.finished_by(model, group, days)).max() < 1e-4

@@ -227,3 +227,30 @@ def in_horizon_by_trial(model: Model, groups: Sequence[Group], scales: Array) ->
             q[:, index] = (weight * own).sum(axis=1)
             first += len(rows)
     return np.clip(q, 0.0, 1.0)
+
+
+def fan_probabilities(model: Model, groups: Sequence[Group], days: Array) -> list[Array | None]:
+    """Per group, P(finish ≤ d) at each of ``days`` for a winner at scales of 1 on this grid — the weekly
+    shares of the fan chart, which the path with time scales reads at the median scale — or ``None``
+    where the start stage's law is not one of :data:`SMOOTH` (then the fine grid's)."""
+    horizon = model.horizon_days
+    later = later_masses(model, np.ones((1, len(model.stages))))
+    grid = np.linspace(0.0, horizon, GRID + 1)
+    found: list[Array | None] = []
+    for group in groups:
+        law = model.stages[group.start].time_in_stage
+        if not isinstance(law, SMOOTH):
+            found.append(None)
+            continue
+        mass = later[group.start]
+        arrival = _arrival_masses(model, group)
+        if arrival is not None:
+            mass = _convolve(mass, arrival)
+        age = group.age_days if group.existing else 0.0
+        start = float(log_survival(law, np.array([age]))[0])
+        slack = days[:, None] - grid[None, :]
+        with np.errstate(invalid="ignore"):
+            terms = -np.expm1(log_survival(law, age + np.maximum(slack, 0.0)) - start)
+        terms = np.where(slack >= 0, np.nan_to_num(terms, nan=1.0), 0.0) if np.isfinite(start) else slack >= 0
+        found.append(np.maximum.accumulate(np.clip(mass[0] @ np.asarray(terms, dtype=np.float64).T, 0, 1)))
+    return found

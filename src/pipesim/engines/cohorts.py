@@ -173,8 +173,10 @@ def cumulative_by_day(
     inside: NDArray[np.int64],
     revenue: Array,
     rng: np.random.Generator,
+    finished: Array | None = None,
 ) -> Array:
     """(trials, len(days)) cumulative revenue of the group's ``inside`` in-horizon winners by each day.
+    ``finished``: :func:`finished_by` at ``days`` when the caller has it.
 
     Given that a winner finishes within the horizon, the interval it finishes in has the probabilities
     of :func:`finished_by` (normalised), independently of the others: the counts per interval are one
@@ -184,7 +186,7 @@ def cumulative_by_day(
     deal-size part of a week's spread)."""
     trials = len(inside)
     by_day = np.zeros((trials, len(days)))
-    q = finished_by(model, group, days)
+    q = finished_by(model, group, days) if finished is None else finished
     if q[-1] <= 0 or not inside.any():
         return by_day
     shares = np.diff(np.concatenate([[0.0], q])) / q[-1]

@@ -153,11 +153,14 @@ def simulate_cohorts(
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
     all_groups = groups(model)
     q_by_trial: Array | None = None
+    days = fan_days(model)
+    finished: list[Array | None] = [None] * len(all_groups)
     if _time_scaled(model):
         q_by_trial = cohort_scales.in_horizon_by_trial(model, all_groups, draws.time_scale)
+        if fan:  # the weekly shares on the same grid, not afresh on the fine one for each new age
+            finished = cohort_scales.fan_probabilities(model, all_groups, days)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
-    days = fan_days(model)
     by_day = np.zeros((trials, len(days)))
     for index, (group, leads) in enumerate(zip(all_groups, _group_leads(model, draws), strict=True)):
         # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
@@ -175,7 +178,7 @@ def simulate_cohorts(
         revenue[slot] += gained
         if fan:  # the revenue by week, for the fan chart (its own stream: the totals do not depend on it)
             weekly = stream(seed, block, COHORTS, index, 2)
-            by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, weekly)
+            by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, weekly, finished[index])
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
