@@ -2,11 +2,13 @@
 
 The leads of one group (the new arrivals, or one open-lead cohort) share one finish-time law: the time
 still to spend in their stage given its age, the times of the stages after it, and for Poisson arrivals
-an arrival uniform over the horizon. Finish times are independent of the conversions and of each other,
-so of a trial's ``W`` eventual winners the number finishing within the horizon is ``Bin(W, q)`` with
-``q = P(finish <= horizon)`` — the same law the per-winner path (:mod:`pipesim.engines.vectorized`)
-samples row by row, drawn with one binomial by inversion (monotone in ``W`` and ``q``, so common random
-numbers keep their order).
+an arrival time over the horizon (uniform, or ``λ(t)/Λ(H)`` with a weekday or trend profile). Parameter
+uncertainty scales a trial's deal sizes and its arrival count, and its time scales change ``q`` per
+trial (:mod:`pipesim.engines.cohort_scales`). Finish times are independent of the conversions and of
+each other, so of a trial's ``W`` eventual winners the number finishing within the horizon is
+``Bin(W, q)`` with ``q = P(finish <= horizon)`` — the same law the per-winner path
+(:mod:`pipesim.engines.vectorized`) samples row by row, drawn with one binomial by inversion (monotone in
+``W`` and ``q``, so common random numbers keep their order).
 
 ``q`` comes from the stage-time laws by numerical convolution: each law as quantile atoms deposited on a
 grid of ``GRID`` steps over the horizon (linear split between neighbouring points, which keeps every
