@@ -11,15 +11,23 @@ median of ``--repeat`` runs after a warm-up:
   once: "before" with each question calibrating by the reference reading, "after a write" with the
   shared calibration emptied before each view (every view calibrates once, from the totals), and
   "repeat" with it kept (a second click, nothing written meanwhile);
-- the two simulations alone in the pool's worker (``pool.run``), which the view's times include.
+- the two simulations alone in the pool's worker (``pool.run``), which the view's times include;
+- with ``--per-winner-baseline``, the forecast's engine alone in this process, once each:
+  ``vectorized.simulate`` (which picks the cheaper exact path: group draws for many winners a trial)
+  against the per-winner reference (``vectorized.simulate_per_winner``) on the same calibrated model
+  and trials — the models carry parameter uncertainty, which the group draws cover since
+  ``engines.cohort_scales``.
 
 Data: the demo data set (``demo.load_demo``, 300 leads in each of four pipelines, history ending now)
 and seeded synthetic data of one pipeline (``demo.load_synthetic``, about 5.6 history rows a lead over
-24 months ending when it is loaded), the questions asked of "B2B Sales" at its default sizes.
+24 months ending when it is loaded), the questions asked of "B2B Sales" at its default sizes. The
+synthetic loader writes in bulk (``COPY`` on PostgreSQL, batched inserts on SQLite with the bulk
+import's larger page cache, ``pipegraph.db.page_cache``), the same rows ``seed-demo`` writes: history,
+stays and daily totals exact. Its time and rate are reported.
 
     python scripts/bench_forecast.py [--sizes demo 100000 1000000] [--repeat 5] [--no-sqlite]
         [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--keep-data DIR] [--no-reference]
-        [--simulation-workers N]
+        [--simulation-workers N] [--per-winner-baseline]
 
 ``--keep-data DIR`` keeps the loaded SQLite files in DIR and the PostgreSQL databases
 (``forecast_bench_<leads>``) and reuses them on the next run (loading a million leads takes many
@@ -55,6 +63,7 @@ from pipegraph.services.calibration_cache import CalibrationCache
 from pipegraph.services.calibration_fast import calibrate_now
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
+from pipesim.engines import vectorized
 
 PIPELINE = "B2B Sales"
 SEED = 20240101
@@ -113,13 +122,29 @@ async def _load(url: str, size: str) -> str:
                 # would show every open lead stuck for months.
                 now=datetime.now(UTC),
             )
-        return f"{summary.describe()} (loaded in {time.perf_counter() - started:.0f} s)"
+        seconds = time.perf_counter() - started
+        rows = summary.leads + summary.history
+        return (
+            f"{summary.describe()} (loaded in {seconds:.0f} s, {rows / seconds:,.0f} lead and history rows/s)"
+        )
     finally:
         await store.dispose()
 
 
+def _engine_alone(model: pipesim.Model, figures: dict[str, float]) -> None:
+    """The forecast's two blocks of 1,000 trials in this process, once each way."""
+    for name, simulate in (
+        ("engine alone, vectorized.simulate (in process, once)", vectorized.simulate),
+        ("engine alone, per-winner reference (in process, once)", vectorized.simulate_per_winner),
+    ):
+        started = time.perf_counter()
+        for block in range(2):
+            simulate(model, SEED, block, 1000)
+        figures[name] = time.perf_counter() - started
+
+
 async def measure(
-    url: str, repeat: int, with_reference: bool = True, workers: int = 1
+    url: str, repeat: int, with_reference: bool = True, workers: int = 1, per_winner: bool = False
 ) -> tuple[str, dict[str, float]]:
     store = Store.from_url(url)
     async with store.write() as session:
@@ -193,10 +218,18 @@ async def measure(
 
             figures["simulation, forecast"] = await _median(repeat, simulate_forecast)
             figures["simulation, leadsNeeded"] = await _median(repeat, simulate_leads_needed)
+            if per_winner:
+                _engine_alone(model, figures)
     finally:
         pool.close()
         await store.dispose()
     return f"{report.open_leads:,} open leads in {report.open_cohorts} cohorts", figures
+
+
+async def _measure(url: str, args: argparse.Namespace) -> tuple[str, dict[str, float]]:
+    return await measure(
+        url, args.repeat, not args.no_reference, args.simulation_workers, args.per_winner_baseline
+    )
 
 
 async def _database_exists(admin: str, name: str) -> bool:
@@ -229,7 +262,12 @@ async def _sqlite(size: str, args: argparse.Namespace, workdir: Path) -> tuple[s
         await connection.exec_driver_sql("ANALYZE")
     await store.dispose()
     try:
-        return (described, *await measure(url, args.repeat, not args.no_reference, args.simulation_workers))
+        return (
+            described,
+            *await measure(
+                url, args.repeat, not args.no_reference, args.simulation_workers, args.per_winner_baseline
+            ),
+        )
     finally:
         if args.keep_data is None:
             for suffix in ("", "-wal", "-shm"):
@@ -250,7 +288,12 @@ async def _postgres(size: str, args: argparse.Namespace) -> tuple[str, str, dict
         await migrate.upgrade(store.engine)
         await store.dispose()
         await _admin(url, "VACUUM ANALYZE")
-        return (described, *await measure(url, args.repeat, not args.no_reference, args.simulation_workers))
+        return (
+            described,
+            *await measure(
+                url, args.repeat, not args.no_reference, args.simulation_workers, args.per_winner_baseline
+            ),
+        )
     finally:
         if not keep:
             await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -288,6 +331,11 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference calibration (minutes at 1,000,000)"
+    )
+    parser.add_argument(
+        "--per-winner-baseline",
+        action="store_true",
+        help="also time the forecast's engine alone, cohort path against the per-winner reference",
     )
     parser.add_argument("--postgres-url", help="PostgreSQL server to create the databases on (none: skip)")
     parser.add_argument("--keep-data", help="directory for the SQLite files; keep and reuse all data")

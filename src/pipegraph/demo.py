@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipegraph.db import flow_days
 from pipegraph.db.models import Pipeline, Role, Stage, User
+from pipegraph.db.page_cache import bulk_page_cache
 from pipegraph.db.session import Store
 from pipegraph.db.stays import ALL_STAY_COLUMNS
 from pipegraph.errors import ValidationError
@@ -700,38 +701,40 @@ async def _load(
         rep_ids = np.array([user_id for user_id, spec in reps if spec.role is Role.REP], dtype=np.int64)
         skills = np.array([spec.skill for _, spec in reps if spec.role is Role.REP])
         next_ids = [await _next_id(connection, table) for table in ("leads", "stage_history", "activities")]
-        for index, spec in enumerate(pipelines):
-            pipeline_id, stage_ids = await _create_pipeline(connection, spec, created_at=start)
-            totals["stages"] += len(stage_ids)
-            ctx = _Context(
-                pipeline_id=pipeline_id,
-                stage_ids=np.array(stage_ids, dtype=np.int64),
-                spec=spec,
-                owner_ids=rep_ids,
-                skills=skills,
-                now_us=now_us,
-                period_days=period_days,
-                activities_per_lead=activities_per_lead,
-                advance_boost=advance_boost,
-                sqlite=store.is_sqlite,
-            )
-            remaining = leads_per_pipeline[index]
-            for chunk_index in range(math.ceil(remaining / CHUNK_LEADS)):
-                n = min(CHUNK_LEADS, remaining - chunk_index * CHUNK_LEADS)
-                rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, chunk_index)))
-                chunk = _generate_chunk(ctx, rng, n, (next_ids[0], next_ids[1], next_ids[2]))
-                for position, (table, columns) in enumerate(
-                    (
-                        ("leads", chunk.leads),
-                        ("stage_history", chunk.history),
-                        ("activities", chunk.activities),
-                    )
-                ):
-                    count = await _bulk_insert(connection, table, columns)
-                    next_ids[position] += count
-                    totals[{"leads": "leads", "stage_history": "history"}.get(table, table)] += count
-                await _bulk_insert(connection, "stage_stays", chunk.stays)
-        await flow_days.rebuild(connection)
+        # A million leads' index entries outgrow SQLite's default page cache (see db.page_cache).
+        async with bulk_page_cache(connection):
+            for index, spec in enumerate(pipelines):
+                pipeline_id, stage_ids = await _create_pipeline(connection, spec, created_at=start)
+                totals["stages"] += len(stage_ids)
+                ctx = _Context(
+                    pipeline_id=pipeline_id,
+                    stage_ids=np.array(stage_ids, dtype=np.int64),
+                    spec=spec,
+                    owner_ids=rep_ids,
+                    skills=skills,
+                    now_us=now_us,
+                    period_days=period_days,
+                    activities_per_lead=activities_per_lead,
+                    advance_boost=advance_boost,
+                    sqlite=store.is_sqlite,
+                )
+                remaining = leads_per_pipeline[index]
+                for chunk_index in range(math.ceil(remaining / CHUNK_LEADS)):
+                    n = min(CHUNK_LEADS, remaining - chunk_index * CHUNK_LEADS)
+                    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, chunk_index)))
+                    chunk = _generate_chunk(ctx, rng, n, (next_ids[0], next_ids[1], next_ids[2]))
+                    for position, (table, columns) in enumerate(
+                        (
+                            ("leads", chunk.leads),
+                            ("stage_history", chunk.history),
+                            ("activities", chunk.activities),
+                        )
+                    ):
+                        count = await _bulk_insert(connection, table, columns)
+                        next_ids[position] += count
+                        totals[{"leads": "leads", "stage_history": "history"}.get(table, table)] += count
+                    await _bulk_insert(connection, "stage_stays", chunk.stays)
+            await flow_days.rebuild(connection)
         if not store.is_sqlite:
             for table in ("leads", "stage_history", "activities"):
                 await connection.execute(

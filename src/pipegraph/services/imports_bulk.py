@@ -13,7 +13,7 @@ flat: one batch and at most ``MAX_PROBLEMS`` problems are held, never the file.
 On PostgreSQL the foreign keys of those inserts are checked once per import, under the locks the
 per-row checks would take, when the role may do so (``pipegraph.services.imports_references``);
 otherwise, and on SQLite, by the database row by row. SQLite applies the rows with a larger, bounded
-page cache (``_page_cache``).
+page cache (``pipegraph.db.page_cache``).
 
 The result equals the row-by-row path's, table by table (``tests/test_imports_bulk.py`` proves it):
 the leads get ids in row order (PostgreSQL draws them, and the history rows' ids, from their sequences
@@ -25,8 +25,7 @@ resuming from a position read them from the log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from pipegraph.db import flow_days, stays
 from pipegraph.db.lead_events import LOCK_SPACE, LeadEventKind
 from pipegraph.db.models import Lead, LeadStatus, Role, User, WebhookEndpoint
+from pipegraph.db.page_cache import bulk_page_cache
 from pipegraph.db.types import UTCDateTime, utcnow
 from pipegraph.errors import ValidationError
 from pipegraph.services import imports_references as references
@@ -140,7 +140,7 @@ async def import_leads_bulk(
         check_references = True
     elif check_references is None:
         check_references = not await references.may_skip_triggers(connection)
-    async with _page_cache(connection, dialect):
+    async with bulk_page_cache(connection, SQLITE_APPLY_CACHE_KIB):
         first, last = await _apply(
             connection,
             dialect,
@@ -173,28 +173,6 @@ async def _record_webhooks(
     for lead in leads:
         record_lead_event(session, LeadEventKind.CREATED, lead, actor_id)
     record_import_finished(session, pipeline_id=pipeline_id, leads=leads, actor_id=actor_id)
-
-
-@asynccontextmanager
-async def _page_cache(connection: AsyncConnection, dialect: str) -> AsyncIterator[None]:
-    """On SQLite, a page cache of ``SQLITE_APPLY_CACHE_KIB`` while the rows are applied.
-
-    A lead goes into indexes ordered by its value and stage, each row at a place of its own: past a
-    few hundred thousand leads those pages outgrow SQLite's default cache (2 MiB), and every row then
-    reads a page back and spills another, which made a million-row import four times slower per row
-    than one of 100,000. The cache is a bound, not a copy of the file: memory stays flat."""
-    if dialect != "sqlite":
-        yield
-        return
-    # ``main.``: unnamed, the setting would reach the temporary database too, whose staging rows
-    # need no cache of that size.
-    found = await connection.exec_driver_sql("PRAGMA main.cache_size")
-    previous = int(found.scalar_one())
-    await connection.exec_driver_sql(f"PRAGMA main.cache_size = -{SQLITE_APPLY_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        await connection.exec_driver_sql(f"PRAGMA main.cache_size = {previous}")
 
 
 async def _create_staging(connection: AsyncConnection, dialect: str) -> None:

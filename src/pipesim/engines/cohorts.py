@@ -2,11 +2,13 @@
 
 The leads of one group (the new arrivals, or one open-lead cohort) share one finish-time law: the time
 still to spend in their stage given its age, the times of the stages after it, and for Poisson arrivals
-an arrival uniform over the horizon. Finish times are independent of the conversions and of each other,
-so of a trial's ``W`` eventual winners the number finishing within the horizon is ``Bin(W, q)`` with
-``q = P(finish <= horizon)`` — the same law the per-winner path (:mod:`pipesim.engines.vectorized`)
-samples row by row, drawn with one binomial by inversion (monotone in ``W`` and ``q``, so common random
-numbers keep their order).
+an arrival time over the horizon (uniform, or ``λ(t)/Λ(H)`` with a weekday or trend profile). Parameter
+uncertainty scales a trial's deal sizes and its arrival count, and its time scales change ``q`` per
+trial (:mod:`pipesim.engines.cohort_scales`). Finish times are independent of the conversions and of
+each other, so of a trial's ``W`` eventual winners the number finishing within the horizon is
+``Bin(W, q)`` with ``q = P(finish <= horizon)`` — the same law the per-winner path
+(:mod:`pipesim.engines.vectorized`) samples row by row, drawn with one binomial by inversion (monotone in
+``W`` and ``q``, so common random numbers keep their order).
 
 ``q`` comes from the stage-time laws by numerical convolution: each law as quantile atoms deposited on a
 grid of ``GRID`` steps over the horizon (linear split between neighbouring points, which keeps every
@@ -25,12 +27,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Hashable
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import signal, special
 
+from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import (
     Array,
     Distribution,
@@ -43,7 +47,7 @@ from pipesim.distributions import (
     Weibull,
 )
 from pipesim.engines.common import Group
-from pipesim.spec import Model, Stage
+from pipesim.spec import Arrivals, Model, Stage
 
 GRID = 1 << 13  # grid steps over the horizon for the finish-time convolution
 ATOMS = 1 << 13  # quantile atoms per stage-time law
@@ -54,9 +58,11 @@ DEAL_CHUNK = 256  # deal sizes drawn per trial at a time for large exact sums
 
 def covers(model: Model) -> bool:
     """Whether a group's leads share one finish-time law and one deal law in every trial, as the group
-    draws assume: not with segments (a winner's deal law depends on its segment), parameter uncertainty
-    (times and deals scaled per trial) or arrivals that vary over the horizon."""
-    return not (model.segments or model.has_parameter_uncertainty or model.arrivals.varies)
+    draws assume: not with segments (a winner's deal law depends on its segment). Parameter uncertainty
+    keeps it so given the trial — deal sizes scaled, the arrival count drawn at the trial's rate, the
+    finish-time law at the trial's time scales (:mod:`pipesim.engines.cohort_scales`) — and varying
+    arrivals change only the arrival time's law."""
+    return not model.segments
 
 
 @functools.cache
@@ -76,10 +82,15 @@ def _deposit(values: Array, horizon: float) -> Array:
     return np.asarray(mass[: GRID + 1] / ATOMS, dtype=np.float64)
 
 
-def _uniform_arrival() -> Array:
-    mass = np.full(GRID + 1, 1.0 / GRID)
-    mass[[0, -1]] = 0.5 / GRID
-    return mass
+@functools.lru_cache(maxsize=16)
+def arrival_mass(arrivals: Arrivals, horizon: float) -> Array:
+    """Grid masses of a new lead's arrival time given that it arrives within the horizon: uniform for a
+    constant rate (exact on the grid), else the profile's quantile atoms (``λ(t) / Λ(H)``)."""
+    if not arrivals.varies:
+        mass = np.full(GRID + 1, 1.0 / GRID)
+        mass[[0, -1]] = 0.5 / GRID
+        return mass
+    return _deposit(arrival_times(arrivals, horizon, _atoms()), horizon)
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,14 +99,14 @@ def _deposited(law: Any, horizon: float) -> Array:  # a Distribution: frozen, so
 
 
 @functools.lru_cache(maxsize=64)
-def _later_stages(stages: tuple[Stage, ...], start: int, horizon: float, arrival: bool) -> Array:
-    """Grid masses of the time after stage ``start`` (the later stages' times, plus a uniform arrival
-    when ``arrival``), cut at the horizon."""
+def _later_stages(stages: tuple[Stage, ...], start: int, horizon: float, arrival: Arrivals | None) -> Array:
+    """Grid masses of the time after stage ``start`` (the later stages' times, plus the arrival time of
+    a new lead when ``arrival`` is given), cut at the horizon."""
     mass = np.zeros(GRID + 1)
     mass[0] = 1.0
     parts = [_deposited(cast(Hashable, stage.time_in_stage), horizon) for stage in stages[start + 1 :]]
-    if arrival:
-        parts.append(_uniform_arrival())
+    if arrival is not None:
+        parts.append(arrival_mass(arrival, horizon))
     for part in parts:
         mass = np.maximum(signal.fftconvolve(mass, part)[: GRID + 1], 0.0)
     return mass
@@ -105,13 +116,15 @@ TAIL = 1e-6  # below this survival at the age, the remaining time is read from t
 
 
 @functools.lru_cache(maxsize=1024)
-def _in_horizon(stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: bool) -> float:
+def _in_horizon(
+    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: Arrivals | None
+) -> float:
     return _finished_by(stages, start, age, horizon, arrival, horizon)
 
 
 @functools.lru_cache(maxsize=1024)
 def _finished_by(
-    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: bool, day: float
+    stages: tuple[Stage, ...], start: int, age: float, horizon: float, arrival: Arrivals | None, day: float
 ) -> float:
     """P(finish <= ``day``) for a winner of the group, ``day`` within the horizon (on its grid)."""
     later = _later_stages(stages, start, horizon, arrival)
@@ -130,16 +143,24 @@ def _finished_by(
     return float(np.clip(np.interp(slack[inside], grid, cdf).sum() / ATOMS, 0.0, 1.0))
 
 
+def arrival_of(model: Model, group: Group) -> Arrivals | None:
+    """The arrivals whose time a winner of ``group`` waits for: new leads of Poisson arrivals only.
+    (The rate's uncertainty is left out: it sets how many arrive, not when.)"""
+    if group.existing or model.arrivals.kind == "batch":
+        return None
+    return replace(model.arrivals, rate_uncertainty=0.0)
+
+
 def in_horizon_probability(model: Model, group: Group) -> float:
     """Probability that a winner of ``group`` wins within the model's horizon."""
-    arrival = not group.existing and model.arrivals.kind != "batch"
+    arrival = arrival_of(model, group)
     age = group.age_days if group.existing else 0.0
     return _in_horizon(model.stages, group.start, age, model.horizon_days, arrival)
 
 
 def finished_by(model: Model, group: Group, days: Array) -> Array:
     """P(finish <= d) for a winner of ``group`` at each of ``days`` (within the horizon, increasing)."""
-    arrival = not group.existing and model.arrivals.kind != "batch"
+    arrival = arrival_of(model, group)
     age = group.age_days if group.existing else 0.0
     values = [
         _finished_by(model.stages, group.start, age, model.horizon_days, arrival, float(d)) for d in days
@@ -154,8 +175,10 @@ def cumulative_by_day(
     inside: NDArray[np.int64],
     revenue: Array,
     rng: np.random.Generator,
+    finished: Array | None = None,
 ) -> Array:
     """(trials, len(days)) cumulative revenue of the group's ``inside`` in-horizon winners by each day.
+    ``finished``: :func:`finished_by` at ``days`` when the caller has it.
 
     Given that a winner finishes within the horizon, the interval it finishes in has the probabilities
     of :func:`finished_by` (normalised), independently of the others: the counts per interval are one
@@ -165,7 +188,7 @@ def cumulative_by_day(
     deal-size part of a week's spread)."""
     trials = len(inside)
     by_day = np.zeros((trials, len(days)))
-    q = finished_by(model, group, days)
+    q = finished_by(model, group, days) if finished is None else finished
     if q[-1] <= 0 or not inside.any():
         return by_day
     shares = np.diff(np.concatenate([[0.0], q])) / q[-1]

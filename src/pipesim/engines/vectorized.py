@@ -26,7 +26,7 @@ from scipy import stats
 
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
-from pipesim.engines import cohorts
+from pipesim.engines import cohort_scales, cohorts
 from pipesim.engines.common import (
     COHORTS,
     WINNERS,
@@ -47,6 +47,7 @@ from pipesim.errors import EngineError
 from pipesim.spec import Model
 
 BLOCK_TRIALS = 1000
+PER_WINNER_BELOW = 200.0  # expected winners a trial below which time-scaled models take rows per winner
 CHUNK = 32  # winner rows drawn per trial per chunk
 
 
@@ -118,21 +119,53 @@ def _group_leads(model: Model, draws: TrialDraws) -> list[NDArray[np.int64]]:
 def simulate(
     model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None, *, detail: bool = True
 ) -> Outcomes:
-    """Outcomes of ``trials`` trials of block ``block``: per group, the in-horizon wins as one binomial
-    draw and their revenue as one sum (:mod:`pipesim.engines.cohorts`), from the same per-trial draws
-    as :func:`simulate_per_winner` — equal in distribution, ``O(groups × trials)``. ``detail`` is
-    accepted for the engines' common signature: revenue by week costs little here and is always kept."""
+    """Outcomes of ``trials`` trials of block ``block``: the group draws (:func:`simulate_cohorts`) where
+    they cover the model, else a row per winner (:func:`simulate_per_winner`) — the two equal in
+    distribution. With per-trial time scales the group draws cost a grid convolution per stage and
+    trial, so the rows per winner run instead while they are fewer than ``PER_WINNER_BELOW`` a trial.
+    ``detail=False`` (questions that read only the totals) lets the group draws skip revenue by week."""
     check(model)
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
-    if not cohorts.covers(model):
+    if not (cohorts.covers(model) and cohort_scales.covers(model)):
         return simulate_per_winner(model, seed, block, trials, draws)
+    if _time_scaled(model) and _expected_winners(model, draws) < PER_WINNER_BELOW:
+        return simulate_per_winner(model, seed, block, trials, draws)
+    return simulate_cohorts(model, seed, block, trials, draws, fan=detail)
+
+
+def _time_scaled(model: Model) -> bool:
+    return any(stage.time_uncertainty > 0 for stage in model.stages)
+
+
+def _expected_winners(model: Model, draws: TrialDraws) -> float:
+    """Mean eventual winners a trial over the block: the rows the per-winner path would draw."""
+    pairs = zip(groups(model), _group_leads(model, draws), strict=True)
+    return float(sum(np.mean(n * win_probability_from(draws.p, group.start)) for group, n in pairs))
+
+
+def simulate_cohorts(
+    model: Model, seed: int, block: int, trials: int, draws: TrialDraws | None = None, *, fan: bool = True
+) -> Outcomes:
+    """Per group, the in-horizon wins as one binomial draw and their revenue as one sum
+    (:mod:`pipesim.engines.cohorts`; per-trial time scales through :mod:`pipesim.engines.cohort_scales`),
+    from the same per-trial draws as :func:`simulate_per_winner` — equal in distribution,
+    ``O(groups × trials)``. Needs a model :func:`pipesim.engines.cohorts.covers`. ``fan=False`` leaves
+    the revenue by week at zero (questions that read only the totals: the same totals)."""
+    draws = trial_draws(model, seed, block, trials) if draws is None else draws
+    all_groups = groups(model)
+    q_by_trial: Array | None = None
+    days = fan_days(model)
+    finished: list[Array | None] = [None] * len(all_groups)
+    if _time_scaled(model):
+        q_by_trial = cohort_scales.in_horizon_by_trial(model, all_groups, draws.time_scale)
+        if fan:  # the weekly shares on the same grid, not afresh on the fine one for each new age
+            finished = cohort_scales.fan_probabilities(model, all_groups, days)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
-    days = fan_days(model)
     by_day = np.zeros((trials, len(days)))
-    for index, (group, leads) in enumerate(zip(groups(model), _group_leads(model, draws), strict=True)):
+    for index, (group, leads) in enumerate(zip(all_groups, _group_leads(model, draws), strict=True)):
         # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
-        q = cohorts.in_horizon_probability(model, group)
+        q = cohorts.in_horizon_probability(model, group) if q_by_trial is None else q_by_trial[:, index]
         inside = binomial_inverse(
             draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q
         )
@@ -141,10 +174,12 @@ def simulate(
         if group.value is not None:
             gained: Array = np.asarray(inside * group.value, dtype=np.float64)
         else:
-            gained = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+            sums = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+            gained = sums * draws.deal_scale  # the trial's factor on every drawn deal size
         revenue[slot] += gained
-        fan = stream(seed, block, COHORTS, index, 2)
-        by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, fan)
+        if fan:  # the revenue by week, for the fan chart (its own stream: the totals do not depend on it)
+            weekly = stream(seed, block, COHORTS, index, 2)
+            by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, weekly, finished[index])
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
@@ -206,7 +241,7 @@ def leads_to_goal(model: Model, seed: int, block: int, trials: int, goal: float,
     check(model)
     model = model.with_new_leads(0)
     draws = trial_draws(model, seed, block, trials)
-    existing = simulate(model, seed, block, trials, draws).revenue_existing
+    existing = simulate(model, seed, block, trials, draws, detail=False).revenue_existing
     short = goal - existing  # revenue the new leads must bring
     needed_wins = np.where(short <= 0, 0, -1).astype(np.int64)  # -1: not yet reached
     carried = np.zeros(trials)
