@@ -64,8 +64,9 @@ from pipegraph.db.models import Lead as LeadRow
 from pipegraph.db.models import LeadStatus, Pipeline, Stage, StageHistory, StageStay
 from pipegraph.db.session import Store
 from pipegraph.demo import load_demo
-from pipegraph.services.calibration import Calibration, CalibrationReport, calibrate
-from pipegraph.services.calibration_synthetic import (
+from pipegraph.services.forecasting.calibration import Calibration, CalibrationReport, calibrate
+from pipegraph.services.forecasting.lead_odds import win_probability
+from pipegraph.services.forecasting.synthetic import (
     Trajectories,
     TruePipeline,
     TrueSource,
@@ -73,7 +74,6 @@ from pipegraph.services.calibration_synthetic import (
     play_out,
     write_history,
 )
-from pipegraph.services.forecasting.lead_odds import win_probability
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 CUT_OFF_DAYS = 240.0

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pipegraph.db.session import Store
-from pipegraph.services.calibration import calibrate
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
 from pipegraph.services.forecasting.arrivals import fit_shape
+from pipegraph.services.forecasting.calibration import calibrate
+from pipegraph.services.forecasting.synthetic import TruePipeline, generate, write_history
 from pipesim.arrival_profile import expected_count
 
 AS_OF = datetime(2024, 6, 5, 9, 30, tzinfo=UTC)  # a Wednesday

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pipegraph.db.flow_days import EXIT
 from pipegraph.db.models import Lead, LeadStatus, Stage, StageFlowDay, StageStay
 from pipegraph.db.types import utcnow
-from pipegraph.services.calibration import (
+from pipegraph.services.forecasting.calibration import (
     DEFAULT_WINDOW_DAYS,
     MAX_DEAL_SAMPLE,
     WON_POSITION,

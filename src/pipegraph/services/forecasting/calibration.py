@@ -638,7 +638,7 @@ async def calibrate(
 
     ``segments`` adds conversion by source and owner, their mix and deal sizes (``forecasting/segments.py``).
     ``reader`` reads the history's sums (default :func:`read_history`, which pairs history rows and
-    serves any ``as_of``); ``calibration_fast`` passes one that reads the totals kept beside it."""
+    serves any ``as_of``); ``fast`` passes one that reads the totals kept beside it."""
     if not (horizon_days > 0 and math.isfinite(horizon_days)):
         raise ValidationError(f"must be a finite number of days > 0, got {horizon_days}", field="horizonDays")
     if not (window_days > 0 and math.isfinite(window_days)):
