@@ -12,10 +12,11 @@ is read over a long window (calibration passes ``TREND_WINDOW_DAYS``: a trend is
 the rate comes from) and the level ``r`` over the recent ``level_days``. Each is kept only when the
 history supports it: the weekday profile when a chi-square test of the weekday totals against a flat week
 gives p < ``PROFILE_P``, the trend when AIC prefers it (the likelihood-ratio statistic, ``z²`` for one
-parameter, above 2); otherwise the rate stays flat. A kept trend is capped so the rate at most doubles or
-halves over the horizon: extrapolating a trend is the riskiest part of the forecast. Kept or not, the
-trend's standard error reaches the spread: ``log_rate_sd`` is the sd of the log of the horizon's mean rate
-it implies (the level is read at the recent window's middle and used at the horizon's).
+parameter, above 2), shrunk by ``1 − 1/z²``; otherwise the rate stays flat. A kept trend is capped so
+the rate at most doubles or halves over the horizon: extrapolating a trend is the riskiest part of the
+forecast. Kept or not, the trend's standard error reaches the spread: ``log_rate_sd`` is the sd of the
+log of the horizon's mean rate it implies (the level is read at the recent window's middle and used at
+the horizon's).
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def fit_shape(
     keep_profile = profile_p < PROFILE_P
     keep_trend = trend_se is not None and abs(trend) >= TREND_Z * trend_se
     weights = weights if keep_profile else np.ones(7)
-    if keep_trend:
+    if keep_trend and trend_se is not None:
+        # Shrunk by the positive-part James–Stein factor: a kept trend just past the AIC line is mostly
+        # noise, and extrapolating noise over the horizon costs more than it gains.
+        trend *= 1.0 - (trend_se / trend) ** 2
         trend = float(np.clip(trend, -MAX_GROWTH / horizon_days, MAX_GROWTH / horizon_days))
     else:
         trend = 0.0
