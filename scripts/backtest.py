@@ -20,9 +20,13 @@ history ending at a fixed day; each pipeline calibrated 90 days before it, forec
 compared with the value won in them; odds of the leads open at the cut-off as above.
 
 Two models answer every question, side by side: the new one (times in stage in the family the history
-shows, uncertainty of times, deal size and arrival rate in the spread, arrivals with a weekday profile
+shows, the time to advance timed apart from the time to loss where the history shows they differ,
+uncertainty of times, deal size, arrival rate and trend in the spread, arrivals with a weekday profile
 and trend where the history shows them) and the old one (exponential times, only conversion uncertainty,
 a flat arrival rate).
+
+Beside coverage, a components table says where a forecast runs low or high: the realised revenue over
+the forecast's mean, summed over backtests, from the leads open at the cut-off and from the new ones.
 
     python scripts/backtest.py [--backtests 100] [--truths all] [--demo-seeds 1,2,3,4,5,6] [--workers 1]
         [--segments]
