@@ -28,14 +28,18 @@ Parameters, each with the count of history behind it in the :class:`CalibrationR
   biased low, because the long stays are the ones still running. With constant hazards the time to an
   advance, given an advance, has the same law as the time to any exit, which is what pipesim's "time in
   stage, then convert" needs. Only sums reach Python, so memory is flat at any history size. Fewer than
-  ``MIN_EXITS`` exits: the stage's target days, else ``PRIOR_STAGE_DAYS``.
+  ``MIN_EXITS`` exits: the stage's target days, else ``PRIOR_STAGE_DAYS``. Where the latest stays show
+  that advances and losses take different times (AIC, ``AIC_MARGIN``; ``pipesim.competing``), the
+  stage's time is the time to advance and its conversion counts each running stay by its odds of
+  advancing (see ``_with_outcomes``).
 - Deal size: log-normal, maximum likelihood on the values of the latest ``MAX_DEAL_SAMPLE`` wins (a
   bounded sample; wins are a small share of leads). Fewer than ``MIN_WINS`` wins: a log-normal with the
   mean value of the pipeline's leads (else ``PRIOR_DEAL_SIZE``) and a coefficient of variation of 1.
 - Arrivals: Poisson at ``created / window days`` over the last ``window_days`` before ``as_of`` (shorter
   when the pipeline is younger). Leads created straight into a later stage count as arrivals at the
   first stage. Fewer than ``MIN_ARRIVALS``: rate 0 (no new leads assumed). Where the window's creations
-  show a weekday profile or a trend, the model carries them (``forecasting/arrivals.py``).
+  show a weekday profile or a trend (read over up to a year), the model carries them, and the trend's
+  standard error widens the rate's (``forecasting/arrivals.py``).
 - Parameter uncertainty (``parameter_uncertainty``): each fitted time in stage, the deal size and the
   arrival rate carry the sd of the log of their scale, ``SE(mean) / mean`` by the delta method, so each
   trial draws its own parameters as the conversions already do; parameters from the prior carry
