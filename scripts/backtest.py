@@ -20,9 +20,13 @@ history ending at a fixed day; each pipeline calibrated 90 days before it, forec
 compared with the value won in them; odds of the leads open at the cut-off as above.
 
 Two models answer every question, side by side: the new one (times in stage in the family the history
-shows, uncertainty of times, deal size and arrival rate in the spread, arrivals with a weekday profile
+shows, the time to advance timed apart from the time to loss where the history shows they differ,
+uncertainty of times, deal size, arrival rate and trend in the spread, arrivals with a weekday profile
 and trend where the history shows them) and the old one (exponential times, only conversion uncertainty,
 a flat arrival rate).
+
+Beside coverage, a components table says where a forecast runs low or high: the realised revenue over
+the forecast's mean, summed over backtests, from the leads open at the cut-off and from the new ones.
 
     python scripts/backtest.py [--backtests 100] [--truths all] [--demo-seeds 1,2,3,4,5,6] [--workers 1]
         [--segments]
@@ -64,8 +68,9 @@ from pipegraph.db.models import Lead as LeadRow
 from pipegraph.db.models import LeadStatus, Pipeline, Stage, StageHistory, StageStay
 from pipegraph.db.session import Store
 from pipegraph.demo import load_demo
-from pipegraph.services.calibration import Calibration, CalibrationReport, calibrate
-from pipegraph.services.calibration_synthetic import (
+from pipegraph.services.forecasting.calibration import Calibration, CalibrationReport, calibrate
+from pipegraph.services.forecasting.lead_odds import win_probability
+from pipegraph.services.forecasting.synthetic import (
     Trajectories,
     TruePipeline,
     TrueSource,
@@ -73,7 +78,6 @@ from pipegraph.services.calibration_synthetic import (
     play_out,
     write_history,
 )
-from pipegraph.services.forecasting.lead_odds import win_probability
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 CUT_OFF_DAYS = 240.0
@@ -112,6 +116,8 @@ class Judged:
     leads: int | None = None  # leads needed (synthetic backtests only)
     leads_reached: bool | None = None
     odds: tuple[float, ...] = ()  # each open lead's odds of winning within the horizon
+    mean_existing: float = 0.0  # forecast mean revenue from the leads open at the cut-off
+    mean_new: float = 0.0  # and from the leads that arrive in the horizon
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ class Outcome:
     old: Judged
     won: tuple[bool, ...] = ()  # per open lead at the cut-off: won within the horizon
     naive_reached: bool | None = None
+    realised_existing: float = 0.0  # of ``realised``: won by leads created by the cut-off
 
 
 async def _calibrate_both(
@@ -236,6 +243,8 @@ async def _one(
             answer.leads,
             from_open + batch >= goal,
             _odds(model, leads),
+            forecast.revenue_existing.mean,
+            forecast.revenue_new.mean,
         )
         return judged, answer.naive
 
@@ -249,6 +258,7 @@ async def _one(
         old=judged_old,
         won=won,
         naive_reached=from_open + naive_batch >= goal,
+        realised_existing=from_open,
     )
 
 
@@ -272,6 +282,7 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
             new, old = await _calibrate_both(store, pipeline_id, as_of, segments)
             async with store.read() as session:
                 realised = await _demo_won_value(session, pipeline_id, as_of)
+                existing = await _demo_won_value(session, pipeline_id, as_of, created_by=as_of)
                 leads, won = await _demo_open_leads(session, pipeline_id, as_of)
 
             outcomes.append(
@@ -281,6 +292,7 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
                     new=_demo_judged(new.model, trials, demo_seed, leads),
                     old=_demo_judged(old.model, trials, demo_seed, leads),
                     won=won,
+                    realised_existing=existing,
                 )
             )
     finally:
@@ -289,11 +301,22 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
 
 
 def _demo_judged(model: pipesim.Model, trials: int, seed: int, leads: list[tuple[str, float]]) -> Judged:
-    revenue = pipesim.forecast(model, trials, seed).revenue
-    return Judged(revenue.p10, revenue.p50, revenue.p90, odds=_odds(model, leads))
+    forecast = pipesim.forecast(model, trials, seed)
+    revenue = forecast.revenue
+    return Judged(
+        revenue.p10,
+        revenue.p50,
+        revenue.p90,
+        odds=_odds(model, leads),
+        mean_existing=forecast.revenue_existing.mean,
+        mean_new=forecast.revenue_new.mean,
+    )
 
 
-async def _demo_won_value(session: Any, pipeline_id: int, as_of: datetime) -> float:
+async def _demo_won_value(
+    session: Any, pipeline_id: int, as_of: datetime, created_by: datetime | None = None
+) -> float:
+    """Value won in the horizon after ``as_of`` (by leads created by ``created_by``, when given)."""
     h = StageHistory
     statement = (
         select(LeadRow.value_cents)
@@ -307,6 +330,8 @@ async def _demo_won_value(session: Any, pipeline_id: int, as_of: datetime) -> fl
             h.changed_at <= as_of + timedelta(days=HORIZON_DAYS),
         )
     )
+    if created_by is not None:
+        statement = statement.where(LeadRow.created_at <= created_by)
     return sum(int(value or 0) for value in (await session.scalars(statement))) / 100
 
 
@@ -397,6 +422,21 @@ def _row(kind: str, outcomes: list[Outcome]) -> str:
         f"| {reached} | {_share(np.array(naive_reached)) if naive_reached else '–'} "
         f"| {new['brier']} · {old['brier']} |"
     )
+
+
+def _components(kind: str, outcomes: list[Outcome]) -> str:
+    """Realised revenue over the forecast mean, summed over backtests, from the leads open at the cut-off
+    and from new ones: below 1 the forecast runs high, above 1 low."""
+    realised = np.array([o.realised for o in outcomes])
+    existing = np.array([o.realised_existing for o in outcomes])
+    cells = []
+    for part, actual in (("mean_existing", existing), ("mean_new", realised - existing)):
+        ratios = []
+        for which in MODELS:
+            forecast = np.array([getattr(getattr(o, which), part) for o in outcomes])
+            ratios.append(f"{actual.sum() / forecast.sum():.3f}" if forecast.sum() > 0 else "–")
+        cells.append(" · ".join(ratios))
+    return f"| {kind} | {len(outcomes)} | {cells[0]} | {cells[1]} |"
 
 
 def _reliability(title: str, outcomes: list[Outcome]) -> list[str]:
@@ -527,6 +567,15 @@ def main() -> None:
         print(_row(kind, outcomes))
     if demo:
         print(_row("demo, time split", demo))
+    print()
+    print("Realised revenue ÷ the forecast's mean, summed over backtests (new · old): above 1 runs low.")
+    print()
+    print("| truth | backtests | leads open at the cut-off | new leads |")
+    print("|---|---|---|---|")
+    for kind, outcomes in results.items():
+        print(_components(kind, outcomes))
+    if demo:
+        print(_components("demo, time split", demo))
     synthetic = [outcome for outcomes in results.values() for outcome in outcomes]
     for title, outcomes in (("synthetic truths", synthetic), ("demo, time split", demo)):
         if outcomes:

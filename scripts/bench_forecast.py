@@ -58,9 +58,9 @@ from pipegraph.db import migrate
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 from pipegraph.services import api_keys, users
-from pipegraph.services.calibration import Calibration, calibrate, pipeline_id_for_name
-from pipegraph.services.calibration_cache import CalibrationCache
-from pipegraph.services.calibration_fast import calibrate_now
+from pipegraph.services.forecasting.cache import CalibrationCache
+from pipegraph.services.forecasting.calibration import Calibration, calibrate, pipeline_id_for_name
+from pipegraph.services.forecasting.fast import calibrate_now
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.settings import Settings
 from pipesim.engines import vectorized

@@ -20,9 +20,9 @@ from pipegraph.api import ids
 from pipegraph.db.models import User
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
-from pipegraph.services.calibration import calibrate
-from pipegraph.services.calibration_synthetic import TruePipeline, TrueSource, generate, write_history
+from pipegraph.services.forecasting.calibration import calibrate
 from pipegraph.services.forecasting.lead_odds import win_probability
+from pipegraph.services.forecasting.synthetic import TruePipeline, TrueSource, generate, write_history
 from pipesim import Model
 
 TRUTH = TruePipeline(

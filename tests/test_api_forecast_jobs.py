@@ -20,7 +20,7 @@ from pipegraph.db.models import Role
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
 from pipegraph.services import api_keys, users
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
+from pipegraph.services.forecasting.synthetic import TruePipeline, generate, write_history
 from pipegraph.settings import Settings
 
 TRUTH = TruePipeline(

@@ -10,7 +10,7 @@ from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.api import ids
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
-from pipegraph.services import calibration_jobs
+from pipegraph.services.forecasting import jobs as calibration_jobs
 
 
 @pytest.fixture

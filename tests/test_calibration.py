@@ -16,15 +16,15 @@ from pipegraph.cli import main
 from pipegraph.db import migrate
 from pipegraph.db.session import Store
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.calibration import (
+from pipegraph.services.forecasting.calibration import (
     PRIOR_STAGE_DAYS,
     Calibration,
     Source,
     calibrate,
     pipeline_id_for_name,
 )
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, play_out, write_history
 from pipegraph.services.forecasting.durations import MAX_STAYS
+from pipegraph.services.forecasting.synthetic import TruePipeline, generate, play_out, write_history
 from pipesim import BetaProbability, Exponential, LogNormal, Weibull, forecast, from_toml
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The shared calibration (``calibration_cache``): questions asked at once calibrate once; a write to the
+"""The shared calibration (``cache``): questions asked at once calibrate once; a write to the
 pipeline (a value changed with its event, a move), a stage change or age makes the next one calibrate
 again; a hit costs the stamp's two statements. Counted, never timed."""
 
@@ -15,8 +15,8 @@ from pipegraph.db.lead_events import take_events, write_events
 from pipegraph.db.models import Lead, LeadStatus, Stage
 from pipegraph.db.session import Store
 from pipegraph.services import leads
-from pipegraph.services.calibration import pipeline_id_for_name
-from pipegraph.services.calibration_cache import CalibrationCache
+from pipegraph.services.forecasting.cache import CalibrationCache
+from pipegraph.services.forecasting.calibration import pipeline_id_for_name
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Calibration as of now from the kept totals (``calibration_fast``) against the reference reading of the
+"""Calibration as of now from the kept totals (``fast``) against the reference reading of the
 paired history (``calibration.read_history``), on SQLite and PostgreSQL: the same report and model, counts
 exactly and sums of days to rounding; and a fixed number of statements whatever the number of leads."""
 
@@ -19,9 +19,9 @@ from pipegraph.db.models import Lead, LeadStatus, Pipeline, Stage, StageHistory
 from pipegraph.db.session import Store
 from pipegraph.db.stays import derive_stays
 from pipegraph.db.types import utcnow
-from pipegraph.services.calibration import Calibration, calibrate, pipeline_id_for_name
-from pipegraph.services.calibration_fast import calibrate_now
-from pipegraph.services.calibration_synthetic import TruePipeline, generate, write_history
+from pipegraph.services.forecasting.calibration import Calibration, calibrate, pipeline_id_for_name
+from pipegraph.services.forecasting.fast import calibrate_now
+from pipegraph.services.forecasting.synthetic import TruePipeline, generate, write_history
 
 # Sums of days: per-stay seconds ÷ 86,400 summed in another grouping than per-stay day differences; and
 # the reference's day differences come from SQLite's julianday(), which keeps milliseconds, so over

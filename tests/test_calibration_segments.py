@@ -14,8 +14,8 @@ from metrics_fixture import load
 from pipegraph.cli import main
 from pipegraph.db import migrate
 from pipegraph.db.session import Store
-from pipegraph.services.calibration import Calibration, calibrate
-from pipegraph.services.calibration_synthetic import TruePipeline, TrueSource, generate, write_history
+from pipegraph.services.forecasting.calibration import Calibration, calibrate
+from pipegraph.services.forecasting.synthetic import TruePipeline, TrueSource, generate, write_history
 from pipesim import forecast, from_toml
 from pipesim.segments import shift_source, without_owner
 

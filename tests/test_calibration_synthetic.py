@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipegraph.services.calibration_synthetic import TruePipeline, TrueSource, generate, play_out
+from pipegraph.services.forecasting.synthetic import TruePipeline, TrueSource, generate, play_out
 
 BASE = TruePipeline(
     conversions=(0.5,), mean_days=(10.0,), arrivals_per_day=50.0, deal_mean=1_000.0, deal_sd=300.0

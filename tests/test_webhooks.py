@@ -15,7 +15,8 @@ from pipegraph.cli import main
 from pipegraph.db.models import WebhookDelivery, WebhookEvent
 from pipegraph.db.session import Store
 from pipegraph.errors import ConfigurationError, ValidationError
-from pipegraph.services import calibration_jobs, leads, pipelines
+from pipegraph.services import leads, pipelines
+from pipegraph.services.forecasting import jobs as calibration_jobs
 from pipegraph.services.imports import ImportRejectedError, import_leads
 from pipegraph.services.webhooks import addresses, endpoints, signing
 from pipegraph.services.webhooks.dispatcher import DispatchPolicy, claim

@@ -499,7 +499,7 @@ def _as_of(text: str) -> datetime:
 
 
 def _export_model(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from pipegraph.services.calibration import export_model
+    from pipegraph.services.forecasting.calibration import export_model
 
     async def work(store: Store) -> int:
         async with store.read() as session:
@@ -518,7 +518,7 @@ def _export_model(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _import_leads(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from pipegraph.services.calibration import pipeline_id_for_name
+    from pipegraph.services.forecasting.calibration import pipeline_id_for_name
     from pipegraph.services.import_rows import ImportRejectedError, parse_header_map
     from pipegraph.services.imports_bulk import import_leads_bulk
 
@@ -547,8 +547,8 @@ def _import_leads(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _export_leads(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from pipegraph.services.calibration import pipeline_id_for_name
     from pipegraph.services.exports import lead_csv
+    from pipegraph.services.forecasting.calibration import pipeline_id_for_name
 
     async def work(store: Store) -> int:
         async with store.read() as session:

@@ -27,7 +27,7 @@ from pipegraph.api.forecast import (
 )
 from pipegraph.api.scalars import Money
 from pipegraph.errors import PipegraphError
-from pipegraph.services import calibration_questions as questions
+from pipegraph.services.forecasting import questions
 
 
 @strawberry.type

@@ -2,7 +2,7 @@
 
 Each query calibrates the pipeline's model from its stage history (the ``calibration`` field says how
 much history stands behind each parameter; as of now, one calibration is shared by the questions while
-the history stands, see ``services/calibration_cache``) and simulates it in the application's simulation
+the history stands, see ``services/forecasting/cache``) and simulates it in the application's simulation
 pool, off the event loop. Amounts are ``Money`` in the pipeline currency. Any authenticated user may ask.
 Bad input is a GraphQL error with ``extensions: {code, field}``, the field named as in the input
 (``input.changes[1].daysFactor``).
@@ -20,8 +20,8 @@ from pipegraph.api import ids
 from pipegraph.api.context import Info
 from pipegraph.api.scalars import Money
 from pipegraph.errors import PipegraphError
-from pipegraph.services import calibration_questions as questions
-from pipegraph.services.calibration import CalibrationReport, Source, StageFit
+from pipegraph.services.forecasting import questions
+from pipegraph.services.forecasting.calibration import CalibrationReport, Source, StageFit
 from pipegraph.services.simulation_pool import SimulationPool
 from pipegraph.services.validation import to_cents
 from pipesim.fitting import Family, FamilyFit

@@ -2,7 +2,7 @@
 ``simulationProgress`` subscription.
 
 A job's state lives in the database, so any API process can report or cancel any job; the process
-that started it runs it (see ``services.calibration_jobs``). The subscription reads the row every
+that started it runs it (see ``services.forecasting.jobs``). The subscription reads the row every
 ``PROGRESS_INTERVAL`` seconds and sends a snapshot whenever the status or progress moved, ending with
 the final state.
 """
@@ -29,7 +29,7 @@ from pipegraph.api.types import Node
 from pipegraph.db import models
 from pipegraph.db.models import JobStatus, Role
 from pipegraph.errors import NotFoundError, PermissionDeniedError, PipegraphError
-from pipegraph.services import calibration_jobs as jobs
+from pipegraph.services.forecasting import jobs
 
 strawberry.enum(JobStatus, name="SimulationJobStatus")
 strawberry.enum(jobs.JobKind, name="SimulationKind")

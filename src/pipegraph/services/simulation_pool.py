@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
-from pipegraph.services.calibration_cache import CalibrationCache
+from pipegraph.services.forecasting.cache import CalibrationCache
 
 T = TypeVar("T")
 PARENT_CHECK_SECONDS = 0.5
@@ -71,7 +71,7 @@ class SimulationPool:
         self._client: Any = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        # The questions' calibrations as of now, shared while the history stands (``calibration_cache``).
+        # The questions' calibrations as of now, shared while the history stands (``cache``).
         self.calibrations = CalibrationCache()
         self._shared: OrderedDict[Hashable, asyncio.Future[Any]] = OrderedDict()
         self.submitted = 0  # interactive runs started, for tests

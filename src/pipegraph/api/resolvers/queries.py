@@ -10,7 +10,8 @@ from pipegraph.api.forecast_jobs import SimulationJob
 from pipegraph.api.inputs import LeadFilter, LeadOrder
 from pipegraph.api.metrics import Goal
 from pipegraph.errors import ValidationError
-from pipegraph.services import calibration_jobs, goals, pipelines, queries, users
+from pipegraph.services import goals, pipelines, queries, users
+from pipegraph.services.forecasting import jobs as calibration_jobs
 from pipegraph.services.templates import TEMPLATES
 
 

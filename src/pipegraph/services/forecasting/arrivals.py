@@ -1,4 +1,4 @@
-"""Arrivals that vary in time: a weekday profile and a trend, fitted from the window's creations.
+"""Arrivals that vary in time: a weekday profile and a trend, fitted from the creations before ``as_of``.
 
 Day ``k`` of the window is the 24 hours starting ``k`` days after its start; the forecast's day ``t`` the
 24 hours starting ``t`` days after ``as_of`` — so a day's weekday is the weekday of ``as_of`` shifted by
@@ -7,11 +7,16 @@ whole days, both in history and in the model (``Arrivals.start_weekday``).
 Counts per day are Poisson with mean ``r · w[weekday] · exp(b · t)`` (``t`` in days from ``as_of``,
 negative in the window). Weekday weights are the mean count per weekday relative to the mean (the
 maximum-likelihood answer given the trend); the trend ``b`` is the maximum-likelihood growth rate given the
-weights (Newton steps on one parameter), with its standard error from the observed information. Each is
-kept only when the history supports it: the weekday profile when a chi-square test of the weekday totals
-against a flat week gives p < ``PROFILE_P``, the trend when ``|b| ≥ TREND_Z`` standard errors; otherwise
-the rate stays flat, as before. A kept trend is capped so the rate at most doubles or halves over the
-horizon: extrapolating a trend is the riskiest part of the forecast.
+weights (Newton steps on one parameter), with its standard error from the observed information. The shape
+is read over a long window (calibration passes ``TREND_WINDOW_DAYS``: a trend is invisible in the 90 days
+the rate comes from) and the level ``r`` over the recent ``level_days``. Each is kept only when the
+history supports it: the weekday profile when a chi-square test of the weekday totals against a flat week
+gives p < ``PROFILE_P``, the trend when AIC prefers it (the likelihood-ratio statistic, ``z²`` for one
+parameter, above 2), shrunk by ``1 − 1/z²``; otherwise the rate stays flat. A kept trend is capped so
+the rate at most doubles or halves over the horizon: extrapolating a trend is the riskiest part of the
+forecast. Kept or not, the trend's standard error reaches the spread: ``log_rate_sd`` is the sd of the
+log of the horizon's mean rate it implies (the level is read at the recent window's middle and used at
+the horizon's).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from pipegraph.services.metrics_sql import at
 MIN_DAYS = 28  # whole days of history the profile and trend need
 MIN_CREATED = 50  # creations in the window they need
 PROFILE_P = 0.01
-TREND_Z = 2.0
+TREND_Z = math.sqrt(2.0)  # AIC: one more parameter is worth it when the log-likelihood gains > 1
+TREND_WINDOW_DAYS = 365.0  # history the shape is read from (calibration's choice; the level's is shorter)
 MAX_GROWTH = math.log(2.0)  # |b| × horizon at most: the rate at most doubles or halves
 
 
@@ -46,6 +52,7 @@ class ArrivalShape:
     trend_per_day: float
     trend_se: float | None
     rate_per_day: float  # mean rate at ``as_of`` (weekday mean 1)
+    log_rate_sd: float = 0.0  # sd of the log of the horizon's mean rate from the trend's uncertainty
 
 
 async def creation_days(
@@ -60,9 +67,16 @@ async def creation_days(
 
 
 def fit_shape(
-    days_from_as_of: list[float], as_of: datetime, window_days: float, horizon_days: float
+    days_from_as_of: list[float],
+    as_of: datetime,
+    window_days: float,
+    horizon_days: float,
+    *,
+    level_days: float | None = None,
 ) -> ArrivalShape | None:
-    """The weekday profile and trend of creations at ``days_from_as_of``; ``None`` with too little history."""
+    """The weekday profile and trend of creations at ``days_from_as_of`` over ``window_days``, the rate
+    at ``as_of`` from the last ``level_days`` (default: the whole window); ``None`` with too little
+    history."""
     span = min(int(window_days), int(-min(days_from_as_of, default=0.0)) + 1)
     slots = np.floor(np.asarray(days_from_as_of, dtype=np.float64))  # -span .. -1 (0: exactly at as_of)
     slots = slots[(slots >= -span) & (slots < 0)]
@@ -86,12 +100,18 @@ def fit_shape(
     keep_profile = profile_p < PROFILE_P
     keep_trend = trend_se is not None and abs(trend) >= TREND_Z * trend_se
     weights = weights if keep_profile else np.ones(7)
-    if keep_trend:
+    if keep_trend and trend_se is not None:
+        # Shrunk by the positive-part James–Stein factor: a kept trend just past the AIC line is mostly
+        # noise, and extrapolating noise over the horizon costs more than it gains.
+        trend *= 1.0 - (trend_se / trend) ** 2
         trend = float(np.clip(trend, -MAX_GROWTH / horizon_days, MAX_GROWTH / horizon_days))
     else:
         trend = 0.0
-    # The rate at as_of: the flat-window count rescaled by the shape's exposure over the window.
-    window_exposure = float(np.sum(weights[weekday_of] * np.exp(trend * t)))
+    # The rate at as_of: the recent count rescaled by the shape's exposure over those days.
+    level = min(span, int(level_days)) if level_days is not None else span
+    recent = t > -level
+    window_exposure = float(np.sum((weights[weekday_of] * np.exp(trend * t))[recent]))
+    lever = level / 2 + horizon_days / 2
     return ArrivalShape(
         days=span,
         created=int(counts.sum()),
@@ -99,7 +119,8 @@ def fit_shape(
         start_weekday=start_weekday,
         trend_per_day=trend,
         trend_se=trend_se,
-        rate_per_day=float(counts.sum()) / window_exposure,
+        rate_per_day=float(counts[recent].sum()) / window_exposure,
+        log_rate_sd=trend_se * lever if trend_se is not None else 0.0,
     )
 
 

@@ -15,7 +15,7 @@ Fewer than ``MIN_EXITS`` exits in the sample keeps the exponential.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +26,13 @@ from sqlalchemy.orm import aliased
 
 from pipegraph.db.models import LeadStatus, Stage, StageStay
 from pipegraph.db.types import UTCDateTime
-from pipesim.fitting import DurationFit, fit_durations
+from pipesim.competing import CompetingFit, fit_competing
+from pipesim.fitting import DurationFit, Family, fit_durations
 from pipesim.survival import SurvivalPoint, kaplan_meier
 
 MAX_STAYS = 1_000  # latest stays per stage read for the family fit: bounded memory and fit time
 MIN_EXITS = 30  # exits a stage's sample needs before a family other than the exponential is fitted
+MIN_OUTCOME_EXITS = 10  # advances, and losses, a stage's sample needs before they are timed apart
 FITS_PER_DAY = 96.0  # stay lengths are fitted to the quarter hour (see ``_rounded``)
 CURVE_POINTS = 40  # Kaplan–Meier points kept per stage: enough to draw, few enough to send
 
@@ -39,6 +41,8 @@ CURVE_POINTS = 40  # Kaplan–Meier points kept per stage: enough to draw, few e
 class StaySample:
     exits: list[float]  # days of stays that ended (advance or loss)
     running: list[float]  # days of stays still running at ``as_of``, or that moved back (censored)
+    losses: list[float] = field(default_factory=list)  # of the exits, those that ended in a loss
+    advances: list[float] = field(default_factory=list)  # and those that advanced (or won)
 
 
 async def stay_samples(
@@ -61,6 +65,8 @@ async def stay_samples(
         )
         sample = samples[row.stage_id]
         (sample.exits if exited else sample.running).append(days)
+        if exited:
+            (sample.losses if row.next_status == LeadStatus.LOST else sample.advances).append(days)
     return samples
 
 
@@ -99,6 +105,31 @@ def fit_stage_durations(samples: dict[int, StaySample]) -> dict[int, DurationFit
         for stage_id, sample in samples.items()
         if len(sample.exits) >= MIN_EXITS
     }
+
+
+def fit_stage_outcomes(
+    samples: dict[int, StaySample], families: dict[int, Family]
+) -> dict[int, CompetingFit]:
+    """Times to advance and to loss apart (:mod:`pipesim.competing`), in each stage's family, for the
+    stages whose sample has ``MIN_OUTCOME_EXITS`` of each."""
+    fits: dict[int, CompetingFit] = {}
+    for stage_id, sample in samples.items():
+        if min(len(sample.advances), len(sample.losses)) < MIN_OUTCOME_EXITS:
+            continue
+        family = families.get(stage_id, Family.EXPONENTIAL)
+        key = (_rounded(sample.advances), _rounded(sample.losses), _rounded(sample.running))
+        fits[stage_id] = _competing_cached(family, *key)
+    return fits
+
+
+@functools.lru_cache(maxsize=256)
+def _competing_cached(family: Family, advances: bytes, losses: bytes, running: bytes) -> CompetingFit:
+    return fit_competing(
+        family,
+        np.frombuffer(advances, dtype=np.float64) / FITS_PER_DAY,
+        np.frombuffer(losses, dtype=np.float64) / FITS_PER_DAY,
+        np.frombuffer(running, dtype=np.float64) / FITS_PER_DAY,
+    )
 
 
 def _rounded(days: list[float]) -> bytes:

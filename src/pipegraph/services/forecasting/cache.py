@@ -31,8 +31,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import LeadEventRow, Role, Stage, StageHistory, User
-from pipegraph.services.calibration import DEFAULT_WINDOW_DAYS, Calibration
-from pipegraph.services.calibration_fast import calibrate_now
+from pipegraph.services.forecasting.calibration import DEFAULT_WINDOW_DAYS, Calibration
+from pipegraph.services.forecasting.fast import calibrate_now
 
 MAX_AGE_SECONDS = 30.0  # how stale a cut-off may get while nothing is written
 MAX_ENTRIES = 64  # pipelines × windows × capacity kept per process

@@ -30,8 +30,8 @@ from pipegraph.db.models import JobStatus, Pipeline, SimulationJob
 from pipegraph.db.session import Store
 from pipegraph.db.types import utcnow
 from pipegraph.errors import ConflictError, NotFoundError
-from pipegraph.services.calibration import calibrate, describe
-from pipegraph.services.calibration_questions import (
+from pipegraph.services.forecasting.calibration import calibrate, describe
+from pipegraph.services.forecasting.questions import (
     MAX_JOB_TRIALS,
     check_confidence,
     check_goal,

@@ -34,12 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pipegraph.db.flow_days import EXIT
 from pipegraph.db.models import Lead, LeadStatus, Stage, StageFlowDay, StageStay
 from pipegraph.db.types import utcnow
-from pipegraph.services.calibration import (
+from pipegraph.services.forecasting.calibration import (
     DEFAULT_WINDOW_DAYS,
     MAX_DEAL_SAMPLE,
     WON_POSITION,
     Calibration,
     HistoryReads,
+    age_band,
     arrival_fit,
     calibrate,
     value_band,
@@ -102,15 +103,17 @@ def _outcome(row: Any, position: dict[int, int]) -> Outcome:
 
 
 async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime) -> list[Any]:
-    """Open leads by stage and value band, each aged from the start of its current stay."""
+    """Open leads by stage, value band and age band, each aged from the start of its current stay."""
     entered = select(func.max(StageStay.entered_at)).where(StageStay.lead_id == Lead.id).scalar_subquery()
     stage = Stage
+    age = days_between(dialect, entered, at(as_of))
     open_leads = (
         select(
             Lead.stage_id.label("stage_id"),
             value_band(Lead.value_cents).label("band"),
             Lead.value_cents.label("value_cents"),
-            days_between(dialect, entered, at(as_of)).label("age"),
+            age.label("age"),
+            age_band(age).label("age_band"),
         )
         .join(stage, stage.id == Lead.stage_id)
         .where(
@@ -130,8 +133,8 @@ async def _open_cohorts(session: AsyncSession, dialect: str, pipeline_id: int, a
             cast(func.avg(open_leads.c.age), Float).label("age"),
             cast(func.coalesce(func.sum(open_leads.c.age), 0.0), Float).label("days"),
         )
-        .group_by(open_leads.c.stage_id, open_leads.c.band)
-        .order_by(open_leads.c.stage_id, open_leads.c.band)
+        .group_by(open_leads.c.stage_id, open_leads.c.band, open_leads.c.age_band)
+        .order_by(open_leads.c.stage_id, open_leads.c.band, open_leads.c.age_band)
     )
     return list((await session.execute(statement)).all())
 

@@ -8,12 +8,12 @@ Three interactive questions, each answered within about a second at the default 
 - :func:`what_if`: a paired comparison of the calibrated model with changed conversions, times in stage
   or reps (common random numbers, so the difference reflects only the change).
 
-As of now (no ``as_of``), the questions take the pool's shared calibration (``calibration_cache``,
-read from the kept totals by ``calibration_fast``) and share equal simulations (``run_shared``); with
+As of now (no ``as_of``), the questions take the pool's shared calibration (``cache``,
+read from the kept totals by ``fast``) and share equal simulations (``run_shared``); with
 an ``as_of`` they calibrate by the reference reading of the history.
 
 Money crosses this module in cents (``goal_cents``) and leaves in the pipeline currency, as pipesim works.
-Bigger runs go through simulation jobs (``calibration_jobs``), which share the checks here. Like
+Bigger runs go through simulation jobs (``jobs``), which share the checks here. Like
 ``calibration``, this module may import pipesim; the rest of pipegraph reaches it only through these two.
 """
 
@@ -30,7 +30,7 @@ import pipesim
 from pipegraph.db.models import User
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
-from pipegraph.services.calibration import Calibration, CalibrationReport, calibrate
+from pipegraph.services.forecasting.calibration import Calibration, CalibrationReport, calibrate
 from pipegraph.services.simulation_pool import SimulationPool
 from pipesim import segments
 

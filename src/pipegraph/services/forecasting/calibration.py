@@ -28,14 +28,18 @@ Parameters, each with the count of history behind it in the :class:`CalibrationR
   biased low, because the long stays are the ones still running. With constant hazards the time to an
   advance, given an advance, has the same law as the time to any exit, which is what pipesim's "time in
   stage, then convert" needs. Only sums reach Python, so memory is flat at any history size. Fewer than
-  ``MIN_EXITS`` exits: the stage's target days, else ``PRIOR_STAGE_DAYS``.
+  ``MIN_EXITS`` exits: the stage's target days, else ``PRIOR_STAGE_DAYS``. Where the latest stays show
+  that advances and losses take different times (AIC, ``AIC_MARGIN``; ``pipesim.competing``), the
+  stage's time is the time to advance and its conversion counts each running stay by its odds of
+  advancing (see ``_with_outcomes``).
 - Deal size: log-normal, maximum likelihood on the values of the latest ``MAX_DEAL_SAMPLE`` wins (a
   bounded sample; wins are a small share of leads). Fewer than ``MIN_WINS`` wins: a log-normal with the
   mean value of the pipeline's leads (else ``PRIOR_DEAL_SIZE``) and a coefficient of variation of 1.
 - Arrivals: Poisson at ``created / window days`` over the last ``window_days`` before ``as_of`` (shorter
   when the pipeline is younger). Leads created straight into a later stage count as arrivals at the
   first stage. Fewer than ``MIN_ARRIVALS``: rate 0 (no new leads assumed). Where the window's creations
-  show a weekday profile or a trend, the model carries them (``forecasting/arrivals.py``).
+  show a weekday profile or a trend (read over up to a year), the model carries them, and the trend's
+  standard error widens the rate's (``forecasting/arrivals.py``).
 - Parameter uncertainty (``parameter_uncertainty``): each fitted time in stage, the deal size and the
   arrival rate carry the sd of the log of their scale, ``SE(mean) / mean`` by the delta method, so each
   trial draws its own parameters as the conversions already do; parameters from the prior carry
@@ -43,9 +47,10 @@ Parameters, each with the count of history behind it in the :class:`CalibrationR
 - Reps: active users with role REP and their mean capacity. They enter the model only on request
   (``with_capacity``), because pipesim then holds a rep slot for every open lead, and a real pipeline
   often holds more stale open leads than its nominal capacity.
-- Open leads: the censored stays at ``as_of``, grouped by stage and value band (ratio
-  ``VALUE_BAND_RATIO``) into cohorts with their mean age in stage and mean value; leads without a value
-  draw from the deal size.
+- Open leads: the censored stays at ``as_of``, grouped by stage, value band (ratio
+  ``VALUE_BAND_RATIO``) and age band (doubling: a lead's remaining time depends on its age in every
+  family but the exponential, so ages a cohort averages stay within a factor 2) into cohorts with their
+  mean age in stage and mean value; leads without a value draw from the deal size.
 """
 
 from __future__ import annotations
@@ -66,11 +71,18 @@ from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHi
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.forecasting import segments as segment_fit
-from pipegraph.services.forecasting.arrivals import ArrivalShape, creation_days, fit_shape
-from pipegraph.services.forecasting.durations import fit_stage_durations, stay_samples, survival_curves
+from pipegraph.services.forecasting.arrivals import TREND_WINDOW_DAYS, ArrivalShape, creation_days, fit_shape
+from pipegraph.services.forecasting.durations import (
+    StaySample,
+    fit_stage_durations,
+    fit_stage_outcomes,
+    stay_samples,
+    survival_curves,
+)
 from pipegraph.services.metrics_sql import at, days_between
 from pipesim import Arrivals, BetaProbability, Exponential, LogNormal, Model, OpenLeads, Reps, Segment
 from pipesim import Stage as SimStage
+from pipesim.competing import CompetingFit
 from pipesim.distributions import Distribution
 from pipesim.fitting import DurationFit, Family
 from pipesim.survival import SurvivalPoint
@@ -120,6 +132,7 @@ class StageFit:
     time_family: str = "exponential"
     family_fits: DurationFit | None = None  # every family's fit on the latest stays, best first
     survival: tuple[SurvivalPoint, ...] = ()  # Kaplan–Meier of the latest stays (thinned)
+    loss_mean_days: float | None = None  # mean time to a loss, where timed apart from advances
 
 
 @dataclass(frozen=True)
@@ -272,13 +285,21 @@ def value_band(value: Any) -> Any:
     return case(*whens, else_=literal(len(edges) + 1))
 
 
+def age_band(age: Any) -> Any:
+    """0 for less than a day in the stage, else 1 + the number of doubling edges at or below the age."""
+    edges = [2.0**k for k in range(11)]  # 1 day … 1024 days
+    whens = [(age < edge, literal(band)) for band, edge in enumerate(edges)]
+    return case(*whens, else_=literal(len(edges)))
+
+
 async def _open_cohorts(
     session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, by_segment: bool = False
 ) -> list[Any]:
-    """Open stays by stage and value band (and by source and owner: ``by_segment``)."""
+    """Open stays by stage, value band and age band (and by source and owner: ``by_segment``)."""
     w = _history(pipeline_id, as_of)
     stage = aliased(Stage)
     band = value_band(Lead.value_cents)
+    age = days_between(dialect, w.c.changed_at, at(as_of))
     extra = (
         [
             func.coalesce(segment_key("source"), "").label("source"),
@@ -292,7 +313,8 @@ async def _open_cohorts(
             stage.id.label("stage_id"),
             band.label("band"),
             Lead.value_cents.label("value_cents"),
-            days_between(dialect, w.c.changed_at, at(as_of)).label("age"),
+            age.label("age"),
+            age_band(age).label("age_band"),
             *extra,
         )
         .select_from(w)
@@ -306,7 +328,7 @@ async def _open_cohorts(
         )
         .subquery("open_stays")
     )
-    keys = [open_stays.c.stage_id, open_stays.c.band]
+    keys = [open_stays.c.stage_id, open_stays.c.band, open_stays.c.age_band]
     if by_segment:
         keys += [open_stays.c.source, open_stays.c.owner]
     statement = (
@@ -519,6 +541,27 @@ def _with_family(fit: StageFit, families: DurationFit | None) -> StageFit:
     )
 
 
+def _with_outcomes(fit: StageFit, outcome: CompetingFit | None, sample: StaySample | None) -> StageFit:
+    """Time in stage as the time to advance, timed apart from losses (``pipesim.competing``), and the
+    conversion with each running stay counted by its chance to advance: where losers linger, the time
+    to any exit is too long for the leads that win, and decided stays hold too few of the slow losers.
+    Only where AIC prefers the separate times by ``AIC_MARGIN``: otherwise the shared time is surer."""
+    if outcome is None or sample is None or fit.time_source is Source.PRIOR or outcome.aic_gain < AIC_MARGIN:
+        return fit
+    odds = float(np.sum(outcome.advance_odds(sample.running)))
+    alpha = PRIOR_CONVERSION[0] + fit.advances + odds
+    beta = PRIOR_CONVERSION[1] + fit.losses + len(sample.running) - odds
+    return replace(
+        fit,
+        conversion=BetaProbability(alpha, beta),
+        conversion_sd=math.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1))),
+        time_in_stage=outcome.advance_time,
+        mean_days=max(outcome.advance_time.mean, MIN_STAGE_DAYS),
+        mean_days_se=outcome.advance_mean_se,
+        loss_mean_days=outcome.loss_time.mean,
+    )
+
+
 async def _segments(
     session: AsyncSession,
     dialect: str,
@@ -598,13 +641,16 @@ def _log_sd(se: float | None, mean: float) -> float:
 def _model_arrivals(fit: ArrivalFit, uncertainty: bool) -> Arrivals:
     spread = _log_sd(fit.rate_se, fit.rate_per_day) if uncertainty and fit.rate_per_day > 0 else 0.0
     shape = fit.shape
+    if uncertainty and shape is not None:
+        # Not knowing the trend: the horizon's rate is uncertain beyond the window's count.
+        spread = min(math.hypot(spread, shape.log_rate_sd), PRIOR_UNCERTAINTY)
     if shape is None or (shape.weekday is None and shape.trend_per_day == 0.0):
         return Arrivals("poisson", rate_per_day=fit.rate_per_day, rate_uncertainty=spread)
     return Arrivals(
         "poisson",
         rate_per_day=shape.rate_per_day,
         weekday=shape.weekday,
-        start_weekday=shape.start_weekday,
+        start_weekday=shape.start_weekday if shape.weekday is not None else 0,  # only a profile needs it
         trend_per_day=shape.trend_per_day,
         rate_uncertainty=spread,
     )
@@ -638,7 +684,7 @@ async def calibrate(
 
     ``segments`` adds conversion by source and owner, their mix and deal sizes (``forecasting/segments.py``).
     ``reader`` reads the history's sums (default :func:`read_history`, which pairs history rows and
-    serves any ``as_of``); ``calibration_fast`` passes one that reads the totals kept beside it."""
+    serves any ``as_of``); ``fast`` passes one that reads the totals kept beside it."""
     if not (horizon_days > 0 and math.isfinite(horizon_days)):
         raise ValidationError(f"must be a finite number of days > 0, got {horizon_days}", field="horizonDays")
     if not (window_days > 0 and math.isfinite(window_days)):
@@ -667,12 +713,18 @@ async def calibrate(
             replace(_with_family(fit, families.get(fit.stage_id)), survival=curves.get(fit.stage_id, ()))
             for fit in fits
         )
+        outcomes = fit_stage_outcomes(samples, {fit.stage_id: Family(fit.time_family) for fit in fits})
+        fits = tuple(
+            _with_outcomes(fit, outcomes.get(fit.stage_id), samples.get(fit.stage_id)) for fit in fits
+        )
     won = reads.won_cents
     deal = _fit_deal_size(won, None if len(won) >= MIN_WINS else await _mean_lead_value(session, pipeline_id))
     arrivals = reads.arrivals
     if arrival_shape and arrivals.source is Source.HISTORY:
-        created = await creation_days(session, pipeline_id, as_of, window_days)
-        arrivals = replace(arrivals, shape=fit_shape(created, as_of, window_days, horizon_days))
+        span = max(window_days, TREND_WINDOW_DAYS)
+        created = await creation_days(session, pipeline_id, as_of, span)
+        shape = fit_shape(created, as_of, span, horizon_days, level_days=window_days)
+        arrivals = replace(arrivals, shape=shape)
     rep_count, capacity = await _reps(session)
     leads_each = max(round(capacity / rep_count), 1) if rep_count else 0
     in_model = with_capacity and rep_count > 0 and capacity > 0
