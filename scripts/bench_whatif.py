@@ -37,8 +37,8 @@ import httpx
 
 import pipesim
 from pipegraph.db.session import Store
-from pipegraph.services.calibration import pipeline_id_for_name
-from pipegraph.services.calibration_fast import calibrate_now
+from pipegraph.services.forecasting.calibration import pipeline_id_for_name
+from pipegraph.services.forecasting.fast import calibrate_now
 
 WHAT_IF = """
 query WhatIf($id: ID!, $delta: Int!) {

@@ -4,7 +4,9 @@ One prepared statement reads the facts; one more writes everything, in autocommi
 is its own transaction, so no ``BEGIN`` or ``COMMIT``), through asyncpg connections of its own
 (:mod:`pipegraph.db.direct`). Writes of a pipeline that arrive while an earlier one is committing share
 the next commit (:mod:`pipegraph.db.commit_groups`): ``BEGIN``, their statements, ``COMMIT`` — at most
-three round trips per change, and one WAL flush for the group where each took one. The write statement's parts run in the general path's order (lead row,
+three round trips per change, and one WAL flush for the group where each took one.
+
+The write statement's parts run in the general path's order (lead row,
 history, stays, then the pipeline's event lock, held until the commit, the daily totals and the event
 with its ``NOTIFY``), so the two paths cannot deadlock each other.
 
