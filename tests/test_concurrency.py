@@ -46,7 +46,9 @@ async def test_same_version_moves_from_many_clients_let_exactly_one_win(
                 http, server, seed.key, CREATE_LEAD, pipelineId=seed.pipeline_id, title="Hot"
             )
             lead_id = created["createLead"]["lead"]["id"]
-            targets = seed.stage_ids[1:]
+            # Stages a move may enter (the template's last, post-sale stage is refused on its own
+            # merits, before or after the winner, so it would not show who waited for whom).
+            targets = seed.stage_ids[1:-1]
 
             async def move(number: int) -> dict[str, Any]:
                 data = await graphql(
