@@ -216,12 +216,15 @@ def barycentric(nodes: Array, x: Array) -> Array:
     return np.asarray(terms / terms.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def in_horizon_by_trial(model: Model, groups: Sequence[Group], scales: Array) -> Array:
+def in_horizon_by_trial(
+    model: Model, groups: Sequence[Group], scales: Array, later: list[Array] | None = None
+) -> Array:
     """(trials, groups) probability that a winner of each group wins within the horizon, given each
-    trial's time scales (``scales``: trials × stages)."""
+    trial's time scales (``scales``: trials × stages; ``later``: :func:`later_masses` at them, when the
+    caller has it)."""
     trials = len(scales)
     horizon = model.horizon_days
-    later = later_masses(model, scales)
+    later = later_masses(model, scales) if later is None else later
     q = np.empty((trials, len(groups)))
     for start in sorted({group.start for group in groups}):
         law = model.stages[start].time_in_stage
