@@ -231,3 +231,13 @@ def test_the_questions_of_one_view_share_the_start_stage_rows() -> None:
     afresh = cohort_scales.in_horizon_by_trial(batch, groups(batch), scales)
     assert np.array_equal(second, afresh)
     assert np.array_equal(first[:, 1:], second[:, 1:])  # the open cohorts' q, whatever the new leads
+
+
+def test_the_blocks_of_a_question_share_the_start_stage_rows() -> None:
+    # The nodes span ± SPREAD_SDS sds of log(scale), not the block's extremes: a second block reads
+    # every group's rows the first computed.
+    model = MODELS["calibrated-like"]
+    cohort_scales.start_rows.cache_clear()
+    cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 0, 300).time_scale)
+    cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 1, 300).time_scale)
+    assert cohort_scales.start_rows.cache_info().hits == len(groups(model))

@@ -96,6 +96,20 @@ def interpolated_between(rows_at: Callable[[Array], Array], low: float, high: fl
     return at, rows
 
 
+SPREAD_SDS = 6.0  # the nodes span this many sds of log(scale) each way: the same for every block
+
+
+def node_range(sd: float, log_s: Array) -> tuple[float, float]:
+    """The range of log(scale) a stage's nodes span: ``± SPREAD_SDS · sd`` (``log s = sd · Z``), widened
+    to the block's own scales if any lies beyond (a chance of about 2e-9 a trial). Fixed by the model
+    rather than by the block's extremes, so every block of every question of a model shares its nodes
+    and the rows at them (:func:`start_rows`)."""
+    low, high = float(log_s.min()), float(log_s.max())
+    if sd > 0:
+        low, high = min(low, -SPREAD_SDS * sd), max(high, SPREAD_SDS * sd)
+    return low, high
+
+
 START_ROWS_KEPT = 2048  # groups' start-stage rows kept per process (a few KiB to ~50 KiB each)
 
 
@@ -229,7 +243,7 @@ def in_horizon_by_trial(
     for start in sorted({group.start for group in groups}):
         law = model.stages[start].time_in_stage
         log_s = np.log(scales[:, start])
-        low, high = float(log_s.min()), float(log_s.max())
+        low, high = node_range(model.stages[start].time_uncertainty, log_s)
         # The start stage's terms of every group here at the nodes, stacked for one product per mass.
         # The nodes depend only on their count (the range is the stage's), so the trials' barycentric
         # weights are computed once per count, not per group.
