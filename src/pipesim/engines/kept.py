@@ -11,6 +11,7 @@ again would give.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 
@@ -27,6 +28,7 @@ Existing = list[tuple[NDArray[np.int64], Array]]  # per open cohort: in-horizon 
 
 _kept: OrderedDict[Hashable, Existing] = OrderedDict()
 _counts = {"hits": 0, "misses": 0}
+_lock = threading.Lock()  # blocks may run on threads of one process
 
 
 def key(model: Model, seed: int, block: int, draws: TrialDraws) -> Hashable | None:
@@ -46,13 +48,14 @@ def key(model: Model, seed: int, block: int, draws: TrialDraws) -> Hashable | No
 def get(found: Hashable | None) -> Existing | None:
     if found is None:
         return None
-    existing = _kept.get(found)
-    if existing is None:
-        _counts["misses"] += 1
-        return None
-    _counts["hits"] += 1
-    _kept.move_to_end(found)
-    return existing
+    with _lock:
+        existing = _kept.get(found)
+        if existing is None:
+            _counts["misses"] += 1
+            return None
+        _counts["hits"] += 1
+        _kept.move_to_end(found)
+        return existing
 
 
 def put(found: Hashable | None, existing: Existing) -> None:
@@ -61,9 +64,10 @@ def put(found: Hashable | None, existing: Existing) -> None:
     for inside, gained in existing:  # shared by later readers: nobody may write to them
         inside.flags.writeable = False
         gained.flags.writeable = False
-    _kept[found] = existing
-    while len(_kept) > KEPT:
-        _kept.popitem(last=False)
+    with _lock:
+        _kept[found] = existing
+        while len(_kept) > KEPT:
+            _kept.popitem(last=False)
 
 
 def counts() -> tuple[int, int]:
@@ -72,4 +76,5 @@ def counts() -> tuple[int, int]:
 
 
 def clear() -> None:
-    _kept.clear()
+    with _lock:
+        _kept.clear()
