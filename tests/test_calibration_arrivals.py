@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipegraph.db.session import Store
-from pipegraph.services.forecasting.arrivals import fit_shape
+from pipegraph.services.forecasting.arrivals import creation_counts, creation_days, fit_counts, fit_shape
 from pipegraph.services.forecasting.calibration import calibrate
 from pipegraph.services.forecasting.synthetic import TruePipeline, generate, write_history
 from pipesim.arrival_profile import expected_count
@@ -121,3 +121,37 @@ async def test_calibration_states_its_uncertainty_and_the_arrival_shape_in_the_m
     # Without the trend, both models expect about the same number of new leads over 13 whole weeks.
     shaped = replace(model.arrivals, trend_per_day=0.0)
     assert expected_count(shaped, 91) == pytest.approx(flat.model.arrivals.rate_per_day * 91, rel=0.1)
+
+
+async def test_creations_counted_per_day_in_the_database_give_the_shape_of_the_rows(store: Store) -> None:
+    """``creation_counts`` (one grouped statement) against ``creation_days`` (a row a creation) slotted in
+    Python: the same slots and earliest creation, so the same fitted shape, at several cut-offs (whole
+    and fractional days, a window longer than the history)."""
+    truth = TruePipeline(
+        conversions=(0.6, 0.5),
+        mean_days=(6.0, 9.0),
+        arrivals_per_day=8.0,
+        deal_mean=2_000.0,
+        deal_sd=800.0,
+        weekday_profile=(1.3, 1.2, 1.1, 1.0, 0.9, 0.3, 0.2),
+    )
+    lives = generate(truth, np.random.default_rng(13), 120.0)
+    pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=120.0)
+    dialect = store.engine.dialect.name
+    async with store.read() as session:
+        for as_of, window in (
+            (ORIGIN + timedelta(days=120), 365.0),
+            (ORIGIN + timedelta(days=100, hours=7, microseconds=123), 90.0),
+            (ORIGIN + timedelta(days=60.25), 45.5),
+        ):
+            days = await creation_days(session, pipeline_id, as_of, window)
+            per_slot, first = await creation_counts(session, dialect, pipeline_id, as_of, window)
+            slots, counts = np.unique(np.floor(days), return_counts=True)
+            assert per_slot == {int(s): int(n) for s, n in zip(slots, counts, strict=True)}
+            assert first == min(days)
+            reference = fit_shape(days, as_of, window, 90, level_days=30)
+            assert reference is not None
+            assert fit_counts(per_slot, first, as_of, window, 90, level_days=30) == reference
+        empty = await creation_counts(session, dialect, pipeline_id, ORIGIN - timedelta(days=1), 30)
+        assert empty == ({}, None)
+        assert fit_counts(*empty, ORIGIN, 30, 90) is None

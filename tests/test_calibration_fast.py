@@ -11,17 +11,24 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import Float, cast, event, func, select, update
 
 from metrics_fixture import load
 from pipegraph import demo
-from pipegraph.db.models import Lead, LeadStatus, Pipeline, Stage, StageHistory
+from pipegraph.db.models import Lead, LeadStatus, Pipeline, Stage, StageHistory, StageStay
 from pipegraph.db.session import Store
 from pipegraph.db.stays import derive_stays
 from pipegraph.db.types import utcnow
-from pipegraph.services.forecasting.calibration import Calibration, calibrate, pipeline_id_for_name
-from pipegraph.services.forecasting.fast import calibrate_now
+from pipegraph.services.forecasting.calibration import (
+    Calibration,
+    age_band,
+    calibrate,
+    pipeline_id_for_name,
+    value_band,
+)
+from pipegraph.services.forecasting.fast import calibrate_now, open_cohorts_statement
 from pipegraph.services.forecasting.synthetic import TruePipeline, generate, write_history
+from pipegraph.services.metrics_sql import at, days_between
 
 # Sums of days: per-stay seconds ÷ 86,400 summed in another grouping than per-stay day differences; and
 # the reference's day differences come from SQLite's julianday(), which keeps milliseconds, so over
@@ -171,3 +178,64 @@ async def test_synthetic_history_agrees(store: Store) -> None:
     report = (await _agree(store, pipeline_id)).report
     assert report.arrivals.created > 0
     assert report.open_leads > 0
+
+
+def _open_cohorts_folded(dialect: str, pipeline_id: int, as_of: datetime) -> Any:
+    """The open leads' cohorts as first read: the current stay's start a scalar subquery inside the
+    subquery the grouping reads, which the planners fold in (a probe in the age and in every branch of
+    the age band's CASE). The reference for ``fast.open_cohorts_statement``."""
+    entered = select(func.max(StageStay.entered_at)).where(StageStay.lead_id == Lead.id).scalar_subquery()
+    age = days_between(dialect, entered, at(as_of))
+    open_leads = (
+        select(
+            Lead.stage_id.label("stage_id"),
+            value_band(Lead.value_cents).label("band"),
+            Lead.value_cents.label("value_cents"),
+            age.label("age"),
+            age_band(age).label("age_band"),
+        )
+        .join(Stage, Stage.id == Lead.stage_id)
+        .where(
+            Lead.pipeline_id == pipeline_id,
+            Lead.status == LeadStatus.OPEN,
+            Stage.is_post_sale.is_(False),
+            Stage.removed_at.is_(None),
+        )
+        .subquery("open_leads")
+    )
+    return (
+        select(
+            open_leads.c.stage_id,
+            open_leads.c.band,
+            func.count().label("n"),
+            cast(func.avg(open_leads.c.value_cents), Float).label("value_cents"),
+            cast(func.avg(open_leads.c.age), Float).label("age"),
+            cast(func.coalesce(func.sum(open_leads.c.age), 0.0), Float).label("days"),
+        )
+        .group_by(open_leads.c.stage_id, open_leads.c.band, open_leads.c.age_band)
+        .order_by(open_leads.c.stage_id, open_leads.c.band, open_leads.c.age_band)
+    )
+
+
+async def test_open_cohorts_read_each_current_stay_once_with_the_same_rows(store: Store) -> None:
+    """The cohorts' statement probes each lead's current stay once (one subquery in the SQL, in a
+    materialised CTE) and gives the rows of the folded statement: counts and bands exactly, means and
+    sums of days to rounding."""
+    await demo.load_demo(store, seed=4, leads_per_pipeline=150, now=DEMO_NOW)
+    fixture = await load(store)
+    dialect = store.engine.dialect.name
+    as_of = utcnow()
+    compiled = str(open_cohorts_statement(dialect, 1, as_of).compile(dialect=store.engine.dialect))
+    assert compiled.count("max(stage_stays.entered_at)") == 1
+    assert "MATERIALIZED" in compiled
+    async with store.read() as session:
+        ids = list((await session.execute(select(Pipeline.id))).scalars())
+        assert fixture.pipeline_id in ids
+        for pipeline_id in ids:
+            new = (await session.execute(open_cohorts_statement(dialect, pipeline_id, as_of))).all()
+            old = (await session.execute(_open_cohorts_folded(dialect, pipeline_id, as_of))).all()
+            assert [row[:3] for row in new] == [row[:3] for row in old]
+            for a, b in zip(new, old, strict=True):
+                for x, y in zip(a[3:], b[3:], strict=True):
+                    assert math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-9)
+            assert sum(row.n for row in new) > 0 or pipeline_id == fixture.empty_pipeline_id

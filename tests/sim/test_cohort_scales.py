@@ -211,3 +211,33 @@ def test_fan_probabilities_match_the_fine_grid(name: str) -> None:
     ):
         assert coarse is not None
         assert np.abs(coarse - cohorts.finished_by(model, group, days)).max() < 1e-4
+
+
+def test_the_questions_of_one_view_share_the_start_stage_rows() -> None:
+    # ``forecast`` and ``leadsNeeded`` of one model, seed and trials draw the same scales per block: the
+    # second reads every group's start-stage rows the first computed (a hit per group), with the same q
+    # as computed afresh.
+    model = MODELS["calibrated-like"]
+    batch = model.with_new_leads(0)
+    scales = trial_draws(model, 3, 0, 300).time_scale
+    cohort_scales.start_rows.cache_clear()
+    first = cohort_scales.in_horizon_by_trial(model, groups(model), scales)
+    computed = cohort_scales.start_rows.cache_info()
+    assert computed.hits == 0
+    assert computed.misses == len(groups(model))
+    second = cohort_scales.in_horizon_by_trial(batch, groups(batch), scales)
+    assert cohort_scales.start_rows.cache_info().hits == len(groups(batch))
+    cohort_scales.start_rows.cache_clear()
+    afresh = cohort_scales.in_horizon_by_trial(batch, groups(batch), scales)
+    assert np.array_equal(second, afresh)
+    assert np.array_equal(first[:, 1:], second[:, 1:])  # the open cohorts' q, whatever the new leads
+
+
+def test_the_blocks_of_a_question_share_the_start_stage_rows() -> None:
+    # The nodes span ± SPREAD_SDS sds of log(scale), not the block's extremes: a second block reads
+    # every group's rows the first computed.
+    model = MODELS["calibrated-like"]
+    cohort_scales.start_rows.cache_clear()
+    cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 0, 300).time_scale)
+    cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 1, 300).time_scale)
+    assert cohort_scales.start_rows.cache_info().hits == len(groups(model))

@@ -20,7 +20,8 @@ once:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, cast
 
 import numpy as np
 from scipy import signal, special
@@ -33,7 +34,8 @@ from pipesim.spec import Model
 
 GRID = 1 << 8  # grid steps over the horizon
 ATOMS = 1 << 11  # quantile atoms of an arrival profile and of a remaining time deep in the tail
-NODE_COUNTS = (4, 6, 8, 12, 16, 24)  # Chebyshev node counts in log(scale), fewest first
+NODE_COUNTS = (8, 12, 16, 24)  # Chebyshev node counts in log(scale), fewest first (fewer than 8 met the
+# tolerance for no cohort of the calibrated 100,000-lead model: trying them cost as much as the answer)
 TOLERANCE = 1e-9  # largest interpolation error accepted on a probability (see ``interpolated``)
 SMOOTH = (Exponential, Gamma, Weibull, LogNormal)  # laws whose q is analytic in log(scale)
 
@@ -79,7 +81,11 @@ def interpolated(rows_at: Callable[[Array], Array], log_s: Array) -> tuple[Array
     """Chebyshev nodes in log(scale) over ``log_s``'s range and ``rows_at`` at them: the fewest nodes
     whose barycentric interpolant is within ``TOLERANCE`` of ``rows_at`` at as many points between
     them (every row a vector of probabilities, so this bounds the error of any q made from them)."""
-    low, high = float(log_s.min()), float(log_s.max())
+    return interpolated_between(rows_at, float(log_s.min()), float(log_s.max()))
+
+
+def interpolated_between(rows_at: Callable[[Array], Array], low: float, high: float) -> tuple[Array, Array]:
+    """:func:`interpolated` over the range ``[low, high]`` of log(scale)."""
     if high - low < 1e-12:
         return np.array([low]), rows_at(np.exp(np.array([low])))
     for count in NODE_COUNTS:
@@ -88,6 +94,37 @@ def interpolated(rows_at: Callable[[Array], Array], log_s: Array) -> tuple[Array
         check = chebyshev_nodes(low, high, count + 1)
         if np.abs(barycentric(at, check) @ rows - rows_at(np.exp(check))).max() <= TOLERANCE:
             break
+    return at, rows
+
+
+SPREAD_SDS = 6.0  # the nodes span this many sds of log(scale) each way: the same for every block
+
+
+def node_range(sd: float, log_s: Array) -> tuple[float, float]:
+    """The range of log(scale) a stage's nodes span: ``± SPREAD_SDS · sd`` (``log s = sd · Z``), widened
+    to the block's own scales if any lies beyond (a chance of about 2e-9 a trial). Fixed by the model
+    rather than by the block's extremes, so every block of every question of a model shares its nodes
+    and the rows at them (:func:`start_rows`)."""
+    low, high = float(log_s.min()), float(log_s.max())
+    if sd > 0:
+        low, high = min(low, -SPREAD_SDS * sd), max(high, SPREAD_SDS * sd)
+    return low, high
+
+
+START_ROWS_KEPT = 2048  # groups' start-stage rows kept per process (a few KiB to ~50 KiB each)
+
+
+@functools.lru_cache(maxsize=START_ROWS_KEPT)
+def start_rows(
+    law: Any, age: float, horizon: float, low: float, high: float
+) -> tuple[Array, Array]:  # a Distribution
+    """The start stage's terms of a group at its Chebyshev nodes over ``[low, high]`` (log scale), kept:
+    the questions of one view (``forecast`` and ``leadsNeeded`` of one model, seed and trials) draw the
+    same scales per block, so the second reads the open cohorts' rows the first computed. The arguments
+    fix the rows, so a kept entry is the same numbers computed again. Callers must not write to them."""
+    at, rows = interpolated_between(functools.partial(start_terms, law, age, horizon), low, high)
+    at.flags.writeable = False
+    rows.flags.writeable = False
     return at, rows
 
 
@@ -194,36 +231,43 @@ def barycentric(nodes: Array, x: Array) -> Array:
     return np.asarray(terms / terms.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def in_horizon_by_trial(model: Model, groups: Sequence[Group], scales: Array) -> Array:
+def in_horizon_by_trial(
+    model: Model, groups: Sequence[Group], scales: Array, later: list[Array] | None = None
+) -> Array:
     """(trials, groups) probability that a winner of each group wins within the horizon, given each
-    trial's time scales (``scales``: trials × stages)."""
+    trial's time scales (``scales``: trials × stages; ``later``: :func:`later_masses` at them, when the
+    caller has it)."""
     trials = len(scales)
     horizon = model.horizon_days
-    later = later_masses(model, scales)
+    later = later_masses(model, scales) if later is None else later
     q = np.empty((trials, len(groups)))
     for start in sorted({group.start for group in groups}):
         law = model.stages[start].time_in_stage
         log_s = np.log(scales[:, start])
+        low, high = node_range(model.stages[start].time_uncertainty, log_s)
         # The start stage's terms of every group here at the nodes, stacked for one product per mass.
+        # The nodes depend only on their count (the range is the stage's), so the trials' barycentric
+        # weights are computed once per count, not per group.
         members, blocks, weights = [], [], []
+        by_count: dict[int, Array] = {}
         for index, group in enumerate(groups):
             if group.start != start:
                 continue
             age = group.age_days if group.existing else 0.0
-            at, rows = interpolated(functools.partial(start_terms, law, age, horizon), log_s)
+            at, rows = start_rows(cast(Hashable, law), age, horizon, low, high)
             members.append(index)
             blocks.append(rows)
-            weights.append(np.ones((1, 1)) if len(at) == 1 else barycentric(at, log_s))
-        masses = {-1: later[start]}
-        for index in members:
-            arrival = _arrival_masses(model, groups[index])
-            if arrival is not None:
-                masses[index] = _convolve(later[start], arrival)
-        stacked = np.concatenate(blocks)
-        values = {key: mass @ stacked.T for key, mass in masses.items()}  # (trials or 1, all nodes)
+            if len(at) not in by_count:
+                by_count[len(at)] = np.ones((1, 1)) if len(at) == 1 else barycentric(at, log_s)
+            weights.append(by_count[len(at)])
+        values = later[start] @ np.concatenate(blocks).T  # (trials or 1, all nodes)
         first = 0
         for index, rows, weight in zip(members, blocks, weights, strict=True):
-            own = values.get(index, values[-1])[:, first : first + len(rows)]
+            arrival = _arrival_masses(model, groups[index])
+            if arrival is None:
+                own = values[:, first : first + len(rows)]
+            else:  # new leads wait for their arrival too: their own product, not every group's
+                own = _convolve(later[start], arrival) @ rows.T
             q[:, index] = (weight * own).sum(axis=1)
             first += len(rows)
     return np.clip(q, 0.0, 1.0)

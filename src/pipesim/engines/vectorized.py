@@ -26,7 +26,7 @@ from scipy import stats
 
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
-from pipesim.engines import cohort_scales, cohorts
+from pipesim.engines import cohort_scales, cohorts, kept
 from pipesim.engines.common import (
     COHORTS,
     WINNERS,
@@ -153,33 +153,36 @@ def simulate_cohorts(
     the revenue by week at zero (questions that read only the totals: the same totals)."""
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
     all_groups = groups(model)
+    leads_of = _group_leads(model, draws)
+    # The open cohorts' wins and revenue as another question of the same model, seed and block drew them.
+    kept_key = kept.key(model, seed, block, draws)
+    existing = kept.get(kept_key)
     q_by_trial: Array | None = None
     days = fan_days(model)
     finished: list[Array | None] = [None] * len(all_groups)
     if _time_scaled(model):
-        q_by_trial = cohort_scales.in_horizon_by_trial(model, all_groups, draws.time_scale)
+        q_by_trial = _q_by_trial(model, all_groups, draws.time_scale, leads_of[0], existing is None)
         if fan:  # the weekly shares on the same grid, not afresh on the fine one for each new age
             finished = cohort_scales.fan_probabilities(model, all_groups, days)
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
     by_day = np.zeros((trials, len(days)))
-    for index, (group, leads) in enumerate(zip(all_groups, _group_leads(model, draws), strict=True)):
-        # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
-        q = cohorts.in_horizon_probability(model, group) if q_by_trial is None else q_by_trial[:, index]
-        inside = binomial_inverse(
-            draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q
-        )
+    computed: kept.Existing = []
+    for index, (group, leads) in enumerate(zip(all_groups, leads_of, strict=True)):
+        if group.existing and existing is not None:
+            inside, gained = existing[index - 1]
+        else:
+            inside, gained = _group_draws(model, seed, block, draws, index, group, leads, q_by_trial)
+            if group.existing:
+                computed.append((inside, gained))
         slot = 1 if group.existing else 0
         wins[slot] += inside
-        if group.value is not None:
-            gained: Array = np.asarray(inside * group.value, dtype=np.float64)
-        else:
-            sums = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
-            gained = sums * draws.deal_scale  # the trial's factor on every drawn deal size
         revenue[slot] += gained
         if fan:  # the revenue by week, for the fan chart (its own stream: the totals do not depend on it)
             weekly = stream(seed, block, COHORTS, index, 2)
             by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, weekly, finished[index])
+    if existing is None:
+        kept.put(kept_key, computed)
     return Outcomes(
         wins_new=wins[0],
         wins_existing=wins[1],
@@ -188,6 +191,43 @@ def simulate_cohorts(
         wait_days=np.zeros(trials),
         revenue_by_day=by_day,
     )
+
+
+def _q_by_trial(
+    model: Model, all_groups: list[Group], scales: Array, new_leads: NDArray[np.int64], with_existing: bool
+) -> Array:
+    """(trials, groups) in-horizon probabilities at the trials' scales: the new leads' computed apart
+    from the open cohorts' (so these do not depend on the new leads and can be kept), zero where not
+    needed (no new leads; open cohorts kept)."""
+    q = np.zeros((len(scales), len(all_groups)))
+    if not (with_existing or new_leads.any()):
+        return q
+    later = cohort_scales.later_masses(model, scales)
+    if new_leads.any():
+        q[:, :1] = cohort_scales.in_horizon_by_trial(model, all_groups[:1], scales, later)
+    if with_existing and len(all_groups) > 1:
+        q[:, 1:] = cohort_scales.in_horizon_by_trial(model, all_groups[1:], scales, later)
+    return q
+
+
+def _group_draws(
+    model: Model,
+    seed: int,
+    block: int,
+    draws: TrialDraws,
+    index: int,
+    group: Group,
+    leads: NDArray[np.int64],
+    q_by_trial: Array | None,
+) -> tuple[NDArray[np.int64], Array]:
+    """A group's in-horizon wins and their revenue per trial."""
+    # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
+    q = cohorts.in_horizon_probability(model, group) if q_by_trial is None else q_by_trial[:, index]
+    inside = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q)
+    if group.value is not None:
+        return inside, np.asarray(inside * group.value, dtype=np.float64)
+    sums = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+    return inside, sums * draws.deal_scale  # the trial's factor on every drawn deal size
 
 
 def simulate_per_winner(

@@ -22,16 +22,17 @@ the horizon's).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 from scipy import stats
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.models import Lead
-from pipegraph.services.metrics_sql import at
+from pipegraph.services.metrics_sql import at, days_between
 
 MIN_DAYS = 28  # whole days of history the profile and trend need
 MIN_CREATED = 50  # creations in the window they need
@@ -66,6 +67,34 @@ async def creation_days(
     return [(created - as_of).total_seconds() / 86_400 for created in (await session.scalars(statement))]
 
 
+async def creation_counts(
+    session: AsyncSession, dialect: str, pipeline_id: int, as_of: datetime, window_days: float
+) -> tuple[dict[int, int], float | None]:
+    """What :func:`fit_shape` reads of :func:`creation_days`, counted in the database: the creations per
+    day slot (``floor`` of the days from ``as_of``, negative) and the earliest one's days from ``as_of``.
+    One grouped statement over the window's index range (``ix_leads_pipeline_created``) instead of a row
+    a creation (585,000 rows at a million leads). The slots agree with :func:`creation_days` floored, to
+    the rounding of a day's fraction (on SQLite ``julianday``, tens of microseconds)."""
+    start = as_of - timedelta(days=window_days)
+    if dialect == "sqlite":
+        # Days since a whole number of days before the window, truncated: the floor of a non-negative
+        # number without SQLite's optional math functions.
+        whole = math.ceil(window_days) + 1
+        since = days_between(dialect, at(as_of - timedelta(days=whole)), Lead.created_at)
+        slot: ColumnElement[int] = cast(since, Integer) - whole
+    else:
+        slot = cast(func.floor(days_between(dialect, at(as_of), Lead.created_at)), Integer)
+    statement = (
+        select(slot.label("slot"), func.count().label("n"), func.min(Lead.created_at).label("first"))
+        .where(Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at <= at(as_of))
+        .group_by(slot)
+    )
+    rows = (await session.execute(statement)).all()
+    firsts = [row.first for row in rows]
+    first = (min(firsts) - as_of).total_seconds() / 86_400 if firsts else None
+    return {int(row.slot): int(row.n) for row in rows}, first
+
+
 def fit_shape(
     days_from_as_of: list[float],
     as_of: datetime,
@@ -76,13 +105,36 @@ def fit_shape(
 ) -> ArrivalShape | None:
     """The weekday profile and trend of creations at ``days_from_as_of`` over ``window_days``, the rate
     at ``as_of`` from the last ``level_days`` (default: the whole window); ``None`` with too little
-    history."""
-    span = min(int(window_days), int(-min(days_from_as_of, default=0.0)) + 1)
-    slots = np.floor(np.asarray(days_from_as_of, dtype=np.float64))  # -span .. -1 (0: exactly at as_of)
-    slots = slots[(slots >= -span) & (slots < 0)]
-    if span < MIN_DAYS or len(slots) < MIN_CREATED:
+    history. The reference for :func:`fit_counts` of :func:`creation_counts`."""
+    slots, counts = np.unique(np.floor(np.asarray(days_from_as_of, dtype=np.float64)), return_counts=True)
+    return fit_counts(
+        {int(slot): int(n) for slot, n in zip(slots, counts, strict=True)},
+        min(days_from_as_of, default=None),
+        as_of,
+        window_days,
+        horizon_days,
+        level_days=level_days,
+    )
+
+
+def fit_counts(
+    per_slot: Mapping[int, int],
+    first: float | None,
+    as_of: datetime,
+    window_days: float,
+    horizon_days: float,
+    *,
+    level_days: float | None = None,
+) -> ArrivalShape | None:
+    """:func:`fit_shape` from the creations per day slot (``floor`` of the days from ``as_of``) and the
+    earliest creation's days from ``as_of`` (``None``: none)."""
+    span = min(int(window_days), int(-(first if first is not None else 0.0)) + 1)
+    counts = np.zeros(span)
+    for slot, n in per_slot.items():
+        if -span <= slot < 0:  # -span .. -1 (0: exactly at as_of)
+            counts[slot + span] += n
+    if span < MIN_DAYS or counts.sum() < MIN_CREATED:
         return None
-    counts = np.bincount((slots + span).astype(np.int64), minlength=span).astype(np.float64)
     t = np.arange(-span, 0, dtype=np.float64) + 0.5  # each day's middle
     start_weekday = as_of.weekday()
     weekday_of = (start_weekday + np.arange(-span, 0)) % 7

@@ -71,7 +71,12 @@ from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHi
 from pipegraph.db.types import utcnow
 from pipegraph.errors import NotFoundError, ValidationError
 from pipegraph.services.forecasting import segments as segment_fit
-from pipegraph.services.forecasting.arrivals import TREND_WINDOW_DAYS, ArrivalShape, creation_days, fit_shape
+from pipegraph.services.forecasting.arrivals import (
+    TREND_WINDOW_DAYS,
+    ArrivalShape,
+    creation_counts,
+    fit_counts,
+)
 from pipegraph.services.forecasting.durations import (
     StaySample,
     fit_stage_durations,
@@ -722,8 +727,8 @@ async def calibrate(
     arrivals = reads.arrivals
     if arrival_shape and arrivals.source is Source.HISTORY:
         span = max(window_days, TREND_WINDOW_DAYS)
-        created = await creation_days(session, pipeline_id, as_of, span)
-        shape = fit_shape(created, as_of, span, horizon_days, level_days=window_days)
+        per_slot, first = await creation_counts(session, dialect, pipeline_id, as_of, span)
+        shape = fit_counts(per_slot, first, as_of, span, horizon_days, level_days=window_days)
         arrivals = replace(arrivals, shape=shape)
     rep_count, capacity = await _reps(session)
     leads_each = max(round(capacity / rep_count), 1) if rep_count else 0
