@@ -2,11 +2,7 @@
 
 One prepared statement reads the facts; one more writes everything, in autocommit (a single statement
 is its own transaction, so no ``BEGIN`` or ``COMMIT``), through asyncpg connections of its own
-(:mod:`pipegraph.db.direct`). Writes of a pipeline that arrive while an earlier one is committing share
-the next commit (:mod:`pipegraph.db.commit_groups`): ``BEGIN``, their statements, ``COMMIT`` — at most
-three round trips per change, and one WAL flush for the group where each took one.
-
-The write statement's parts run in the general path's order (lead row,
+(:mod:`pipegraph.db.direct`). The write statement's parts run in the general path's order (lead row,
 history, stays, then the pipeline's event lock, held until the commit, the daily totals and the event
 with its ``NOTIFY``), so the two paths cannot deadlock each other.
 
@@ -26,7 +22,6 @@ from sqlalchemy import inspect
 
 from pipegraph.db import flow_days
 from pipegraph.db.base import Base
-from pipegraph.db.commit_groups import CommitGroups
 from pipegraph.db.direct import DirectConnections
 from pipegraph.db.lead_events import LOCK_SPACE, notify_each
 from pipegraph.db.models import Lead, LeadStatus, Role, Stage, User
@@ -165,26 +160,21 @@ class PostgresBackend:
     def __init__(self, connections: DirectConnections, *, channel: str) -> None:
         self._connections = connections
         self._channel = channel
-        # A pipeline's changes commit one at a time (its event lock and NOTIFY are held through the
-        # commit's flush): those arriving meanwhile share the next commit.
-        self.groups = CommitGroups(connections)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Statements]:
-        yield _Statements(self._connections, self.groups, self._channel)
+        yield _Statements(self._connections, self._channel)
 
     async def close(self) -> None:
-        await self.groups.close()
         await self._connections.close()
 
 
 class _Statements:
-    """Each statement on a connection of its own: the read alone, the write in autocommit or in its
-    pipeline's next commit group; the version the write names keeps the change whole."""
+    """Each statement on a connection of its own, in autocommit: the version the write names keeps
+    the change whole."""
 
-    def __init__(self, connections: DirectConnections, groups: CommitGroups, channel: str) -> None:
+    def __init__(self, connections: DirectConnections, channel: str) -> None:
         self._connections = connections
-        self._groups = groups
         self._channel = channel
 
     async def read(self, lead_id: int, stage_id: int | None, owner: int | Unset | None) -> Facts | None:
@@ -215,5 +205,6 @@ class _Statements:
                 move.ended_seconds,
                 [seconds for _, (_n, seconds) in totals],
             ]
-        rows = await self._groups.fetch(change.pipeline_id, statement, parameters)
+        async with self._connections.connection() as connection:
+            rows = await connection.fetch(statement, *parameters)
         return len(rows) == 1
