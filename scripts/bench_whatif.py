@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from typing import Any
 import httpx
 
 import pipesim
+from bench_api import free_port
+from peer_support import running, wait_until_ready
 from pipegraph.db.session import Store
 from pipegraph.services.forecasting.calibration import pipeline_id_for_name
 from pipegraph.services.forecasting.fast import calibrate_now
@@ -59,40 +60,20 @@ def command(name: str) -> str:
     return str(found) if found.exists() else (shutil.which(name) or name)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
-def server(database_url: str) -> Iterator[str]:
+def server(database_url: str, log: Path) -> Iterator[str]:
     """``pipegraph serve --open`` on a free loopback port, stopped (only this process) on exit."""
     port = free_port()
-    process = subprocess.Popen(
-        [command("pipegraph"), "serve", "--open", "--port", str(port), "--database-url", database_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PIPEGRAPH_SIMULATION_WORKERS": "1"},
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                why = process.stderr.read().decode() if process.stderr else ""
-                raise SystemExit(f"server did not start: {why}")
-            time.sleep(0.1)
+    serve = [command("pipegraph"), "serve", "--open", "--port", str(port), "--database-url", database_url]
+    env = {**os.environ, "PIPEGRAPH_SIMULATION_WORKERS": "1"}
+
+    def healthy() -> bool:
+        return httpx.get(f"{base}/healthz", timeout=1).is_success
+
+    with running(serve, env, log, log.parent) as process:
+        wait_until_ready(process, healthy, log, "pipegraph")
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def ask(client: httpx.Client, query: str, variables: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -154,7 +135,7 @@ def main() -> None:
 
     after_write: list[float] = []
     repeat: list[float] = []
-    with server(url) as base, httpx.Client(base_url=base, timeout=120) as client:
+    with server(url, directory / "server.log") as base, httpx.Client(base_url=base, timeout=120) as client:
         pid = pipeline_id(client, args.pipeline)
         variables = {"id": pid, "delta": args.reps_delta}
         for round_ in range(args.repeat + 1):

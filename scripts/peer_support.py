@@ -188,7 +188,7 @@ def install_postgraphile(cache: Path) -> tuple[Path, str]:
     return node, f"PostGraphile {postgraphile} on Node {version[1:]}"
 
 
-def _wait_until_ready(
+def wait_until_ready(
     process: subprocess.Popen[bytes], check: Callable[[], bool], log: Path, name: str
 ) -> None:
     deadline = time.monotonic() + STARTUP_S
@@ -244,7 +244,7 @@ def pipegraph_server(url: str, key: str, pool_size: int, logs: Path) -> Iterator
     log = logs / "pipegraph.log"
     with running(command, env, log, logs) as process:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_ready(
+        wait_until_ready(
             process, lambda: httpx.get(f"{base}/healthz", timeout=1).is_success, log, "pipegraph"
         )
         yield Server("pipegraph", f"{base}/graphql", {"Authorization": f"Bearer {key}"}, process.pid)
@@ -271,7 +271,7 @@ def postgraphile_server(url: str, node: Path, cache: Path, pool_size: int, logs:
         def ready() -> bool:
             return httpx.post(endpoint, json={"query": "{ __typename }"}, timeout=1).is_success
 
-        _wait_until_ready(process, ready, log, "PostGraphile")
+        wait_until_ready(process, ready, log, "PostGraphile")
         yield Server("postgraphile", endpoint, {}, process.pid)
 
 
