@@ -15,8 +15,10 @@ from sqlalchemy.exc import InternalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from db_proxy import TcpProxy
+from pipegraph.api.auth import Authenticator
 from pipegraph.db.availability import describe, is_unavailable
 from pipegraph.db.session import Store, create_engine
+from pipegraph.services.api_keys import KEY_PREFIX
 from pipegraph.settings import normalise_database_url
 from server_support import free_port
 
@@ -66,6 +68,26 @@ async def test_connection_refused_is_unavailable(postgres_url: str) -> None:
         await store.dispose()
     assert is_unavailable(error), repr(error)
     assert "ConnectionRefusedError" in describe(error)
+
+
+@pytest.mark.postgres
+async def test_a_key_lookup_shared_by_concurrent_requests_is_unavailable_for_each(postgres_url: str) -> None:
+    """Requests arriving together with one key share one lookup and so one error object; each must
+    still see it as the database being away (a 503), not as a bug."""
+    store = Store.from_url(postgres_url.replace(":5432/", f":{free_port()}/"))
+    authenticator = Authenticator(store)
+    try:
+        outcomes = await asyncio.gather(
+            *(authenticator.user_for(f"Bearer {KEY_PREFIX}0123456789abcdef") for _ in range(6)),
+            return_exceptions=True,
+        )
+    finally:
+        await store.dispose()
+    errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    assert len(errors) == len(outcomes), outcomes
+    for error in errors:
+        assert is_unavailable(error), repr(error)
+        assert describe(error).startswith("ConnectionRefusedError: "), describe(error)
 
 
 @pytest.mark.postgres

@@ -85,8 +85,15 @@ class Authenticator:
         return user
 
     async def _ask(self, key: str, now: float) -> User | None:
-        async with self._store.read() as session:
-            user = await api_keys.authenticate(session, key)
+        try:
+            async with self._store.read() as session:
+                user = await api_keys.authenticate(session, key)
+        except (SQLAlchemyError, OSError) as error:
+            # Classified here, while the driver's frames are in the traceback: the error is shared by
+            # every request waiting on this question.
+            if availability.is_unavailable(error):
+                raise availability.DatabaseUnavailable(availability.describe(error)) from error
+            raise
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = (now + CACHE_SECONDS, user)

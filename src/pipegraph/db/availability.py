@@ -45,6 +45,15 @@ _BROKEN_PROTOCOL = "another operation (2) is in progress"  # asyncpg's "consumin
 _DRIVER_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite", "sqlite3")
 
 
+class DatabaseUnavailable(Exception):
+    """The database could not be reached, said once where the driver's error was caught.
+
+    For an error handed to several awaiters (a question shared by concurrent requests): each raise
+    rewrites the shared exception's traceback, so the driver frames that mark an ``OSError`` as the
+    database's are gone by the time the later ones classify it. This type is recognised by itself.
+    """
+
+
 def _chain(error: BaseException) -> Iterator[BaseException]:
     """The error, what it wraps (a DBAPI error's ``orig``) and its causes, each once."""
     seen: set[int] = set()
@@ -71,6 +80,8 @@ def _raised_by_driver(error: BaseException) -> bool:
 
 
 def _one_unavailable(error: BaseException) -> bool:
+    if isinstance(error, DatabaseUnavailable):
+        return True
     if isinstance(error, sa_exc.TimeoutError):  # the pool's "QueuePool limit ... timed out"
         return True
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
