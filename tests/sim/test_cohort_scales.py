@@ -241,3 +241,21 @@ def test_the_blocks_of_a_question_share_the_start_stage_rows() -> None:
     cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 0, 300).time_scale)
     cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 1, 300).time_scale)
     assert cohort_scales.start_rows.cache_info().hits == len(groups(model))
+
+
+@pytest.mark.parametrize("name", ["calibrated-like", "all-uncertain", "batch-uncertain"])
+def test_one_inverse_for_all_groups_draws_what_each_group_drew(name: str) -> None:
+    # The group draws take every group's wins from one call; the reference takes them group by group.
+    model = MODELS[name]
+    draws = trial_draws(model, 6, 1, 400)
+    all_groups = groups(model)
+    leads = vectorized._group_leads(model, draws)
+    q = vectorized._q_by_trial(model, all_groups, draws.time_scale, leads[0], True)
+    drawn = list(range(len(all_groups)))
+    inside = vectorized._inside(model, draws, all_groups, leads, q, drawn)
+    for index, group in enumerate(all_groups):
+        wins, revenue = vectorized._group_draws(model, 6, 1, draws, index, group, leads[index], q)
+        assert np.array_equal(inside[:, index], wins)
+        gained = vectorized._group_revenue(model, 6, 1, draws, index, group, inside[:, index])
+        assert np.array_equal(gained, revenue)
+    assert inside.sum() > 0

@@ -26,7 +26,7 @@ from scipy import stats
 
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
-from pipesim.engines import cohort_scales, cohorts, kept
+from pipesim.engines import binomial, cohort_scales, cohorts, kept
 from pipesim.engines.common import (
     COHORTS,
     WINNERS,
@@ -58,10 +58,7 @@ def check(model: Model) -> None:
         )
 
 
-def binomial_inverse(u: Array, n: NDArray[np.int64] | int, p: Array) -> NDArray[np.int64]:
-    """Smallest k with P(Bin(n, p) <= k) >= u: monotone in u, n and p, which common random numbers rely on."""
-    k = stats.binom.ppf(u, n, np.clip(p, 0.0, 1.0))
-    return np.asarray(np.maximum(np.nan_to_num(k), 0.0), dtype=np.int64)
+binomial_inverse = binomial.inverse  # smallest k with P(Bin(n, p) <= k) >= u, monotone in u, n and p
 
 
 def _winner_rows(model: Model, seed: int, block: int, group_index: int, chunk: int, trials: int) -> Array:
@@ -168,11 +165,14 @@ def simulate_cohorts(
     revenue = [np.zeros(trials), np.zeros(trials)]
     by_day = np.zeros((trials, len(days)))
     computed: kept.Existing = []
-    for index, (group, leads) in enumerate(zip(all_groups, leads_of, strict=True)):
+    drawn = [0] if existing is not None else list(range(len(all_groups)))
+    inside_of = _inside(model, draws, all_groups, leads_of, q_by_trial, drawn)
+    for index, group in enumerate(all_groups):
         if group.existing and existing is not None:
             inside, gained = existing[index - 1]
         else:
-            inside, gained = _group_draws(model, seed, block, draws, index, group, leads, q_by_trial)
+            inside = np.ascontiguousarray(inside_of[:, 0 if existing is not None else index])
+            gained = _group_revenue(model, seed, block, draws, index, group, inside)
             if group.existing:
                 computed.append((inside, gained))
         slot = 1 if group.existing else 0
@@ -210,6 +210,44 @@ def _q_by_trial(
     return q
 
 
+def _inside(
+    model: Model,
+    draws: TrialDraws,
+    all_groups: list[Group],
+    leads_of: list[NDArray[np.int64]],
+    q_by_trial: Array | None,
+    drawn: list[int],
+) -> NDArray[np.int64]:
+    """(trials, len(drawn)) in-horizon wins of the groups ``drawn``: :func:`_group_draws`'s, elementwise
+    the same numbers, with one inverse CDF call for all of them."""
+    from_start = {start: win_probability_from(draws.p, start) for start in {g.start for g in all_groups}}
+    u = draws.win_u[:, drawn]
+    leads = np.empty(u.shape, dtype=np.int64)
+    p = np.empty(u.shape)
+    for column, index in enumerate(drawn):
+        group = all_groups[index]
+        q = cohorts.in_horizon_probability(model, group) if q_by_trial is None else q_by_trial[:, index]
+        leads[:, column] = leads_of[index]
+        p[:, column] = from_start[group.start] * q
+    return binomial_inverse(u, leads, p)
+
+
+def _group_revenue(
+    model: Model,
+    seed: int,
+    block: int,
+    draws: TrialDraws,
+    index: int,
+    group: Group,
+    inside: NDArray[np.int64],
+) -> Array:
+    """The revenue of a group's in-horizon wins per trial."""
+    if group.value is not None:
+        return np.asarray(inside * group.value, dtype=np.float64)
+    sums = cohorts.deal_sums(model.deal_size, inside, stream(seed, block, COHORTS, index, 1))
+    return sums * draws.deal_scale  # the trial's factor on every drawn deal size
+
+
 def _group_draws(
     model: Model,
     seed: int,
@@ -220,7 +258,8 @@ def _group_draws(
     leads: NDArray[np.int64],
     q_by_trial: Array | None,
 ) -> tuple[NDArray[np.int64], Array]:
-    """A group's in-horizon wins and their revenue per trial."""
+    """A group's in-horizon wins and their revenue per trial, one group at a time: the reference for
+    :func:`_inside` and :func:`_group_revenue`."""
     # Eventual wins Bin(n, P) thinned by the in-horizon probability q: Bin(n, P q), one draw.
     q = cohorts.in_horizon_probability(model, group) if q_by_trial is None else q_by_trial[:, index]
     inside = binomial_inverse(draws.win_u[:, index], leads, win_probability_from(draws.p, group.start) * q)
