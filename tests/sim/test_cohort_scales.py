@@ -220,14 +220,14 @@ def test_the_questions_of_one_view_share_the_start_stage_rows() -> None:
     model = MODELS["calibrated-like"]
     batch = model.with_new_leads(0)
     scales = trial_draws(model, 3, 0, 300).time_scale
-    cohort_scales.start_rows.cache_clear()
+    cohort_scales.kept_rows.cache_clear()
     first = cohort_scales.in_horizon_by_trial(model, groups(model), scales)
-    computed = cohort_scales.start_rows.cache_info()
+    computed = cohort_scales.kept_rows.cache_info()
     assert computed.hits == 0
     assert computed.misses == len(groups(model))
     second = cohort_scales.in_horizon_by_trial(batch, groups(batch), scales)
-    assert cohort_scales.start_rows.cache_info().hits == len(groups(batch))
-    cohort_scales.start_rows.cache_clear()
+    assert cohort_scales.kept_rows.cache_info().hits == len(groups(batch))
+    cohort_scales.kept_rows.cache_clear()
     afresh = cohort_scales.in_horizon_by_trial(batch, groups(batch), scales)
     assert np.array_equal(second, afresh)
     assert np.array_equal(first[:, 1:], second[:, 1:])  # the open cohorts' q, whatever the new leads
@@ -237,10 +237,10 @@ def test_the_blocks_of_a_question_share_the_start_stage_rows() -> None:
     # The nodes span ± SPREAD_SDS sds of log(scale), not the block's extremes: a second block reads
     # every group's rows the first computed.
     model = MODELS["calibrated-like"]
-    cohort_scales.start_rows.cache_clear()
+    cohort_scales.kept_rows.cache_clear()
     cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 0, 300).time_scale)
     cohort_scales.in_horizon_by_trial(model, groups(model), trial_draws(model, 3, 1, 300).time_scale)
-    assert cohort_scales.start_rows.cache_info().hits == len(groups(model))
+    assert cohort_scales.kept_rows.cache_info().hits == len(groups(model))
 
 
 @pytest.mark.parametrize("name", ["calibrated-like", "all-uncertain", "batch-uncertain"])
@@ -259,3 +259,33 @@ def test_one_inverse_for_all_groups_draws_what_each_group_drew(name: str) -> Non
         gained = vectorized._group_revenue(model, 6, 1, draws, index, group, inside[:, index])
         assert np.array_equal(gained, revenue)
     assert inside.sum() > 0
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fan_probabilities_equal_the_group_by_group_reference(name: str) -> None:
+    model = MODELS[name]
+    days = fan_days(model)
+    found = cohort_scales.fan_probabilities(model, groups(model), days)
+    expected = cohort_scales.fan_probabilities_reference(model, groups(model), days)
+    assert [a is None for a in found] == [b is None for b in expected]
+    for a, b in zip(found, expected, strict=True):
+        assert (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+    assert any(a is not None and a[-1] > 0 for a in found)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_start_rows_computed_together_equal_each_group_s_alone(name: str) -> None:
+    model = MODELS[name]
+    scales = trial_draws(model, 2, 0, 300).time_scale
+    cohort_scales.kept_rows.cache_clear()
+    for start, stage in enumerate(model.stages):
+        ages = [group.age_days if group.existing else 0.0 for group in groups(model) if group.start == start]
+        ages += [0.0, 1e-3, 400.0]  # new leads, barely in, far beyond the stage's usual time
+        low, high = cohort_scales.node_range(stage.time_uncertainty, np.log(scales[:, start]))
+        law = stage.time_in_stage
+        together = cohort_scales.start_rows(law, ages, model.horizon_days, low, high)
+        for age, (at, rows) in zip(ages, together, strict=True):
+            alone = cohort_scales.start_rows_reference(law, age, model.horizon_days, low, high)
+            assert np.array_equal(at, alone[0])
+            assert np.array_equal(rows, alone[1])
+    cohort_scales.kept_rows.cache_clear()

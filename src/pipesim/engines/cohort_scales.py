@@ -20,6 +20,8 @@ once:
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
 
@@ -113,19 +115,102 @@ def node_range(sd: float, log_s: Array) -> tuple[float, float]:
 
 START_ROWS_KEPT = 2048  # groups' start-stage rows kept per process (a few KiB to ~50 KiB each)
 
+RowsKey = tuple[Any, float, float, float, float]  # law (a Distribution), age, horizon, low, high
 
-@functools.lru_cache(maxsize=START_ROWS_KEPT)
+
+class _KeptRows:
+    """Start-stage rows by group, least recently used dropped first; counts hits and misses like
+    ``functools.lru_cache`` (tests read them)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[Hashable, tuple[Array, Array]] = OrderedDict()
+        self._hits = self._misses = 0
+        self._lock = threading.Lock()  # blocks may run on threads of one process
+
+    def get(self, key: Hashable) -> tuple[Array, Array] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+            self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, value: tuple[Array, Array]) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def cache_info(self) -> Any:  # functools' _CacheInfo
+        return functools._CacheInfo(self._hits, self._misses, self._size, len(self._entries))
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._hits = self._misses = 0
+
+
+kept_rows = _KeptRows(START_ROWS_KEPT)
+
+
 def start_rows(
+    law: Any, ages: Sequence[float], horizon: float, low: float, high: float
+) -> list[tuple[Array, Array]]:  # a Distribution
+    """The start stage's terms of groups of one stage (at their ``ages``) at their Chebyshev nodes over
+    ``[low, high]`` (log scale), kept: the questions of one view (``forecast`` and ``leadsNeeded`` of
+    one model, seed and trials) draw the same scales per block, so the second reads the open cohorts'
+    rows the first computed. The arguments fix the rows, so a kept entry is the same numbers computed
+    again (:func:`start_rows_reference`). The groups not kept are computed together. Callers must not
+    write to them."""
+    keys: list[RowsKey] = [(law, age, horizon, low, high) for age in ages]
+    found: list[tuple[Array, Array] | None] = [kept_rows.get(cast(Hashable, key)) for key in keys]
+    missing = [index for index, entry in enumerate(found) if entry is None]
+    if missing:
+        computed = _interpolated_starts(law, np.array([ages[index] for index in missing]), horizon, low, high)
+        for index, (at, rows) in zip(missing, computed, strict=True):
+            at.flags.writeable = False
+            rows.flags.writeable = False
+            found[index] = (at, rows)
+            kept_rows.put(cast(Hashable, keys[index]), (at, rows))
+    return [entry for entry in found if entry is not None]
+
+
+def start_rows_reference(
     law: Any, age: float, horizon: float, low: float, high: float
 ) -> tuple[Array, Array]:  # a Distribution
-    """The start stage's terms of a group at its Chebyshev nodes over ``[low, high]`` (log scale), kept:
-    the questions of one view (``forecast`` and ``leadsNeeded`` of one model, seed and trials) draw the
-    same scales per block, so the second reads the open cohorts' rows the first computed. The arguments
-    fix the rows, so a kept entry is the same numbers computed again. Callers must not write to them."""
-    at, rows = interpolated_between(functools.partial(start_terms, law, age, horizon), low, high)
-    at.flags.writeable = False
-    rows.flags.writeable = False
-    return at, rows
+    """One group's rows of :func:`start_rows`, computed alone."""
+    return interpolated_between(functools.partial(start_terms, law, age, horizon), low, high)
+
+
+def _interpolated_starts(
+    law: Distribution, ages: Array, horizon: float, low: float, high: float
+) -> list[tuple[Array, Array]]:
+    """:func:`interpolated_between` of each age's :func:`start_terms`, the ages' terms at each node count
+    computed in one call."""
+    if high - low < 1e-12:
+        at = np.array([low])
+        rows = start_terms_of(law, ages, horizon, np.exp(at))
+        return [(at.copy(), rows[index].copy()) for index in range(len(ages))]
+    found: list[tuple[Array, Array]] = [(np.zeros(0), np.zeros(0))] * len(ages)
+    pending = np.arange(len(ages))
+    for count in NODE_COUNTS:
+        at = chebyshev_nodes(low, high, count)
+        check = chebyshev_nodes(low, high, count + 1)
+        weights = barycentric(at, check)
+        rows = start_terms_of(law, ages[pending], horizon, np.exp(at))
+        checked = start_terms_of(law, ages[pending], horizon, np.exp(check))
+        failed = []
+        for row, index in enumerate(pending):
+            found[index] = (at, rows[row].copy())
+            if not np.abs(weights @ rows[row] - checked[row]).max() <= TOLERANCE:
+                failed.append(index)
+        pending = np.array(failed, dtype=np.int64)
+        if not len(pending):
+            break
+    return found
 
 
 def _stage_masses(law: Distribution, scale: Array, horizon: float) -> Array:
@@ -212,6 +297,22 @@ def start_terms(law: Distribution, age: float, horizon: float, scale: Array) -> 
     return rows
 
 
+def start_terms_of(law: Distribution, ages: Array, horizon: float, scale: Array) -> Array:
+    """(len(ages), len(scale), GRID + 1): :func:`start_terms` at each age, in one call for the smooth
+    laws (elementwise the same operations)."""
+    if not isinstance(law, SMOOTH):
+        return np.stack([start_terms(law, float(age), horizon, scale) for age in ages]).reshape(
+            len(ages), len(scale), GRID + 1
+        )
+    grid = np.linspace(0.0, horizon, GRID + 1)
+    ends = (ages[:, None] + horizon - grid[None, :])[:, None, :] / scale[None, :, None]
+    start = log_survival(law, ages[:, None] / scale[None, :])[:, :, None]
+    with np.errstate(invalid="ignore"):
+        rows = -np.expm1(log_survival(law, ends) - start)
+    rows = np.where(np.isfinite(start), rows, 1.0)  # older than any time allowed: ends now
+    return np.asarray(np.clip(np.nan_to_num(rows, nan=1.0), 0.0, 1.0), dtype=np.float64)
+
+
 def chebyshev_nodes(low: float, high: float, count: int) -> Array:
     k = np.arange(count)
     return np.asarray((low + high) / 2 + (high - low) / 2 * np.cos(np.pi * (2 * k + 1) / (2 * count)))
@@ -248,14 +349,11 @@ def in_horizon_by_trial(
         # The start stage's terms of every group here at the nodes, stacked for one product per mass.
         # The nodes depend only on their count (the range is the stage's), so the trials' barycentric
         # weights are computed once per count, not per group.
-        members, blocks, weights = [], [], []
+        members = [index for index, group in enumerate(groups) if group.start == start]
+        ages = [_age(groups[index]) for index in members]
+        blocks, weights = [], []
         by_count: dict[int, Array] = {}
-        for index, group in enumerate(groups):
-            if group.start != start:
-                continue
-            age = group.age_days if group.existing else 0.0
-            at, rows = start_rows(cast(Hashable, law), age, horizon, low, high)
-            members.append(index)
+        for at, rows in start_rows(cast(Hashable, law), ages, horizon, low, high):
             blocks.append(rows)
             if len(at) not in by_count:
                 by_count[len(at)] = np.ones((1, 1)) if len(at) == 1 else barycentric(at, log_s)
@@ -276,7 +374,46 @@ def in_horizon_by_trial(
 def fan_probabilities(model: Model, groups: Sequence[Group], days: Array) -> list[Array | None]:
     """Per group, P(finish ≤ d) at each of ``days`` for a winner at scales of 1 on this grid — the weekly
     shares of the fan chart, which the path with time scales reads at the median scale — or ``None``
-    where the start stage's law is not one of :data:`SMOOTH` (then the fine grid's)."""
+    where the start stage's law is not one of :data:`SMOOTH` (then the fine grid's). The groups of one
+    start stage share one call of the law's survival function, at the grid points before each day only
+    (the terms after it are nil): the same numbers as :func:`fan_probabilities_reference`."""
+    horizon = model.horizon_days
+    later = later_masses(model, np.ones((1, len(model.stages))))
+    grid = np.linspace(0.0, horizon, GRID + 1)
+    slack = days[:, None] - grid[None, :]
+    before = slack >= 0
+    ahead = slack[before]
+    found: list[Array | None] = [None] * len(groups)
+    for start in sorted({group.start for group in groups}):
+        law = model.stages[start].time_in_stage
+        if not isinstance(law, SMOOTH):
+            continue
+        members = [index for index, group in enumerate(groups) if group.start == start]
+        ages = np.array([_age(groups[index]) for index in members])
+        starts = log_survival(law, ages)
+        with np.errstate(invalid="ignore"):
+            values = -np.expm1(log_survival(law, ages[:, None] + ahead[None, :]) - starts[:, None])
+        values = np.nan_to_num(values, nan=1.0)
+        for row, index in enumerate(members):
+            mass = later[start]
+            arrival = _arrival_masses(model, groups[index])
+            if arrival is not None:
+                mass = _convolve(mass, arrival)
+            terms = np.zeros(slack.shape)
+            if np.isfinite(starts[row]):
+                terms[before] = values[row]
+            else:
+                terms[before] = 1.0
+            found[index] = np.maximum.accumulate(np.clip(mass[0] @ terms.T, 0, 1))
+    return found
+
+
+def _age(group: Group) -> float:
+    return group.age_days if group.existing else 0.0
+
+
+def fan_probabilities_reference(model: Model, groups: Sequence[Group], days: Array) -> list[Array | None]:
+    """:func:`fan_probabilities` group by group, at every grid point."""
     horizon = model.horizon_days
     later = later_masses(model, np.ones((1, len(model.stages))))
     grid = np.linspace(0.0, horizon, GRID + 1)

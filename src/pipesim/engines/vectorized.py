@@ -18,6 +18,7 @@ trial, each chunk its own stream, so base and variant share every chunk they bot
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -160,7 +161,7 @@ def simulate_cohorts(
     if _time_scaled(model):
         q_by_trial = _q_by_trial(model, all_groups, draws.time_scale, leads_of[0], existing is None)
         if fan:  # the weekly shares on the same grid, not afresh on the fine one for each new age
-            finished = cohort_scales.fan_probabilities(model, all_groups, days)
+            finished = list(_fan_probabilities(model))
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
     by_day = np.zeros((trials, len(days)))
@@ -191,6 +192,25 @@ def simulate_cohorts(
         wait_days=np.zeros(trials),
         revenue_by_day=by_day,
     )
+
+
+def _fan_probabilities(model: Model) -> tuple[Array | None, ...]:
+    """:func:`pipesim.engines.cohort_scales.fan_probabilities` of every group, the same in each block of
+    a question (the shares at scales of 1): computed once per model, or each time for a model with a
+    part that cannot be hashed."""
+    try:
+        return _fan_probabilities_kept(model)
+    except TypeError:
+        return tuple(cohort_scales.fan_probabilities(model, groups(model), fan_days(model)))
+
+
+@functools.lru_cache(maxsize=4)
+def _fan_probabilities_kept(model: Model) -> tuple[Array | None, ...]:
+    found = cohort_scales.fan_probabilities(model, groups(model), fan_days(model))
+    for shares in found:
+        if shares is not None:
+            shares.flags.writeable = False  # shared by later blocks
+    return tuple(found)
 
 
 def _q_by_trial(
