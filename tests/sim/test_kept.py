@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipesim import Arrivals, Model
-from pipesim.engines import kept, vectorized
+from pipesim.engines import common, kept, vectorized
 from pipesim.engines.common import Outcomes
 
 from .test_cohort_scales import MODELS
@@ -67,3 +67,22 @@ def test_another_seed_block_or_cohort_is_not_read_from_the_kept() -> None:
         vectorized.simulate_cohorts(changed, seed, block, 200)
     assert kept.counts()[0] == hits
     assert older != model
+
+
+def test_beta_conversions_are_kept_while_the_open_leads_age() -> None:
+    # A model calibrated again a moment later: every cohort a little older, the stages' counts the same.
+    model = MODELS["calibrated-like"]
+    older = replace(model, open_leads=tuple(replace(c, age_days=c.age_days + 0.01) for c in model.open_leads))
+    common._conversions_kept.clear()
+    first = common.trial_draws(model, 5, 1, 300)
+    kept_now = len(common._conversions_kept)
+    assert kept_now == len(model.stages)  # every stage's conversion is a Beta law here
+    second = common.trial_draws(older, 5, 1, 300)
+    assert len(common._conversions_kept) == kept_now  # read, not computed again
+    assert np.array_equal(first.p, second.p)
+    u = common.stream(5, 1, common.TRIAL).random((300, len(model.stages) + 1 + len(model.open_leads)))
+    afresh = np.column_stack([stage.conversion.ppf(u[:, i]) for i, stage in enumerate(model.stages)])
+    assert np.array_equal(second.p, afresh)
+    other = common.trial_draws(model, 5, 2, 300)  # another block: other uniforms, computed
+    assert len(common._conversions_kept) == 2 * kept_now
+    assert not np.array_equal(other.p, first.p)

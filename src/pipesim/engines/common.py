@@ -23,13 +23,16 @@ second. An open-lead cohort keeps the segment it names.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from pipesim.arrival_profile import expected_count
-from pipesim.distributions import Array, Distribution, Exponential, Fixed
+from pipesim.distributions import Array, BetaProbability, Conversion, Distribution, Exponential, Fixed
 from pipesim.spec import Model
 
 # Purposes of the streams, the second element of every spawn key.
@@ -109,7 +112,7 @@ def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
     u = stream(seed, block, TRIAL).random((trials, n_stages + n_groups))
     p = np.empty((trials, n_stages))
     for index, stage in enumerate(model.stages):
-        p[:, index] = stage.conversion.ppf(u[:, index])
+        p[:, index] = _conversions(stage.conversion, u, index, (seed, block, trials, u.shape[1], index))
     time_scale, deal_scale, rate_scale = _parameter_scales(model, seed, block, trials)
     if model.arrivals.kind == "batch":
         new_leads = np.full(trials, model.arrivals.count, dtype=np.int64)
@@ -134,6 +137,33 @@ def trial_draws(model: Model, seed: int, block: int, trials: int) -> TrialDraws:
         deal_scale=deal_scale,
         p_segments=p_segments,
     )
+
+
+CONVERSIONS_KEPT = 64  # stages' per-trial Beta conversions kept per process (8 KiB a block of 1,000)
+_conversions_kept: OrderedDict[Hashable, Array] = OrderedDict()
+_conversions_lock = threading.Lock()  # blocks may run on threads of one process
+
+
+def _conversions(conversion: Conversion, u: Array, index: int, where: tuple[int, ...]) -> Array:
+    """A stage's per-trial conversions, ``conversion.ppf(u[:, index])``, kept for a Beta law: its inverse
+    (``betaincinv`` at the counts of a large history) costs microseconds a trial, and a model calibrated
+    again while its open leads age keeps its stages' counts — and, at the same seed, trials and number
+    of cohorts (``where``: seed, block, trials, columns of ``u``, stage), the same uniforms."""
+    if not isinstance(conversion, BetaProbability):
+        return np.asarray(conversion.ppf(u[:, index]), dtype=np.float64)
+    key = (conversion, *where)
+    with _conversions_lock:
+        found = _conversions_kept.get(key)
+        if found is not None:
+            _conversions_kept.move_to_end(key)
+            return found
+    found = conversion.ppf(u[:, index])
+    found.flags.writeable = False
+    with _conversions_lock:
+        _conversions_kept[key] = found
+        while len(_conversions_kept) > CONVERSIONS_KEPT:
+            _conversions_kept.popitem(last=False)
+    return found
 
 
 def pick_segment(weights: Array, u: Array) -> NDArray[np.int64]:
