@@ -1,6 +1,7 @@
 """Simulation engine benchmark: ratios measured in the same run, plus the target timings.
 
     python scripts/bench_sim.py [--trials 10000] [--des-trials 100] [--capacity-only]
+    python scripts/bench_sim.py --models FILE [--repeat 5]
 
 Prints: vectorised vs SimPy-engine trials/s (target >= 1000x), the SimPy engine vs a bare SimPy model of
 the same flow (target >= 0.8x), a 10,000-trial forecast of 1,000 leads (target <= 0.2 s), a leads-needed
@@ -13,12 +14,21 @@ run (information: the issue's "300x" was 588 s for 10,000 SimPy trials when it w
 2 s target); and a paired compare with one rep added at 2,000 trials — what ``whatIf`` with
 ``repsDelta`` runs (target <= 1 s; scripts/bench_whatif.py times it over HTTP). Load averages are
 printed before and after.
+
+``--models FILE`` times only the forecast view's simulation on calibrated models: FILE holds a pickled
+list of ``Model`` s, calibrations of one pipeline a moment apart (each a little different: its leads have
+aged). Per model, medians of ``--repeat`` runs of ``forecast(model, 2000, 0, goal=500,000)``: cold with
+nothing kept (every process-level cache emptied first), cold after the previous model's forecast (what a
+server sees after a write: the parts of the model that did not change are kept), warm (the same model
+again), and ``leads_needed`` after the model's forecast (the view's second question).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import pickle
 import statistics
 import time
 from collections.abc import Callable
@@ -44,6 +54,7 @@ from pipesim import (
     leads_needed,
     simulate,
 )
+from pipesim.engines import cohort_scales, cohorts, common, kept, vectorized
 from pipesim.spec import load_model
 
 CONVERSIONS = (0.5, 0.6, 0.5, 0.4, 0.5)
@@ -138,6 +149,61 @@ def capacity_rows(des_trials: int) -> None:
     print(f"load average {', '.join(f'{value:.2f}' for value in os.getloadavg())}")
 
 
+def forget_kept() -> None:
+    """Empties every process-level cache of the cohort path: the next question runs cold."""
+    for module in (cohorts, cohort_scales, vectorized):
+        for value in vars(module).values():
+            if callable(getattr(value, "cache_clear", None)) and not isinstance(value, type):
+                value.cache_clear()
+    kept.clear()
+    common.clear_kept_conversions()
+
+
+def median_wall(repeat: int, before: Callable[[], Any], action: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(repeat):
+        before()
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def calibrated_rows(path: Path, repeat: int) -> None:
+    with path.open("rb") as file:
+        models: list[Model] = pickle.load(file)
+    print(f"load average {', '.join(f'{value:.2f}' for value in os.getloadavg())}")
+    forecast(models[0], 2000, 0, goal=500_000.0)  # imports
+    for index, model in enumerate(models):
+
+        def ask(model: Model = model) -> None:
+            forecast(model, 2000, 0, goal=500_000.0)
+
+        def after_previous(previous: Model = models[index - 1]) -> None:
+            forget_kept()
+            forecast(previous, 2000, 0, goal=500_000.0)
+
+        def view_second(model: Model = model) -> None:
+            leads_needed(model.with_new_leads(0), 2_000_000.0, 0.9, 2000, 0)
+
+        def no_op() -> None:
+            pass
+
+        def forecast_cold(ask: Callable[[], None] = ask) -> None:
+            forget_kept()
+            ask()
+
+        cold = median_wall(repeat, forget_kept, ask)
+        after = median_wall(repeat, after_previous, ask) if index > 0 else math.nan
+        warm = median_wall(repeat, no_op, ask)
+        second = median_wall(repeat, forecast_cold, view_second)
+        print(
+            f"model {index}: forecast cold {cold:6.3f} s  after the previous {after:6.3f} s  "
+            f"warm {warm:6.3f} s   leads_needed after it {second:6.3f} s"
+        )
+    print(f"load average {', '.join(f'{value:.2f}' for value in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,7 +211,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000, help="vectorised trials (default 10000)")
     parser.add_argument("--des-trials", type=int, default=100, help="SimPy trials (default 100)")
     parser.add_argument("--capacity-only", action="store_true", help="only the capacity rows")
+    parser.add_argument("--models", type=Path, help="pickled list of calibrated Models: only their rows")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure with --models (default 5)")
     args = parser.parse_args()
+    if args.models is not None:
+        calibrated_rows(args.models, args.repeat)
+        return
     capacity_rows(min(args.des_trials, 30))
     if args.capacity_only:
         return

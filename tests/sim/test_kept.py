@@ -73,7 +73,7 @@ def test_beta_conversions_are_kept_while_the_open_leads_age() -> None:
     # A model calibrated again a moment later: every cohort a little older, the stages' counts the same.
     model = MODELS["calibrated-like"]
     older = replace(model, open_leads=tuple(replace(c, age_days=c.age_days + 0.01) for c in model.open_leads))
-    common._conversions_kept.clear()
+    common.clear_kept_conversions()
     first = common.trial_draws(model, 5, 1, 300)
     kept_now = len(common._conversions_kept)
     assert kept_now == len(model.stages)  # every stage's conversion is a Beta law here

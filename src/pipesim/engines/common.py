@@ -166,6 +166,11 @@ def _conversions(conversion: Conversion, u: Array, index: int, where: tuple[int,
     return found
 
 
+def clear_kept_conversions() -> None:
+    with _conversions_lock:
+        _conversions_kept.clear()
+
+
 def pick_segment(weights: Array, u: Array) -> NDArray[np.int64]:
     """Per row, the segment whose share of ``weights`` (rows × segments, not normalised) ``u`` falls in."""
     cumulative = np.cumsum(weights, axis=1)
