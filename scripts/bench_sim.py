@@ -17,16 +17,16 @@ printed before and after.
 
 ``--models FILE`` times only the forecast view's simulation on calibrated models: FILE holds a pickled
 list of ``Model`` s, calibrations of one pipeline a moment apart (each a little different: its leads have
-aged). Per model, medians of ``--repeat`` runs of ``forecast(model, 2000, 0, goal=500,000)``: cold with
-nothing kept (every process-level cache emptied first), cold after the previous model's forecast (what a
-server sees after a write: the parts of the model that did not change are kept), warm (the same model
-again), and ``leads_needed`` after the model's forecast (the view's second question).
+aged). Per model, median wall and CPU seconds of ``--repeat`` runs of
+``forecast(model, 2000, 0, goal=500,000)``: cold with nothing kept (every process-level cache emptied
+first), cold after the previous model's forecast (what a server sees after a write: the parts of the
+model that did not change are kept), warm (the same model again), and ``leads_needed`` after the
+model's forecast (the view's second question).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pickle
 import statistics
@@ -159,14 +159,14 @@ def forget_kept() -> None:
     common.clear_kept_conversions()
 
 
-def median_wall(repeat: int, before: Callable[[], Any], action: Callable[[], Any]) -> float:
-    times = []
+def median_timed(repeat: int, before: Callable[[], Any], action: Callable[[], Any]) -> str:
+    """Median wall and CPU seconds of ``action``, each run after ``before``."""
+    runs = []
     for _ in range(repeat):
         before()
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        runs.append(cpu_and_wall(action))
+    cpu, wall = statistics.median(c for c, _ in runs), statistics.median(w for _, w in runs)
+    return f"{wall:6.3f} s ({cpu:.3f} CPU)"
 
 
 def calibrated_rows(path: Path, repeat: int) -> None:
@@ -193,13 +193,13 @@ def calibrated_rows(path: Path, repeat: int) -> None:
             forget_kept()
             ask()
 
-        cold = median_wall(repeat, forget_kept, ask)
-        after = median_wall(repeat, after_previous, ask) if index > 0 else math.nan
-        warm = median_wall(repeat, no_op, ask)
-        second = median_wall(repeat, forecast_cold, view_second)
+        cold = median_timed(repeat, forget_kept, ask)
+        after = median_timed(repeat, after_previous, ask) if index > 0 else "-"
+        warm = median_timed(repeat, no_op, ask)
+        second = median_timed(repeat, forecast_cold, view_second)
         print(
-            f"model {index}: forecast cold {cold:6.3f} s  after the previous {after:6.3f} s  "
-            f"warm {warm:6.3f} s   leads_needed after it {second:6.3f} s"
+            f"model {index}: forecast cold {cold}, after the previous {after}, warm {warm}; "
+            f"leads_needed after it {second}"
         )
     print(f"load average {', '.join(f'{value:.2f}' for value in os.getloadavg())}")
 
