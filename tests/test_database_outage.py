@@ -130,12 +130,12 @@ async def test_database_outage_under_load(postgres_url: str, tmp_path: Path) -> 
     with (
         TcpProxy.to(postgres_url) as (proxy, proxied_url),
         running_server(
-                proxied_url,
-                tmp_path,
-                args=["--workers", "2"],
-                name="outage",
-                env={"PIPEGRAPH_COST_BUDGET": "0"},  # the clients send as fast as answers come
-            ) as server,
+            proxied_url,
+            tmp_path,
+            args=["--workers", "2"],
+            name="outage",
+            env={"PIPEGRAPH_COST_BUDGET": "0"},  # the clients send as fast as answers come
+        ) as server,
     ):
         load = Load(server.graphql_url, seed.key, seed.pipeline_id)
         clients = [asyncio.create_task(load.client(n)) for n in range(CLIENTS)]

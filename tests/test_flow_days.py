@@ -24,9 +24,10 @@ from metrics_fixture import END, START, load
 from metrics_fixture import NOW as FIXTURE_NOW
 from pipegraph import demo
 from pipegraph.db import flow_days, migrate
-from pipegraph.db.models import Pipeline, StageFlowDay, whole_days_text
+from pipegraph.db.models import Pipeline, StageExitTotal, StageFlowDay, whole_days_text
 from pipegraph.db.session import Store
 from pipegraph.services import leads, pipelines
+from pipegraph.services.forecasting import fast
 from pipegraph.services.metrics import pipeline_metrics
 from test_stays import run_commands
 
@@ -49,6 +50,32 @@ async def _rebuilt(store: Store) -> dict[Key, tuple[int, float]]:
     return await _totals(store)
 
 
+async def _assert_exit_totals_kept(store: Store) -> int:
+    """``stage_exit_totals`` (kept by triggers) equal the daily exit rows summed over all days, the
+    reading calibration used before them; returns how many stays ended."""
+    async with store.read() as session:
+        pipeline_ids = (await session.execute(select(Pipeline.id))).scalars().all()
+        ended = 0
+        for pipeline_id in pipeline_ids:
+            kept = {
+                tuple(row[:4]): (row.n, row.seconds) for row in await fast.exits_to_date(session, pipeline_id)
+            }
+            summed = {
+                tuple(row[:4]): (row.n, row.seconds)
+                for row in await fast.exits_from_days(session, pipeline_id)
+            }
+            assert kept.keys() == summed.keys(), pipeline_id
+            for key, (n, seconds) in summed.items():
+                assert kept[key][0] == n, key
+                assert kept[key][1] == pytest.approx(seconds, rel=1e-12, abs=1e-6), key
+            ended += sum(n for n, _ in summed.values())
+        orphans = await session.execute(
+            select(StageExitTotal.pipeline_id).where(StageExitTotal.pipeline_id.not_in(pipeline_ids))
+        )
+        assert orphans.all() == []
+    return ended
+
+
 def _assert_same_totals(found: dict[Key, tuple[int, float]], expected: dict[Key, tuple[int, float]]) -> None:
     assert found.keys() == expected.keys()
     for key, (n, seconds) in expected.items():
@@ -61,7 +88,9 @@ async def test_every_service_command_keeps_the_totals_equal_to_a_rebuild(store: 
     async for name in run_commands(store):
         written = await _totals(store)
         assert written, name
+        await _assert_exit_totals_kept(store)
         _assert_same_totals(written, await _rebuilt(store))
+        await _assert_exit_totals_kept(store)
     kinds = Counter(key[2] for key in written)
     assert kinds[flow_days.EXIT]
     assert kinds[flow_days.ENTRY]
@@ -73,10 +102,38 @@ async def test_loader_and_migration_write_the_totals_of_the_stays(store: Store) 
     )
     loaded = await _totals(store)
     assert sum(n for (_, _, kind, *_), (n, _) in loaded.items() if kind == flow_days.ENTRY) > 400
+    assert await _assert_exit_totals_kept(store) > 400
     _assert_same_totals(loaded, await _rebuilt(store))
     await migrate.downgrade(store.engine, "0007")
     await migrate.upgrade(store.engine)
     _assert_same_totals(await _totals(store), loaded)
+    assert await _assert_exit_totals_kept(store) > 400  # the migration's backfill
+
+
+async def test_exit_totals_follow_a_pipeline_deleted_with_its_rows(store: Store) -> None:
+    """The daily rows of a deleted pipeline go by cascade; its totals go with it and the other
+    pipelines' stay as they were."""
+    await demo.load_synthetic(
+        store, leads=200, seed=3, reps=3, activities_per_lead=0, now=datetime(2025, 6, 1, tzinfo=UTC)
+    )
+    async with store.write() as session:
+        other = await pipelines.create_pipeline(session, name="Other", template="GENERAL_B2B", actor=None)
+        stages = [s.id for s in await pipelines.current_stages(session, other.id)]
+        lead = await leads.create_lead(session, pipeline_id=other.id, title="one", value=100, actor=None)
+    async with store.write() as session:
+        await leads.move_lead(
+            session, lead_id=lead.id, to_stage_id=stages[1], expected_version=None, actor=None
+        )
+    before = await _assert_exit_totals_kept(store)
+    async with store.write() as session:
+        first = (await session.execute(select(Pipeline.id).order_by(Pipeline.id))).scalars().first()
+        await session.execute(text("DELETE FROM pipelines WHERE id = :id"), {"id": first})
+    after = await _assert_exit_totals_kept(store)
+    assert 1 <= after < before
+    async with store.read() as session:
+        kept = (await session.execute(select(StageExitTotal.pipeline_id).distinct())).scalars().all()
+    assert first not in kept
+    assert other.id in kept
 
 
 def _assert_same_figures(found: Any, expected: Any, path: str = "metrics") -> None:
@@ -201,6 +258,7 @@ async def test_concurrent_moves_through_the_same_days_totals_neither_deadlock_no
     entries = sum(n for key, (n, _) in totals.items() if key[2] == flow_days.ENTRY)
     assert entries == 16 * 5
     _assert_same_totals(totals, await _rebuilt(store))
+    assert await _assert_exit_totals_kept(store) == 16 * 4
 
 
 async def test_whole_days_agree_between_python_and_each_backend(store: Store) -> None:

@@ -387,6 +387,22 @@ class StageFlowDay(Base):
     seconds_sum: Mapped[float] = mapped_column(Double)
 
 
+class StageExitTotal(Base):
+    """Every stay of a pipeline that ended, by stage, status and where it went: the exit rows of
+    ``stage_flow_days`` summed over all days, kept by that table's triggers (migration 0016)."""
+
+    __tablename__ = "stage_exit_totals"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    stage_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    next_stage_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    next_status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    seconds_sum: Mapped[float] = mapped_column(Double)
+
+
 class Activity(Base):
     __tablename__ = "activities"
 

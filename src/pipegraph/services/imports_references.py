@@ -10,11 +10,12 @@ itself writes. So, when the connection's role may set ``session_replication_role
   so none can be deleted (or its key changed) until the import commits, and
 - it refuses the import when any of them is gone, as a foreign-key violation would;
 
-and then, only for its own inserts, sets ``session_replication_role`` to ``replica`` (no triggers
-fire), restoring the previous value before anything else runs in the transaction. The setting is
-transaction-local (``set_config(…, true)``), so a failed import leaves the connection as it was.
-Other triggers on these tables would be skipped too: there are none (``tests/test_imports_bulk.py``
-checks the schema has only foreign-key triggers there).
+and then, only for its own inserts, sets ``session_replication_role`` to ``replica`` (no ordinary
+trigger fires), restoring the previous value before anything else runs in the transaction. The setting
+is transaction-local (``set_config(…, true)``), so a failed import leaves the connection as it was.
+Other triggers on these tables would be skipped too, so the one other there, which keeps the exit
+totals to date from the daily totals, is enabled ``ALWAYS`` (``tests/test_imports_bulk.py`` checks the
+schema has no other).
 """
 
 from __future__ import annotations

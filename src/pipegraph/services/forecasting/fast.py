@@ -4,8 +4,9 @@
 window function: seconds at 100,000 leads, growing with the history. As of *now* (no history after the
 cut-off), the same sums are kept already:
 
-- ended stays: the daily exit totals (``stage_flow_days``, kind ``X``) per stage and where the stays
-  went, summed in the database over the pipeline's rows (a few per stage and day, not one per stay);
+- ended stays: the exit totals to date per stage and where the stays went (``stage_exit_totals``, the
+  daily exit rows of ``stage_flow_days`` summed over all days by that table's triggers; a few rows per
+  stage, not one per stage and day, nor one per stay);
 - stays still running: the open leads (``ix_leads_pipeline_status_stage_entered``), each with the start
   of its current stay, the latest ``entered_at`` of its stays (one index probe a lead; the lead's
   ``stage_entered_at`` would not do: a reopen into the same stage starts a stay but keeps it);
@@ -32,7 +33,7 @@ from sqlalchemy import Float, Select, cast, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.flow_days import EXIT
-from pipegraph.db.models import Lead, LeadStatus, Stage, StageFlowDay, StageStay
+from pipegraph.db.models import Lead, LeadStatus, Stage, StageExitTotal, StageFlowDay, StageStay
 from pipegraph.db.types import utcnow
 from pipegraph.services.forecasting.calibration import (
     DEFAULT_WINDOW_DAYS,
@@ -60,8 +61,18 @@ class Outcome(NamedTuple):
     days: float
 
 
-async def _exits(session: AsyncSession, pipeline_id: int) -> list[Any]:
-    """Ended stays by stage, status and where they went: count and seconds, summed in the database."""
+async def exits_to_date(session: AsyncSession, pipeline_id: int) -> list[Any]:
+    """Ended stays by stage, status and where they went: count and seconds, as kept to date
+    (``stage_exit_totals``, a few rows a stage)."""
+    t = StageExitTotal
+    statement = select(
+        t.status, t.stage_id, t.next_stage_id, t.next_status, t.n, cast(t.seconds_sum, Float).label("seconds")
+    ).where(t.pipeline_id == pipeline_id, t.n != 0)  # rows whose count fell back to zero stay
+    return list((await session.execute(statement)).all())
+
+
+async def exits_from_days(session: AsyncSession, pipeline_id: int) -> list[Any]:
+    """The reference for :func:`exits_to_date`: the daily exit rows of every day, summed in the database."""
     f = StageFlowDay
     statement = (
         select(
@@ -227,7 +238,7 @@ async def read_now(
 ) -> HistoryReads:
     """What ``calibration.read_history`` reads, for an ``as_of`` at or after the last history row."""
     position, counted = await _positions(session, pipeline_id)
-    exits = await _exits(session, pipeline_id)
+    exits = await exits_to_date(session, pipeline_id)
     outcomes = [_outcome(row, position) for row in exits if row.status == _OPEN and row.stage_id in counted]
     cohorts = await _open_cohorts(session, dialect, pipeline_id, as_of)
     open_by_stage: dict[int, tuple[int, float]] = defaultdict(lambda: (0, 0.0))
