@@ -3,7 +3,9 @@
 Prepares a PostgreSQL database (by default ``pipegraph_bench_peer`` on the local server, created if
 missing): pipegraph's migrations (``pipegraph db upgrade``), ``--leads`` synthetic leads
 (``pipegraph.demo.load_synthetic``, seed 7, half an activity per lead) and ``VACUUM ANALYZE``; a database
-already loaded with the same size and seed is reused (the load is recorded in its comment). Installs
+already loaded with the same size and seed is reused (the load is recorded in its comment), and
+vacuumed again before each write query's runs, so dead rows of earlier runs (autovacuum may be off) do
+not slow the later ones. Installs
 PostGraphile 5 and Node 22 from npm into ``--cache-dir`` once (Node 20 lacks ``Promise.withResolvers``,
 which PostGraphile 5 needs, so the npm ``node@22`` package supplies the runtime), writes a preset there
 (amber, the ``public`` schema, a pool of ``--pool-size`` connections) and starts both servers:
@@ -682,6 +684,8 @@ class Bench:
         for query in queries:
             for count in connections:
                 print(f"\n{query}, {count} connections")
+                if query in WRITES:
+                    asyncio.run(_vacuum(self.database_url))
                 if warmup > 0:
                     for name in SERVERS:
                         self.measure(name, query, count, warmup, 0)
@@ -693,6 +697,16 @@ class Bench:
                 print_summary(group)
                 groups.append(group)
         return groups
+
+
+async def _vacuum(url: str) -> None:
+    """Clear what earlier write runs left (autovacuum may be off or behind): every write run starts from
+    tables without dead rows, whichever server and round it follows."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
 
 
 def refusal_summary(refusals: Sequence[str]) -> str:

@@ -343,6 +343,14 @@ class StageStay(Base):
 
     __table_args__ = (
         Index("ix_stage_stays_lead_entered", "lead_id", "entered_at"),
+        # Each lead's open stay, which every change of stage or status reads and ends: one entry a
+        # lead, however long its history.
+        Index(
+            "ix_stage_stays_open",
+            *("lead_id", "entered_at", "stage_id", "status"),
+            sqlite_where=text("left_at IS NULL"),
+            postgresql_where=text("left_at IS NULL"),
+        ),
         # Covering, for the metrics' two aggregates: stays that started in a window and stays that
         # ended in it. The grouping columns lead and the time range follows, so with the stages and
         # statuses listed in the query each group is one index range read in order: no sort.
