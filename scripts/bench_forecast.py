@@ -144,7 +144,7 @@ def _engine_alone(model: pipesim.Model, figures: dict[str, float]) -> None:
 
 
 async def measure(
-    url: str, repeat: int, with_reference: bool = True, workers: int = 1, per_winner: bool = False
+    url: str, repeat: int, with_reference: bool = True, workers: int | None = None, per_winner: bool = False
 ) -> tuple[str, dict[str, float]]:
     store = Store.from_url(url)
     async with store.write() as session:
@@ -177,7 +177,9 @@ async def measure(
     report = (await totals()).report
 
     # "Before" can outlast the default 30 s request limit at 100,000 leads on a busy machine.
-    environ = {"PIPEGRAPH_REQUEST_TIMEOUT": "600", "PIPEGRAPH_SIMULATION_WORKERS": str(workers)}
+    environ = {"PIPEGRAPH_REQUEST_TIMEOUT": "600"}
+    if workers is not None:
+        environ["PIPEGRAPH_SIMULATION_WORKERS"] = str(workers)
     settings = Settings.from_env(environ, database_url=url)
     app = create_app(settings, store=store)
     pool: SimulationPool = app.state.simulations
@@ -211,10 +213,10 @@ async def measure(
             model = (await totals()).model
 
             async def simulate_forecast() -> None:
-                await pool.run(pipesim.forecast, model, 2000, 0, goal=500_000.0)
+                await pool.question(pipesim.forecast, model, 2000, 0, goal=500_000.0)
 
             async def simulate_leads_needed() -> None:
-                await pool.run(pipesim.leads_needed, model.with_new_leads(0), 2_000_000.0, 0.9, 2000, 0)
+                await pool.question(pipesim.leads_needed, model.with_new_leads(0), 2_000_000.0, 0.9, 2000, 0)
 
             figures["simulation, forecast"] = await _median(repeat, simulate_forecast)
             figures["simulation, leadsNeeded"] = await _median(repeat, simulate_leads_needed)
@@ -327,7 +329,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each measure (default 5)")
     parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
     parser.add_argument(
-        "--simulation-workers", type=int, default=1, help="interactive simulation processes (default 1)"
+        "--simulation-workers",
+        type=int,
+        default=None,
+        help="interactive simulation processes (default: the server's, two where there are two cores)",
     )
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference calibration (minutes at 1,000,000)"

@@ -76,6 +76,12 @@ def _parse_seconds(name: str, raw: str) -> float:
     return value
 
 
+def default_simulation_workers() -> int:
+    """Interactive simulation processes unless set: two where there are two cores, so the two blocks of
+    a question at the default trials run side by side."""
+    return min(2, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
@@ -96,7 +102,8 @@ class Settings:
     pool_size: int = 10
     # API processes serving this database (``serve --workers``); more than one needs PostgreSQL.
     workers: int = 1
-    simulation_workers: int = 1
+    # Interactive simulation processes; a question's blocks run side by side in them.
+    simulation_workers: int = field(default_factory=default_simulation_workers)
     dask_scheduler: str | None = None
     # Query limits (see README, "Limits and production mode").
     max_query_cost: int = 1000

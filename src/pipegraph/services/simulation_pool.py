@@ -5,9 +5,13 @@ One :class:`SimulationPool` per application (built in ``create_app``, closed by 
 ``Settings.dask_scheduler`` names a dask.distributed scheduler, that cluster's executor for jobs. All
 are made on first use, so an app that never simulates never starts a process or connects to a cluster.
 
-Interactive questions run whole in one worker (:meth:`SimulationPool.run`). Jobs spread their blocks
-over the executor through :class:`CancellableExecutor`, which remembers its futures so a cancelled job
-withdraws the blocks that have not started.
+Interactive questions are coordinated on a thread of the server and their blocks run in the workers
+(:meth:`SimulationPool.question`), block *b* always in worker *b* mod *n* (:class:`BlockExecutor`): a
+question's blocks run side by side, and what a worker keeps of a block (``pipesim.engines.kept``: the
+open leads' draws, the conversions) serves the same block of the next question of that model, which
+lands in the same worker. Jobs spread their blocks over the executor through
+:class:`CancellableExecutor`, which remembers its futures so a cancelled job withdraws the blocks that
+have not started.
 
 Local workers are *spawned*, not forked: a forked worker would inherit the server's listening socket
 and keep the port after the server is killed with ``kill -9``. Each worker also watches its parent and
@@ -27,6 +31,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from pipegraph.services.forecasting.cache import CalibrationCache
+from pipegraph.settings import default_simulation_workers
 
 T = TypeVar("T")
 PARENT_CHECK_SECONDS = 0.5
@@ -59,28 +64,47 @@ def local_executor(workers: int) -> ProcessPoolExecutor:
 SHARED_RESULTS = 32  # answers kept for repeats of the same question
 
 
+class BlockExecutor(Executor):
+    """One single-process executor per worker; a submitted block runs in worker ``block mod n``.
+
+    ``pipesim.parallel.map_blocks`` submits ``function(model, seed, block, size, **options)``: the
+    block is the third positional argument. Any other call runs in worker 0."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = [local_executor(1) for _ in range(max(workers, 1))]
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        block = args[2] if len(args) >= 4 and isinstance(args[2], int) else 0
+        return self.workers[block % len(self.workers)].submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for worker in self.workers:
+            worker.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 class SimulationPool:
     """Two executors, so a long job never queues an interactive question behind it: ``interactive``
-    (local processes) and ``jobs`` (local processes, or the dask cluster when a scheduler is set)."""
+    (local processes, blocks by number) and ``jobs`` (local processes, or the dask cluster when a
+    scheduler is set)."""
 
-    def __init__(self, *, workers: int = 1, scheduler: str | None = None) -> None:
-        self.workers = max(workers, 1)
+    def __init__(self, *, workers: int | None = None, scheduler: str | None = None) -> None:
+        self.workers = max(default_simulation_workers() if workers is None else workers, 1)
         self.scheduler = scheduler
-        self._interactive: Executor | None = None
+        self._interactive: BlockExecutor | None = None
         self._jobs: Executor | None = None
         self._client: Any = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         # The questions' calibrations as of now, shared while the history stands (``cache``).
         self.calibrations = CalibrationCache()
-        self._shared: OrderedDict[Hashable, asyncio.Future[Any]] = OrderedDict()
+        self._shared_answers: OrderedDict[Hashable, asyncio.Future[Any]] = OrderedDict()
         self.submitted = 0  # interactive runs started, for tests
 
     @property
-    def interactive(self) -> Executor:
+    def interactive(self) -> BlockExecutor:
         with self._lock:
             if self._interactive is None:
-                self._interactive = local_executor(self.workers)
+                self._interactive = BlockExecutor(self.workers)
             return self._interactive
 
     @property
@@ -102,28 +126,48 @@ class SimulationPool:
         future = self.interactive.submit(function, *args, **kwargs)
         return await asyncio.wrap_future(future)
 
+    async def question(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """A pipesim question (a function taking ``executor``) coordinated on a thread, its blocks in the
+        interactive workers by block number."""
+        self.submitted += 1
+        return await asyncio.to_thread(function, *args, executor=self.interactive, **kwargs)
+
     async def run_shared(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """:meth:`run` for a deterministic ``function`` of hashable arguments (a pipesim question: the
         model and the seed fix the answer): a call equal to one in flight or among the last
         ``SHARED_RESULTS`` gets that answer instead of running again (a double click, a repeat view)."""
+        return await self._shared(self.run, function, args, kwargs)
+
+    async def question_shared(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """:meth:`question`, shared as :meth:`run_shared` shares: the blocks run wherever the
+        executor puts them, so the answer is the same."""
+        return await self._shared(self.question, function, args, kwargs)
+
+    async def _shared(
+        self,
+        start: Callable[..., Coroutine[Any, Any, T]],
+        function: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
         key = (function.__module__, function.__qualname__, args, tuple(sorted(kwargs.items())))
         try:
-            found = self._shared.get(key)
+            found = self._shared_answers.get(key)
         except TypeError:  # an argument that cannot be hashed: nothing to share
-            return await self.run(function, *args, **kwargs)
+            return await start(function, *args, **kwargs)
         if found is None:
-            found = asyncio.ensure_future(self.run(function, *args, **kwargs))
-            self._shared[key] = found
+            found = asyncio.ensure_future(start(function, *args, **kwargs))
+            self._shared_answers[key] = found
             found.add_done_callback(lambda done: self._settled(key, done))
-        self._shared.move_to_end(key)
-        while len(self._shared) > SHARED_RESULTS:
-            self._shared.popitem(last=False)
+        self._shared_answers.move_to_end(key)
+        while len(self._shared_answers) > SHARED_RESULTS:
+            self._shared_answers.popitem(last=False)
         result: T = await asyncio.shield(found)  # one caller going away leaves the run to the others
         return result
 
     def _settled(self, key: Hashable, done: asyncio.Future[Any]) -> None:
-        if (done.cancelled() or done.exception() is not None) and self._shared.get(key) is done:
-            del self._shared[key]  # failures are not kept: the next call runs again
+        if (done.cancelled() or done.exception() is not None) and self._shared_answers.get(key) is done:
+            del self._shared_answers[key]  # failures are not kept: the next call runs again
 
     def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a background job on the current loop, keeping a reference until it ends."""

@@ -9,7 +9,7 @@ Three interactive questions, each answered within about a second at the default 
   or reps (common random numbers, so the difference reflects only the change).
 
 As of now (no ``as_of``), the questions take the pool's shared calibration (``cache``,
-read from the kept totals by ``fast``) and share equal simulations (``run_shared``); with
+read from the kept totals by ``fast``) and share equal simulations (``question_shared``); with
 an ``as_of`` they calibrate by the reference reading of the history.
 
 Money crosses this module in cents (``goal_cents``) and leaves in the pipeline currency, as pipesim works.
@@ -170,7 +170,7 @@ async def forecast(
     check_sizes(horizon_days=horizon_days, trials=trials, seed=seed, limit=MAX_INTERACTIVE_TRIALS)
     goal = check_goal(goal_cents, required=False)
     calibration = await _calibrated(session, pool, pipeline_id, horizon_days, as_of, capacity=False)
-    result = await pool.run_shared(pipesim.forecast, calibration.model, trials, seed, goal=goal)
+    result = await pool.question_shared(pipesim.forecast, calibration.model, trials, seed, goal=goal)
     return ForecastAnswer(result, calibration.report)
 
 
@@ -194,7 +194,7 @@ async def leads_needed(
     # New leads as one batch today, on top of the open ones: the arrival rate is what is being chosen.
     model = calibration.model.with_new_leads(0)
     try:
-        answer = await pool.run_shared(pipesim.leads_needed, model, goal, confidence, trials, seed)
+        answer = await pool.question_shared(pipesim.leads_needed, model, goal, confidence, trials, seed)
     except pipesim.QuestionError as error:
         raise ValidationError(str(error).removeprefix("goal: "), field="goal") from None
     return LeadsNeededAnswer(answer, calibration.report, horizon_days=horizon_days)
@@ -331,7 +331,9 @@ async def what_if(
         rows = await session.execute(select(User.id, User.email).where(User.id.in_(leaving)))
         owners = {int(user_id): str(email) for user_id, email in rows.all()}
     variant, described = apply_changes(calibration.model, calibration.report, changes, owners)
-    comparison = await pool.run_shared(pipesim.compare, calibration.model, variant, trials, seed, goal=goal)
+    comparison = await pool.question_shared(
+        pipesim.compare, calibration.model, variant, trials, seed, goal=goal
+    )
     return WhatIfAnswer(comparison, calibration.report, described, horizon_days)
 
 
@@ -368,7 +370,7 @@ async def capacity_plan(
     model = calibration.model
     if model.reps is None:
         raise ValidationError("the pipeline has no active reps with capacity to plan", field="pipelineId")
-    plan = await pool.run_shared(
+    plan = await pool.question_shared(
         pipesim.capacity, model, tuple(range(reps_added + 1)), trials, seed, goal=goal
     )
     return CapacityAnswer(plan, calibration.report, horizon_days, model.reps.reps)
