@@ -28,6 +28,7 @@ from scipy import stats
 from pipesim.arrival_profile import arrival_times
 from pipesim.distributions import Array
 from pipesim.engines import binomial, cohort_scales, cohorts, kept
+from pipesim.engines import fan as fan_chart
 from pipesim.engines.common import (
     COHORTS,
     WINNERS,
@@ -164,7 +165,8 @@ def simulate_cohorts(
             finished = list(_fan_probabilities(model))
     wins = [np.zeros(trials), np.zeros(trials)]  # new, existing
     revenue = [np.zeros(trials), np.zeros(trials)]
-    by_day = np.zeros((trials, len(days)))
+    inside_all = np.zeros((trials, len(all_groups)), dtype=np.int64)
+    gained_all = np.zeros((trials, len(all_groups)))
     computed: kept.Existing = []
     drawn = [0] if existing is not None else list(range(len(all_groups)))
     inside_of = _inside(model, draws, all_groups, leads_of, q_by_trial, drawn)
@@ -179,9 +181,13 @@ def simulate_cohorts(
         slot = 1 if group.existing else 0
         wins[slot] += inside
         revenue[slot] += gained
-        if fan:  # the revenue by week, for the fan chart (its own stream: the totals do not depend on it)
-            weekly = stream(seed, block, COHORTS, index, 2)
-            by_day += cohorts.cumulative_by_day(model, group, days, inside, gained, weekly, finished[index])
+        inside_all[:, index] = inside
+        gained_all[:, index] = gained
+    by_day = np.zeros((trials, len(days)))
+    if fan:  # the revenue by week, for the fan chart (its own streams: the totals do not depend on it)
+        by_day = fan_chart.revenue_by_day(
+            model, all_groups, days, finished, inside_all, gained_all, seed, block
+        )
     if existing is None:
         kept.put(kept_key, computed)
     return Outcomes(
