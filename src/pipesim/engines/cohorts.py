@@ -185,7 +185,8 @@ def cumulative_by_day(
     multinomial draw. Deals are independent of finish times, so given a trial's in-horizon revenue the
     revenue won by day d is, in expectation, that total times the share of winners in by d — used here,
     which keeps every trial's last value equal to its revenue (the fan's weeks understate only the
-    deal-size part of a week's spread)."""
+    deal-size part of a week's spread). The reference for :mod:`pipesim.engines.fan`, which draws the
+    sum over groups at once where the counts are large and calls this one elsewhere."""
     trials = len(inside)
     by_day = np.zeros((trials, len(days)))
     q = finished_by(model, group, days) if finished is None else finished

@@ -3,21 +3,24 @@ weeks, summed over the groups.
 
 Given a trial's ``n`` in-horizon winners of a group, their counts by week are one multinomial draw, and
 the group adds ``average deal × cumulative count`` to each week (:func:`pipesim.engines.cohorts.
-cumulative_by_day`, the reference, one multinomial a group). That costs a binomial per group, week and
-trial. The fan reads only the sum over the groups, per trial and week, and only its quantiles per week:
-given the trial's counts and revenues that sum has mean ``Σ a n F_k`` and covariance
-``Σ a² n (F_min(k,l) − F_k F_l)`` (``a`` the group's average deal, ``F`` its cumulative weekly shares),
-its third and fourth cumulants per week likewise sums of the binomials' ones. Where the next terms of the
-weekly sums' Edgeworth expansion are small, a trial's weeks are drawn at once: one Gaussian vector with
-that mean and covariance (the bridge's last week exact: the trial's revenue), each week's value moved by
-the Cornish–Fisher skewness term (the weeks' quantiles then match to the fourth cumulant). Trials whose
-counts are too few for that take the multinomials.
+cumulative_by_day`, the reference). That costs a binomial per group, week and trial. The fan reads only
+the sum over the groups, per trial and week, and only its quantiles per week (P10/P50/P90): given the
+trial's counts and revenues that sum has mean ``Σ a n F_k``, covariance ``Σ a² n (F_min(k,l) − F_k F_l)``
+(``a`` the group's average deal, ``F`` its cumulative weekly shares; a Brownian bridge's, the last week
+fixed) and per week cumulants ``κᵣ = Σ aʳ × the binomial's κᵣ``. Where these say a trial's weeks are
+close to Gaussian, they are drawn at once: one Gaussian vector with that mean and covariance (a batched
+Cholesky over the trials), each week's standardised value then moved by the Cornish–Fisher terms of its
+skewness and kurtosis, so that every week's quantiles match to the fourth cumulant (the weeks' joint law
+stays the Gaussian's; nothing reads it but the ordering below). The last week is the trial's revenue.
+The other trials — too few winners for that — take the groups' multinomials from their own streams.
 
-The Gaussian path's error, against the week's spread across the block's trials, is at most about
-``APPROX_ERROR``: the kurtosis and squared-skewness terms ``|κ₄|/24κ₂² + γ²/36`` of each week times the
-ratio of the trial's timing spread to the week's spread. After the draw, values are made non-decreasing
-over the weeks (a running maximum) and kept within ``[0, revenue]``; where the weekly counts are as
-large as the criterion asks these move values only in the far tails.
+The criterion (:func:`gaussian_trials`): the Cornish–Fisher terms left out, ``|κ₅|/κ₂^2.5``, skewness
+times excess kurtosis and skewness cubed with their polynomials bounded over the P10–P90 range, in the
+trial's timing sds, times the ratio of that sd to the week's spread across the block's trials, below
+``APPROX_ERROR`` (a thousandth of the week's spread; a quantile's Monte Carlo SE is about 0.04 of it at
+2,000 trials, 0.005 at 100,000) in every week. After the draw, values are made non-decreasing over the
+weeks (a running maximum) and kept within ``[0, revenue]``; with the counts the criterion asks for these
+move nothing in three calibrated 100,000-lead models (no value changed in 6,000 trials).
 """
 
 from __future__ import annotations

@@ -148,8 +148,9 @@ def simulate_cohorts(
     """Per group, the in-horizon wins as one binomial draw and their revenue as one sum
     (:mod:`pipesim.engines.cohorts`; per-trial time scales through :mod:`pipesim.engines.cohort_scales`),
     from the same per-trial draws as :func:`simulate_per_winner` — equal in distribution,
-    ``O(groups × trials)``. Needs a model :func:`pipesim.engines.cohorts.covers`. ``fan=False`` leaves
-    the revenue by week at zero (questions that read only the totals: the same totals)."""
+    ``O(groups × trials)``. Needs a model :func:`pipesim.engines.cohorts.covers`. The revenue by week
+    from :mod:`pipesim.engines.fan`; ``fan=False`` leaves it at zero (questions that read only the
+    totals: the same totals)."""
     draws = trial_draws(model, seed, block, trials) if draws is None else draws
     all_groups = groups(model)
     leads_of = _group_leads(model, draws)
