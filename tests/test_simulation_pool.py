@@ -85,3 +85,18 @@ async def test_a_forecast_over_the_workers_equals_the_forecast_run_whole() -> No
     finally:
         pool.close()
     assert spread == pipesim.forecast(model, 2_000, 3, goal=100_000.0)
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+async def test_each_worker_runs_one_blas_thread() -> None:
+    """The workers are the parallelism: a BLAS thread pool in each would contend for the same cores."""
+    pool = SimulationPool(workers=2)
+    try:
+        assert set(await pool.run(_blas_threads)) == {1}
+    finally:
+        pool.close()

@@ -70,5 +70,13 @@ def executor_for(workers: int = 1, scheduler: str | None = None) -> Iterator[Exe
     if workers <= 1:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=one_blas_thread) as pool:
         yield pool
+
+
+def one_blas_thread() -> None:
+    """Worker initializer: the processes are the parallelism; a BLAS thread pool in each would contend
+    for the same cores (and its idle threads spin after every matrix product)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")

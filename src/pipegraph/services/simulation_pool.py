@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from pipegraph.services.forecasting.cache import CalibrationCache
 from pipegraph.settings import default_simulation_workers
+from pipesim.parallel import one_blas_thread
 
 T = TypeVar("T")
 PARENT_CHECK_SECONDS = 0.5
@@ -43,8 +44,14 @@ def _exit_with(parent_pid: int) -> None:
     os._exit(0)  # the parent is gone (its orphans are re-parented): nobody is left to answer
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Worker initializer: a daemon thread that ends the worker when its parent process ends."""
+def _start_worker(parent_pid: int) -> None:
+    """Worker initializer: one BLAS thread, and a daemon thread that ends the worker when its parent
+    process ends.
+
+    The workers are the parallelism (a question's blocks run side by side in them); a second BLAS
+    thread in each would only contend for the same cores, and its spinning after every matrix product
+    made a 100,000-lead forecast's blocks take 2.5 times as long (``docs/benchmarks.md``)."""
+    one_blas_thread()
     threading.Thread(target=_exit_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
 
 
@@ -56,7 +63,7 @@ def local_executor(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_watch_parent,
+        initializer=_start_worker,
         initargs=(os.getpid(),),
     )
 
