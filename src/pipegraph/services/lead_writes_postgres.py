@@ -25,6 +25,7 @@ from pipegraph.db.base import Base
 from pipegraph.db.direct import DirectConnections
 from pipegraph.db.lead_events import LOCK_SPACE, notify_each
 from pipegraph.db.models import Lead, LeadStatus, Role, Stage, User
+from pipegraph.db.write_gates import WriteGates
 from pipegraph.services.lead_writes import DETAIL_COLUMNS, HISTORY_COLUMNS, Change, Facts, Move
 from pipegraph.services.unset import Unset
 
@@ -160,10 +161,11 @@ class PostgresBackend:
     def __init__(self, connections: DirectConnections, *, channel: str) -> None:
         self._connections = connections
         self._channel = channel
+        self.gates = WriteGates()  # a pipeline's writes queue here, not in PostgreSQL's lock queue
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Statements]:
-        yield _Statements(self._connections, self._channel)
+        yield _Statements(self._connections, self._channel, self.gates)
 
     async def close(self) -> None:
         await self._connections.close()
@@ -173,9 +175,10 @@ class _Statements:
     """Each statement on a connection of its own, in autocommit: the version the write names keeps
     the change whole."""
 
-    def __init__(self, connections: DirectConnections, channel: str) -> None:
+    def __init__(self, connections: DirectConnections, channel: str, gates: WriteGates) -> None:
         self._connections = connections
         self._channel = channel
+        self._gates = gates
 
     async def read(self, lead_id: int, stage_id: int | None, owner: int | Unset | None) -> Facts | None:
         named = not isinstance(owner, Unset)
@@ -205,6 +208,6 @@ class _Statements:
                 move.ended_seconds,
                 [seconds for _, (_n, seconds) in totals],
             ]
-        async with self._connections.connection() as connection:
+        async with self._gates.passage(change.pipeline_id), self._connections.connection() as connection:
             rows = await connection.fetch(statement, *parameters)
         return len(rows) == 1
