@@ -13,8 +13,8 @@ itself writes. So, when the connection's role may set ``session_replication_role
 and then, only for its own inserts, sets ``session_replication_role`` to ``replica`` (no ordinary
 trigger fires), restoring the previous value before anything else runs in the transaction. The setting
 is transaction-local (``set_config(…, true)``), so a failed import leaves the connection as it was.
-Other triggers on these tables would be skipped too, so the one other there, which keeps the exit
-totals to date from the daily totals, is enabled ``ALWAYS`` (``tests/test_imports_bulk.py`` checks the
+Other triggers on these tables would be skipped too, so the only others there, which keep the exit
+totals to date from the daily totals, are enabled ``ALWAYS`` (``tests/test_imports_bulk.py`` checks the
 schema has no other).
 """
 

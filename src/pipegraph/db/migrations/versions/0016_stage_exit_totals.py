@@ -70,6 +70,13 @@ BEGIN
 END
 $$
 """
+# One trigger per event, each with a WHEN the server checks before calling the function: a change's entry
+# rows (most of the rows it writes) never enter PL/pgSQL.
+_POSTGRES_TRIGGERS = {
+    "insert": "AFTER INSERT ON stage_flow_days FOR EACH ROW WHEN (NEW.kind = 'X')",
+    "update": "AFTER UPDATE ON stage_flow_days FOR EACH ROW WHEN (OLD.kind = 'X' OR NEW.kind = 'X')",
+    "delete": "AFTER DELETE ON stage_flow_days FOR EACH ROW WHEN (OLD.kind = 'X')",
+}
 
 _LIVE = "EXISTS (SELECT 1 FROM pipelines WHERE id = OLD.pipeline_id)"
 _SQLITE_TRIGGERS = {
@@ -109,13 +116,13 @@ def upgrade() -> None:
     )
     if dialect == "postgresql":
         op.execute(_POSTGRES_FUNCTION)
-        op.execute(
-            "CREATE TRIGGER stage_exit_totals_keep AFTER INSERT OR UPDATE OR DELETE ON stage_flow_days "
-            "FOR EACH ROW EXECUTE FUNCTION stage_exit_totals_keep()"
-        )
-        # Also under session_replication_role = replica, which bulk loads and imports set to skip the
-        # foreign-key triggers of their own rows: these totals must follow every row.
-        op.execute("ALTER TABLE stage_flow_days ENABLE ALWAYS TRIGGER stage_exit_totals_keep")
+        for name, trigger in _POSTGRES_TRIGGERS.items():
+            op.execute(
+                f"CREATE TRIGGER stage_exit_totals_{name} {trigger} EXECUTE FUNCTION stage_exit_totals_keep()"
+            )
+            # Also under session_replication_role = replica, which bulk loads and imports set to skip the
+            # foreign-key triggers of their own rows: these totals must follow every row.
+            op.execute(f"ALTER TABLE stage_flow_days ENABLE ALWAYS TRIGGER stage_exit_totals_{name}")
     else:
         for name, trigger in _SQLITE_TRIGGERS.items():
             op.execute(f"CREATE TRIGGER stage_exit_totals_{name} {trigger}")
@@ -123,7 +130,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER stage_exit_totals_keep ON stage_flow_days")
+        for name in _POSTGRES_TRIGGERS:
+            op.execute(f"DROP TRIGGER stage_exit_totals_{name} ON stage_flow_days")
         op.execute("DROP FUNCTION stage_exit_totals_keep()")
     else:
         for name in _SQLITE_TRIGGERS:
