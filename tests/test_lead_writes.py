@@ -372,3 +372,28 @@ async def test_a_move_locks_the_daily_totals_only_once_it_holds_the_pipeline_loc
         finally:
             await holder.close()
             await other.close()
+
+
+@pytest.mark.postgres
+async def test_the_writes_connections_plan_their_statements_once(postgres_url: str) -> None:
+    """The write path's connections keep one generic plan per statement (they look rows up by key), and
+    the read path's connections are left to PostgreSQL's choice."""
+    from pipegraph.app import lead_writes_for
+    from pipegraph.services.events_postgres import PostgresBroker
+
+    store = Store.from_url(postgres_url)
+    broker = PostgresBroker(store.engine)
+    writes = lead_writes_for(store, broker, pool_size=1)
+    assert writes is not None
+    plain = DirectConnections.for_engine(store.engine, size=1)
+    try:
+        backend: Any = writes._backend
+        async with backend._connections.connection() as connection:
+            assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        async with plain.connection() as connection:
+            assert await connection.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await writes.close()
+        await plain.close()
+        await broker.close()
+        await store.dispose()

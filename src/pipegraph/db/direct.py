@@ -23,20 +23,23 @@ def asyncpg_url(engine: AsyncEngine) -> str:
 
 
 class DirectConnections:
-    def __init__(self, url: str, *, size: int) -> None:
+    def __init__(self, url: str, *, size: int, settings: dict[str, str] | None = None) -> None:
         self._url = url
+        self._settings = dict(settings or {})  # server settings of every connection opened
         self._idle: list[asyncpg.Connection] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
 
     @classmethod
-    def for_engine(cls, engine: AsyncEngine, *, size: int) -> DirectConnections:
-        return cls(asyncpg_url(engine), size=size)
+    def for_engine(
+        cls, engine: AsyncEngine, *, size: int, settings: dict[str, str] | None = None
+    ) -> DirectConnections:
+        return cls(asyncpg_url(engine), size=size, settings=settings)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await asyncpg.connect(self._url)
+            connection = self._idle.pop() if self._idle else await self._connect()
             healthy = False
             try:
                 yield connection
@@ -46,6 +49,9 @@ class DirectConnections:
                     self._idle.append(connection)
                 else:
                     connection.terminate()
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self._url, server_settings=self._settings or None)
 
     async def close(self) -> None:
         self._closed = True
