@@ -77,16 +77,20 @@ def test_trend_is_capped_so_the_rate_at_most_doubles_over_the_horizon() -> None:
     assert 0 < shape.trend_per_day <= np.log(2) / 90 + 1e-12
 
 
+# A weekday-shaped stream (Monday-first profile; the origin is a Monday).
+WEEKLY = TruePipeline(
+    conversions=(0.6, 0.5),
+    mean_days=(6.0, 9.0),
+    arrivals_per_day=8.0,
+    deal_mean=2_000.0,
+    deal_sd=800.0,
+    weekday_profile=(1.3, 1.2, 1.1, 1.0, 0.9, 0.3, 0.2),
+)
+
+
 async def test_calibration_states_its_uncertainty_and_the_arrival_shape_in_the_model(store: Store) -> None:
     # A weekday-shaped, growing stream (Monday-first profile; the origin is a Monday) over 240 days.
-    truth = TruePipeline(
-        conversions=(0.6, 0.5),
-        mean_days=(6.0, 9.0),
-        arrivals_per_day=8.0,
-        deal_mean=2_000.0,
-        deal_sd=800.0,
-        weekday_profile=(1.3, 1.2, 1.1, 1.0, 0.9, 0.3, 0.2),
-    )
+    truth = WEEKLY
     lives = generate(truth, np.random.default_rng(9), 240.0)
     pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=240.0)
     as_of = ORIGIN + timedelta(days=240)
@@ -124,17 +128,10 @@ async def test_calibration_states_its_uncertainty_and_the_arrival_shape_in_the_m
 
 
 async def test_creations_counted_per_day_in_the_database_give_the_shape_of_the_rows(store: Store) -> None:
-    """``creation_counts`` (one grouped statement) against ``creation_days`` (a row a creation) slotted in
-    Python: the same slots and earliest creation, so the same fitted shape, at several cut-offs (whole
-    and fractional days, a window longer than the history)."""
-    truth = TruePipeline(
-        conversions=(0.6, 0.5),
-        mean_days=(6.0, 9.0),
-        arrivals_per_day=8.0,
-        deal_mean=2_000.0,
-        deal_sd=800.0,
-        weekday_profile=(1.3, 1.2, 1.1, 1.0, 0.9, 0.3, 0.2),
-    )
+    """``creation_counts`` (index ranges between bounds computed once) against ``creation_days`` (a row
+    a creation) slotted in Python: the same slots and earliest creation, so the same fitted shape, at
+    several cut-offs (whole and fractional days, a window longer than the history)."""
+    truth = WEEKLY
     lives = generate(truth, np.random.default_rng(13), 120.0)
     pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=120.0)
     dialect = store.engine.dialect.name

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Float, cast, event, func, select, update
+from sqlalchemy import event, func, select, update
 
 from metrics_fixture import load
 from pipegraph import demo
@@ -26,7 +26,7 @@ from pipegraph.services.forecasting.calibration import (
     pipeline_id_for_name,
     value_band,
 )
-from pipegraph.services.forecasting.fast import calibrate_now, open_cohorts_statement
+from pipegraph.services.forecasting.fast import calibrate_now, cohorts_of, open_cohorts_statement
 from pipegraph.services.forecasting.synthetic import TruePipeline, generate, write_history
 from pipegraph.services.metrics_sql import at, days_between
 
@@ -203,18 +203,7 @@ def _open_cohorts_folded(dialect: str, pipeline_id: int, as_of: datetime) -> Any
         )
         .subquery("open_leads")
     )
-    return (
-        select(
-            open_leads.c.stage_id,
-            open_leads.c.band,
-            func.count().label("n"),
-            cast(func.avg(open_leads.c.value_cents), Float).label("value_cents"),
-            cast(func.avg(open_leads.c.age), Float).label("age"),
-            cast(func.coalesce(func.sum(open_leads.c.age), 0.0), Float).label("days"),
-        )
-        .group_by(open_leads.c.stage_id, open_leads.c.band, open_leads.c.age_band)
-        .order_by(open_leads.c.stage_id, open_leads.c.band, open_leads.c.age_band)
-    )
+    return cohorts_of(open_leads)
 
 
 async def test_open_cohorts_read_each_current_stay_once_with_the_same_rows(store: Store) -> None:

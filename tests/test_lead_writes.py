@@ -24,11 +24,13 @@ from sqlalchemy import event, text
 
 from api_support import Client, create_lead, create_pipeline, make_client
 from pipegraph.api import ids
+from pipegraph.app import lead_writes_for
 from pipegraph.db import migrate
 from pipegraph.db.direct import DirectConnections
 from pipegraph.db.lead_events import LOCK_SPACE
 from pipegraph.db.models import Role
 from pipegraph.db.session import Store
+from pipegraph.services.events_postgres import PostgresBroker
 
 LEAD_FIELDS = """id title company contactName contactEmail contactPhone source value status lostReason
   expectedCloseDate budget authority need timeline qualificationScore createdAt updatedAt closedAt
@@ -378,9 +380,6 @@ async def test_a_move_locks_the_daily_totals_only_once_it_holds_the_pipeline_loc
 async def test_the_writes_connections_plan_their_statements_once(postgres_url: str) -> None:
     """The write path's connections keep one generic plan per statement (they look rows up by key), and
     the read path's connections are left to PostgreSQL's choice."""
-    from pipegraph.app import lead_writes_for
-    from pipegraph.services.events_postgres import PostgresBroker
-
     store = Store.from_url(postgres_url)
     broker = PostgresBroker(store.engine)
     writes = lead_writes_for(store, broker, pool_size=1)

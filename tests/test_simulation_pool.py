@@ -1,6 +1,6 @@
-"""``SimulationPool``: equal questions asked at once or again run once (``run_shared``,
-``question_shared``); other arguments, unhashable ones and failures run again, counted by the pool's
-submissions. A question's blocks run in the workers by block number, with the answer of a run whole."""
+"""``SimulationPool``: equal questions asked at once or again run once (``question_shared``); other
+arguments, unhashable ones and failures run again, counted by the pool's submissions. A question's
+blocks run in the workers by block number, with the answer of a run whole."""
 
 from __future__ import annotations
 
@@ -18,34 +18,36 @@ from pipesim.parallel import map_blocks
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "saas_inbound.toml"
 
 
-def _square(value: int, *, offset: int = 0) -> int:
+def _square(value: int, *, offset: int = 0, executor: Executor | None = None) -> int:
     return value * value + offset
 
 
-def _fail(value: int) -> int:
+def _fail(value: int, *, executor: Executor | None = None) -> int:
     raise ValueError(f"no {value}")
 
 
-def _length(values: list[int]) -> int:
+def _length(values: list[int], *, executor: Executor | None = None) -> int:
     return len(values)
 
 
 async def test_equal_questions_run_once() -> None:
     pool = SimulationPool()
     try:
-        first, second = await asyncio.gather(pool.run_shared(_square, 3), pool.run_shared(_square, 3))
+        first, second = await asyncio.gather(
+            pool.question_shared(_square, 3), pool.question_shared(_square, 3)
+        )
         assert (first, second, pool.submitted) == (9, 9, 1)
-        assert await pool.run_shared(_square, 3) == 9
+        assert await pool.question_shared(_square, 3) == 9
         assert pool.submitted == 1
-        assert await pool.run_shared(_square, 3, offset=1) == 10
-        assert await pool.run_shared(_square, 4) == 16
+        assert await pool.question_shared(_square, 3, offset=1) == 10
+        assert await pool.question_shared(_square, 4) == 16
         assert pool.submitted == 3
-        assert await pool.run_shared(_length, [1, 2]) == 2  # unhashable: runs, nothing kept
-        assert await pool.run_shared(_length, [1, 2]) == 2
+        assert await pool.question_shared(_length, [1, 2]) == 2  # unhashable: runs, nothing kept
+        assert await pool.question_shared(_length, [1, 2]) == 2
         assert pool.submitted == 5
         for _ in range(2):
             with pytest.raises(ValueError, match="no 1"):
-                await pool.run_shared(_fail, 1)
+                await pool.question_shared(_fail, 1)
         assert pool.submitted == 7
     finally:
         pool.close()

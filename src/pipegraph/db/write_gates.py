@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IN_FLIGHT = 4  # per pipeline and process: enough to overlap a change's work before the lock with the commit
 
@@ -22,7 +22,7 @@ IN_FLIGHT = 4  # per pipeline and process: enough to overlap a change's work bef
 class _Gate:
     semaphore: asyncio.Semaphore
     users: int = 0  # holding or waiting
-    running: int = field(default=0)
+    running: int = 0  # holding
 
 
 class WriteGates:

@@ -139,15 +139,10 @@ class SimulationPool:
         self.submitted += 1
         return await asyncio.to_thread(function, *args, executor=self.interactive, **kwargs)
 
-    async def run_shared(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """:meth:`run` for a deterministic ``function`` of hashable arguments (a pipesim question: the
+    async def question_shared(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """:meth:`question` for a deterministic ``function`` of hashable arguments (a pipesim question: the
         model and the seed fix the answer): a call equal to one in flight or among the last
         ``SHARED_RESULTS`` gets that answer instead of running again (a double click, a repeat view)."""
-        return await self._shared(self.run, function, args, kwargs)
-
-    async def question_shared(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """:meth:`question`, shared as :meth:`run_shared` shares: the blocks run wherever the
-        executor puts them, so the answer is the same."""
         return await self._shared(self.question, function, args, kwargs)
 
     async def _shared(

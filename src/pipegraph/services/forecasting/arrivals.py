@@ -97,11 +97,15 @@ async def creation_counts(
         )
         .scalar_subquery()
     )
-    first_created = select(func.min(Lead.created_at)).where(
-        Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at <= at(as_of)
+    # The earliest creation in the same statement: uncorrelated, computed once (one index entry).
+    first_created = (
+        select(func.min(Lead.created_at))
+        .where(Lead.pipeline_id == pipeline_id, Lead.created_at >= at(start), Lead.created_at <= at(as_of))
+        .scalar_subquery()
     )
-    rows = (await session.execute(select(bounds.c.slot, count.label("n")))).all()
-    first = await session.scalar(first_created)
+    statement = select(bounds.c.slot, count.label("n"), first_created.label("first"))
+    rows = (await session.execute(statement)).all()
+    first = rows[0].first  # every row carries it; there is always a slot (0)
     per_slot = {int(row.slot): int(row.n) for row in rows if row.n}
     return per_slot, None if first is None else (first - as_of).total_seconds() / 86_400
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Float, Select, cast, func, select, union_all
+from sqlalchemy import Float, Select, Subquery, cast, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipegraph.db.flow_days import EXIT
@@ -144,6 +144,12 @@ def open_cohorts_statement(dialect: str, pipeline_id: int, as_of: datetime) -> S
         age.label("age"),
         age_band(age).label("age_band"),
     ).subquery("open_leads")
+    return cohorts_of(open_leads)
+
+
+def cohorts_of(open_leads: Subquery) -> Select[Any]:
+    """The cohorts of ``open_leads`` (stage_id, band, value_cents, age, age_band a lead): count, mean
+    value and age, and the days summed, by stage, value band and age band."""
     return (
         select(
             open_leads.c.stage_id,
