@@ -12,6 +12,10 @@ part each (and can be combined): times in stage Weibull or log-normal with the s
 ``rep_strengths``; arrivals with a ``weekday_profile`` and a ``trend_per_year``. A source's or a rep's
 factor multiplies every stage's conversion (capped below 1).
 
+:func:`truth_model` is the forecast a perfect calibration would make: the truth's own parameters, each
+open lead with its exact stage, age, value and segment. Its coverage in a backtest is what the backtest's
+finite sample allows any model.
+
 Used by the calibration tests and ``scripts/backtest.py``. Times are days from ``origin``.
 """
 
@@ -25,9 +29,11 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import insert, select
 
+import pipesim
 from pipegraph.db.models import Lead, LeadStatus, Pipeline, Role, Stage, StageHistory, User
 from pipegraph.db.session import Store
 from pipegraph.db.stays import derive_stays
+from pipesim.distributions import Distribution
 
 Floats = NDArray[np.float64]
 
@@ -109,6 +115,19 @@ def _stage_days(truth: TruePipeline, rng: np.random.Generator, mean: float, n: i
     raise ValueError(f"unknown duration family {truth.duration!r}")
 
 
+def _time_in_stage(truth: TruePipeline, mean: float) -> Distribution:
+    """The truth's time in a stage as a pipesim distribution (what :func:`_stage_days` draws from)."""
+    if truth.duration == "exponential":
+        return pipesim.Exponential(mean)
+    if truth.duration == "weibull":
+        k = truth.duration_shape
+        return pipesim.Weibull(k, mean / math.gamma(1 + 1 / k))
+    if truth.duration == "lognormal":
+        sigma = truth.duration_shape
+        return pipesim.LogNormal(mean, mean * math.sqrt(math.expm1(sigma * sigma)))
+    raise ValueError(f"unknown duration family {truth.duration!r}")
+
+
 def _conversion_factors(
     truth: TruePipeline, rng: np.random.Generator, n: int
 ) -> tuple[Floats, NDArray[np.int64], NDArray[np.int64]]:
@@ -147,6 +166,74 @@ def play_out(truth: TruePipeline, rng: np.random.Generator, created: Floats) -> 
     closed[alive] = clock[alive]
     won[alive] = True
     return Trajectories(created, _deal_sizes(truth, rng, n), enter, closed, last_stage, won, source, owner)
+
+
+def _segment_names(truth: TruePipeline) -> list[tuple[str, float, float]]:
+    """(name, share of arrivals, factor on conversion) of each source × rep, as :func:`play_out` draws
+    them; one segment when the truth has neither."""
+    sources = [(s.name, s.share, s.conversion_factor) for s in truth.sources] or [("all", 1.0, 1.0)]
+    total = sum(share for _, share, _ in sources)
+    strengths = truth.rep_strengths or (1.0,)
+    return [
+        (f"{name} · rep {rep}" if truth.rep_strengths else name, share / total / len(strengths), f * strength)
+        for name, share, f in sources
+        for rep, strength in enumerate(strengths)
+    ]
+
+
+def truth_model(truth: TruePipeline, lives: Trajectories, cut_off: float, horizon: float) -> pipesim.Model:
+    """The truth's own forecast model at day ``cut_off``: its conversions (per source and rep as
+    segments), times in stage, deal size and arrivals, and every lead open then as its own cohort.
+
+    The truth's linear trend becomes pipesim's exponential one with the same rate and slope at the
+    cut-off (over a 90-day horizon and a trend of 50 % a year the two differ by 0.3 %)."""
+    names = truth.stage_names
+    stages = tuple(
+        pipesim.Stage(name, pipesim.FixedProbability(conversion), _time_in_stage(truth, mean))
+        for name, conversion, mean in zip(names, truth.conversions, truth.mean_days, strict=True)
+    )
+    mixed = bool(truth.sources or truth.rep_strengths)
+    segment_rows = _segment_names(truth)
+    segments = tuple(
+        pipesim.Segment(
+            name,
+            share,
+            tuple(pipesim.FixedProbability(min(c * factor, 0.98)) for c in truth.conversions),
+        )
+        for name, share, factor in segment_rows
+    ) if mixed else ()  # fmt: skip
+    profile = np.array(truth.weekday_profile or (1.0,) * 7)
+    growth = max(1.0 + truth.trend_per_year * cut_off / 365, 1e-9)
+    arrivals = pipesim.Arrivals(
+        "poisson",
+        rate_per_day=truth.arrivals_per_day * growth,
+        weekday=tuple(float(x) for x in profile / profile.mean()) if truth.weekday_profile else None,
+        start_weekday=math.floor(cut_off) % 7,  # day 0 is a Monday; the cut-off is a whole day
+        trend_per_day=truth.trend_per_year / 365 / growth,
+    )
+    per_rep = len(truth.rep_strengths) or 1
+    open_now = np.nonzero((lives.created <= cut_off) & (lives.closed > cut_off))[0]
+    cohorts = []
+    for index in open_now:
+        stage = int(np.max(np.nonzero(lives.enter[index] <= cut_off)[0]))
+        segment = int(lives.source[index]) * per_rep + int(lives.owner[index]) % per_rep
+        cohorts.append(
+            pipesim.OpenLeads(
+                names[stage],
+                1,
+                age_days=cut_off - float(lives.enter[index, stage]),
+                value=float(lives.value[index]),
+                segment=segment_rows[segment][0] if mixed else None,
+            )
+        )
+    return pipesim.Model(
+        stages=stages,
+        deal_size=pipesim.LogNormal(truth.deal_mean, truth.deal_sd),
+        arrivals=arrivals,
+        horizon_days=horizon,
+        open_leads=tuple(cohorts),
+        segments=segments,
+    )
 
 
 def _arrival_days(truth: TruePipeline, rng: np.random.Generator, days: float) -> Floats:
