@@ -12,8 +12,9 @@ cut-off in a fresh SQLite file, calibrates there (``as_of`` = cut-off) and asks:
 - Leads needed at 90 %: the goal is the forecast's P50 with no new leads plus half of it again. The
   answer's leads are then played out by the true process (a batch at the cut-off, on top of the
   actual open leads): did they reach the goal? The naive answer is pipesim's reverse funnel.
-- Each open lead's odds of winning within the horizon (``Lead.winProbability``): Brier score and a
-  reliability table (mean odds against the share won, by band of odds).
+- Each open lead's odds of winning within the horizon as ``Lead.winProbability`` serves them (the
+  segmented model, by the lead's stage, age, source and owner): Brier score and a reliability table
+  (mean odds against the share won, by band of odds).
 
 Demo time-split backtests. The demo data set (``pipegraph serve --demo``) for each of ``--demo-seeds``,
 history ending at a fixed day; each pipeline calibrated 90 days before it, forecast over those 90 days,
@@ -69,7 +70,7 @@ from sqlalchemy import select
 import pipesim
 from pipegraph.db import migrate
 from pipegraph.db.models import Lead as LeadRow
-from pipegraph.db.models import LeadStatus, Pipeline, Stage, StageHistory, StageStay
+from pipegraph.db.models import LeadStatus, Pipeline, Stage, StageHistory, StageStay, User
 from pipegraph.db.session import Store
 from pipegraph.demo import load_demo
 from pipegraph.services.forecasting.calibration import Calibration, CalibrationReport, calibrate
@@ -139,16 +140,20 @@ class Outcome:
 
 async def _calibrate_both(
     store: Store, pipeline_id: int, as_of: datetime, segments: bool = False
-) -> tuple[Calibration, Calibration]:
+) -> tuple[Calibration, Calibration, pipesim.Model]:
     """The new model and the one it is compared with: the old model, or with ``segments`` the new model
-    without segments (so the rows show what segments add)."""
+    without segments (so the rows show what segments add); and the model the new lead odds come from,
+    the segmented one, as ``Lead.winProbability`` serves them."""
     async with store.read() as session:
         new = await calibrate(
             session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of, segments=segments
         )
         if segments:
             old = await calibrate(session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of)
-            return new, old
+            return new, old, new.model
+        served = await calibrate(
+            session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of, segments=True
+        )
         old = await calibrate(
             session,
             pipeline_id=pipeline_id,
@@ -158,7 +163,7 @@ async def _calibrate_both(
             parameter_uncertainty=False,
             arrival_shape=False,
         )
-    return new, old
+    return new, old, served.model
 
 
 def _truth(rng: np.random.Generator) -> TruePipeline:
@@ -192,20 +197,31 @@ def _batch_revenue(truth: TruePipeline, rng: np.random.Generator, leads: int) ->
     return batch.revenue_between(CUT_OFF_DAYS, CUT_OFF_DAYS + HORIZON_DAYS)
 
 
-def _open_leads(truth: TruePipeline, lives: Trajectories) -> tuple[list[tuple[str, float]], tuple[bool, ...]]:
-    """(stage, age) of each lead open at the cut-off, and whether it was won within the horizon."""
+# An open lead as its odds see it: stage, days in it, source and owner's email ("" and None: none).
+OpenLead = tuple[str, float, str, str | None]
+
+
+def _open_leads(truth: TruePipeline, lives: Trajectories) -> tuple[list[OpenLead], tuple[bool, ...]]:
+    """Each lead open at the cut-off, and whether it was won within the horizon."""
     open_now = (lives.created <= CUT_OFF_DAYS) & (lives.closed > CUT_OFF_DAYS)
-    leads, won = [], []
+    leads: list[OpenLead] = []
+    won = []
     for index in np.nonzero(open_now)[0]:
         entered = lives.enter[index]
         stage = int(np.max(np.nonzero(entered <= CUT_OFF_DAYS)[0]))
-        leads.append((truth.stage_names[stage], CUT_OFF_DAYS - float(entered[stage])))
+        source = truth.sources[lives.source[index]].name if truth.sources else ""
+        # write_history's reps, in the order it adds them (its default pipeline name).
+        owner = f"rep{lives.owner[index] % truth.reps}@synthetic.example" if truth.rep_strengths else None
+        leads.append((truth.stage_names[stage], CUT_OFF_DAYS - float(entered[stage]), source, owner))
         won.append(bool(lives.won[index] and lives.closed[index] <= CUT_OFF_DAYS + HORIZON_DAYS))
     return leads, tuple(won)
 
 
-def _odds(model: pipesim.Model, leads: list[tuple[str, float]]) -> tuple[float, ...]:
-    return tuple(win_probability(model, stage, age, HORIZON_DAYS) or 0.0 for stage, age in leads)
+def _odds(model: pipesim.Model, leads: list[OpenLead]) -> tuple[float, ...]:
+    return tuple(
+        win_probability(model, stage, age, HORIZON_DAYS, source, owner) or 0.0
+        for stage, age, source, owner in leads
+    )
 
 
 async def _one(
@@ -220,7 +236,9 @@ async def _one(
     try:
         await migrate.upgrade(store.engine)
         pipeline_id = await write_history(store, truth, lives, origin=ORIGIN, until=CUT_OFF_DAYS)
-        new, old = await _calibrate_both(store, pipeline_id, ORIGIN + timedelta(days=CUT_OFF_DAYS), segments)
+        new, old, served = await _calibrate_both(
+            store, pipeline_id, ORIGIN + timedelta(days=CUT_OFF_DAYS), segments
+        )
     finally:
         await store.dispose()
     realised = lives.revenue_between(CUT_OFF_DAYS, CUT_OFF_DAYS + HORIZON_DAYS)
@@ -236,7 +254,7 @@ async def _one(
     from_open = float(lives.value[won_later].sum())
     batch_seed = int(rng.integers(2**63))
 
-    def judge(model: pipesim.Model) -> tuple[Judged, int]:
+    def judge(model: pipesim.Model, odds_from: pipesim.Model) -> tuple[Judged, int]:
         forecast = pipesim.forecast(model, trials, seed + index)
         answer = pipesim.leads_needed(model.with_new_leads(0), goal, CONFIDENCE, trials, seed + index)
         # The same true play-out for both models: their answers are compared on equal terms.
@@ -248,14 +266,14 @@ async def _one(
             revenue.p90,
             answer.leads,
             from_open + batch >= goal,
-            _odds(model, leads),
+            _odds(odds_from, leads),
             forecast.revenue_existing.mean,
             forecast.revenue_new.mean,
         )
         return judged, answer.naive
 
-    judged_new, _ = judge(new.model)
-    judged_old, naive_leads = judge(old.model)
+    judged_new, _ = judge(new.model, served)
+    judged_old, naive_leads = judge(old.model, old.model)
     naive_batch = _batch_revenue(truth, np.random.default_rng(batch_seed), naive_leads)
     own_model = truth_model(truth, lives, CUT_OFF_DAYS, HORIZON_DAYS)
     own = pipesim.forecast(own_model, trials, seed + index).revenue
@@ -288,7 +306,7 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
         async with store.read() as session:
             pipelines = list((await session.scalars(select(Pipeline.id).order_by(Pipeline.id))).all())
         for pipeline_id in pipelines:
-            new, old = await _calibrate_both(store, pipeline_id, as_of, segments)
+            new, old, served = await _calibrate_both(store, pipeline_id, as_of, segments)
             async with store.read() as session:
                 realised = await _demo_won_value(session, pipeline_id, as_of)
                 existing = await _demo_won_value(session, pipeline_id, as_of, created_by=as_of)
@@ -298,8 +316,8 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
                 Outcome(
                     realised=realised,
                     naive=_naive_forecast(old.report, old.model),
-                    new=_demo_judged(new.model, trials, demo_seed, leads),
-                    old=_demo_judged(old.model, trials, demo_seed, leads),
+                    new=_demo_judged(new.model, trials, demo_seed, leads, served),
+                    old=_demo_judged(old.model, trials, demo_seed, leads, old.model),
                     won=won,
                     realised_existing=existing,
                 )
@@ -309,14 +327,16 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
     return outcomes
 
 
-def _demo_judged(model: pipesim.Model, trials: int, seed: int, leads: list[tuple[str, float]]) -> Judged:
+def _demo_judged(
+    model: pipesim.Model, trials: int, seed: int, leads: list[OpenLead], odds_from: pipesim.Model
+) -> Judged:
     forecast = pipesim.forecast(model, trials, seed)
     revenue = forecast.revenue
     return Judged(
         revenue.p10,
         revenue.p50,
         revenue.p90,
-        odds=_odds(model, leads),
+        odds=_odds(odds_from, leads),
         mean_existing=forecast.revenue_existing.mean,
         mean_new=forecast.revenue_new.mean,
     )
@@ -346,13 +366,16 @@ async def _demo_won_value(
 
 async def _demo_open_leads(
     session: Any, pipeline_id: int, as_of: datetime
-) -> tuple[list[tuple[str, float]], tuple[bool, ...]]:
-    """(stage, age) of each lead open at ``as_of`` and whether it was won within the horizon."""
+) -> tuple[list[OpenLead], tuple[bool, ...]]:
+    """Each lead open at ``as_of`` (its source and owner as they are now) and whether it was won within
+    the horizon."""
     end = as_of + timedelta(days=HORIZON_DAYS)
     stays = (
         await session.execute(
-            select(StageStay.lead_id, Stage.name, StageStay.entered_at)
+            select(StageStay.lead_id, Stage.name, StageStay.entered_at, LeadRow.source, User.email)
             .join(Stage, Stage.id == StageStay.stage_id)
+            .join(LeadRow, LeadRow.id == StageStay.lead_id)
+            .outerjoin(User, User.id == LeadRow.owner_id)
             .where(
                 StageStay.pipeline_id == pipeline_id,
                 StageStay.status == LeadStatus.OPEN,
@@ -373,7 +396,10 @@ async def _demo_open_leads(
             )
         ).all()
     )
-    leads = [(row.name, (as_of - row.entered_at).total_seconds() / 86_400) for row in stays]
+    leads: list[OpenLead] = [
+        (row.name, (as_of - row.entered_at).total_seconds() / 86_400, row.source or "", row.email)
+        for row in stays
+    ]
     return leads, tuple(row.lead_id in winners for row in stays)
 
 
