@@ -140,7 +140,7 @@ class Outcome:
 
 async def _calibrate_both(
     store: Store, pipeline_id: int, as_of: datetime, segments: bool = False
-) -> tuple[Calibration, Calibration, pipesim.Model]:
+) -> tuple[Calibration, Calibration, Calibration]:
     """The new model and the one it is compared with: the old model, or with ``segments`` the new model
     without segments (so the rows show what segments add); and the model the new lead odds come from,
     the segmented one, as ``Lead.winProbability`` serves them."""
@@ -150,7 +150,7 @@ async def _calibrate_both(
         )
         if segments:
             old = await calibrate(session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of)
-            return new, old, new.model
+            return new, old, new
         served = await calibrate(
             session, pipeline_id=pipeline_id, horizon_days=HORIZON_DAYS, as_of=as_of, segments=True
         )
@@ -163,7 +163,7 @@ async def _calibrate_both(
             parameter_uncertainty=False,
             arrival_shape=False,
         )
-    return new, old, served.model
+    return new, old, served
 
 
 def _truth(rng: np.random.Generator) -> TruePipeline:
@@ -217,9 +217,11 @@ def _open_leads(truth: TruePipeline, lives: Trajectories) -> tuple[list[OpenLead
     return leads, tuple(won)
 
 
-def _odds(model: pipesim.Model, leads: list[OpenLead]) -> tuple[float, ...]:
+def _odds(calibration: Calibration, leads: list[OpenLead]) -> tuple[float, ...]:
+    """Each lead's odds as ``Lead.winProbability`` computes them from the calibration."""
+    model = calibration.model
     return tuple(
-        win_probability(model, stage, age, HORIZON_DAYS, source, owner) or 0.0
+        win_probability(model, stage, age, HORIZON_DAYS, source, owner, calibration.loss_time(stage)) or 0.0
         for stage, age, source, owner in leads
     )
 
@@ -254,7 +256,7 @@ async def _one(
     from_open = float(lives.value[won_later].sum())
     batch_seed = int(rng.integers(2**63))
 
-    def judge(model: pipesim.Model, odds_from: pipesim.Model) -> tuple[Judged, int]:
+    def judge(model: pipesim.Model, odds_from: Calibration) -> tuple[Judged, int]:
         forecast = pipesim.forecast(model, trials, seed + index)
         answer = pipesim.leads_needed(model.with_new_leads(0), goal, CONFIDENCE, trials, seed + index)
         # The same true play-out for both models: their answers are compared on equal terms.
@@ -273,7 +275,7 @@ async def _one(
         return judged, answer.naive
 
     judged_new, _ = judge(new.model, served)
-    judged_old, naive_leads = judge(old.model, old.model)
+    judged_old, naive_leads = judge(old.model, old)
     naive_batch = _batch_revenue(truth, np.random.default_rng(batch_seed), naive_leads)
     own_model = truth_model(truth, lives, CUT_OFF_DAYS, HORIZON_DAYS)
     own = pipesim.forecast(own_model, trials, seed + index).revenue
@@ -317,7 +319,7 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
                     realised=realised,
                     naive=_naive_forecast(old.report, old.model),
                     new=_demo_judged(new.model, trials, demo_seed, leads, served),
-                    old=_demo_judged(old.model, trials, demo_seed, leads, old.model),
+                    old=_demo_judged(old.model, trials, demo_seed, leads, old),
                     won=won,
                     realised_existing=existing,
                 )
@@ -328,7 +330,7 @@ async def _demo(demo_seed: int, trials: int, directory: str, segments: bool = Fa
 
 
 def _demo_judged(
-    model: pipesim.Model, trials: int, seed: int, leads: list[OpenLead], odds_from: pipesim.Model
+    model: pipesim.Model, trials: int, seed: int, leads: list[OpenLead], odds_from: Calibration
 ) -> Judged:
     forecast = pipesim.forecast(model, trials, seed)
     revenue = forecast.revenue

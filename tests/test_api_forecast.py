@@ -272,16 +272,18 @@ async def test_each_open_lead_has_its_odds_of_winning_within_the_horizon(
     data = await client.run(ODDS, {"p": _gid(pipeline_id), "h": 60})
     leads = [edge["node"] for edge in data["leads"]["edges"]]
     async with store.read() as session:
-        model = (await calibrate(session, pipeline_id=pipeline_id, horizon_days=60, segments=True)).model
+        calibration = await calibrate(session, pipeline_id=pipeline_id, horizon_days=60, segments=True)
     assert any(lead["status"] == "OPEN" for lead in leads)
     for lead in leads:
         if lead["status"] != "OPEN":
             assert lead["winProbability"] is None
             continue
         owner = None if lead["owner"] is None else lead["owner"]["email"]
+        stage = lead["stage"]["name"]
         expected = win_probability(
-            model, lead["stage"]["name"], lead["daysInStage"], 60, lead["source"], owner
-        )
+            calibration.model, stage, lead["daysInStage"], 60, lead["source"], owner,
+            calibration.loss_time(stage),
+        )  # fmt: skip
         assert expected is not None
         assert 0 <= lead["winProbability"] <= 1
         assert lead["winProbability"] == pytest.approx(expected, abs=0.02)  # calibrated a moment apart

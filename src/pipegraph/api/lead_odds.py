@@ -9,25 +9,24 @@ from pipegraph.api.context import Info
 from pipegraph.api.forecast import simulation_pool
 from pipegraph.errors import ValidationError
 from pipegraph.services.forecasting import lead_odds
-from pipesim import Model
+from pipegraph.services.forecasting.calibration import Calibration
 
 MAX_HORIZON_DAYS = 3650
 
 
-async def _model(info: Info, pipeline_pk: int) -> Model:
-    """The pipeline's calibrated model as of now: one task per request and pipeline, so a page of leads
+async def _calibration(info: Info, pipeline_pk: int) -> Calibration:
+    """The pipeline's calibration as of now: one task per request and pipeline, so a page of leads
     shares one calibration (itself shared across requests by the simulation pool's cache)."""
-    key = ("calibrated model", pipeline_pk)
-    task: asyncio.Future[Model] | None = info.context.memo.get(key)
+    key = ("calibration", pipeline_pk)
+    task: asyncio.Future[Calibration] | None = info.context.memo.get(key)
     if task is None:
 
-        async def calibrate() -> Model:
+        async def calibrate() -> Calibration:
             async with info.context.store.read() as session:
                 calibrations = simulation_pool(info).calibrations
-                calibration = await calibrations.calibration(
+                return await calibrations.calibration(
                     session, pipeline_id=pipeline_pk, horizon_days=90, segments=True
                 )
-            return calibration.model
 
         task = info.context.memo[key] = asyncio.ensure_future(calibrate())
     return await task
@@ -47,5 +46,7 @@ async def win_probability(
         raise ValidationError(
             f"must be between 1 and {MAX_HORIZON_DAYS} days, got {horizon_days}", field="horizonDays"
         )
-    model = await _model(info, pipeline_pk)
-    return lead_odds.win_probability(model, stage, age_days, horizon_days, source, owner)
+    calibration = await _calibration(info, pipeline_pk)
+    return lead_odds.win_probability(
+        calibration.model, stage, age_days, horizon_days, source, owner, calibration.loss_time(stage)
+    )

@@ -272,7 +272,8 @@ class Lead(Node):
         description="Probability that this open lead is won within `horizonDays`, from its stage, its days "
         "in the stage, its source and owner, and the pipeline's calibrated model: the conversions of its "
         "segment (source and owner, partially pooled) from here to the close and the time they take. "
-        "Null for closed leads and leads outside the sales stages."
+        "Where the stage's losers take longer to leave than its winners, a lead that has waited long is "
+        "counted likelier a loser. Null for closed leads and leads outside the sales stages."
     )
     async def win_probability(
         self,

@@ -138,6 +138,7 @@ class StageFit:
     family_fits: DurationFit | None = None  # every family's fit on the latest stays, best first
     survival: tuple[SurvivalPoint, ...] = ()  # Kaplan–Meier of the latest stays (thinned)
     loss_mean_days: float | None = None  # mean time to a loss, where timed apart from advances
+    loss_time: Distribution | None = None  # the time to a loss itself, where timed apart
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,11 @@ class CalibrationReport:
 class Calibration:
     model: Model
     report: CalibrationReport
+
+    def loss_time(self, stage: str) -> Distribution | None:
+        """The stage's time to a loss where it was timed apart from the time to advance (the model's
+        time in stage), else None: what an open lead's odds of advancing given its age need."""
+        return next((fit.loss_time for fit in self.report.stages if fit.name == stage), None)
 
 
 # --- queries ------------------------------------------------------------------------------------------
@@ -564,6 +570,7 @@ def _with_outcomes(fit: StageFit, outcome: CompetingFit | None, sample: StaySamp
         mean_days=max(outcome.advance_time.mean, MIN_STAGE_DAYS),
         mean_days_se=outcome.advance_mean_se,
         loss_mean_days=outcome.loss_time.mean,
+        loss_time=outcome.loss_time,
     )
 
 

@@ -9,6 +9,11 @@ only through its stage and age, so leads of the same stage and day share one com
 
 By source and owner: when the model has segments, the lead's conversions are those of its segment —
 the (source, owner) cell, else its source's owner-less cell, else the stages' own.
+
+By age, where losers linger: when the calibration timed the stage's losses apart from its advances
+(``loss_time``; the model's time in stage is then the time to advance), a lead still there after
+``age`` days advances with probability ``p S_a(age) / (p S_a(age) + (1 − p) S_l(age))`` instead of
+``p`` — the longer it has waited, the likelier it is one of the slow losers.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import math
 import numpy as np
 
 from pipesim import Model
+from pipesim.distributions import Distribution
 
 SAMPLES = 4_000
 AGE_STEP_DAYS = 0.1  # ages are rounded to this before computing: nearby ages share a result
@@ -41,25 +47,48 @@ def win_probability(
     horizon_days: float,
     source: str | None = None,
     owner: str | None = None,
+    loss_time: Distribution | None = None,
 ) -> float | None:
     """P(won within ``horizon_days``) for an open lead in ``stage`` for ``age_days``, from ``source``
-    and with ``owner`` (an email); None when the stage is not one the model simulates."""
+    and with ``owner`` (an email); ``loss_time``: the stage's time to a loss where the calibration timed
+    it apart (:meth:`Calibration.loss_time`). None when the stage is not one the model simulates."""
     if stage not in model.stage_names:
         return None
     age = round(max(age_days, 0.0) / AGE_STEP_DAYS) * AGE_STEP_DAYS
-    segment = segment_of(model, source, owner)
-    return _win_probability(model, model.stage_index(stage), age, float(horizon_days), segment)
+    start, segment = model.stage_index(stage), segment_of(model, source, owner)
+    advance_factor = 1.0  # on the stage's conversion, for a lead of this age
+    if loss_time is not None and age > 0:
+        conversion = model.stages[start].conversion if segment is None else (
+            model.segments[segment].conversion(model.stages, start)
+        )  # fmt: skip
+        p = conversion.mean
+        if p > 0:
+            advance_factor = advance_given_age(p, model.stages[start].time_in_stage, loss_time, age) / p
+    return _win_probability(model, start, age, float(horizon_days), segment, advance_factor)
+
+
+def advance_given_age(p: float, advance_time: Distribution, loss_time: Distribution, age: float) -> float:
+    """P(a lead still in the stage after ``age`` days advances): ``p S_a / (p S_a + (1 − p) S_l)``."""
+    advancing = p * (1.0 - float(advance_time.cdf(np.array([age]))[0]))
+    losing = (1.0 - p) * (1.0 - float(loss_time.cdf(np.array([age]))[0]))
+    return advancing / (advancing + losing) if advancing + losing > 0 else p
 
 
 @functools.lru_cache(maxsize=4096)
 def _win_probability(
-    model: Model, start: int, age: float, horizon: float, segment: int | None = None
+    model: Model,
+    start: int,
+    age: float,
+    horizon: float,
+    segment: int | None = None,
+    advance_factor: float = 1.0,
 ) -> float:
     stages = model.stages[start:]
     if segment is None:
         converts = math.prod(stage.conversion.mean for stage in stages)
     else:
         converts = model.segment_win_probability(model.segments[segment], start)
+    converts *= advance_factor
     if converts == 0.0:
         return 0.0
     u = np.random.default_rng(_SEED).random((len(stages), SAMPLES))
