@@ -61,12 +61,20 @@ class CompetingFit:
 
     def advance_odds(self, ages: Sequence[float] | Array) -> Array:
         """The chance that a stay still running at each age ends in an advance."""
-        days = np.maximum(np.asarray(ages, dtype=np.float64), 0.0)
-        p = self.advance_probability
-        stay_a = p * (1.0 - self.advance_time.cdf(days))
-        stay_l = (1 - p) * (1.0 - self.loss_time.cdf(days))
-        total = stay_a + stay_l
-        return np.asarray(np.where(total > 0, stay_a / np.maximum(total, 1e-300), 0.0), dtype=np.float64)
+        return advance_odds(self.advance_probability, self.advance_time, self.loss_time, ages)
+
+
+def advance_odds(
+    p: float, advance_time: Distribution, loss_time: Distribution, ages: Sequence[float] | Array
+) -> Array:
+    """``p S_a / (p S_a + (1 − p) S_l)`` at each age: the chance that a stay still running then ends in
+    an advance, when a stay advances with probability ``p`` after ``advance_time`` else is lost after
+    ``loss_time``."""
+    days = np.maximum(np.asarray(ages, dtype=np.float64), 0.0)
+    stay_a = p * (1.0 - advance_time.cdf(days))
+    stay_l = (1 - p) * (1.0 - loss_time.cdf(days))
+    total = stay_a + stay_l
+    return np.asarray(np.where(total > 0, stay_a / np.maximum(total, 1e-300), 0.0), dtype=np.float64)
 
 
 def fit_competing(

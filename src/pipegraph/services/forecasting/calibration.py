@@ -137,8 +137,11 @@ class StageFit:
     time_family: str = "exponential"
     family_fits: DurationFit | None = None  # every family's fit on the latest stays, best first
     survival: tuple[SurvivalPoint, ...] = ()  # Kaplan–Meier of the latest stays (thinned)
-    loss_mean_days: float | None = None  # mean time to a loss, where timed apart from advances
-    loss_time: Distribution | None = None  # the time to a loss itself, where timed apart
+    loss_time: Distribution | None = None  # the time to a loss, where timed apart from advances
+
+    @property
+    def loss_mean_days(self) -> float | None:
+        return None if self.loss_time is None else self.loss_time.mean
 
 
 @dataclass(frozen=True)
@@ -569,7 +572,6 @@ def _with_outcomes(fit: StageFit, outcome: CompetingFit | None, sample: StaySamp
         time_in_stage=outcome.advance_time,
         mean_days=max(outcome.advance_time.mean, MIN_STAGE_DAYS),
         mean_days_se=outcome.advance_mean_se,
-        loss_mean_days=outcome.loss_time.mean,
         loss_time=outcome.loss_time,
     )
 

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from pipesim import Model
+from pipesim.competing import advance_odds
 from pipesim.distributions import Distribution
 
 SAMPLES = 4_000
@@ -63,15 +64,9 @@ def win_probability(
         )  # fmt: skip
         p = conversion.mean
         if p > 0:
-            advance_factor = advance_given_age(p, model.stages[start].time_in_stage, loss_time, age) / p
+            advancing = advance_odds(p, model.stages[start].time_in_stage, loss_time, [age])
+            advance_factor = float(advancing[0]) / p
     return _win_probability(model, start, age, float(horizon_days), segment, advance_factor)
-
-
-def advance_given_age(p: float, advance_time: Distribution, loss_time: Distribution, age: float) -> float:
-    """P(a lead still in the stage after ``age`` days advances): ``p S_a / (p S_a + (1 − p) S_l)``."""
-    advancing = p * (1.0 - float(advance_time.cdf(np.array([age]))[0]))
-    losing = (1.0 - p) * (1.0 - float(loss_time.cdf(np.array([age]))[0]))
-    return advancing / (advancing + losing) if advancing + losing > 0 else p
 
 
 @functools.lru_cache(maxsize=4096)
